@@ -1,0 +1,111 @@
+//! The command line (SPEC §6): flags, subcommands, and the Go-style
+//! single-dash long flags (`-loglevel debug`) that existing users type.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Overrides;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diskwatch",
+    version,
+    about = "Storage-device monitoring agent: disks, mounts and shares as live events over SSE and MQTT"
+)]
+pub struct Cli {
+    /// Configuration file [default: /etc/diskwatch/config.toml when it exists]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// trace, debug, info, warn or error (also `-loglevel debug`)
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// HTTP listen address, e.g. 127.0.0.1:8377
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// MQTT broker, e.g. mqtt://127.0.0.1:1883
+    #[arg(long, global = true, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Node id used in event sources and MQTT topics
+    #[arg(long, global = true, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Announce what is found at start-up as *.added / mount.mounted / share.created events
+    #[arg(long, global = true)]
+    pub emit_initial: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent (the default)
+    Run,
+    /// Check the configuration and exit (78 when it is invalid)
+    CheckConfig,
+    /// Print the version
+    Version,
+}
+
+impl Cli {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            log_level: self.log_level.clone(),
+            listen: self.listen.clone(),
+            mqtt_url: self.mqtt_url.clone(),
+            node_id: self.node_id.clone(),
+            emit_initial: self.emit_initial,
+        }
+    }
+}
+
+/// Long flags that may be written with one dash, and their canonical spelling.
+const GO_STYLE: &[(&str, &str)] = &[
+    ("loglevel", "log-level"),
+    ("log-level", "log-level"),
+    ("config", "config"),
+    ("listen", "listen"),
+    ("mqtt-url", "mqtt-url"),
+    ("node-id", "node-id"),
+    ("emit-initial", "emit-initial"),
+];
+
+/// Rewrites `-loglevel debug` / `-loglevel=debug` (and the other long flags
+/// written with one dash) to clap's `--log-level` form.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
+        .map(|arg| {
+            let Some(text) = arg.to_str() else { return arg };
+            let Some(rest) = text.strip_prefix('-').filter(|r| !r.starts_with('-')) else { return arg };
+            let (name, value) = match rest.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (rest, None),
+            };
+            match GO_STYLE.iter().find(|(alias, _)| alias.eq_ignore_ascii_case(name)) {
+                Some((_, canonical)) => match value {
+                    Some(v) => OsString::from(format!("--{canonical}={v}")),
+                    None => OsString::from(format!("--{canonical}")),
+                },
+                None => arg,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from))).unwrap()
+    }
+
+    #[test]
+    fn go_style_log_level() {
+        assert_eq!(parse(&["diskwatch", "-loglevel", "debug"]).log_level.as_deref(), Some("debug"));
+        assert_eq!(parse(&["diskwatch", "-loglevel=debug"]).log_level.as_deref(), Some("debug"));
+        assert_eq!(parse(&["diskwatch", "--log-level", "warn", "run"]).log_level.as_deref(), Some("warn"));
+        assert_eq!(parse(&["diskwatch", "-config=/x.toml", "check-config"]).config, Some(PathBuf::from("/x.toml")));
+        assert!(Cli::try_parse_from(normalize_args(["diskwatch", "-bogus"].map(OsString::from))).is_err());
+    }
+}

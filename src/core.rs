@@ -1,0 +1,251 @@
+//! The core: the one task that applies facts to the state, journals and logs
+//! the resulting events and fans them out; plus start-up and shutdown of the
+//! whole agent ([`start`], [`run`]).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Instant, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, instrument, warn};
+
+use crate::config::Config;
+use crate::events::journal::{Journal, JournalError};
+use crate::events::log::EventLog;
+use crate::events::Published;
+use crate::metrics::Metrics;
+use crate::model::Snapshot;
+use crate::sources::{FactSender, Source, SourceContext};
+use crate::state::{Fact, State, StateConfig};
+
+/// Facts the channel into the core holds before sources wait.
+const FACT_QUEUE: usize = 4096;
+/// Facts applied per batch (one journal write per batch).
+const BATCH: usize = 256;
+
+/// Health of a sink (the MQTT connection, say).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SinkStatus {
+    pub name: String,
+    /// `connected`, `connecting`, `disconnected` or `disabled`.
+    pub status: String,
+    pub message: Option<String>,
+    pub required: bool,
+}
+
+/// The agent as the sinks and the HTTP side see it.
+pub struct Agent {
+    pub config: Arc<Config>,
+    pub node_id: String,
+    state: RwLock<State>,
+    pub log: EventLog,
+    pub metrics: Metrics,
+    sinks: Mutex<Vec<SinkStatus>>,
+    pub started: Instant,
+    /// Cancelled once the last event (`agent.stopping`) has been published:
+    /// streams finish sending and end.
+    pub streams_done: CancellationToken,
+}
+
+impl Agent {
+    /// Read access to the state; hold it briefly.
+    pub fn state(&self) -> RwLockReadGuard<'_, State> {
+        // The state is only written by the core between whole facts; a panic there is a bug
+        // that already stopped the core, and reading the last state is still the best answer.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.state().snapshot()
+    }
+
+    /// Records the health of a sink, replacing its previous status.
+    pub fn set_sink_status(&self, status: SinkStatus) {
+        let mut sinks = self.sinks.lock().unwrap_or_else(|p| p.into_inner());
+        match sinks.iter_mut().find(|s| s.name == status.name) {
+            Some(slot) => *slot = status,
+            None => sinks.push(status),
+        }
+    }
+
+    pub fn sink_statuses(&self) -> Vec<SinkStatus> {
+        self.sinks.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What the caller of [`start`] may add to a configured agent.
+#[derive(Default)]
+pub struct RunOptions {
+    /// An already bound listener (tests bind port 0); otherwise `http.listen` is bound.
+    pub listener: Option<TcpListener>,
+    /// Sources started besides the configured built-in ones.
+    pub sources: Vec<Box<dyn Source>>,
+    /// Leave out the built-in sources (tests feed facts themselves).
+    pub no_builtin_sources: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A started agent.
+pub struct Running {
+    pub agent: Arc<Agent>,
+    pub local_addr: SocketAddr,
+    /// Feeds facts into the core, as a source would.
+    pub facts: FactSender,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Waits until shutdown has finished: the core drained, the journal synced, streams ended.
+    pub async fn wait(self) {
+        drop(self.facts);
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// Starts the agent: loads the journal, binds HTTP, starts the core, the sources and the sinks.
+pub async fn start(config: Config, token: CancellationToken, options: RunOptions) -> Result<Running, StartError> {
+    let node_id = config.node_id();
+    let (journal, recovered) = Journal::open(
+        &config.state_dir,
+        config.events.journal_max_bytes,
+        config.events.journal_keep,
+        config.events.ring_size,
+    )?;
+    if recovered.skipped > 0 {
+        warn!(skipped = recovered.skipped, "journal had unreadable records");
+    }
+    info!(last_event_id = recovered.last_seq, held = recovered.events.len(), "journal loaded");
+    let state = State::new(
+        StateConfig {
+            node_id: node_id.clone(),
+            emit_initial: config.emit_initial,
+            usage_thresholds: config.mounts.usage_thresholds.clone(),
+            usage_step: config.mounts.usage_step,
+        },
+        recovered.last_seq,
+    );
+    let listener = match options.listener {
+        Some(l) => l,
+        None => TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.http.listen, source })?,
+    };
+    let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http.listen, source })?;
+    let config = Arc::new(config);
+    let agent = Arc::new(Agent {
+        log: EventLog::new(config.events.ring_size, config.events.client_buffer, recovered.events),
+        config: config.clone(),
+        node_id,
+        state: RwLock::new(state),
+        metrics: Metrics::new(),
+        sinks: Mutex::new(Vec::new()),
+        started: Instant::now(),
+        streams_done: CancellationToken::new(),
+    });
+    let (facts, fact_rx) = mpsc::channel(FACT_QUEUE);
+    let tracker = TaskTracker::new();
+
+    let app = crate::http::app(agent.clone());
+    let http_done = agent.streams_done.clone();
+    tracker.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_done.cancelled().await });
+        if let Err(e) = serve.await {
+            error!(error = %e, "HTTP server failed");
+        }
+    });
+    info!(addr = %local_addr, "serving HTTP");
+
+    let sources_token = token.child_token();
+    let mut sources = if options.no_builtin_sources { Vec::new() } else { crate::sources::builtin(&config) };
+    sources.extend(options.sources);
+    if sources.is_empty() {
+        info!("no sources configured: the agent serves what is fed to it");
+    }
+    for source in sources {
+        let name = source.name();
+        let _ = facts.send(Fact::SourceRunning { source: name.to_owned(), required: source.required() }).await;
+        let ctx = SourceContext { facts: facts.clone(), token: sources_token.clone(), agent: agent.clone() };
+        info!(source = name, "starting source");
+        tracker.spawn(source.run(ctx));
+    }
+    let _ = facts.send(Fact::AgentStarted { version: env!("CARGO_PKG_VERSION").to_owned() }).await;
+    tracker.spawn(core_loop(agent.clone(), journal, fact_rx, token));
+    Ok(Running { agent, local_addr, facts, tracker })
+}
+
+/// Runs the agent until `token` is cancelled, then shuts it down.
+pub async fn run(config: Config, token: CancellationToken, options: RunOptions) -> Result<(), StartError> {
+    start(config, token, options).await?.wait().await;
+    Ok(())
+}
+
+#[instrument(name = "core", skip_all)]
+async fn core_loop(agent: Arc<Agent>, mut journal: Journal, mut facts: mpsc::Receiver<Fact>, token: CancellationToken) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => break,
+            n = facts.recv_many(&mut batch, BATCH) => {
+                if n == 0 {
+                    break;
+                }
+                publish(&agent, &mut journal, batch.drain(..));
+            }
+        }
+    }
+    // Apply what sources already sent, then say goodbye.
+    while let Ok(fact) = facts.try_recv() {
+        batch.push(fact);
+    }
+    batch.push(Fact::AgentStopping { reason: "shutdown".to_owned() });
+    publish(&agent, &mut journal, batch.drain(..));
+    if let Err(e) = journal.sync() {
+        error!(error = %e, "journal sync failed at shutdown");
+    }
+    info!(last_event_id = agent.state().last_seq(), "core stopped");
+    agent.streams_done.cancel();
+}
+
+/// Applies facts, journals their events, then hands them to the log and the sinks.
+fn publish(agent: &Agent, journal: &mut Journal, facts: impl Iterator<Item = Fact>) {
+    let now = SystemTime::now();
+    let mut out: Vec<Arc<Published>> = Vec::new();
+    {
+        let mut state = agent.state.write().unwrap_or_else(|p| p.into_inner());
+        for fact in facts {
+            agent.metrics.facts.inc();
+            debug!(?fact, "fact received");
+            for event in state.apply(fact, now) {
+                out.push(Arc::new(Published::new(event)));
+            }
+        }
+    }
+    if out.is_empty() {
+        return;
+    }
+    for event in &out {
+        debug!(id = event.seq, kind = %event.event.kind, subject = %event.event.subject, "event emitted");
+        agent.metrics.events.get_or_create(&crate::metrics::TypeLabel { r#type: event.event.kind.clone() }).inc();
+    }
+    if let Some(last) = out.last() {
+        agent.metrics.last_event_id.set(last.seq);
+    }
+    if let Err(e) = journal.append(&out) {
+        // History on disk is lost for these events; the live stream goes on.
+        agent.metrics.journal_errors.inc();
+        error!(error = %e, "journal write failed");
+    }
+    agent.log.append(&out);
+}

@@ -1,0 +1,200 @@
+//! REST handlers: the topology, event history, health and metrics.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{ApiError, ErrorBody};
+use crate::core::{Agent, SinkStatus};
+use crate::events::{CloudEvent, TypeFilter, CATALOGUE};
+use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
+
+type AgentState = State<Arc<Agent>>;
+
+/// The whole topology with the id of the last event it reflects.
+#[utoipa::path(get, path = "/api/v1/snapshot", responses((status = 200, body = Snapshot)))]
+pub async fn snapshot(State(agent): AgentState) -> Json<Snapshot> {
+    Json(agent.snapshot())
+}
+
+#[utoipa::path(get, path = "/api/v1/disks", responses((status = 200, body = Vec<Disk>)))]
+pub async fn disks(State(agent): AgentState) -> Json<Vec<Disk>> {
+    Json(agent.state().disks().cloned().collect())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/disks/{id}",
+    params(("id" = String, Path, description = "disk id")),
+    responses((status = 200, body = Disk), (status = 404, body = ErrorBody))
+)]
+pub async fn disk(State(agent): AgentState, Path(id): Path<String>) -> Result<Json<Disk>, ApiError> {
+    agent.state().disk(&id).cloned().map(Json).ok_or_else(|| ApiError::not_found(format!("no disk with id {id:?}")))
+}
+
+#[utoipa::path(get, path = "/api/v1/partitions", responses((status = 200, body = Vec<Partition>)))]
+pub async fn partitions(State(agent): AgentState) -> Json<Vec<Partition>> {
+    Json(agent.state().partitions().cloned().collect())
+}
+
+#[utoipa::path(get, path = "/api/v1/mounts", responses((status = 200, body = Vec<Mount>)))]
+pub async fn mounts(State(agent): AgentState) -> Json<Vec<Mount>> {
+    Json(agent.state().mounts().cloned().collect())
+}
+
+#[utoipa::path(get, path = "/api/v1/shares", responses((status = 200, body = Vec<Share>)))]
+pub async fn shares(State(agent): AgentState) -> Json<Vec<Share>> {
+    Json(agent.state().shares().cloned().collect())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Comma-separated type globs, e.g. `disk.*,mount.mounted`.
+    pub types: Option<String>,
+    /// Only events at or after this RFC 3339 time.
+    pub since: Option<String>,
+    /// Only events before this RFC 3339 time.
+    pub until: Option<String>,
+    /// Only events with a larger id.
+    pub after_id: Option<u64>,
+    /// At most this many events (default 100, at most 10000).
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventsPage {
+    pub events: Vec<CloudEvent>,
+    /// The newest event id the agent has emitted.
+    pub last_event_id: u64,
+}
+
+/// Event history held in the ring, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    params(EventsQuery),
+    responses((status = 200, body = EventsPage), (status = 400, body = ErrorBody))
+)]
+pub async fn events(
+    State(agent): AgentState,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let Query(q) = query?;
+    let filter = TypeFilter::parse(q.types.as_deref()).map_err(|e| ApiError::bad_request(format!("types: {e}")))?;
+    let since = parse_time("since", q.since.as_deref())?;
+    let until = parse_time("until", q.until.as_deref())?;
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let after = q.after_id.unwrap_or(0);
+    let events = agent.log.query(limit, |e| {
+        e.seq > after
+            && filter.matches(&e.event.kind)
+            && (since.is_none() && until.is_none() || {
+                let t = humantime::parse_rfc3339_weak(&e.event.time).ok();
+                since.is_none_or(|s| t.is_some_and(|t| t >= s)) && until.is_none_or(|u| t.is_some_and(|t| t < u))
+            })
+    });
+    Ok(Json(EventsPage {
+        events: events.iter().map(|e| e.event.clone()).collect(),
+        last_event_id: agent.state().last_seq(),
+    }))
+}
+
+fn parse_time(name: &str, value: Option<&str>) -> Result<Option<SystemTime>, ApiError> {
+    value
+        .map(|v| {
+            humantime::parse_rfc3339_weak(v)
+                .map_err(|e| ApiError::bad_request(format!("{name}: {v:?} is not an RFC 3339 time: {e}")))
+        })
+        .transpose()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventType {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub description: String,
+}
+
+/// The catalogue of event types.
+#[utoipa::path(get, path = "/api/v1/events/types", responses((status = 200, body = Vec<EventType>)))]
+pub async fn event_types() -> Json<Vec<EventType>> {
+    Json(
+        CATALOGUE
+            .iter()
+            .map(|(kind, description)| EventType { kind: (*kind).to_owned(), description: (*description).to_owned() })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when a part that is not required is down, or `down`.
+    pub status: String,
+    pub version: String,
+    pub node_id: String,
+    pub uptime_seconds: f64,
+    pub last_event_id: u64,
+    pub sources: Vec<SourceStatus>,
+    pub sinks: Vec<SinkStatus>,
+}
+
+/// Per-source and per-sink status; 503 when a required part is down.
+#[utoipa::path(
+    get,
+    path = "/api/v1/health",
+    responses((status = 200, body = Health), (status = 503, body = Health))
+)]
+pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
+    let (sources, last_event_id) = {
+        let state = agent.state();
+        (state.sources().cloned().collect::<Vec<_>>(), state.last_seq())
+    };
+    let sinks = agent.sink_statuses();
+    let source_down = |s: &SourceStatus| s.status == "failed";
+    let sink_down = |s: &SinkStatus| s.status != "connected" && s.status != "disabled";
+    let required_down =
+        sources.iter().any(|s| s.required && source_down(s)) || sinks.iter().any(|s| s.required && sink_down(s));
+    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down);
+    let (code, status) = match (required_down, any_down) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+        (false, true) => (StatusCode::OK, "degraded"),
+        _ => (StatusCode::OK, "ok"),
+    };
+    let body = Health {
+        status: status.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        node_id: agent.node_id.clone(),
+        uptime_seconds: agent.started.elapsed().as_secs_f64(),
+        last_event_id,
+        sources,
+        sinks,
+    };
+    (code, Json(body))
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
+pub async fn metrics(State(agent): AgentState) -> Response {
+    agent.metrics.sse_clients.set(agent.log.subscribers() as i64);
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], agent.metrics.render())
+        .into_response()
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no such endpoint: {}", uri.path()))
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "only GET is served here".into(),
+    }
+}

@@ -1,0 +1,36 @@
+//! The HTTP side (SPEC §4): REST, SSE, Prometheus metrics and the OpenAPI
+//! document, built by [`app`] so tests can drive it on any listener.
+
+mod api;
+mod error;
+mod openapi;
+mod sse;
+
+use std::sync::Arc;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::core::Agent;
+pub use error::ApiError;
+pub use openapi::ApiDoc;
+
+/// The router of every endpoint, sharing one agent.
+pub fn app(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/api/v1/snapshot", get(api::snapshot))
+        .route("/api/v1/disks", get(api::disks))
+        .route("/api/v1/disks/{id}", get(api::disk))
+        .route("/api/v1/partitions", get(api::partitions))
+        .route("/api/v1/mounts", get(api::mounts))
+        .route("/api/v1/shares", get(api::shares))
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/events/types", get(api::event_types))
+        .route("/api/v1/events/stream", get(sse::stream))
+        .route("/api/v1/health", get(api::health))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(agent)
+}

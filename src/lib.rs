@@ -1,0 +1,27 @@
+//! diskwatch: a storage-device monitoring agent for NAS boxes and Home Assistant hosts.
+//!
+//! Layout (SPEC §1): sources observe the machine and send [`state::Fact`]s
+//! over a channel; the [`core`] loop is the only writer of the
+//! [`state::State`], which turns facts into CloudEvents; every event is
+//! appended to the [`events::log::EventLog`] (ring + journal) and fanned out
+//! to the sinks: the [`http`] API with SSE, and MQTT.
+//!
+//! - [`config`]: layered configuration (defaults, file, env, flags).
+//! - [`model`]: disks, partitions, mounts, shares, snapshots.
+//! - [`state`]: the pure state model.
+//! - [`events`]: CloudEvents, the type catalogue, ring and journal.
+//! - [`core`]: the loop that applies facts and publishes events.
+//! - [`http`]: REST, SSE, metrics and OpenAPI with axum.
+//! - [`sources`]: what a source gets to work with.
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod model;
+pub mod sources;
+pub mod state;
+
+pub use crate::core::{run, Agent, RunOptions};

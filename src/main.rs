@@ -1,0 +1,94 @@
+//! The diskwatch binary: parses the command line, loads the configuration,
+//! sets up logging and signals, and runs the agent from the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use diskwatch::cli::{normalize_args, Cli, Command};
+use diskwatch::config::{Config, LogFormat};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for configuration errors (EX_CONFIG from sysexits.h).
+const EXIT_CONFIG: u8 = 78;
+/// How long shutdown may take after a signal.
+const DRAIN: Duration = Duration::from_secs(2);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    if let Some(Command::Version) = cli.command {
+        println!("diskwatch {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
+        Ok(config) => config,
+        Err(e) => {
+            for line in &e.messages {
+                eprintln!("diskwatch: configuration error: {line}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("configuration OK (node_id {}, HTTP on {})", config.node_id(), config.http.listen);
+            ExitCode::SUCCESS
+        }
+        Some(Command::Run) | None => run(config),
+        Some(Command::Version) => ExitCode::SUCCESS,
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::builder()
+        .with_default_directive(config.log_level.as_str().parse().unwrap_or_else(|_| tracing::Level::INFO.into()))
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let token = CancellationToken::new();
+        let running = match diskwatch::core::start(config, token.clone(), Default::default()).await {
+            Ok(running) => running,
+            Err(e) => {
+                error!(error = %e, "start-up failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        let signal = wait_for_signal().await;
+        info!(signal, "shutting down");
+        token.cancel();
+        if tokio::time::timeout(DRAIN, running.wait()).await.is_err() {
+            warn!("shutdown took longer than {DRAIN:?}; exiting anyway");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the agent can only be killed; run until then.
+        std::future::pending::<()>().await;
+        return "none";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

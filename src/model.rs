@@ -1,0 +1,246 @@
+//! The storage objects diskwatch reports (SPEC §2): disks, partitions, mounts and shares.
+//!
+//! Sources fill in what they observe; the fields marked *derived* are owned by
+//! [`crate::state::State`], which links the topology both ways after every fact.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Makes a string safe for MQTT topics and Home Assistant unique_ids:
+/// every character outside `[a-zA-Z0-9_-]` becomes `_`.
+pub fn sanitize_id(raw: &str) -> String {
+    raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+}
+
+/// The id of a mount: its mount point without the leading slash, sanitised;
+/// the root filesystem is `root`.
+pub fn mount_id(mount_point: &str) -> String {
+    let trimmed = mount_point.trim_start_matches('/');
+    if trimmed.is_empty() {
+        "root".to_owned()
+    } else {
+        sanitize_id(trimmed)
+    }
+}
+
+/// A whole block device (DEVTYPE=disk): a drive, an md array, a dm device, a loop device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Disk {
+    /// Stable id: WWN, else bus+model+serial, else `dev-<kernel name>`.
+    pub id: String,
+    /// False when the id falls back to the kernel name and may change on re-plug.
+    pub stable: bool,
+    pub kernel_name: String,
+    pub devpath: String,
+    /// Device node, e.g. `/dev/sdb`.
+    pub devnode: String,
+    /// `major:minor`.
+    pub dev: String,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub wwn: Option<String>,
+    /// usb, ata, nvme, scsi, virtio, mmc or virtual.
+    pub bus: Option<String>,
+    pub size_bytes: u64,
+    pub removable: bool,
+    pub rotational: bool,
+    pub read_only: bool,
+    /// Partition table type (gpt, dos) when known.
+    pub partition_table: Option<String>,
+    /// Filesystem on the whole device (no partition table), when there is one.
+    pub fs_type: Option<String>,
+    pub fs_label: Option<String>,
+    pub fs_uuid: Option<String>,
+    /// Kernel names of the devices this one is built from (md/dm members, /sys/…/slaves).
+    pub members: Vec<String>,
+    /// Kernel names of the devices built on top of this one (/sys/…/holders).
+    pub holders: Vec<String>,
+    /// *Derived*: ids of this disk's partitions.
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// *Derived*: ids of mounts of the whole device.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+}
+
+/// A partition of a disk (DEVTYPE=partition).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Partition {
+    /// Partition UUID, else filesystem UUID, else `<disk id>-part<N>`.
+    pub id: String,
+    pub kernel_name: String,
+    pub devpath: String,
+    pub devnode: String,
+    /// `major:minor`.
+    pub dev: String,
+    pub disk_id: String,
+    pub number: u32,
+    pub size_bytes: u64,
+    pub read_only: bool,
+    pub fs_type: Option<String>,
+    pub fs_label: Option<String>,
+    pub fs_uuid: Option<String>,
+    pub part_label: Option<String>,
+    pub part_uuid: Option<String>,
+    /// *Derived*: ids of the mounts of this partition.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+}
+
+/// Space usage of a mounted filesystem, from statvfs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub available_bytes: u64,
+    /// Used share of the space available to users, 0–100, as `df` computes it.
+    pub percent: f64,
+    pub inodes_total: u64,
+    pub inodes_used: u64,
+    pub inodes_free: u64,
+}
+
+/// A mounted filesystem from the mount table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Mount {
+    /// The mount point, sanitised (see [`mount_id`]).
+    pub id: String,
+    pub mount_point: String,
+    /// The mount source as the table shows it (`/dev/sdb1`, `server:/export`, `tmpfs`).
+    pub source: String,
+    /// `major:minor` of the mounted device.
+    pub dev: String,
+    pub fs_type: String,
+    /// Per-mount options (`rw,nosuid,relatime`), split on commas.
+    pub options: Vec<String>,
+    /// Superblock options.
+    pub super_options: Vec<String>,
+    pub read_only: bool,
+    /// Root of the mount within its filesystem (`/` unless a bind mount of a subtree).
+    pub root: String,
+    /// True for network filesystems (nfs, cifs, sshfs, fuse.*).
+    pub network: bool,
+    /// *Derived*: the partition mounted here, matched by `dev`.
+    #[serde(default)]
+    pub partition_id: Option<String>,
+    /// *Derived*: the disk this mount lives on.
+    #[serde(default)]
+    pub disk_id: Option<String>,
+    /// *Derived*: ids of the shares whose storage is this mount.
+    #[serde(default)]
+    pub shares: Vec<String>,
+    /// Last usage sample; absent until the first one.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// True while the last usage query timed out (dead network server).
+    #[serde(default)]
+    pub stale: bool,
+}
+
+/// File-sharing protocol of a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Smb,
+    Nfs,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Smb => "smb",
+            Protocol::Nfs => "nfs",
+        }
+    }
+}
+
+/// One client entry of an NFS export: `host(options)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NfsClient {
+    pub host: String,
+    pub options: Vec<String>,
+}
+
+/// A network share (Samba section or NFS export).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Share {
+    /// `<protocol>-<name>`, sanitised.
+    pub id: String,
+    pub protocol: Protocol,
+    pub name: String,
+    pub path: String,
+    /// Samba's `available` (an export is always enabled).
+    pub enabled: bool,
+    pub read_only: bool,
+    pub guest_ok: bool,
+    pub browseable: bool,
+    /// Samba `valid users`.
+    pub users: Vec<String>,
+    pub comment: Option<String>,
+    /// `homes` for Samba's special [homes] section.
+    pub special: Option<String>,
+    /// NFS clients and their options (empty for Samba).
+    pub clients: Vec<NfsClient>,
+    /// The file the share was defined in.
+    pub config_file: String,
+    /// `path` with symlinks resolved, as the share source saw it.
+    pub resolved_path: String,
+    /// Whether `path` existed when the share source last looked.
+    pub path_exists: bool,
+    /// *Derived*: the mount holding the share's path (kept while that mount is gone).
+    #[serde(default)]
+    pub mount_id: Option<String>,
+    /// *Derived*: the partition behind that mount.
+    #[serde(default)]
+    pub partition_id: Option<String>,
+    /// *Derived*: the disk the share lives on.
+    #[serde(default)]
+    pub disk_id: Option<String>,
+    /// *Derived*: enabled, backing mount present and path exists.
+    #[serde(default)]
+    pub available: bool,
+}
+
+impl Share {
+    pub fn make_id(protocol: Protocol, name: &str) -> String {
+        sanitize_id(&format!("{}-{}", protocol.as_str(), name))
+    }
+}
+
+/// Health of one source as the core last heard it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SourceStatus {
+    pub name: String,
+    /// `running`, `failed` or `disabled`.
+    pub status: String,
+    pub message: Option<String>,
+    /// Whether the agent is unhealthy (HTTP 503) while this source is failed.
+    pub required: bool,
+}
+
+/// The whole topology at one point of the event sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub node_id: String,
+    /// Sequence number of the last event reflected in this snapshot (0 before any).
+    pub last_event_id: u64,
+    pub disks: Vec<Disk>,
+    pub partitions: Vec<Partition>,
+    pub mounts: Vec<Mount>,
+    pub shares: Vec<Share>,
+    pub sources: Vec<SourceStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_topic_safe() {
+        assert_eq!(sanitize_id("ata-WDC WD40/EFRX"), "ata-WDC_WD40_EFRX");
+        assert_eq!(mount_id("/"), "root");
+        assert_eq!(mount_id("/mnt/my data"), "mnt_my_data");
+        assert_eq!(Share::make_id(Protocol::Smb, "Time Machine"), "smb-Time_Machine");
+    }
+}

@@ -1,0 +1,37 @@
+//! Facts: what sources tell the core. A fact says what a source sees now;
+//! the state model decides which events that makes.
+
+use crate::model::{Disk, Mount, Partition, Share, Usage};
+
+/// One observation sent by a source to the core.
+#[derive(Debug, Clone)]
+pub enum Fact {
+    /// The complete set of block devices (coldplug, or re-enumeration after a
+    /// netlink overflow). Objects missing from it are removed. With
+    /// `initial`, additions are silent unless `emit_initial` is configured.
+    BlockDevices { disks: Vec<Disk>, partitions: Vec<Partition>, initial: bool },
+    /// A disk appeared or its properties changed.
+    DiskUpsert(Disk),
+    /// A disk disappeared (its partitions go with it).
+    DiskRemoved { id: String },
+    /// A partition appeared or its properties changed.
+    PartitionUpsert(Partition),
+    /// A partition disappeared.
+    PartitionRemoved { id: String },
+    /// The complete mount table after a re-read (already filtered).
+    Mounts { mounts: Vec<Mount>, initial: bool },
+    /// A usage sample for one mount: `usage` is `None` and `stale` true when the query timed out.
+    MountUsage { id: String, usage: Option<Usage>, stale: bool },
+    /// The complete share set after a re-parse.
+    Shares { shares: Vec<Share>, initial: bool },
+    /// A source is up (registers it in health; no event).
+    SourceRunning { source: String, required: bool },
+    /// A source failed; the last good state it reported is kept.
+    SourceFailed { source: String, message: String },
+    /// A failed source works again.
+    SourceRecovered { source: String },
+    /// The agent has started (after coldplug).
+    AgentStarted { version: String },
+    /// The agent is shutting down.
+    AgentStopping { reason: String },
+}

@@ -1,0 +1,474 @@
+//! The state model: the only writer of the topology. [`State::apply`] turns a
+//! [`Fact`] into events, assigns each its sequence number, and does no I/O.
+
+mod diff;
+mod fact;
+mod link;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::json;
+
+pub use fact::Fact;
+
+use crate::events::CloudEvent;
+use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
+use diff::{changed_fields, DERIVED};
+
+/// What the state model needs to know about the configuration.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub node_id: String,
+    /// Emit `*.added` / `mount.mounted` / `share.created` for the first enumeration too.
+    pub emit_initial: bool,
+    /// Usage percentages whose crossing raises `mount.usage`.
+    pub usage_thresholds: Vec<f64>,
+    /// A move of at least this many percentage points raises `mount.usage`.
+    pub usage_step: f64,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "localhost".to_owned(),
+            emit_initial: false,
+            usage_thresholds: vec![80.0, 90.0, 95.0],
+            usage_step: 1.0,
+        }
+    }
+}
+
+/// The live topology and the event sequence.
+#[derive(Debug)]
+pub struct State {
+    config: StateConfig,
+    /// `diskwatch://<node_id>`, the CloudEvents source.
+    source_uri: String,
+    /// Sequence number of the last event emitted.
+    last_seq: u64,
+    disks: BTreeMap<String, Disk>,
+    partitions: BTreeMap<String, Partition>,
+    mounts: BTreeMap<String, Mount>,
+    shares: BTreeMap<String, Share>,
+    sources: BTreeMap<String, SourceStatus>,
+    /// Per mount: the usage percent last announced by `mount.usage`, and
+    /// whether the first sample should be announced (not for coldplugged mounts).
+    usage_marks: HashMap<String, UsageMark>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UsageMark {
+    announced: Option<f64>,
+    announce_first: bool,
+}
+
+/// An event before it is stamped with a sequence number.
+struct Draft {
+    kind: &'static str,
+    subject: String,
+    data: DraftData,
+}
+
+enum DraftData {
+    /// Data fixed when the event was made (removals, lifecycle).
+    Ready(serde_json::Value),
+    /// The object's state after the whole fact, links included, plus the changed fields.
+    Current { object: &'static str, id: String, changed: Option<Vec<String>> },
+}
+
+impl State {
+    /// A state whose next event will carry sequence number `last_seq + 1`.
+    pub fn new(config: StateConfig, last_seq: u64) -> Self {
+        Self {
+            source_uri: format!("diskwatch://{}", config.node_id),
+            config,
+            last_seq,
+            disks: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            mounts: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            usage_marks: HashMap::new(),
+        }
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Applies one fact and returns the events it makes, in order, stamped
+    /// with consecutive sequence numbers and the given time.
+    pub fn apply(&mut self, fact: Fact, now: SystemTime) -> Vec<CloudEvent> {
+        let mut drafts = Vec::new();
+        let availability_before: HashMap<String, bool> =
+            self.shares.values().map(|s| (s.id.clone(), s.available)).collect();
+        let structural = match fact {
+            Fact::BlockDevices { disks, partitions, initial } => {
+                self.replace_block_devices(disks, partitions, initial, &mut drafts);
+                true
+            }
+            Fact::DiskUpsert(disk) => {
+                self.upsert_disk(disk, false, &mut drafts);
+                true
+            }
+            Fact::DiskRemoved { id } => {
+                self.remove_disk(&id, &mut drafts);
+                true
+            }
+            Fact::PartitionUpsert(partition) => {
+                self.upsert_partition(partition, false, &mut drafts);
+                true
+            }
+            Fact::PartitionRemoved { id } => {
+                self.remove_partition(&id, &mut drafts);
+                true
+            }
+            Fact::Mounts { mounts, initial } => {
+                self.replace_mounts(mounts, initial, &mut drafts);
+                true
+            }
+            Fact::MountUsage { id, usage, stale } => {
+                self.mount_usage(&id, usage, stale, &mut drafts);
+                false
+            }
+            Fact::Shares { shares, initial } => {
+                self.replace_shares(shares, initial, &mut drafts);
+                true
+            }
+            Fact::SourceRunning { source, required } => {
+                self.sources.insert(
+                    source.clone(),
+                    SourceStatus { name: source, status: "running".into(), message: None, required },
+                );
+                false
+            }
+            Fact::SourceFailed { source, message } => {
+                let entry = self.sources.entry(source.clone()).or_insert_with(|| SourceStatus {
+                    name: source.clone(),
+                    status: "running".into(),
+                    message: None,
+                    required: false,
+                });
+                let already = entry.status == "failed" && entry.message.as_deref() == Some(&message);
+                entry.status = "failed".into();
+                entry.message = Some(message.clone());
+                if !already {
+                    drafts.push(Draft {
+                        kind: "source.failed",
+                        subject: format!("source/{source}"),
+                        data: DraftData::Ready(json!({"source": source, "message": message})),
+                    });
+                }
+                false
+            }
+            Fact::SourceRecovered { source } => {
+                if let Some(entry) = self.sources.get_mut(&source) {
+                    if entry.status == "failed" {
+                        entry.status = "running".into();
+                        entry.message = None;
+                        drafts.push(Draft {
+                            kind: "source.recovered",
+                            subject: format!("source/{source}"),
+                            data: DraftData::Ready(json!({"source": source})),
+                        });
+                    }
+                }
+                false
+            }
+            Fact::AgentStarted { version } => {
+                drafts.push(Draft {
+                    kind: "agent.started",
+                    subject: format!("agent/{}", self.config.node_id),
+                    data: DraftData::Ready(json!({"node_id": self.config.node_id, "version": version})),
+                });
+                false
+            }
+            Fact::AgentStopping { reason } => {
+                drafts.push(Draft {
+                    kind: "agent.stopping",
+                    subject: format!("agent/{}", self.config.node_id),
+                    data: DraftData::Ready(json!({"node_id": self.config.node_id, "reason": reason})),
+                });
+                false
+            }
+        };
+        if structural {
+            self.relink(&availability_before, &mut drafts);
+        }
+        drafts
+            .into_iter()
+            .map(|d| {
+                let data = self.render(d.data);
+                self.last_seq += 1;
+                CloudEvent::new(self.last_seq, &self.source_uri, d.kind, now, d.subject, data)
+            })
+            .collect()
+    }
+
+    /// Turns a draft's data into the event's `data`: the object's current state, links included.
+    fn render(&self, data: DraftData) -> serde_json::Value {
+        let (object, id, changed) = match data {
+            DraftData::Ready(value) => return value,
+            DraftData::Current { object, id, changed } => (object, id, changed),
+        };
+        let value = match object {
+            "disk" => self.disks.get(&id).map(serde_json::to_value),
+            "partition" => self.partitions.get(&id).map(serde_json::to_value),
+            "mount" => self.mounts.get(&id).map(serde_json::to_value),
+            _ => self.shares.get(&id).map(serde_json::to_value),
+        };
+        let mut map = serde_json::Map::new();
+        map.insert(object.to_owned(), value.and_then(Result::ok).unwrap_or_default());
+        if let Some(changed) = changed {
+            map.insert("changed".to_owned(), json!(changed));
+        }
+        serde_json::Value::Object(map)
+    }
+
+    /// The whole topology, tagged with the last event id.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            node_id: self.config.node_id.clone(),
+            last_event_id: self.last_seq,
+            disks: self.disks.values().cloned().collect(),
+            partitions: self.partitions.values().cloned().collect(),
+            mounts: self.mounts.values().cloned().collect(),
+            shares: self.shares.values().cloned().collect(),
+            sources: self.sources.values().cloned().collect(),
+        }
+    }
+
+    pub fn disks(&self) -> impl Iterator<Item = &Disk> {
+        self.disks.values()
+    }
+    pub fn disk(&self, id: &str) -> Option<&Disk> {
+        self.disks.get(id)
+    }
+    pub fn partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.partitions.values()
+    }
+    pub fn mounts(&self) -> impl Iterator<Item = &Mount> {
+        self.mounts.values()
+    }
+    pub fn shares(&self) -> impl Iterator<Item = &Share> {
+        self.shares.values()
+    }
+    pub fn sources(&self) -> impl Iterator<Item = &SourceStatus> {
+        self.sources.values()
+    }
+
+    fn quiet(&self, initial: bool) -> bool {
+        initial && !self.config.emit_initial
+    }
+
+    fn replace_block_devices(
+        &mut self,
+        disks: Vec<Disk>,
+        partitions: Vec<Partition>,
+        initial: bool,
+        drafts: &mut Vec<Draft>,
+    ) {
+        let keep_parts: std::collections::HashSet<&str> = partitions.iter().map(|p| p.id.as_str()).collect();
+        let gone_parts: Vec<String> =
+            self.partitions.keys().filter(|id| !keep_parts.contains(id.as_str())).cloned().collect();
+        for id in gone_parts {
+            self.remove_partition(&id, drafts);
+        }
+        let keep_disks: std::collections::HashSet<&str> = disks.iter().map(|d| d.id.as_str()).collect();
+        let gone_disks: Vec<String> =
+            self.disks.keys().filter(|id| !keep_disks.contains(id.as_str())).cloned().collect();
+        for id in gone_disks {
+            self.remove_disk(&id, drafts);
+        }
+        for disk in disks {
+            self.upsert_disk(disk, initial, drafts);
+        }
+        for partition in partitions {
+            self.upsert_partition(partition, initial, drafts);
+        }
+    }
+
+    fn upsert_disk(&mut self, mut disk: Disk, initial: bool, drafts: &mut Vec<Draft>) {
+        let quiet = self.quiet(initial);
+        match self.disks.get(&disk.id) {
+            Some(old) => {
+                disk.partitions = old.partitions.clone();
+                disk.mounts = old.mounts.clone();
+                let changed = changed_fields(old, &disk, DERIVED);
+                if !changed.is_empty() {
+                    drafts.push(current_draft("disk.changed", "disk", &disk.id, Some(changed)));
+                }
+            }
+            None if !quiet => drafts.push(current_draft("disk.added", "disk", &disk.id, None)),
+            None => {}
+        }
+        self.disks.insert(disk.id.clone(), disk);
+    }
+
+    fn remove_disk(&mut self, id: &str, drafts: &mut Vec<Draft>) {
+        let children: Vec<String> =
+            self.partitions.values().filter(|p| p.disk_id == id).map(|p| p.id.clone()).collect();
+        for child in children {
+            self.remove_partition(&child, drafts);
+        }
+        if let Some(disk) = self.disks.remove(id) {
+            drafts.push(ready_draft("disk.removed", "disk", id, &disk));
+        }
+    }
+
+    fn upsert_partition(&mut self, mut partition: Partition, initial: bool, drafts: &mut Vec<Draft>) {
+        let quiet = self.quiet(initial);
+        match self.partitions.get(&partition.id) {
+            Some(old) => {
+                partition.mounts = old.mounts.clone();
+                let changed = changed_fields(old, &partition, DERIVED);
+                if !changed.is_empty() {
+                    drafts.push(current_draft("partition.changed", "partition", &partition.id, Some(changed)));
+                }
+            }
+            None if !quiet => drafts.push(current_draft("partition.added", "partition", &partition.id, None)),
+            None => {}
+        }
+        self.partitions.insert(partition.id.clone(), partition);
+    }
+
+    fn remove_partition(&mut self, id: &str, drafts: &mut Vec<Draft>) {
+        if let Some(partition) = self.partitions.remove(id) {
+            drafts.push(ready_draft("partition.removed", "partition", id, &partition));
+        }
+    }
+
+    fn replace_mounts(&mut self, mounts: Vec<Mount>, initial: bool, drafts: &mut Vec<Draft>) {
+        let quiet = self.quiet(initial);
+        let mut next: BTreeMap<String, Mount> = BTreeMap::new();
+        for mount in mounts {
+            next.insert(mount.id.clone(), mount);
+        }
+        let gone: Vec<String> = self.mounts.keys().filter(|id| !next.contains_key(*id)).cloned().collect();
+        for id in gone {
+            if let Some(mount) = self.mounts.remove(&id) {
+                self.usage_marks.remove(&id);
+                drafts.push(ready_draft("mount.unmounted", "mount", &id, &mount));
+            }
+        }
+        for (id, mut mount) in next {
+            match self.mounts.get(&id) {
+                Some(old) => {
+                    mount.partition_id = old.partition_id.clone();
+                    mount.disk_id = old.disk_id.clone();
+                    mount.shares = old.shares.clone();
+                    mount.usage = old.usage.clone();
+                    mount.stale = old.stale;
+                    let changed = changed_fields(old, &mount, DERIVED);
+                    if !changed.is_empty() {
+                        // A different filesystem on the same mount point is a new mount.
+                        if changed.iter().any(|f| f == "dev" || f == "fs_type" || f == "source") {
+                            drafts.push(ready_draft("mount.unmounted", "mount", &id, old));
+                            mount.usage = None;
+                            mount.stale = false;
+                            self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: true });
+                            drafts.push(current_draft("mount.mounted", "mount", &id, None));
+                        } else {
+                            drafts.push(current_draft("mount.remounted", "mount", &id, Some(changed)));
+                        }
+                    }
+                }
+                None => {
+                    self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: !quiet });
+                    if !quiet {
+                        drafts.push(current_draft("mount.mounted", "mount", &id, None));
+                    }
+                }
+            }
+            self.mounts.insert(id, mount);
+        }
+    }
+
+    fn mount_usage(&mut self, id: &str, usage: Option<crate::model::Usage>, stale: bool, drafts: &mut Vec<Draft>) {
+        let Some(mount) = self.mounts.get_mut(id) else { return };
+        let mark =
+            self.usage_marks.entry(id.to_owned()).or_insert(UsageMark { announced: None, announce_first: false });
+        let mut changed = Vec::new();
+        if mount.stale != stale {
+            mount.stale = stale;
+            changed.push("stale".to_owned());
+        }
+        if let Some(usage) = usage {
+            let percent = usage.percent;
+            let announce = match mark.announced {
+                None => mark.announce_first,
+                Some(last) => {
+                    (percent - last).abs() >= self.config.usage_step
+                        || self.config.usage_thresholds.iter().any(|t| (last < *t) != (percent < *t))
+                }
+            };
+            if mark.announced.is_none() && !announce {
+                // The baseline for coldplugged mounts: later moves are measured from here.
+                mark.announced = Some(percent);
+            }
+            if announce {
+                mark.announced = Some(percent);
+                changed.push("usage".to_owned());
+            }
+            mount.usage = Some(usage);
+        }
+        if !changed.is_empty() {
+            drafts.push(current_draft("mount.usage", "mount", id, Some(changed)));
+        }
+    }
+
+    fn replace_shares(&mut self, shares: Vec<Share>, initial: bool, drafts: &mut Vec<Draft>) {
+        let quiet = self.quiet(initial);
+        let mut next: BTreeMap<String, Share> = BTreeMap::new();
+        for share in shares {
+            next.insert(share.id.clone(), share);
+        }
+        let gone: Vec<String> = self.shares.keys().filter(|id| !next.contains_key(*id)).cloned().collect();
+        for id in gone {
+            if let Some(share) = self.shares.remove(&id) {
+                drafts.push(ready_draft("share.deleted", "share", &id, &share));
+            }
+        }
+        for (id, mut share) in next {
+            match self.shares.get(&id) {
+                Some(old) => {
+                    // Keep the (possibly sticky) link while the path stays the same.
+                    if old.resolved_path == share.resolved_path {
+                        share.mount_id = old.mount_id.clone();
+                    }
+                    share.partition_id = old.partition_id.clone();
+                    share.disk_id = old.disk_id.clone();
+                    share.available = old.available;
+                    let mut changed = changed_fields(old, &share, DERIVED);
+                    if old.enabled != share.enabled {
+                        let kind = if share.enabled { "share.enabled" } else { "share.disabled" };
+                        drafts.push(current_draft(kind, "share", &id, Some(vec!["enabled".into()])));
+                        changed.retain(|f| f != "enabled");
+                    }
+                    // Existence of the path is reported through availability, not as a config change.
+                    changed.retain(|f| f != "path_exists");
+                    if !changed.is_empty() {
+                        drafts.push(current_draft("share.updated", "share", &id, Some(changed)));
+                    }
+                }
+                None if !quiet => drafts.push(current_draft("share.created", "share", &id, None)),
+                None => {}
+            }
+            self.shares.insert(id, share);
+        }
+    }
+}
+
+fn ready_draft<T: Serialize>(kind: &'static str, object: &'static str, id: &str, value: &T) -> Draft {
+    let mut data = serde_json::Map::new();
+    data.insert(object.to_owned(), serde_json::to_value(value).unwrap_or_default());
+    Draft { kind, subject: format!("{object}/{id}"), data: DraftData::Ready(serde_json::Value::Object(data)) }
+}
+
+fn current_draft(kind: &'static str, object: &'static str, id: &str, changed: Option<Vec<String>>) -> Draft {
+    Draft { kind, subject: format!("{object}/{id}"), data: DraftData::Current { object, id: id.to_owned(), changed } }
+}

@@ -1,0 +1,287 @@
+//! Unit tests of the state model: facts in, events out.
+
+use std::time::SystemTime;
+
+use super::*;
+use crate::model::{Protocol, Usage};
+
+fn disk(id: &str, dev: &str) -> Disk {
+    Disk {
+        id: id.into(),
+        stable: true,
+        kernel_name: "sdb".into(),
+        devpath: "/devices/virtual/block/sdb".into(),
+        devnode: "/dev/sdb".into(),
+        dev: dev.into(),
+        vendor: None,
+        model: Some("Disk".into()),
+        serial: Some("S1".into()),
+        wwn: None,
+        bus: Some("ata".into()),
+        size_bytes: 1 << 30,
+        removable: false,
+        rotational: true,
+        read_only: false,
+        partition_table: Some("gpt".into()),
+        fs_type: None,
+        fs_label: None,
+        fs_uuid: None,
+        members: vec![],
+        holders: vec![],
+        partitions: vec![],
+        mounts: vec![],
+    }
+}
+
+fn partition(id: &str, disk_id: &str, dev: &str) -> Partition {
+    Partition {
+        id: id.into(),
+        kernel_name: "sdb1".into(),
+        devpath: "/devices/virtual/block/sdb/sdb1".into(),
+        devnode: "/dev/sdb1".into(),
+        dev: dev.into(),
+        disk_id: disk_id.into(),
+        number: 1,
+        size_bytes: 1 << 29,
+        read_only: false,
+        fs_type: None,
+        fs_label: None,
+        fs_uuid: None,
+        part_label: None,
+        part_uuid: None,
+        mounts: vec![],
+    }
+}
+
+fn mount(point: &str, dev: &str, options: &str) -> Mount {
+    Mount {
+        id: crate::model::mount_id(point),
+        mount_point: point.into(),
+        source: "/dev/sdb1".into(),
+        dev: dev.into(),
+        fs_type: "ext4".into(),
+        options: options.split(',').map(str::to_owned).collect(),
+        super_options: vec!["rw".into()],
+        read_only: options.split(',').any(|o| o == "ro"),
+        root: "/".into(),
+        network: false,
+        partition_id: None,
+        disk_id: None,
+        shares: vec![],
+        usage: None,
+        stale: false,
+    }
+}
+
+fn share(name: &str, path: &str, enabled: bool, exists: bool) -> Share {
+    Share {
+        id: Share::make_id(Protocol::Smb, name),
+        protocol: Protocol::Smb,
+        name: name.into(),
+        path: path.into(),
+        enabled,
+        read_only: false,
+        guest_ok: false,
+        browseable: true,
+        users: vec![],
+        comment: None,
+        special: None,
+        clients: vec![],
+        config_file: "/etc/samba/smb.conf".into(),
+        resolved_path: path.into(),
+        path_exists: exists,
+        mount_id: None,
+        partition_id: None,
+        disk_id: None,
+        available: false,
+    }
+}
+
+fn usage(percent: f64) -> Usage {
+    Usage {
+        total_bytes: 100,
+        used_bytes: percent as u64,
+        available_bytes: 100 - percent as u64,
+        percent,
+        inodes_total: 10,
+        inodes_used: 1,
+        inodes_free: 9,
+    }
+}
+
+fn types(events: &[CloudEvent]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+fn state() -> State {
+    State::new(StateConfig::default(), 0)
+}
+
+const T: SystemTime = SystemTime::UNIX_EPOCH;
+
+#[test]
+fn coldplug_is_silent_and_hotplug_is_not() {
+    let mut s = state();
+    let ev = s.apply(
+        Fact::BlockDevices {
+            disks: vec![disk("d1", "8:16")],
+            partitions: vec![partition("p1", "d1", "8:17")],
+            initial: true,
+        },
+        T,
+    );
+    assert!(ev.is_empty());
+    assert_eq!(s.disk("d1").unwrap().partitions, vec!["p1"]);
+    let ev = s.apply(Fact::DiskUpsert(disk("d2", "8:32")), T);
+    assert_eq!(types(&ev), ["disk.added"]);
+    assert_eq!(ev[0].id, "1");
+    assert_eq!(ev[0].subject, "disk/d2");
+}
+
+#[test]
+fn emit_initial_announces_coldplug() {
+    let mut s = State::new(StateConfig { emit_initial: true, ..StateConfig::default() }, 0);
+    let ev = s.apply(
+        Fact::BlockDevices {
+            disks: vec![disk("d1", "8:16")],
+            partitions: vec![partition("p1", "d1", "8:17")],
+            initial: true,
+        },
+        T,
+    );
+    assert_eq!(types(&ev), ["disk.added", "partition.added"]);
+    assert_eq!(ev[0].data["disk"]["partitions"][0], "p1", "events carry the linked state");
+}
+
+#[test]
+fn sequence_continues_from_given_number() {
+    let mut s = State::new(StateConfig::default(), 41);
+    let ev = s.apply(Fact::AgentStarted { version: "1".into() }, T);
+    assert_eq!(ev[0].id, "42");
+    assert_eq!(s.last_seq(), 42);
+}
+
+#[test]
+fn changed_lists_fields_and_ignores_identical_upserts() {
+    let mut s = state();
+    s.apply(Fact::DiskUpsert(disk("d1", "8:16")), T);
+    assert!(s.apply(Fact::DiskUpsert(disk("d1", "8:16")), T).is_empty());
+    let mut resized = disk("d1", "8:16");
+    resized.size_bytes *= 2;
+    let ev = s.apply(Fact::DiskUpsert(resized), T);
+    assert_eq!(types(&ev), ["disk.changed"]);
+    assert_eq!(ev[0].data["changed"], serde_json::json!(["size_bytes"]));
+}
+
+#[test]
+fn removing_a_disk_removes_its_partitions_first() {
+    let mut s = state();
+    s.apply(Fact::DiskUpsert(disk("d1", "8:16")), T);
+    s.apply(Fact::PartitionUpsert(partition("p1", "d1", "8:17")), T);
+    let ev = s.apply(Fact::DiskRemoved { id: "d1".into() }, T);
+    assert_eq!(types(&ev), ["partition.removed", "disk.removed"]);
+    assert_eq!(ev[1].data["disk"]["id"], "d1");
+}
+
+#[test]
+fn block_device_resync_emits_exact_differences() {
+    let mut s = state();
+    s.apply(Fact::DiskUpsert(disk("d1", "8:16")), T);
+    s.apply(Fact::DiskUpsert(disk("d2", "8:32")), T);
+    let ev = s.apply(
+        Fact::BlockDevices { disks: vec![disk("d2", "8:32"), disk("d3", "8:48")], partitions: vec![], initial: false },
+        T,
+    );
+    assert_eq!(types(&ev), ["disk.removed", "disk.added"]);
+}
+
+#[test]
+fn mounts_link_to_partitions_and_remounts_show_read_only() {
+    let mut s = state();
+    s.apply(Fact::DiskUpsert(disk("d1", "8:16")), T);
+    s.apply(Fact::PartitionUpsert(partition("p1", "d1", "8:17")), T);
+    let ev = s.apply(Fact::Mounts { mounts: vec![mount("/mnt/data", "8:17", "rw")], initial: false }, T);
+    assert_eq!(types(&ev), ["mount.mounted"]);
+    assert_eq!(ev[0].data["mount"]["partition_id"], "p1");
+    assert_eq!(ev[0].data["mount"]["disk_id"], "d1");
+    assert_eq!(s.partitions().next().unwrap().mounts, vec!["mnt_data"]);
+
+    let ev = s.apply(Fact::Mounts { mounts: vec![mount("/mnt/data", "8:17", "ro")], initial: false }, T);
+    assert_eq!(types(&ev), ["mount.remounted"]);
+    assert_eq!(ev[0].data["mount"]["read_only"], true);
+    assert_eq!(ev[0].data["changed"], serde_json::json!(["options", "read_only"]));
+
+    let ev = s.apply(Fact::Mounts { mounts: vec![], initial: false }, T);
+    assert_eq!(types(&ev), ["mount.unmounted"]);
+    assert!(s.partitions().next().unwrap().mounts.is_empty());
+}
+
+#[test]
+fn usage_events_on_threshold_step_and_stale() {
+    let mut s = state();
+    s.apply(Fact::Mounts { mounts: vec![mount("/mnt/data", "8:17", "rw")], initial: false }, T);
+    let id = "mnt_data".to_string();
+    let first = s.apply(Fact::MountUsage { id: id.clone(), usage: Some(usage(50.0)), stale: false }, T);
+    assert_eq!(types(&first), ["mount.usage"], "first sample of a hot-plugged mount is announced");
+    assert!(s.apply(Fact::MountUsage { id: id.clone(), usage: Some(usage(50.5)), stale: false }, T).is_empty());
+    assert_eq!(
+        types(&s.apply(Fact::MountUsage { id: id.clone(), usage: Some(usage(51.0)), stale: false }, T)),
+        ["mount.usage"]
+    );
+    let mut fine = State::new(StateConfig { usage_step: 50.0, ..StateConfig::default() }, 0);
+    fine.apply(Fact::Mounts { mounts: vec![mount("/m", "8:1", "rw")], initial: true }, T);
+    assert!(
+        fine.apply(Fact::MountUsage { id: "m".into(), usage: Some(usage(79.5)), stale: false }, T).is_empty(),
+        "coldplug baseline is silent"
+    );
+    assert_eq!(
+        types(&fine.apply(Fact::MountUsage { id: "m".into(), usage: Some(usage(80.2)), stale: false }, T)),
+        ["mount.usage"],
+        "80 % crossed"
+    );
+    let ev = fine.apply(Fact::MountUsage { id: "m".into(), usage: None, stale: true }, T);
+    assert_eq!(ev[0].data["changed"], serde_json::json!(["stale"]));
+    assert_eq!(ev[0].data["mount"]["stale"], true);
+    assert_eq!(ev[0].data["mount"]["usage"]["percent"], 80.2, "last good usage kept while stale");
+    let ev = fine.apply(Fact::MountUsage { id: "m".into(), usage: Some(usage(80.3)), stale: false }, T);
+    assert_eq!(ev[0].data["changed"], serde_json::json!(["stale"]));
+}
+
+#[test]
+fn share_availability_follows_its_mount() {
+    let mut s = state();
+    let root = mount("/", "254:1", "rw");
+    let data = mount("/mnt/data", "8:17", "rw");
+    s.apply(Fact::DiskUpsert(disk("d1", "8:16")), T);
+    s.apply(Fact::PartitionUpsert(partition("p1", "d1", "8:17")), T);
+    s.apply(Fact::Mounts { mounts: vec![root.clone(), data.clone()], initial: false }, T);
+    let ev = s.apply(Fact::Shares { shares: vec![share("media", "/mnt/data/media", true, true)], initial: false }, T);
+    assert_eq!(types(&ev), ["share.created"]);
+    assert_eq!(ev[0].data["share"]["available"], true);
+    assert_eq!(ev[0].data["share"]["disk_id"], "d1");
+    assert_eq!(s.mounts().find(|m| m.id == "mnt_data").unwrap().shares, vec!["smb-media"]);
+
+    let ev = s.apply(Fact::Mounts { mounts: vec![root.clone()], initial: false }, T);
+    assert_eq!(types(&ev), ["mount.unmounted", "share.unavailable"], "the share stays bound to its gone mount");
+    let ev = s.apply(Fact::Mounts { mounts: vec![root.clone(), data.clone()], initial: false }, T);
+    assert_eq!(types(&ev), ["mount.mounted", "share.available"]);
+
+    let ev = s.apply(Fact::Shares { shares: vec![share("media", "/mnt/data/media", false, true)], initial: false }, T);
+    assert_eq!(types(&ev), ["share.disabled", "share.unavailable"]);
+    let ev = s.apply(Fact::Shares { shares: vec![share("media", "/mnt/data/movies", false, true)], initial: false }, T);
+    assert_eq!(types(&ev), ["share.updated"]);
+    assert_eq!(ev[0].data["changed"], serde_json::json!(["path", "resolved_path"]));
+    let ev = s.apply(Fact::Shares { shares: vec![], initial: false }, T);
+    assert_eq!(types(&ev), ["share.deleted"]);
+}
+
+#[test]
+fn source_health_events_only_on_transitions() {
+    let mut s = state();
+    s.apply(Fact::SourceRunning { source: "shares".into(), required: false }, T);
+    let fail = Fact::SourceFailed { source: "shares".into(), message: "bad".into() };
+    assert_eq!(types(&s.apply(fail.clone(), T)), ["source.failed"]);
+    assert!(s.apply(fail, T).is_empty());
+    assert_eq!(types(&s.apply(Fact::SourceRecovered { source: "shares".into() }, T)), ["source.recovered"]);
+    assert!(s.apply(Fact::SourceRecovered { source: "shares".into() }, T).is_empty());
+}
