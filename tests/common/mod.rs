@@ -163,9 +163,7 @@ impl Drop for MountGuard {
 /// A configuration for tests: temporary state dir, HTTP on port 0, no MQTT,
 /// and no built-in sources unless the test turns them on.
 pub fn test_config(state_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.state_dir = state_dir.to_path_buf();
-    config.node_id = "test".into();
+    let mut config = Config { state_dir: state_dir.to_path_buf(), node_id: "test".into(), ..Config::default() };
     config.http.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.mqtt.enabled = false;
     config.udev.enabled = false;
