@@ -1,0 +1,32 @@
+//! Builders of model objects for tests that feed facts directly.
+
+use diskwatch::model::Disk;
+
+/// A plausible SATA disk with the given id and size.
+pub fn disk(id: &str, size_bytes: u64) -> Disk {
+    Disk {
+        id: id.into(),
+        stable: true,
+        kernel_name: format!("sd{id}"),
+        devpath: format!("/devices/pci0000:00/ata1/block/sd{id}"),
+        devnode: format!("/dev/sd{id}"),
+        dev: "8:0".into(),
+        vendor: Some("ATA".into()),
+        model: Some("WDC_WD40EFRX".into()),
+        serial: Some(format!("WD-{id}")),
+        wwn: None,
+        bus: Some("ata".into()),
+        size_bytes,
+        removable: false,
+        rotational: true,
+        read_only: false,
+        partition_table: Some("gpt".into()),
+        fs_type: None,
+        fs_label: None,
+        fs_uuid: None,
+        members: vec![],
+        holders: vec![],
+        partitions: vec![],
+        mounts: vec![],
+    }
+}
