@@ -21,6 +21,8 @@ impl Message {
 pub struct SseClient {
     stream: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     buf: String,
+    /// Start of the unparsed part of `buf`.
+    pos: usize,
 }
 
 impl SseClient {
@@ -33,14 +35,15 @@ impl SseClient {
         }
         let resp = req.send().await.expect("connect SSE");
         assert_eq!(resp.status(), 200, "SSE status");
-        Self { stream: resp.bytes_stream().boxed(), buf: String::new() }
+        Self { stream: resp.bytes_stream().boxed(), buf: String::new(), pos: 0 }
     }
 
     /// The next message (keep-alive comments skipped), or None when the stream ends.
     pub async fn next(&mut self) -> Option<Message> {
         loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
+            if let Some(end) = self.buf[self.pos..].find("\n\n").map(|e| e + self.pos) {
+                let block = self.buf[self.pos..end + 2].to_owned();
+                self.pos = end + 2;
                 let mut msg = Message { id: None, event: "message".into(), data: String::new() };
                 let mut any = false;
                 for line in block.lines() {
@@ -64,7 +67,12 @@ impl SseClient {
                 continue;
             }
             match self.stream.next().await {
-                Some(Ok(chunk)) => self.buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Some(Ok(chunk)) => {
+                    // Drop what was consumed before growing the buffer, so parsing stays linear.
+                    self.buf.drain(..self.pos);
+                    self.pos = 0;
+                    self.buf.push_str(&String::from_utf8_lossy(&chunk));
+                }
                 Some(Err(e)) => panic!("SSE stream failed: {e}"),
                 None => return None,
             }
