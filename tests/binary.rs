@@ -33,7 +33,8 @@ fn config_file(dir: &Path, text: &str) -> String {
 #[test]
 fn configuration_errors_name_the_key_and_exit_78() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec!["--config".into(), config_file(dir.path(), "[http]\nlisen = \"x\"\n")],
             vec![],
