@@ -158,6 +158,12 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
 
     let app = crate::http::app(agent.clone());
     let http_done = agent.streams_done.clone();
+    // Small SSE frames must leave at once: Nagle plus delayed ACKs would hold them for up to 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     tracker.spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_done.cancelled().await });
         if let Err(e) = serve.await {
