@@ -50,7 +50,7 @@ pub fn mounts_from(text: &str, filter: &Filter) -> (Vec<Mount>, usize) {
     for (line, error) in &bad {
         debug!(line = %line, error = %error, "unparsable mountinfo line");
     }
-    let kept = entries.iter().filter(|e| filter.keeps(&e.fs_type, &e.mount_point));
+    let kept = entries.into_iter().filter(|e| filter.keeps(&e.fs_type, &e.mount_point));
     (mountinfo::to_mounts(kept), bad.len())
 }
 
@@ -90,7 +90,8 @@ struct Watch {
 }
 
 enum Outcome {
-    Facts(Vec<Fact>, Option<Vec<Mount>>),
+    /// Facts to send first, then the new table (with `initial`) when there is one.
+    Facts(Vec<Fact>, Option<(Vec<Mount>, bool)>),
     Nothing,
 }
 
@@ -113,9 +114,9 @@ impl Watch {
                 }
                 self.last_text.clear();
                 self.last_text.push_str(&text);
-                facts.push(Fact::Mounts { mounts: mounts.clone(), initial: self.initial });
+                let initial = self.initial;
                 self.initial = false;
-                Outcome::Facts(facts, Some(mounts))
+                Outcome::Facts(facts, Some((mounts, initial)))
             }
             Err(e) => {
                 self.table.close();
@@ -159,14 +160,17 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
     let mut next_check = Instant::now();
     let mut outcome = watch.refresh(false);
     loop {
-        if let Outcome::Facts(facts, mounts) = std::mem::replace(&mut outcome, Outcome::Nothing) {
+        if let Outcome::Facts(mut facts, table) = std::mem::replace(&mut outcome, Outcome::Nothing) {
+            if let Some((mounts, initial)) = table {
+                // Queued before the table reaches the core, answered only after: the answers are
+                // read by this loop once the facts below are sent.
+                sampler.set_mounts(&mounts);
+                facts.push(Fact::Mounts { mounts, initial });
+            }
             for fact in facts {
                 if ctx.facts.send(fact).await.is_err() {
                     return;
                 }
-            }
-            if let Some(mounts) = mounts {
-                sampler.set_mounts(&mounts);
             }
             if watch.failed {
                 retry.as_mut().reset(Instant::now() + RETRY);

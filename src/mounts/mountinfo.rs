@@ -141,21 +141,21 @@ pub fn is_network(fs_type: &str) -> bool {
 
 impl Entry {
     /// The mount as the model shows it; `id` is the plain [`mount_id`] (see [`to_mounts`] for clashes).
-    pub fn to_mount(&self) -> Mount {
+    pub fn into_mount(self) -> Mount {
         let has = |opts: &[String], o: &str| opts.iter().any(|x| x == o);
         Mount {
             id: mount_id(&self.mount_point),
-            mount_point: self.mount_point.clone(),
-            source: self.source.clone(),
-            dev: self.dev.clone(),
-            fs_type: self.fs_type.clone(),
-            options: self.options.clone(),
-            super_options: self.super_options.clone(),
             // A filesystem the kernel turned read-only (ext4 errors=remount-ro) keeps "rw" in the
             // per-mount options and shows "ro" only in the superblock options.
             read_only: has(&self.options, "ro") || has(&self.super_options, "ro"),
-            root: self.root.clone(),
             network: is_network(&self.fs_type),
+            mount_point: self.mount_point,
+            source: self.source,
+            dev: self.dev,
+            fs_type: self.fs_type,
+            options: self.options,
+            super_options: self.super_options,
+            root: self.root,
             partition_id: None,
             disk_id: None,
             shares: Vec::new(),
@@ -173,15 +173,16 @@ fn stable_hash(s: &str) -> u32 {
 /// Turns entries (in table order) into mounts: for stacked mounts on one mount point the
 /// topmost (listed last) wins; mount points whose sanitised ids clash get a suffix of a
 /// hash of the path, except one that is already topic-safe, which keeps the plain id.
-pub fn to_mounts<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<Mount> {
-    let mut by_point: HashMap<&str, usize> = HashMap::new();
+pub fn to_mounts(entries: impl IntoIterator<Item = Entry>) -> Vec<Mount> {
+    let mut by_point: HashMap<String, usize> = HashMap::new();
     let mut mounts: Vec<Mount> = Vec::new();
     for entry in entries {
-        match by_point.get(entry.mount_point.as_str()) {
-            Some(&i) => mounts[i] = entry.to_mount(),
+        let mount = entry.into_mount();
+        match by_point.get(mount.mount_point.as_str()) {
+            Some(&i) => mounts[i] = mount,
             None => {
-                by_point.insert(&entry.mount_point, mounts.len());
-                mounts.push(entry.to_mount());
+                by_point.insert(mount.mount_point.clone(), mounts.len());
+                mounts.push(mount);
             }
         }
     }
@@ -264,7 +265,7 @@ mod tests {
     #[test]
     fn bind_mount_keeps_its_root_and_same_device_twice() {
         let (entries, _) = parse(SAMPLE);
-        let mounts = to_mounts(&entries);
+        let mounts = to_mounts(entries.clone());
         let data = mounts.iter().find(|m| m.mount_point == "/mnt/my data").unwrap();
         let photos = mounts.iter().find(|m| m.mount_point == "/srv/photos").unwrap();
         assert_eq!(data.dev, photos.dev);
@@ -279,7 +280,7 @@ mod tests {
     #[test]
     fn mount_over_mount_topmost_wins() {
         let (entries, _) = parse(SAMPLE);
-        let mounts = to_mounts(&entries);
+        let mounts = to_mounts(entries.clone());
         let x: Vec<_> = mounts.iter().filter(|m| m.mount_point == "/tmp/x").collect();
         assert_eq!(x.len(), 1);
         assert_eq!(x[0].dev, "0:52");
@@ -289,13 +290,13 @@ mod tests {
     #[test]
     fn network_and_read_only_flags() {
         let (entries, _) = parse(SAMPLE);
-        let mounts = to_mounts(&entries);
+        let mounts = to_mounts(entries.clone());
         assert!(mounts.iter().find(|m| m.id == "mnt_nas").unwrap().network);
         assert!(!mounts.iter().find(|m| m.id == "root").unwrap().network);
         assert!(is_network("fuse.sshfs") && is_network("cifs") && is_network("smb3") && is_network("nfs"));
         assert!(!is_network("fuse") && !is_network("fuseblk") && !is_network("ext4"));
         let e = parse_line("50 28 8:33 / /mnt/failing rw,relatime - ext4 /dev/sdc1 ro,errors=remount-ro").unwrap();
-        assert!(e.to_mount().read_only, "superblock ro counts");
+        assert!(e.into_mount().read_only, "superblock ro counts");
     }
 
     #[test]
@@ -306,14 +307,14 @@ mod tests {
 62 28 0:62 / /mnt/a.b rw - tmpfs tmpfs rw
 ";
         let (entries, _) = parse(text);
-        let mounts = to_mounts(&entries);
+        let mounts = to_mounts(entries.clone());
         let ids: Vec<&str> = mounts.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids[1], "mnt_a_b");
         assert!(ids[0].starts_with("mnt_a_b-") && ids[2].starts_with("mnt_a_b-"));
         assert_ne!(ids[0], ids[2]);
         // Same result whatever the order of the table.
         let reversed: Vec<Entry> = entries.iter().rev().cloned().collect();
-        let again = to_mounts(&reversed);
+        let again = to_mounts(reversed);
         for m in &mounts {
             assert_eq!(again.iter().find(|o| o.mount_point == m.mount_point).unwrap().id, m.id);
         }

@@ -156,7 +156,7 @@ mod tests {
 
     fn mount(id: &str, path: &str) -> Mount {
         let line = format!("1 1 0:1 / {path} rw - tmpfs tmpfs rw");
-        let mut m = super::super::mountinfo::parse_line(&line).unwrap().to_mount();
+        let mut m = super::super::mountinfo::parse_line(&line).unwrap().into_mount();
         m.id = id.into();
         m
     }

@@ -363,7 +363,8 @@ impl State {
                     mount.shares = old.shares.clone();
                     mount.usage = old.usage.clone();
                     mount.stale = old.stale;
-                    let changed = changed_fields(old, &mount, DERIVED);
+                    // Equal (derived fields copied above) is the common case: skip the field diff.
+                    let changed = if *old == mount { Vec::new() } else { changed_fields(old, &mount, DERIVED) };
                     if !changed.is_empty() {
                         // A different filesystem on the same mount point is a new mount.
                         if changed.iter().any(|f| f == "dev" || f == "fs_type" || f == "source") {
