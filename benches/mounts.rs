@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::sse::SseClient;
 use common::TestAgent;
 use diskwatch::config::MountsConfig;
+use diskwatch::mounts::differ::Differ;
 use diskwatch::mounts::filter::Filter;
 use diskwatch::mounts::mounts_from;
 use diskwatch::state::{Fact, State, StateConfig};
@@ -62,7 +63,9 @@ fn reread_and_diff(base: &Path) {
         format!("{} 28 0:{} / /mnt/bench/m{i:05} rw,relatime shared:9 - tmpfs tmpfs rw,size=64k\n", 100 + i, 100 + i)
     };
     let mut text: String = (0..5000).map(line).collect();
-    state.apply(Fact::Mounts { mounts: mounts_from(&text, &filter).0, initial: true }, SystemTime::now());
+    let mut differ = Differ::new();
+    differ.diff(&text, &filter);
+    state.apply(Fact::Mounts { mounts: differ.mounts().cloned().collect(), initial: true }, SystemTime::now());
     let mut samples = Vec::new();
     for round in 0..300 {
         // Toggle one extra mount in and out so every round has a real difference.
@@ -72,12 +75,14 @@ fn reread_and_diff(base: &Path) {
             text.truncate(text.len() - "9999 28 0:9999 / /mnt/bench/extra rw - tmpfs tmpfs rw\n".len());
         }
         let t = Instant::now();
-        let (mounts, _) = mounts_from(&text, &filter);
-        let events = state.apply(Fact::Mounts { mounts, initial: false }, SystemTime::now());
+        let delta = differ.diff(&text, &filter);
+        let events =
+            state.apply(Fact::MountsChanged { upserts: delta.upserts, removed: delta.removed }, SystemTime::now());
         samples.push(t.elapsed());
         assert_eq!(events.len(), 1);
     }
-    report("re-read+diff, 5000 mounts, in-memory text (parse+filter+State::apply)", samples);
+    report("re-read+diff, 5000 mounts, in-memory text (parse+diff+State::apply)", samples);
+    breakdown(&text, &filter, &mut differ, &mut state);
 
     let dir = base.join("table");
     for i in 0..5000 {
@@ -86,7 +91,9 @@ fn reread_and_diff(base: &Path) {
     let mut state = State::new(config, 0);
     let mut table = diskwatch::mounts::table::Table::new("/proc/self/mountinfo".into());
     let first = table.read(false).expect("read mountinfo").into_owned();
-    let (mounts, _) = mounts_from(&first, &filter);
+    let mut differ = Differ::new();
+    differ.diff(&first, &filter);
+    let mounts: Vec<_> = differ.mounts().cloned().collect();
     println!("kernel table: {} lines, {} mounts kept", first.lines().count(), mounts.len());
     state.apply(Fact::Mounts { mounts, initial: true }, SystemTime::now());
     let mut samples = Vec::new();
@@ -102,17 +109,46 @@ fn reread_and_diff(base: &Path) {
         let text = table.read(false).expect("read mountinfo");
         let read = t.elapsed();
         let t2 = Instant::now();
-        let (mounts, _) = mounts_from(&text, &filter);
-        let events = state.apply(Fact::Mounts { mounts, initial: false }, SystemTime::now());
+        let delta = differ.diff(&text, &filter);
+        let events =
+            state.apply(Fact::MountsChanged { upserts: delta.upserts, removed: delta.removed }, SystemTime::now());
         samples.push(t2.elapsed());
         with_read.push(read + t2.elapsed());
         assert_eq!(events.len(), 1);
     }
-    report("re-read+diff, 5000 real mounts: parse+filter+State::apply", samples);
-    report("re-read+diff, 5000 real mounts: kernel read+parse+filter+State::apply", with_read);
+    report("re-read+diff, 5000 real mounts: parse+diff+State::apply", samples);
+    report("re-read+diff, 5000 real mounts: kernel read+parse+diff+State::apply", with_read);
     for i in 0..5000 {
         let _ = umount2(&dir.join(format!("m{i:05}")), MntFlags::MNT_DETACH);
     }
+}
+
+/// Where the time of one re-read goes, and what a whole-table fact would cost instead.
+fn breakdown(text: &str, filter: &Filter, differ: &mut Differ, state: &mut State) {
+    let (mut diff, mut apply, mut whole) = (Vec::new(), Vec::new(), Vec::new());
+    let extra = "9999 28 0:9999 / /mnt/bench/extra rw - tmpfs tmpfs rw\n";
+    for round in 0..50 {
+        let owned;
+        let text = if round % 2 == 0 {
+            owned = format!("{text}{extra}");
+            owned.as_str()
+        } else {
+            text
+        };
+        let t = Instant::now();
+        let delta = differ.diff(text, filter);
+        diff.push(t.elapsed());
+        let t = Instant::now();
+        state.apply(Fact::MountsChanged { upserts: delta.upserts, removed: delta.removed }, SystemTime::now());
+        apply.push(t.elapsed());
+        let t = Instant::now();
+        let (mounts, _) = mounts_from(text, filter);
+        state.apply(Fact::Mounts { mounts, initial: false }, SystemTime::now());
+        whole.push(t.elapsed());
+    }
+    report("  of which parse+filter+diff (Differ::diff)", diff);
+    report("  of which State::apply(MountsChanged)", apply);
+    report("  for comparison, whole-table parse + State::apply(Mounts)", whole);
 }
 
 async fn latency(base: &Path) {

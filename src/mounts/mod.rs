@@ -7,6 +7,7 @@
 //! - [`table`]: the watched file.
 //! - [`usage`] and [`pool`]: statvfs sampling with timeouts on plain threads.
 
+pub mod differ;
 pub mod filter;
 pub mod mountinfo;
 pub mod pool;
@@ -23,6 +24,7 @@ use crate::config::MountsConfig;
 use crate::model::Mount;
 use crate::sources::{Source, SourceContext, SourceFuture};
 use crate::state::Fact;
+use differ::{Delta, Differ};
 use filter::Filter;
 use table::Table;
 use usage::Sampler;
@@ -44,12 +46,10 @@ pub enum MountsError {
     Filter(#[from] filter::FilterError),
 }
 
-/// Turns a mountinfo text into the filtered mounts the core gets.
+/// Turns a mountinfo text into the filtered mounts the core gets (the whole table at once;
+/// the source itself works with [`differ::Differ`]).
 pub fn mounts_from(text: &str, filter: &Filter) -> (Vec<Mount>, usize) {
     let (entries, bad) = mountinfo::parse(text);
-    for (line, error) in &bad {
-        debug!(line = %line, error = %error, "unparsable mountinfo line");
-    }
     let kept = entries.into_iter().filter(|e| filter.keeps(&e.fs_type, &e.mount_point));
     (mountinfo::to_mounts(kept), bad.len())
 }
@@ -83,51 +83,61 @@ impl Source for MountsSource {
 struct Watch {
     table: Table,
     filter: Filter,
-    /// The last text turned into facts: an unchanged re-read sends nothing.
-    last_text: String,
+    differ: Differ,
     failed: bool,
+    /// The next good read is sent as a whole table (start-up, and after a failure).
+    whole: bool,
     initial: bool,
 }
 
+/// What a read produced, in the order to send it.
 enum Outcome {
-    /// Facts to send first, then the new table (with `initial`) when there is one.
-    Facts(Vec<Fact>, Option<(Vec<Mount>, bool)>),
+    /// The table cannot be read: the message for `source.failed`.
+    Failed(String),
+    Table {
+        recovered: bool,
+        change: Change,
+    },
     Nothing,
+}
+
+enum Change {
+    Whole { mounts: Vec<Mount>, initial: bool },
+    Delta(Delta),
 }
 
 impl Watch {
     fn refresh(&mut self, check_exists: bool) -> Outcome {
-        let path = self.table.path().to_path_buf();
-        match self.table.read(check_exists) {
-            Ok(text) => {
-                let mut facts = Vec::new();
-                if self.failed {
-                    info!(path = %path.display(), "mount table readable again");
-                    facts.push(Fact::SourceRecovered { source: NAME.to_owned() });
-                    self.failed = false;
-                } else if !self.initial && text == self.last_text {
-                    return Outcome::Nothing;
-                }
-                let (mounts, bad) = mounts_from(&text, &self.filter);
-                if bad > 0 {
-                    warn!(path = %path.display(), bad_lines = bad, "mount table lines skipped");
-                }
-                self.last_text.clear();
-                self.last_text.push_str(&text);
-                let initial = self.initial;
-                self.initial = false;
-                Outcome::Facts(facts, Some((mounts, initial)))
-            }
+        let text = match self.table.read(check_exists) {
+            Ok(text) => text,
             Err(e) => {
                 self.table.close();
                 if self.failed {
                     return Outcome::Nothing;
                 }
-                warn!(path = %self.table.path().display(), error = %e, "mount table unavailable");
+                warn!(error = %e, "mount table unavailable");
                 self.failed = true;
-                Outcome::Facts(vec![Fact::SourceFailed { source: NAME.to_owned(), message: e.to_string() }], None)
+                self.whole = true;
+                return Outcome::Failed(e.to_string());
             }
+        };
+        let delta = self.differ.diff(&text, &self.filter);
+        if delta.bad_lines > 0 {
+            warn!(bad_lines = delta.bad_lines, "mount table lines skipped");
         }
+        let recovered = std::mem::take(&mut self.failed);
+        if recovered {
+            info!("mount table readable again");
+        }
+        let change = if std::mem::take(&mut self.whole) {
+            let initial = std::mem::take(&mut self.initial);
+            Change::Whole { mounts: self.differ.mounts().cloned().collect(), initial }
+        } else if delta.is_empty() {
+            return Outcome::Nothing;
+        } else {
+            Change::Delta(delta)
+        };
+        Outcome::Table { recovered, change }
     }
 }
 
@@ -143,8 +153,9 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
     let mut watch = Watch {
         table: Table::new(config.mountinfo.clone()),
         filter,
-        last_text: String::new(),
+        differ: Differ::new(),
         failed: false,
+        whole: true,
         initial: true,
     };
     let (mut sampler, mut answers) = Sampler::new(config.usage_timeout);
@@ -160,21 +171,35 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
     let mut next_check = Instant::now();
     let mut outcome = watch.refresh(false);
     loop {
-        if let Outcome::Facts(mut facts, table) = std::mem::replace(&mut outcome, Outcome::Nothing) {
-            if let Some((mounts, initial)) = table {
-                // Queued before the table reaches the core, answered only after: the answers are
-                // read by this loop once the facts below are sent.
-                sampler.set_mounts(&mounts);
-                facts.push(Fact::Mounts { mounts, initial });
-            }
-            for fact in facts {
-                if ctx.facts.send(fact).await.is_err() {
-                    return;
+        let mut facts = Vec::new();
+        match std::mem::replace(&mut outcome, Outcome::Nothing) {
+            Outcome::Nothing => {}
+            Outcome::Failed(message) => facts.push(Fact::SourceFailed { source: NAME.to_owned(), message }),
+            Outcome::Table { recovered, change } => {
+                if recovered {
+                    facts.push(Fact::SourceRecovered { source: NAME.to_owned() });
+                }
+                // Queued before the table reaches the core, answered only after: the answers
+                // are read by this loop once the facts below are sent.
+                match change {
+                    Change::Whole { mounts, initial } => {
+                        sampler.set_mounts(&mounts);
+                        facts.push(Fact::Mounts { mounts, initial });
+                    }
+                    Change::Delta(Delta { upserts, removed, .. }) => {
+                        sampler.update(&upserts, &removed);
+                        facts.push(Fact::MountsChanged { upserts, removed });
+                    }
                 }
             }
-            if watch.failed {
-                retry.as_mut().reset(Instant::now() + RETRY);
+        }
+        for fact in facts {
+            if ctx.facts.send(fact).await.is_err() {
+                return;
             }
+        }
+        if watch.failed && retry.is_elapsed() {
+            retry.as_mut().reset(Instant::now() + RETRY);
         }
         let check = tokio::time::sleep_until(next_check);
         tokio::select! {

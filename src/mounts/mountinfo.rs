@@ -2,6 +2,7 @@
 //!
 //! Line format: `id parent major:minor root mount_point options [optional…] - fstype source super_options`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use crate::model::{mount_id, Mount};
@@ -38,9 +39,9 @@ pub enum LineError {
 
 /// Undoes the kernel's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134` backslash).
 /// A backslash not followed by three octal digits is kept as it is.
-pub fn unescape(field: &str) -> String {
+pub fn unescape(field: &str) -> Cow<'_, str> {
     if !field.contains('\\') {
-        return field.to_owned();
+        return Cow::Borrowed(field);
     }
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -61,21 +62,47 @@ pub fn unescape(field: &str) -> String {
         i += 1;
     }
     // Paths are bytes on Linux; a non-UTF-8 name is shown with replacement characters.
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 fn split_options(field: &str) -> Vec<String> {
     if field.is_empty() {
         Vec::new()
     } else {
-        field.split(',').map(unescape).collect()
+        field.split(',').map(|o| unescape(o).into_owned()).collect()
     }
 }
 
-/// Parses one mountinfo line.
-pub fn parse_line(line: &str) -> Result<Entry, LineError> {
-    let mut fields = line.split(' ');
-    let mut next = |name: &'static str| fields.next().filter(|f| !f.is_empty()).ok_or(LineError::Missing(name));
+/// One line of mountinfo as slices of the text: nothing is copied unless it had escapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRef<'a> {
+    pub mount_id: u32,
+    pub parent_id: u32,
+    pub dev: &'a str,
+    pub root: Cow<'a, str>,
+    pub mount_point: Cow<'a, str>,
+    /// Raw, comma-separated (escapes still in).
+    pub options: &'a str,
+    /// Raw, space-separated tags.
+    pub optional: &'a str,
+    pub fs_type: Cow<'a, str>,
+    pub source: Cow<'a, str>,
+    /// Raw, comma-separated (escapes still in).
+    pub super_options: &'a str,
+}
+
+/// Parses one mountinfo line without copying it.
+pub fn parse_line_ref(line: &str) -> Result<LineRef<'_>, LineError> {
+    let mut rest = line;
+    let mut next = |name: &'static str| -> Result<&str, LineError> {
+        let (field, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+        rest = tail;
+        if field.is_empty() {
+            Err(LineError::Missing(name))
+        } else {
+            Ok(field)
+        }
+    };
     let number = |field: &'static str, value: &str| {
         value.parse::<u32>().map_err(|_| LineError::NotANumber { field, value: value.to_owned() })
     };
@@ -88,32 +115,82 @@ pub fn parse_line(line: &str) -> Result<Entry, LineError> {
     }
     let root = unescape(next("root")?);
     let mount_point = unescape(next("mount point")?);
-    let options = split_options(next("options")?);
-    let mut optional = Vec::new();
-    loop {
-        match fields.next() {
-            Some("-") => break,
-            Some("") => continue,
-            Some(tag) => optional.push(tag.to_owned()),
+    let options = next("options")?;
+    // The optional fields end at a lone "-"; every field before it is a tag.
+    let (optional, tail) = if let Some(tail) = rest.strip_prefix("- ") {
+        ("", tail)
+    } else if rest == "-" {
+        ("", "")
+    } else {
+        match rest.find(" - ") {
+            Some(i) => (&rest[..i], &rest[i + 3..]),
+            None if rest.ends_with(" -") => (&rest[..rest.len() - 2], ""),
             None => return Err(LineError::NoSeparator),
         }
-    }
-    let fs_type = unescape(fields.next().filter(|f| !f.is_empty()).ok_or(LineError::Missing("filesystem type"))?);
-    // The source may be empty on some pseudo filesystems; it is printed as "none" by newer kernels.
-    let source = unescape(fields.next().ok_or(LineError::Missing("source"))?);
-    let super_options = split_options(fields.next().unwrap_or(""));
-    Ok(Entry {
+    };
+    let mut tail = tail.splitn(3, ' ');
+    let fs_type = tail.next().filter(|f| !f.is_empty()).ok_or(LineError::Missing("filesystem type"))?;
+    // The source may be empty on some pseudo filesystems.
+    let source = tail.next().ok_or(LineError::Missing("source"))?;
+    let super_options = tail.next().unwrap_or("");
+    Ok(LineRef {
         mount_id,
         parent_id,
-        dev: dev.to_owned(),
+        dev,
         root,
         mount_point,
         options,
-        optional,
-        fs_type,
-        source,
+        optional: optional.trim(),
+        fs_type: unescape(fs_type),
+        source: unescape(source),
         super_options,
     })
+}
+
+impl LineRef<'_> {
+    pub fn into_entry(self) -> Entry {
+        Entry {
+            mount_id: self.mount_id,
+            parent_id: self.parent_id,
+            dev: self.dev.to_owned(),
+            root: self.root.into_owned(),
+            mount_point: self.mount_point.into_owned(),
+            options: split_options(self.options),
+            optional: self.optional.split(' ').filter(|t| !t.is_empty()).map(str::to_owned).collect(),
+            fs_type: self.fs_type.into_owned(),
+            source: self.source.into_owned(),
+            super_options: split_options(self.super_options),
+        }
+    }
+
+    /// Whether `mount` (built from an earlier line) still describes this line.
+    pub fn same_as(&self, mount: &Mount) -> bool {
+        fn same_options(raw: &str, parsed: &[String]) -> bool {
+            if raw.is_empty() {
+                return parsed.is_empty();
+            }
+            let mut n = 0;
+            for (a, b) in raw.split(',').zip(parsed) {
+                if unescape(a) != b.as_str() {
+                    return false;
+                }
+                n += 1;
+            }
+            n == parsed.len() && raw.split(',').count() == n
+        }
+        mount.dev == self.dev
+            && mount.mount_point == self.mount_point
+            && mount.root == self.root
+            && mount.fs_type == self.fs_type
+            && mount.source == self.source
+            && same_options(self.options, &mount.options)
+            && same_options(self.super_options, &mount.super_options)
+    }
+}
+
+/// Parses one mountinfo line.
+pub fn parse_line(line: &str) -> Result<Entry, LineError> {
+    parse_line_ref(line).map(LineRef::into_entry)
 }
 
 /// Every line of a mountinfo text: the entries that parsed, and the lines that did not (with why).
@@ -170,9 +247,45 @@ fn stable_hash(s: &str) -> u32 {
     s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
+/// The ids of a set of distinct mount points, in the same order: [`mount_id`], except that
+/// for mount points whose ids clash one keeps the plain id (preferably one in which only
+/// slashes were replaced, then the smallest path) and the others get a suffix of a hash of the
+/// path. The choice depends on the set, not on its order.
+pub fn assign_ids(points: &[&str]) -> Vec<String> {
+    let mut ids: Vec<String> = points.iter().map(|p| mount_id(p)).collect();
+    let mut keeper: HashMap<&str, (bool, &str)> = HashMap::with_capacity(ids.len());
+    let mut clash = false;
+    for (id, point) in ids.iter().zip(points) {
+        let key = (point.trim_start_matches('/').replace('/', "_") != *id, *point);
+        match keeper.get_mut(id.as_str()) {
+            Some(best) => {
+                clash = true;
+                if key < *best {
+                    *best = key;
+                }
+            }
+            None => {
+                keeper.insert(id.as_str(), key);
+            }
+        }
+    }
+    if clash {
+        let keepers: HashMap<String, String> = keeper
+            .into_iter()
+            .filter(|(_, (_, p))| !p.is_empty())
+            .map(|(id, (_, p))| (id.to_owned(), p.to_owned()))
+            .collect();
+        for (id, point) in ids.iter_mut().zip(points) {
+            if keepers.get(id.as_str()).is_some_and(|p| p != point) {
+                *id = format!("{id}-{:08x}", stable_hash(point));
+            }
+        }
+    }
+    ids
+}
+
 /// Turns entries (in table order) into mounts: for stacked mounts on one mount point the
-/// topmost (listed last) wins; mount points whose sanitised ids clash get a suffix of a
-/// hash of the path, except one that is already topic-safe, which keeps the plain id.
+/// topmost (listed last) wins; clashing ids are made distinct by [`assign_ids`].
 pub fn to_mounts(entries: impl IntoIterator<Item = Entry>) -> Vec<Mount> {
     let mut by_point: HashMap<String, usize> = HashMap::new();
     let mut mounts: Vec<Mount> = Vec::new();
@@ -186,31 +299,10 @@ pub fn to_mounts(entries: impl IntoIterator<Item = Entry>) -> Vec<Mount> {
             }
         }
     }
-    // Per clashing id, the mount point that keeps it: preferably one only slashes were replaced
-    // in, then the smallest path, so the choice does not depend on the order of the table.
-    let mut keeper: HashMap<String, (bool, &str)> = HashMap::new();
-    let mut clash = false;
-    for m in &mounts {
-        let key = (m.mount_point.trim_start_matches('/').replace('/', "_") != m.id, m.mount_point.as_str());
-        match keeper.get_mut(&m.id) {
-            Some(best) => {
-                clash = true;
-                if key < *best {
-                    *best = key;
-                }
-            }
-            None => {
-                keeper.insert(m.id.clone(), key);
-            }
-        }
-    }
-    if clash {
-        let keepers: HashMap<String, String> = keeper.into_iter().map(|(id, (_, p))| (id, p.to_owned())).collect();
-        for m in &mut mounts {
-            if keepers.get(&m.id).is_some_and(|p| *p != m.mount_point) {
-                m.id = format!("{}-{:08x}", m.id, stable_hash(&m.mount_point));
-            }
-        }
+    let points: Vec<&str> = mounts.iter().map(|m| m.mount_point.as_str()).collect();
+    let ids = assign_ids(&points);
+    for (m, id) in mounts.iter_mut().zip(ids) {
+        m.id = id;
     }
     mounts
 }

@@ -67,6 +67,22 @@ impl Sampler {
         }
     }
 
+    /// Follows changes of the mount table (see [`Sampler::set_mounts`]).
+    pub fn update(&mut self, upserts: &[Mount], removed: &[String]) {
+        for id in removed {
+            self.mounts.remove(id);
+        }
+        for m in upserts {
+            let path = PathBuf::from(&m.mount_point);
+            if self.mounts.get(&m.id).is_some_and(|t| t.path == path && t.dev == m.dev) {
+                continue;
+            }
+            self.mounts
+                .insert(m.id.clone(), Tracked { path, dev: m.dev.clone(), in_flight: None, stale: false, last: None });
+            self.sample(&m.id);
+        }
+    }
+
     fn sample(&mut self, id: &str) {
         let Some(t) = self.mounts.get_mut(id) else { return };
         if t.in_flight.is_some() {
