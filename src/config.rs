@@ -354,6 +354,12 @@ impl Config {
         if self.mounts.usage_timeout.is_zero() {
             problems.push("mounts.usage_timeout: must be longer than 0s".to_owned());
         }
+        if self.mounts.reread_interval.is_zero() {
+            problems.push("mounts.reread_interval: must be longer than 0s".to_owned());
+        }
+        if let Err(e) = crate::mounts::filter::Filter::new(&self.mounts) {
+            problems.push(e.to_string());
+        }
         if self.mounts.usage_step <= 0.0 {
             problems.push("mounts.usage_step: must be above 0".to_owned());
         }

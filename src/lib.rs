@@ -13,6 +13,7 @@
 //! - [`core`]: the loop that applies facts and publishes events.
 //! - [`http`]: REST, SSE, metrics and OpenAPI with axum.
 //! - [`sources`]: what a source gets to work with.
+//! - [`mounts`]: the mount-table source with usage sampling.
 
 pub mod cli;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod mounts;
 pub mod sources;
 pub mod state;
 

@@ -20,6 +20,9 @@ pub enum Fact {
     PartitionRemoved { id: String },
     /// The complete mount table after a re-read (already filtered).
     Mounts { mounts: Vec<Mount>, initial: bool },
+    /// Changes to the mount table since the last `Mounts`/`MountsChanged`: new or changed
+    /// mounts, and ids that are gone. Cheaper than a whole table for large tables.
+    MountsChanged { upserts: Vec<Mount>, removed: Vec<String> },
     /// A usage sample for one mount: `usage` is `None` and `stale` true when the query timed out.
     MountUsage { id: String, usage: Option<Usage>, stale: bool },
     /// The complete share set after a re-parse.

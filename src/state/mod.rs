@@ -131,6 +131,15 @@ impl State {
                 self.replace_mounts(mounts, initial, &mut drafts);
                 true
             }
+            Fact::MountsChanged { upserts, removed } => {
+                for id in removed {
+                    self.remove_mount(&id, &mut drafts);
+                }
+                for mount in upserts {
+                    self.upsert_mount(mount, false, &mut drafts);
+                }
+                true
+            }
             Fact::MountUsage { id, usage, stale } => {
                 self.mount_usage(&id, usage, stale, &mut drafts);
                 false
@@ -350,42 +359,52 @@ impl State {
         }
         let gone: Vec<String> = self.mounts.keys().filter(|id| !next.contains_key(*id)).cloned().collect();
         for id in gone {
-            if let Some(mount) = self.mounts.remove(&id) {
-                self.usage_marks.remove(&id);
-                drafts.push(ready_draft("mount.unmounted", "mount", &id, &mount));
-            }
+            self.remove_mount(&id, drafts);
         }
-        for (id, mut mount) in next {
-            match self.mounts.get(&id) {
-                Some(old) => {
-                    mount.partition_id = old.partition_id.clone();
-                    mount.disk_id = old.disk_id.clone();
-                    mount.shares = old.shares.clone();
-                    mount.usage = old.usage.clone();
-                    mount.stale = old.stale;
-                    let changed = changed_fields(old, &mount, DERIVED);
-                    if !changed.is_empty() {
-                        // A different filesystem on the same mount point is a new mount.
-                        if changed.iter().any(|f| f == "dev" || f == "fs_type" || f == "source") {
-                            drafts.push(ready_draft("mount.unmounted", "mount", &id, old));
-                            mount.usage = None;
-                            mount.stale = false;
-                            self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: true });
-                            drafts.push(current_draft("mount.mounted", "mount", &id, None));
-                        } else {
-                            drafts.push(current_draft("mount.remounted", "mount", &id, Some(changed)));
-                        }
-                    }
-                }
-                None => {
-                    self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: !quiet });
-                    if !quiet {
+        for mount in next.into_values() {
+            self.upsert_mount(mount, quiet, drafts);
+        }
+    }
+
+    fn remove_mount(&mut self, id: &str, drafts: &mut Vec<Draft>) {
+        if let Some(mount) = self.mounts.remove(id) {
+            self.usage_marks.remove(id);
+            drafts.push(ready_draft("mount.unmounted", "mount", id, &mount));
+        }
+    }
+
+    fn upsert_mount(&mut self, mut mount: Mount, quiet: bool, drafts: &mut Vec<Draft>) {
+        let id = mount.id.clone();
+        match self.mounts.get(&id) {
+            Some(old) => {
+                mount.partition_id = old.partition_id.clone();
+                mount.disk_id = old.disk_id.clone();
+                mount.shares = old.shares.clone();
+                mount.usage = old.usage.clone();
+                mount.stale = old.stale;
+                // Equal (derived fields copied above) is the common case: skip the field diff.
+                let changed = if *old == mount { Vec::new() } else { changed_fields(old, &mount, DERIVED) };
+                if !changed.is_empty() {
+                    // A different filesystem on the same mount point is a new mount.
+                    if changed.iter().any(|f| f == "dev" || f == "fs_type" || f == "source" || f == "mount_point") {
+                        drafts.push(ready_draft("mount.unmounted", "mount", &id, old));
+                        mount.usage = None;
+                        mount.stale = false;
+                        self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: true });
                         drafts.push(current_draft("mount.mounted", "mount", &id, None));
+                    } else {
+                        drafts.push(current_draft("mount.remounted", "mount", &id, Some(changed)));
                     }
                 }
             }
-            self.mounts.insert(id, mount);
+            None => {
+                self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: !quiet });
+                if !quiet {
+                    drafts.push(current_draft("mount.mounted", "mount", &id, None));
+                }
+            }
         }
+        self.mounts.insert(id, mount);
     }
 
     fn mount_usage(&mut self, id: &str, usage: Option<crate::model::Usage>, stale: bool, drafts: &mut Vec<Draft>) {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod facts;
+pub mod fuse;
 pub mod sse;
 
 use std::fs::File;
