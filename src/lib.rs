@@ -23,5 +23,6 @@ pub mod metrics;
 pub mod model;
 pub mod sources;
 pub mod state;
+pub mod udev;
 
 pub use crate::core::{run, Agent, RunOptions};
