@@ -21,7 +21,7 @@ pub mod watch;
 
 mod task;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::config::{UdevConfig, UdevMode};
@@ -42,9 +42,15 @@ pub struct UdevStats {
     pub coldplug_micros: AtomicU64,
     /// 1 kernel, 2 udev, 0 not started yet.
     pub mode: AtomicU64,
+    /// Set once the coldplug fact is on its way to the core: later events are hot-plug.
+    pub ready: AtomicBool,
 }
 
 impl UdevStats {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
     pub fn resyncs(&self) -> u64 {
         self.resyncs.load(Ordering::Relaxed)
     }

@@ -97,6 +97,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
     if ctx.facts.send(fact).await.is_err() {
         return;
     }
+    stats.ready.store(true, Ordering::Release);
 
     let mut coalescer = Coalescer::new(config.coalesce);
     let mut events = Vec::new();

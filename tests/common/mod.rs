@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod sse;
+pub mod udevd;
 
 use std::fs::File;
 use std::net::SocketAddr;
