@@ -87,6 +87,15 @@ impl Sysfs {
         self.read(&format!("/{}", devpath.display()))
     }
 
+    /// A cheap presence check (no full read): the device exists and, for a
+    /// loop disk, is bound to a backing file.
+    pub fn is_present(&self, devpath: &str) -> bool {
+        let dir = self.root.join(devpath.trim_start_matches('/'));
+        let name = devpath.rsplit('/').next().unwrap_or_default();
+        let loop_disk = name.starts_with("loop") && !dir.join("partition").exists();
+        dir.join("uevent").exists() && (!loop_disk || dir.join("loop/backing_file").exists())
+    }
+
     /// Reads a device by devpath (`/devices/...`); None when it is gone.
     pub fn read(&self, devpath: &str) -> Option<SysDevice> {
         let dir = self.root.join(devpath.trim_start_matches('/'));
@@ -236,7 +245,9 @@ mod tests {
         let sys = Sysfs::new(t.path());
         let lp = sys.read_name("loop0").unwrap();
         assert!(!lp.is_present());
+        assert!(!sys.is_present(&lp.devpath));
         write(t.path(), "devices/virtual/block/loop0/loop/backing_file", "/tmp/disk.img\n");
+        assert!(sys.is_present(&lp.devpath));
         let lp = sys.read_name("loop0").unwrap();
         assert!(lp.is_present());
         assert_eq!(lp.loop_backing.as_deref(), Some("/tmp/disk.img"));
@@ -248,5 +259,8 @@ mod tests {
         let sys = Sysfs::new(t.path());
         assert!(sys.read_name("sdz").is_none());
         assert!(sys.read("/devices/virtual/block/nope").is_none());
+        assert!(!sys.is_present("/devices/virtual/block/nope"));
+        let sda1 = sys.read_name("sda1").unwrap();
+        assert!(sys.is_present(&sda1.devpath));
     }
 }

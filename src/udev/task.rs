@@ -182,6 +182,10 @@ fn handle(
             let props = Some(ev.props).filter(|p| p.contains_key("USEC_INITIALIZED"));
             if coalescer.change(&ev.devpath, props.clone(), now) {
                 tracker.handle(Action::Change, &ev.devpath, props.as_ref(), facts);
+            } else if tracker.presence_changed(&ev.devpath) {
+                // An attach or detach inside a storm: handled now, it supersedes the deferred read.
+                coalescer.passthrough(&ev.devpath, false, now);
+                tracker.handle(Action::Change, &ev.devpath, props.as_ref(), facts);
             }
         }
     }

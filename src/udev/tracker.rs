@@ -65,6 +65,16 @@ impl Tracker {
         self.known.keys().map(String::as_str)
     }
 
+    /// Whether a device appeared or vanished since it was last reported: such
+    /// a change is an add or remove in disguise (loop attach/detach) and must not wait.
+    pub fn presence_changed(&self, devpath: &str) -> bool {
+        let name = devpath.rsplit('/').next().unwrap_or_default();
+        if !self.filter.accepts(name) && !self.known.contains_key(devpath) {
+            return false;
+        }
+        self.sysfs.is_present(devpath) != self.known.contains_key(devpath)
+    }
+
     /// Reads every block device and forgets what is gone: the coldplug and resync fact.
     pub fn enumerate(&mut self, initial: bool) -> Fact {
         let names = self.sysfs.list().unwrap_or_else(|e| {
@@ -279,7 +289,9 @@ mod tests {
         tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
         assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"));
         out.clear();
+        assert!(!tr.presence_changed("/devices/virtual/block/loop91"));
         fs::remove_file(t.path().join("devices/virtual/block/loop91/loop/backing_file")).unwrap();
+        assert!(tr.presence_changed("/devices/virtual/block/loop91"));
         tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
         assert!(matches!(&out[..], [Fact::DiskRemoved { id }] if id == "dev-loop91"));
     }
