@@ -4,7 +4,6 @@
 //! 1000 attach/detach cycles. Run with `cargo bench --bench udev`.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
 mod common;
 
 use std::fs::File;
