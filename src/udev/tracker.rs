@@ -32,6 +32,8 @@ struct Known {
     /// A partition's disk devpath.
     parent: Option<String>,
     devnode: String,
+    /// Kernel names of the devices this one is built from (md, dm).
+    members: Vec<String>,
 }
 
 pub struct Tracker {
@@ -128,6 +130,9 @@ impl Tracker {
                 }
                 self.remember(&sys, &disk.id);
                 out.push(Fact::DiskUpsert(disk));
+                if action == Action::Add {
+                    self.refresh_members(&sys.slaves, out);
+                }
                 // A table rewrite or an id change touches the partitions too.
                 if action != Action::Add {
                     let children: Vec<String> = self
@@ -159,6 +164,7 @@ impl Tracker {
             kind: sys.kind.unwrap_or(Kind::Disk),
             parent: sys.parent_devpath().map(str::to_owned),
             devnode: describe::devnode(sys),
+            members: sys.slaves.clone(),
         };
         self.known.insert(sys.devpath.clone(), known);
     }
@@ -172,6 +178,19 @@ impl Tracker {
                 out.push(Fact::DiskRemoved { id: known.id });
             }
             Kind::Partition => out.push(Fact::PartitionRemoved { id: known.id }),
+        }
+        self.refresh_members(&known.members, out);
+    }
+
+    /// An array or mapping came or went: its members' `holders` changed
+    /// without an event of their own, so re-read them.
+    fn refresh_members(&mut self, members: &[String], out: &mut Vec<Fact>) {
+        for member in members {
+            let suffix = format!("/{member}");
+            let path = self.known.keys().find(|p| p.ends_with(&suffix)).cloned();
+            if let Some(path) = path {
+                self.handle(Action::Change, &path, None, out);
+            }
         }
     }
 
@@ -328,6 +347,29 @@ mod tests {
         assert!(
             matches!(&out[1], Fact::PartitionUpsert(p) if p.id == "fresh-uuid" && p.fs_type.as_deref() == Some("ext4"))
         );
+    }
+
+    #[test]
+    fn an_array_coming_and_going_refreshes_its_members_holders() {
+        let t = fake();
+        let r = t.path();
+        let mut tr = tracker(r);
+        tr.enumerate(true);
+        let md = "devices/virtual/block/loop95";
+        write(r, &format!("{md}/uevent"), "MAJOR=9\nMINOR=0\nDEVNAME=loop95\nDEVTYPE=disk\n");
+        write(r, &format!("{md}/loop/backing_file"), "/z.img\n");
+        fs::create_dir_all(r.join(format!("{md}/slaves/loop90p1"))).unwrap();
+        fs::create_dir_all(r.join("devices/virtual/block/loop90/loop90p1/holders/loop95")).unwrap();
+        std::os::unix::fs::symlink(r.join(md), r.join("class/block/loop95")).unwrap();
+        let mut out = Vec::new();
+        tr.handle(Action::Add, &format!("/{md}"), None, &mut out);
+        assert!(matches!(&out[0], Fact::DiskUpsert(d) if d.members == vec!["loop90p1"]));
+        assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
+        out.clear();
+        fs::remove_dir(r.join("devices/virtual/block/loop90/loop90p1/holders/loop95")).unwrap();
+        tr.handle(Action::Remove, &format!("/{md}"), None, &mut out);
+        assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "dev-loop95"));
+        assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
     }
 
     #[test]
