@@ -155,6 +155,13 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                 return;
             }
         }
+        // New disks went out without their blkid probe; probe them now.
+        tracker.probe_pending(&mut facts);
+        for fact in facts.drain(..) {
+            if ctx.facts.send(fact).await.is_err() {
+                return;
+            }
+        }
     }
     debug!("block-device source stopped");
 }

@@ -41,11 +41,13 @@ pub struct Tracker {
     filter: NameFilter,
     source: PropSource,
     known: HashMap<String, Known>,
+    /// New disks announced before their blkid probe, to be probed next.
+    unprobed: Vec<String>,
 }
 
 impl Tracker {
     pub fn new(sysfs: Sysfs, filter: NameFilter, source: PropSource) -> Self {
-        Self { sysfs, filter, source, known: HashMap::new() }
+        Self { sysfs, filter, source, known: HashMap::new(), unprobed: Vec::new() }
     }
 
     /// Number of devices reported now.
@@ -123,7 +125,14 @@ impl Tracker {
         };
         match sys.kind {
             Some(Kind::Disk) => {
-                let disk = describe::disk(&sys, &self.props(&sys, event_props));
+                // A new disk's id comes from sysfs alone; announce it before the (slow, I/O bound)
+                // blkid probe, which follows with `probe_pending` and may add the table and fs.
+                let announce_first = self.source == PropSource::Kernel && !self.known.contains_key(devpath);
+                let props = if announce_first { Props::new() } else { self.props(&sys, event_props) };
+                if announce_first {
+                    self.unprobed.push(devpath.to_owned());
+                }
+                let disk = describe::disk(&sys, &props);
                 let renamed = self.known.get(devpath).is_some_and(|k| k.id != disk.id);
                 if renamed {
                     self.forget(devpath, out);
@@ -155,6 +164,19 @@ impl Tracker {
                 out.push(Fact::PartitionUpsert(p));
             }
             None => {}
+        }
+    }
+
+    /// Probes the disks announced without a probe; their upserts carry the
+    /// partition table and filesystem when there are any.
+    pub fn probe_pending(&mut self, out: &mut Vec<Fact>) {
+        for devpath in std::mem::take(&mut self.unprobed) {
+            let Some(known_id) = self.known.get(&devpath).map(|k| k.id.clone()) else { continue };
+            let Some(sys) = self.sysfs.read(&devpath).filter(SysDevice::is_present) else { continue };
+            let disk = describe::disk(&sys, &self.props(&sys, None));
+            if disk.id == known_id {
+                out.push(Fact::DiskUpsert(disk));
+            }
         }
     }
 
@@ -313,6 +335,29 @@ mod tests {
         assert!(tr.presence_changed("/devices/virtual/block/loop91"));
         tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
         assert!(matches!(&out[..], [Fact::DiskRemoved { id }] if id == "dev-loop91"));
+    }
+
+    #[test]
+    fn kernel_mode_announces_a_new_disk_before_probing_it() {
+        let t = fake();
+        let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+        let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
+        tr.enumerate(true);
+        write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
+        let mut out = Vec::new();
+        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"));
+        out.clear();
+        tr.probe_pending(&mut out);
+        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"), "the probed upsert follows");
+        out.clear();
+        tr.probe_pending(&mut out);
+        assert!(out.is_empty(), "each new disk is probed once");
+        // A known disk is probed in line: no second round.
+        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+        out.clear();
+        tr.probe_pending(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
