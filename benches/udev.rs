@@ -107,6 +107,8 @@ async fn main() {
     let image = dir.path().join("bench.img");
     File::create(&image).unwrap().set_len(16 << 20).unwrap();
 
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at start: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
     coldplug_figures();
 
     let kernel = agent(UdevMode::Kernel, 10_000).await;
@@ -138,4 +140,6 @@ async fn main() {
         (after as i64 - before as i64) / 1024
     );
     mem.stop().await;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load average at end: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
 }

@@ -92,15 +92,17 @@ impl Tracker {
             .filter(SysDevice::is_present)
             .collect();
         self.known.clear();
-        let mut disks: Vec<Disk> = Vec::new();
-        let mut partitions = Vec::new();
-        for sys in devices.iter().filter(|d| d.kind == Some(Kind::Disk)) {
-            let disk = describe::disk(sys, &self.props(sys, None));
+        // Probing waits on device I/O; probe several devices at once.
+        let disk_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Disk)).collect();
+        let disks: Vec<Disk> = parallel_map(&disk_devs, |sys| describe::disk(sys, &self.props(sys, None)));
+        for (sys, disk) in disk_devs.iter().zip(&disks) {
             self.remember(sys, &disk.id);
-            disks.push(disk);
         }
-        for sys in devices.iter().filter(|d| d.kind == Some(Kind::Partition)) {
-            if let Some(p) = self.describe_partition(sys, None) {
+        let part_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Partition)).collect();
+        let described = parallel_map(&part_devs, |sys| self.describe_partition(sys, None));
+        let mut partitions = Vec::new();
+        for (sys, p) in part_devs.iter().zip(described) {
+            if let Some(p) = p {
                 self.remember(sys, &p.id);
                 partitions.push(p);
             }
@@ -256,6 +258,26 @@ impl Tracker {
             },
         }
     }
+}
+
+/// Threads that probe at once during an enumeration.
+const PROBE_THREADS: usize = 8;
+
+/// `f` over `items` on up to [`PROBE_THREADS`] scoped threads, results in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(PROBE_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            items.chunks(chunk).map(|c| scope.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
+        workers
+            .into_iter()
+            // A panic in a worker is a bug; pass it on rather than return misaligned results.
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -415,6 +437,13 @@ mod tests {
         tr.handle(Action::Remove, &format!("/{md}"), None, &mut out);
         assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "dev-loop95"));
         assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order() {
+        let items: Vec<u32> = (0..37).collect();
+        assert_eq!(parallel_map(&items, |i| i * 2), items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(parallel_map(&Vec::<u32>::new(), |i| *i).is_empty());
     }
 
     #[test]
