@@ -16,7 +16,7 @@ use super::coalesce::Coalescer;
 use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
 use super::sysfs::Sysfs;
-use super::tracker::{PropSource, Tracker};
+use super::tracker::{kernel_props, PropSource, Tracker};
 use super::udevd::UdevMonitor;
 use super::uevent::{Action, Uevent};
 use super::watch::NodeWatcher;
@@ -155,8 +155,24 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                 return;
             }
         }
-        // New disks went out without their blkid probe; probe them now.
-        tracker.probe_pending(&mut facts);
+        // New disks went out without their blkid probe; probe them now, on a
+        // blocking thread so the core and the streams deliver their events meanwhile.
+        let unprobed = tracker.take_unprobed();
+        if !unprobed.is_empty() {
+            let probe = tokio::task::spawn_blocking(move || {
+                unprobed
+                    .into_iter()
+                    .map(|sys| {
+                        let props = kernel_props(&sys);
+                        (sys, props)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            match probe.await {
+                Ok(probed) => tracker.finish_probe(probed, &mut facts),
+                Err(e) => warn!(error = %e, "blkid probe task failed"),
+            }
+        }
         for fact in facts.drain(..) {
             if ctx.facts.send(fact).await.is_err() {
                 return;

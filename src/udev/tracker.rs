@@ -172,11 +172,30 @@ impl Tracker {
     /// Probes the disks announced without a probe; their upserts carry the
     /// partition table and filesystem when there are any.
     pub fn probe_pending(&mut self, out: &mut Vec<Fact>) {
-        for devpath in std::mem::take(&mut self.unprobed) {
-            let Some(known_id) = self.known.get(&devpath).map(|k| k.id.clone()) else { continue };
-            let Some(sys) = self.sysfs.read(&devpath).filter(SysDevice::is_present) else { continue };
-            let disk = describe::disk(&sys, &self.props(&sys, None));
-            if disk.id == known_id {
+        let pending = self.take_unprobed();
+        let probed = pending.into_iter().map(|sys| {
+            let props = self.props(&sys, None);
+            (sys, props)
+        });
+        let probed: Vec<_> = probed.collect();
+        self.finish_probe(probed, out);
+    }
+
+    /// The disks announced without a probe, as sysfs shows them now (the
+    /// caller probes them, off the async threads, and hands them to [`Self::finish_probe`]).
+    pub fn take_unprobed(&mut self) -> Vec<SysDevice> {
+        std::mem::take(&mut self.unprobed)
+            .into_iter()
+            .filter(|p| self.known.contains_key(p))
+            .filter_map(|p| self.sysfs.read(&p).filter(SysDevice::is_present))
+            .collect()
+    }
+
+    /// Upserts probed disks that are still reported under the same id.
+    pub fn finish_probe(&mut self, probed: Vec<(SysDevice, Props)>, out: &mut Vec<Fact>) {
+        for (sys, props) in probed {
+            let disk = describe::disk(&sys, &props);
+            if self.known.get(&sys.devpath).is_some_and(|k| k.id == disk.id) {
                 out.push(Fact::DiskUpsert(disk));
             }
         }
@@ -245,19 +264,22 @@ impl Tracker {
     /// Identity properties of a device in the configured mode.
     fn props(&self, sys: &SysDevice, event_props: Option<&Props>) -> Props {
         match self.source {
-            PropSource::Kernel => {
-                let node = describe::devnode(sys);
-                probe::probe(Path::new(&node), sys.kind == Some(Kind::Disk)).unwrap_or_else(|e| {
-                    debug!(device = %node, error = %e, "blkid probe failed");
-                    Props::new()
-                })
-            }
+            PropSource::Kernel => kernel_props(sys),
             PropSource::Udev => match event_props {
                 Some(p) => p.clone(),
                 None => super::udevd::database_props(&sys.dev),
             },
         }
     }
+}
+
+/// Identity properties of a device from our own blkid probe (kernel mode).
+pub fn kernel_props(sys: &SysDevice) -> Props {
+    let node = describe::devnode(sys);
+    probe::probe(Path::new(&node), sys.kind == Some(Kind::Disk)).unwrap_or_else(|e| {
+        debug!(device = %node, error = %e, "blkid probe failed");
+        Props::new()
+    })
 }
 
 /// Threads that probe at once during an enumeration.
