@@ -123,14 +123,16 @@ async fn hotplug(mode: UdevMode, test: &str) {
     mount.unmount();
     lo.detach();
     let mut removed = Vec::new();
+    let mut seen = Vec::new();
     while removed.len() < 3 {
         let (kind, obj) = next_about(&mut sse, &name).await;
+        seen.push(format!("{kind} {} {}", obj["kernel_name"], obj["id"]));
         if kind.ends_with(".removed") {
             removed.push(obj["kernel_name"].as_str().unwrap().to_owned());
         }
     }
     removed.sort();
-    assert_eq!(removed, vec![name.clone(), p1.clone(), p2.clone()]);
+    assert_eq!(removed, vec![name.clone(), p1.clone(), p2.clone()], "events after detach: {seen:#?}");
     let snap = agent.get_json("/api/v1/snapshot").await;
     assert!(disk_named(&snap, &name).is_none() && partition_named(&snap, &p1).is_none());
     agent.stop().await;

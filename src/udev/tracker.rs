@@ -2,7 +2,7 @@
 //! sent and id changes (a partition gaining a filesystem UUID) are seen.
 //! Turns device events and full enumerations into facts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use tracing::debug;
@@ -43,11 +43,14 @@ pub struct Tracker {
     known: HashMap<String, Known>,
     /// New disks announced before their blkid probe, to be probed next.
     unprobed: Vec<String>,
+    /// Devices whose `remove` came: the kernel sends it before the sysfs entry
+    /// goes, so a late change or node write must not bring them back until an `add`.
+    removed: HashSet<String>,
 }
 
 impl Tracker {
     pub fn new(sysfs: Sysfs, filter: NameFilter, source: PropSource) -> Self {
-        Self { sysfs, filter, source, known: HashMap::new(), unprobed: Vec::new() }
+        Self { sysfs, filter, source, known: HashMap::new(), unprobed: Vec::new(), removed: HashSet::new() }
     }
 
     /// Number of devices reported now.
@@ -92,6 +95,7 @@ impl Tracker {
             .filter(SysDevice::is_present)
             .collect();
         self.known.clear();
+        self.removed.clear();
         // Probing waits on device I/O; probe several devices at once.
         let disk_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Disk)).collect();
         let disks: Vec<Disk> = parallel_map(&disk_devs, |sys| describe::disk(sys, &self.props(sys, None)));
@@ -116,9 +120,17 @@ impl Tracker {
         if !self.filter.accepts(name) && !self.known.contains_key(devpath) {
             return;
         }
-        if action == Action::Remove {
-            self.forget(devpath, out);
-            return;
+        match action {
+            Action::Remove => {
+                self.removed.insert(devpath.to_owned());
+                self.forget(devpath, out);
+                return;
+            }
+            Action::Add => {
+                self.removed.remove(devpath);
+            }
+            _ if self.removed.contains(devpath) => return,
+            _ => {}
         }
         let Some(sys) = self.sysfs.read(devpath).filter(SysDevice::is_present) else {
             // Gone already, or a loop slot that was detached.
@@ -419,6 +431,22 @@ mod tests {
         out.clear();
         tr.handle(Action::Remove, "/devices/virtual/block/loop90", None, &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_late_change_does_not_revive_a_removed_device() {
+        let t = fake();
+        let mut tr = tracker(t.path());
+        tr.enumerate(true);
+        let p1 = "/devices/virtual/block/loop90/loop90p1";
+        let mut out = Vec::new();
+        // The sysfs entry is still there when the remove event is read.
+        tr.handle(Action::Remove, p1, None, &mut out);
+        out.clear();
+        tr.handle(Action::Change, p1, None, &mut out);
+        assert!(out.is_empty(), "revived: {out:?}");
+        tr.handle(Action::Add, p1, None, &mut out);
+        assert!(matches!(&out[..], [Fact::PartitionUpsert(p)] if p.kernel_name == "loop90p1"));
     }
 
     #[test]
