@@ -25,5 +25,6 @@ pub mod model;
 pub mod mounts;
 pub mod sources;
 pub mod state;
+pub mod udev;
 
 pub use crate::core::{run, Agent, RunOptions};

@@ -44,6 +44,9 @@ pub trait Source: Send {
 /// The sources the configuration enables.
 pub fn builtin(config: &Config) -> Vec<Box<dyn Source>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if config.udev.enabled {
+        sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone())));
+    }
     if config.mounts.enabled {
         sources.push(Box::new(crate::mounts::MountsSource::new(config.mounts.clone())));
     }

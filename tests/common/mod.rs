@@ -8,6 +8,7 @@
 pub mod facts;
 pub mod fuse;
 pub mod sse;
+pub mod udevd;
 
 use std::fs::File;
 use std::net::SocketAddr;

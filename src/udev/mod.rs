@@ -1,0 +1,106 @@
+//! The block-device source: coldplug from sysfs, then hot-plug from the
+//! kernel's uevents (kernel mode) or systemd-udevd's (udev mode).
+//!
+//! - [`uevent`]: parsing netlink messages and uevent files.
+//! - [`netlink`]: the raw kernel uevent socket; [`udevd`]: the udevd monitor and database.
+//! - [`sysfs`]: reading devices; [`probe`]: libblkid; [`describe`], [`identity`]: the model objects and ids.
+//! - [`tracker`]: devpath → id memory, events → facts; [`coalesce`]: change storms; [`watch`]: inotify on nodes.
+
+pub mod coalesce;
+pub mod describe;
+pub mod error;
+pub mod filter;
+pub mod identity;
+pub mod netlink;
+pub mod probe;
+pub mod sysfs;
+pub mod tracker;
+pub mod udevd;
+pub mod uevent;
+pub mod watch;
+
+mod task;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::{UdevConfig, UdevMode};
+use crate::sources::{Source, SourceContext, SourceFuture};
+
+pub use error::UdevError;
+
+/// Counters of the running source, for health checks and tests.
+#[derive(Debug, Default)]
+pub struct UdevStats {
+    /// Re-enumerations after the event socket overflowed.
+    pub resyncs: AtomicU64,
+    /// Block-device events received.
+    pub events: AtomicU64,
+    /// Devices reported after the last coldplug or resync, or event.
+    pub devices: AtomicU64,
+    /// Microseconds the coldplug enumeration took.
+    pub coldplug_micros: AtomicU64,
+    /// 1 kernel, 2 udev, 0 not started yet.
+    pub mode: AtomicU64,
+    /// Set once the coldplug fact is on its way to the core: later events are hot-plug.
+    pub ready: AtomicBool,
+}
+
+impl UdevStats {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Relaxed)
+    }
+
+    /// The mode in force once the source has started.
+    pub fn mode(&self) -> Option<UdevMode> {
+        match self.mode.load(Ordering::Relaxed) {
+            1 => Some(UdevMode::Kernel),
+            2 => Some(UdevMode::Udev),
+            _ => None,
+        }
+    }
+}
+
+/// The `udev` source.
+pub struct UdevSource {
+    config: UdevConfig,
+    stats: Arc<UdevStats>,
+}
+
+impl UdevSource {
+    pub fn new(config: UdevConfig) -> Self {
+        Self { config, stats: Arc::default() }
+    }
+
+    /// The source's counters (shared with the running task).
+    pub fn stats(&self) -> Arc<UdevStats> {
+        self.stats.clone()
+    }
+}
+
+impl Source for UdevSource {
+    fn name(&self) -> &'static str {
+        "udev"
+    }
+
+    fn required(&self) -> bool {
+        true
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
+        Box::pin(task::run(self.config, self.stats, ctx))
+    }
+}
+
+/// The mode `auto` resolves to: udev when udevd runs.
+pub fn resolve_mode(mode: UdevMode) -> UdevMode {
+    match mode {
+        UdevMode::Auto if udevd::udevd_running() => UdevMode::Udev,
+        UdevMode::Auto => UdevMode::Kernel,
+        m => m,
+    }
+}

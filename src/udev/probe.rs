@@ -1,0 +1,146 @@
+//! Filesystem and partition-table identity through libblkid, for kernel mode
+//! (no udevd to do it). Results use udev's property names (ID_FS_TYPE,
+//! ID_PART_ENTRY_UUID, ...) so both modes describe devices the same way.
+
+use std::path::Path;
+
+use libblkid_rs::{BlkidProbe, BlkidSublks, BlkidSublksFlags};
+
+use super::uevent::Props;
+
+/// Probes a device's superblock (and, with `table`, its partition table) and
+/// returns the findings as udev properties. Nothing found gives an empty set.
+pub fn probe(devnode: &Path, table: bool) -> Result<Props, libblkid_rs::BlkidErr> {
+    let mut probe = BlkidProbe::new_from_filename(devnode)?;
+    probe.enable_superblocks(true)?;
+    probe.set_superblock_flags(BlkidSublksFlags::new(vec![
+        BlkidSublks::Label,
+        BlkidSublks::Uuid,
+        BlkidSublks::Type,
+    ]))?;
+    probe.enable_partitions(table)?;
+    let mut props = Props::new();
+    // Ambiguous or empty results leave no values; that is "no filesystem".
+    let _ = probe.do_safeprobe()?;
+    for (key, prop) in
+        [("TYPE", "ID_FS_TYPE"), ("LABEL", "ID_FS_LABEL"), ("UUID", "ID_FS_UUID"), ("PTTYPE", "ID_PART_TABLE_TYPE")]
+    {
+        if let Ok(v) = probe.lookup_value(key) {
+            if !v.is_empty() {
+                props.insert(prop.to_owned(), v);
+            }
+        }
+    }
+    Ok(props)
+}
+
+/// One entry of a partition table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableEntry {
+    pub number: u32,
+    pub uuid: Option<String>,
+    pub name: Option<String>,
+}
+
+/// The partition table of a whole disk: its type and entries (empty when none).
+pub fn table(devnode: &Path) -> Result<(Option<String>, Vec<TableEntry>), libblkid_rs::BlkidErr> {
+    let mut probe = BlkidProbe::new_from_filename(devnode)?;
+    probe.enable_superblocks(false)?;
+    probe.enable_partitions(true)?;
+    let Ok(mut list) = probe.get_partitions() else { return Ok((None, Vec::new())) };
+    let kind = list.get_table().and_then(|t| t.get_type()).ok();
+    let count = list.number_of_partitions().unwrap_or(0);
+    let mut entries = Vec::new();
+    for i in 0..count {
+        let Ok(part) = list.get_partition(i) else { continue };
+        let Ok(number) = part.get_partno() else { continue };
+        entries.push(TableEntry {
+            number,
+            // An MBR "UUID" (`1234abcd-01`) is not a UUID to the binding; it is then left out.
+            uuid: part.get_uuid().ok().flatten().map(|u| u.to_string()),
+            name: part.get_name().ok().flatten().filter(|n| !n.is_empty()),
+        });
+    }
+    Ok((kind, entries))
+}
+
+/// Adds a partition table entry's identity as udev names it.
+pub fn entry_props(entry: &TableEntry, table_type: Option<&str>, props: &mut Props) {
+    if let Some(u) = &entry.uuid {
+        props.insert("ID_PART_ENTRY_UUID".into(), u.clone());
+    }
+    if let Some(n) = &entry.name {
+        props.insert("ID_PART_ENTRY_NAME".into(), n.clone());
+    }
+    if let Some(t) = table_type {
+        props.insert("ID_PART_ENTRY_SCHEME".into(), t.to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    fn image(dir: &Path, mib: u64) -> std::path::PathBuf {
+        let p = dir.join("img");
+        std::fs::File::create(&p).unwrap().set_len(mib << 20).unwrap();
+        p
+    }
+
+    #[test]
+    fn finds_an_ext4_label_and_uuid() {
+        let t = tempfile::tempdir().unwrap();
+        let img = image(t.path(), 8);
+        let ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "probe-me", "-U", "0a1b2c3d-0000-4000-8000-000000000001"])
+            .arg(&img)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let props = probe(&img, false).unwrap();
+        assert_eq!(props["ID_FS_TYPE"], "ext4");
+        assert_eq!(props["ID_FS_LABEL"], "probe-me");
+        assert_eq!(props["ID_FS_UUID"], "0a1b2c3d-0000-4000-8000-000000000001");
+    }
+
+    #[test]
+    fn finds_a_gpt_and_its_entries() {
+        let t = tempfile::tempdir().unwrap();
+        let img = image(t.path(), 8);
+        let mut child = Command::new("sfdisk")
+            .arg("--quiet")
+            .arg(&img)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: gpt\nsize=2MiB, name=alpha, uuid=11111111-2222-4333-8444-555555555555\nsize=2MiB\n")
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        let props = probe(&img, true).unwrap();
+        assert_eq!(props["ID_PART_TABLE_TYPE"], "gpt");
+        assert!(!props.contains_key("ID_FS_TYPE"));
+        let (kind, entries) = table(&img).unwrap();
+        assert_eq!(kind.as_deref(), Some("gpt"));
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].number, 1);
+        assert_eq!(entries[0].uuid.as_deref(), Some("11111111-2222-4333-8444-555555555555"));
+        assert_eq!(entries[0].name.as_deref(), Some("alpha"));
+        assert_eq!(entries[1].number, 2);
+        assert!(entries[1].uuid.is_some());
+    }
+
+    #[test]
+    fn an_empty_device_has_no_identity() {
+        let t = tempfile::tempdir().unwrap();
+        let img = image(t.path(), 1);
+        assert!(probe(&img, true).unwrap().is_empty());
+        assert_eq!(table(&img).unwrap(), (None, Vec::new()));
+    }
+}

@@ -1,0 +1,241 @@
+//! The source's task: open the event socket, coldplug, then turn events,
+//! node writes and coalescing deadlines into facts until cancelled.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::time::sleep_until;
+use tracing::{debug, info, instrument, warn};
+
+use crate::config::{UdevConfig, UdevMode};
+use crate::sources::SourceContext;
+use crate::state::Fact;
+
+use super::coalesce::Coalescer;
+use super::filter::NameFilter;
+use super::netlink::{KernelSocket, Received};
+use super::sysfs::Sysfs;
+use super::tracker::{kernel_props, PropSource, Tracker};
+use super::udevd::UdevMonitor;
+use super::uevent::{Action, Uevent};
+use super::watch::NodeWatcher;
+use super::{resolve_mode, UdevError, UdevStats};
+
+enum Monitor {
+    Kernel(KernelSocket),
+    Udev(UdevMonitor),
+}
+
+impl Monitor {
+    fn open(mode: UdevMode, receive_buffer: usize) -> Result<Self, UdevError> {
+        match mode {
+            UdevMode::Udev => Ok(Monitor::Udev(UdevMonitor::open(receive_buffer)?)),
+            _ => Ok(Monitor::Kernel(KernelSocket::open(receive_buffer)?)),
+        }
+    }
+
+    async fn recv(&mut self, out: &mut Vec<Uevent>) -> Received {
+        match self {
+            Monitor::Kernel(s) => s.recv(out).await,
+            Monitor::Udev(m) => m.recv(out).await,
+        }
+    }
+}
+
+/// Waits for node writes when there is a watcher, forever otherwise.
+async fn written(watcher: &mut Option<NodeWatcher>, out: &mut Vec<String>) -> std::io::Result<()> {
+    match watcher {
+        Some(w) => w.written(out).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn deadline(at: Option<Instant>) {
+    match at {
+        Some(t) => sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[instrument(name = "udev", skip_all)]
+pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) {
+    let fail = |message: String| Fact::SourceFailed { source: "udev".into(), message };
+    let filter = match NameFilter::new(&config.include, &config.exclude) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = ctx.facts.send(fail(e.to_string())).await;
+            return;
+        }
+    };
+    let mode = resolve_mode(config.source);
+    info!(mode = ?mode, configured = ?config.source, "block-device source mode");
+    stats.mode.store(if mode == UdevMode::Udev { 2 } else { 1 }, Ordering::Relaxed);
+    // Open the socket before enumerating so nothing falls between the two.
+    let mut monitor = match Monitor::open(mode, config.receive_buffer) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "cannot follow block-device events");
+            let _ = ctx.facts.send(fail(e.to_string())).await;
+            return;
+        }
+    };
+    // udevd watches nodes itself and sends change events; without it we do.
+    let mut watcher = match mode {
+        UdevMode::Udev => None,
+        _ => NodeWatcher::new().map_err(|e| warn!(error = %e, "filesystem changes will show only on re-plug")).ok(),
+    };
+    let source = if mode == UdevMode::Udev { PropSource::Udev } else { PropSource::Kernel };
+    let mut tracker = Tracker::new(Sysfs::new(&config.sysfs), filter, source);
+    let started = Instant::now();
+    let fact = tracker.enumerate(true);
+    let micros = started.elapsed().as_micros() as u64;
+    stats.coldplug_micros.store(micros, Ordering::Relaxed);
+    stats.devices.store(tracker.len() as u64, Ordering::Relaxed);
+    info!(devices = tracker.len(), micros, "coldplug enumeration done");
+    sync_watches(&tracker, &mut watcher);
+    if ctx.facts.send(fact).await.is_err() {
+        return;
+    }
+    stats.ready.store(true, Ordering::Release);
+
+    let mut coalescer = Coalescer::new(config.coalesce);
+    let mut events = Vec::new();
+    let mut written_paths = Vec::new();
+    let mut facts = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = ctx.token.cancelled() => break,
+            received = monitor.recv(&mut events) => match received {
+                Received::Ok => {
+                    let now = Instant::now();
+                    stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    for ev in events.drain(..) {
+                        handle(&mut tracker, &mut coalescer, &mut watcher, ev, now, &mut facts);
+                    }
+                }
+                Received::Overflow => {
+                    events.clear();
+                    stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                    warn!(receive_buffer = config.receive_buffer, "event socket overflowed (ENOBUFS): re-enumerating");
+                    facts.push(tracker.enumerate(false));
+                    coalescer = Coalescer::new(config.coalesce);
+                    sync_watches(&tracker, &mut watcher);
+                }
+                Received::Failed(e) => {
+                    warn!(error = %e, "block-device event socket failed");
+                    let _ = ctx.facts.send(fail(format!("event socket failed: {e}"))).await;
+                    return;
+                }
+            },
+            res = written(&mut watcher, &mut written_paths) => {
+                if let Err(e) = res {
+                    warn!(error = %e, "inotify failed: filesystem changes will show only on re-plug");
+                    watcher = None;
+                }
+                let now = Instant::now();
+                for path in written_paths.drain(..) {
+                    debug!(devpath = %path, "device node written");
+                    if coalescer.change(&path, None, now) {
+                        tracker.handle(Action::Change, &path, None, &mut facts);
+                    }
+                }
+            }
+            _ = deadline(coalescer.next_deadline()) => {
+                for (path, props) in coalescer.due(Instant::now()) {
+                    tracker.handle(Action::Change, &path, props.as_ref(), &mut facts);
+                    sync_one(&tracker, &mut watcher, &path);
+                }
+            }
+        }
+        stats.devices.store(tracker.len() as u64, Ordering::Relaxed);
+        for fact in facts.drain(..) {
+            if ctx.facts.send(fact).await.is_err() {
+                return;
+            }
+        }
+        // New disks went out without their blkid probe; probe them now, on a
+        // blocking thread so the core and the streams deliver their events meanwhile.
+        let unprobed = tracker.take_unprobed();
+        if !unprobed.is_empty() {
+            let probe = tokio::task::spawn_blocking(move || {
+                unprobed
+                    .into_iter()
+                    .map(|sys| {
+                        let props = kernel_props(&sys);
+                        (sys, props)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            match probe.await {
+                Ok(probed) => tracker.finish_probe(probed, &mut facts),
+                Err(e) => warn!(error = %e, "blkid probe task failed"),
+            }
+        }
+        for fact in facts.drain(..) {
+            if ctx.facts.send(fact).await.is_err() {
+                return;
+            }
+        }
+    }
+    debug!("block-device source stopped");
+}
+
+fn handle(
+    tracker: &mut Tracker,
+    coalescer: &mut Coalescer,
+    watcher: &mut Option<NodeWatcher>,
+    ev: Uevent,
+    now: Instant,
+    facts: &mut Vec<Fact>,
+) {
+    debug!(action = ?ev.action, devpath = %ev.devpath, "block-device event");
+    match ev.action {
+        Action::Add | Action::Remove => {
+            coalescer.passthrough(&ev.devpath, ev.action == Action::Remove, now);
+            tracker.handle(
+                ev.action,
+                &ev.devpath,
+                Some(&ev.props).filter(|p| p.contains_key("USEC_INITIALIZED")),
+                facts,
+            );
+        }
+        Action::Change | Action::Other => {
+            let props = Some(ev.props).filter(|p| p.contains_key("USEC_INITIALIZED"));
+            if coalescer.change(&ev.devpath, props.clone(), now) {
+                tracker.handle(Action::Change, &ev.devpath, props.as_ref(), facts);
+            } else if tracker.presence_changed(&ev.devpath) {
+                // An attach or detach inside a storm: handled now, it supersedes the deferred read.
+                coalescer.passthrough(&ev.devpath, false, now);
+                tracker.handle(Action::Change, &ev.devpath, props.as_ref(), facts);
+            }
+        }
+    }
+    sync_one(tracker, watcher, &ev.devpath);
+}
+
+fn sync_one(tracker: &Tracker, watcher: &mut Option<NodeWatcher>, devpath: &str) {
+    if let Some(w) = watcher {
+        w.sync(devpath, tracker.devnode(devpath));
+    }
+}
+
+fn sync_watches(tracker: &Tracker, watcher: &mut Option<NodeWatcher>) {
+    if let Some(w) = watcher {
+        let known: Vec<(String, String)> =
+            tracker.devpaths().filter_map(|p| Some((p.to_owned(), tracker.devnode(p)?.to_owned()))).collect();
+        // Fresh start: drop every watch, then add the current devices.
+        let mut fresh = match NodeWatcher::new() {
+            Ok(f) => f,
+            Err(e) => {
+                warn!(error = %e, "cannot renew inotify watches");
+                return;
+            }
+        };
+        for (path, node) in &known {
+            fresh.sync(path, Some(node));
+        }
+        *w = fresh;
+    }
+}

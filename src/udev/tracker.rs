@@ -1,0 +1,507 @@
+//! The source's memory of what it reported: devpath → id, so removals can be
+//! sent and id changes (a partition gaining a filesystem UUID) are seen.
+//! Turns device events and full enumerations into facts.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use tracing::debug;
+
+use crate::model::{Disk, Partition};
+use crate::state::Fact;
+
+use super::describe;
+use super::filter::NameFilter;
+use super::probe;
+use super::sysfs::{Kind, SysDevice, Sysfs};
+use super::uevent::{Action, Props};
+
+/// Where the identity properties (ID_FS_*, ID_SERIAL, ...) come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropSource {
+    /// Our own blkid probe (no udevd).
+    Kernel,
+    /// udevd's database and events.
+    Udev,
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    id: String,
+    kind: Kind,
+    /// A partition's disk devpath.
+    parent: Option<String>,
+    devnode: String,
+    /// Kernel names of the devices this one is built from (md, dm).
+    members: Vec<String>,
+}
+
+pub struct Tracker {
+    sysfs: Sysfs,
+    filter: NameFilter,
+    source: PropSource,
+    known: HashMap<String, Known>,
+    /// New disks announced before their blkid probe, to be probed next.
+    unprobed: Vec<String>,
+    /// Devices whose `remove` came: the kernel sends it before the sysfs entry
+    /// goes, so a late change or node write must not bring them back until an `add`.
+    removed: HashSet<String>,
+}
+
+impl Tracker {
+    pub fn new(sysfs: Sysfs, filter: NameFilter, source: PropSource) -> Self {
+        Self { sysfs, filter, source, known: HashMap::new(), unprobed: Vec::new(), removed: HashSet::new() }
+    }
+
+    /// Number of devices reported now.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// The device node of a reported device.
+    pub fn devnode(&self, devpath: &str) -> Option<&str> {
+        self.known.get(devpath).map(|k| k.devnode.as_str())
+    }
+
+    /// Devpaths of the reported devices.
+    pub fn devpaths(&self) -> impl Iterator<Item = &str> {
+        self.known.keys().map(String::as_str)
+    }
+
+    /// Whether a device appeared or vanished since it was last reported: such
+    /// a change is an add or remove in disguise (loop attach/detach) and must not wait.
+    pub fn presence_changed(&self, devpath: &str) -> bool {
+        let name = devpath.rsplit('/').next().unwrap_or_default();
+        if !self.filter.accepts(name) && !self.known.contains_key(devpath) {
+            return false;
+        }
+        self.sysfs.is_present(devpath) != self.known.contains_key(devpath)
+    }
+
+    /// Reads every block device and forgets what is gone: the coldplug and resync fact.
+    pub fn enumerate(&mut self, initial: bool) -> Fact {
+        let names = self.sysfs.list().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list block devices");
+            Vec::new()
+        });
+        let devices: Vec<SysDevice> = names
+            .iter()
+            .filter(|n| self.filter.accepts(n))
+            .filter_map(|n| self.sysfs.read_name(n))
+            .filter(SysDevice::is_present)
+            .collect();
+        self.known.clear();
+        self.removed.clear();
+        // Probing waits on device I/O; probe several devices at once.
+        let disk_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Disk)).collect();
+        let disks: Vec<Disk> = parallel_map(&disk_devs, |sys| describe::disk(sys, &self.props(sys, None)));
+        for (sys, disk) in disk_devs.iter().zip(&disks) {
+            self.remember(sys, &disk.id);
+        }
+        let part_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Partition)).collect();
+        let described = parallel_map(&part_devs, |sys| self.describe_partition(sys, None));
+        let mut partitions = Vec::new();
+        for (sys, p) in part_devs.iter().zip(described) {
+            if let Some(p) = p {
+                self.remember(sys, &p.id);
+                partitions.push(p);
+            }
+        }
+        Fact::BlockDevices { disks, partitions, initial }
+    }
+
+    /// Handles one device event, appending the facts it makes.
+    pub fn handle(&mut self, action: Action, devpath: &str, event_props: Option<&Props>, out: &mut Vec<Fact>) {
+        let name = devpath.rsplit('/').next().unwrap_or_default();
+        if !self.filter.accepts(name) && !self.known.contains_key(devpath) {
+            return;
+        }
+        match action {
+            Action::Remove => {
+                self.removed.insert(devpath.to_owned());
+                self.forget(devpath, out);
+                return;
+            }
+            Action::Add => {
+                self.removed.remove(devpath);
+            }
+            _ if self.removed.contains(devpath) => return,
+            _ => {}
+        }
+        let Some(sys) = self.sysfs.read(devpath).filter(SysDevice::is_present) else {
+            // Gone already, or a loop slot that was detached.
+            self.forget(devpath, out);
+            return;
+        };
+        match sys.kind {
+            Some(Kind::Disk) => {
+                // A new disk's id comes from sysfs alone; announce it before the (slow, I/O bound)
+                // blkid probe, which follows with `probe_pending` and may add the table and fs.
+                let announce_first = self.source == PropSource::Kernel && !self.known.contains_key(devpath);
+                let props = if announce_first { Props::new() } else { self.props(&sys, event_props) };
+                if announce_first {
+                    self.unprobed.push(devpath.to_owned());
+                }
+                let disk = describe::disk(&sys, &props);
+                let renamed = self.known.get(devpath).is_some_and(|k| k.id != disk.id);
+                if renamed {
+                    self.forget(devpath, out);
+                }
+                self.remember(&sys, &disk.id);
+                out.push(Fact::DiskUpsert(disk));
+                if action == Action::Add {
+                    self.refresh_members(&sys.slaves, out);
+                }
+                // A table rewrite or an id change touches the partitions too.
+                if action != Action::Add {
+                    let children: Vec<String> = self
+                        .known
+                        .iter()
+                        .filter(|(_, k)| k.parent.as_deref() == Some(devpath))
+                        .map(|(p, _)| p.clone())
+                        .collect();
+                    for child in children {
+                        self.handle(Action::Change, &child, None, out);
+                    }
+                }
+            }
+            Some(Kind::Partition) => {
+                let Some(p) = self.describe_partition(&sys, event_props) else { return };
+                if self.known.get(devpath).is_some_and(|k| k.id != p.id) {
+                    self.forget(devpath, out);
+                }
+                self.remember(&sys, &p.id);
+                out.push(Fact::PartitionUpsert(p));
+            }
+            None => {}
+        }
+    }
+
+    /// Probes the disks announced without a probe; their upserts carry the
+    /// partition table and filesystem when there are any.
+    pub fn probe_pending(&mut self, out: &mut Vec<Fact>) {
+        let pending = self.take_unprobed();
+        let probed = pending.into_iter().map(|sys| {
+            let props = self.props(&sys, None);
+            (sys, props)
+        });
+        let probed: Vec<_> = probed.collect();
+        self.finish_probe(probed, out);
+    }
+
+    /// The disks announced without a probe, as sysfs shows them now (the
+    /// caller probes them, off the async threads, and hands them to [`Self::finish_probe`]).
+    pub fn take_unprobed(&mut self) -> Vec<SysDevice> {
+        std::mem::take(&mut self.unprobed)
+            .into_iter()
+            .filter(|p| self.known.contains_key(p))
+            .filter_map(|p| self.sysfs.read(&p).filter(SysDevice::is_present))
+            .collect()
+    }
+
+    /// Upserts probed disks that are still reported under the same id.
+    pub fn finish_probe(&mut self, probed: Vec<(SysDevice, Props)>, out: &mut Vec<Fact>) {
+        for (sys, props) in probed {
+            let disk = describe::disk(&sys, &props);
+            if self.known.get(&sys.devpath).is_some_and(|k| k.id == disk.id) {
+                out.push(Fact::DiskUpsert(disk));
+            }
+        }
+    }
+
+    fn remember(&mut self, sys: &SysDevice, id: &str) {
+        let known = Known {
+            id: id.to_owned(),
+            kind: sys.kind.unwrap_or(Kind::Disk),
+            parent: sys.parent_devpath().map(str::to_owned),
+            devnode: describe::devnode(sys),
+            members: sys.slaves.clone(),
+        };
+        self.known.insert(sys.devpath.clone(), known);
+    }
+
+    fn forget(&mut self, devpath: &str, out: &mut Vec<Fact>) {
+        let Some(known) = self.known.remove(devpath) else { return };
+        match known.kind {
+            Kind::Disk => {
+                // The state drops a disk's partitions with it.
+                self.known.retain(|_, k| k.parent.as_deref() != Some(devpath));
+                out.push(Fact::DiskRemoved { id: known.id });
+            }
+            Kind::Partition => out.push(Fact::PartitionRemoved { id: known.id }),
+        }
+        self.refresh_members(&known.members, out);
+    }
+
+    /// An array or mapping came or went: its members' `holders` changed
+    /// without an event of their own, so re-read them.
+    fn refresh_members(&mut self, members: &[String], out: &mut Vec<Fact>) {
+        for member in members {
+            let suffix = format!("/{member}");
+            let path = self.known.keys().find(|p| p.ends_with(&suffix)).cloned();
+            if let Some(path) = path {
+                self.handle(Action::Change, &path, None, out);
+            }
+        }
+    }
+
+    fn describe_partition(&self, sys: &SysDevice, event_props: Option<&Props>) -> Option<Partition> {
+        let parent_path = sys.parent_devpath()?;
+        let disk_id = match self.known.get(parent_path) {
+            Some(k) => k.id.clone(),
+            None => {
+                let parent = self.sysfs.read(parent_path)?;
+                describe::disk(&parent, &self.props(&parent, None)).id
+            }
+        };
+        let mut props = self.props(sys, event_props);
+        if self.source == PropSource::Kernel {
+            let parent_node = format!("/dev/{}", parent_path.rsplit('/').next().unwrap_or_default());
+            match probe::table(Path::new(&parent_node)) {
+                Ok((kind, entries)) => {
+                    if let Some(e) = entries.iter().find(|e| Some(e.number) == sys.partition) {
+                        probe::entry_props(e, kind.as_deref(), &mut props);
+                    }
+                }
+                Err(e) => debug!(device = %parent_node, error = %e, "partition table probe failed"),
+            }
+        }
+        Some(describe::partition(sys, &props, &disk_id))
+    }
+
+    /// Identity properties of a device in the configured mode.
+    fn props(&self, sys: &SysDevice, event_props: Option<&Props>) -> Props {
+        match self.source {
+            PropSource::Kernel => kernel_props(sys),
+            PropSource::Udev => match event_props {
+                Some(p) => p.clone(),
+                None => super::udevd::database_props(&sys.dev),
+            },
+        }
+    }
+}
+
+/// Identity properties of a device from our own blkid probe (kernel mode).
+pub fn kernel_props(sys: &SysDevice) -> Props {
+    let node = describe::devnode(sys);
+    probe::probe(Path::new(&node), sys.kind == Some(Kind::Disk)).unwrap_or_else(|e| {
+        debug!(device = %node, error = %e, "blkid probe failed");
+        Props::new()
+    })
+}
+
+/// Threads that probe at once during an enumeration.
+const PROBE_THREADS: usize = 8;
+
+/// `f` over `items` on up to [`PROBE_THREADS`] scoped threads, results in order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if items.len() < 2 {
+        return items.iter().map(&f).collect();
+    }
+    let chunk = items.len().div_ceil(PROBE_THREADS);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> =
+            items.chunks(chunk).map(|c| scope.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
+        workers
+            .into_iter()
+            // A panic in a worker is a bug; pass it on rather than return misaligned results.
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn write(root: &Path, rel: &str, content: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+
+    /// A fake sysfs with an attached loop disk `loop90` (partitions p1, p2) and a detached `loop91`.
+    fn fake() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        fs::create_dir_all(r.join("class/block")).unwrap();
+        for (name, rel, uevent) in [
+            ("loop90", "devices/virtual/block/loop90", "MAJOR=7\nMINOR=90\nDEVNAME=loop90\nDEVTYPE=disk\n"),
+            (
+                "loop90p1",
+                "devices/virtual/block/loop90/loop90p1",
+                "MAJOR=259\nMINOR=90\nDEVNAME=loop90p1\nDEVTYPE=partition\nPARTN=1\n",
+            ),
+            (
+                "loop90p2",
+                "devices/virtual/block/loop90/loop90p2",
+                "MAJOR=259\nMINOR=91\nDEVNAME=loop90p2\nDEVTYPE=partition\nPARTN=2\n",
+            ),
+            ("loop91", "devices/virtual/block/loop91", "MAJOR=7\nMINOR=91\nDEVNAME=loop91\nDEVTYPE=disk\n"),
+            ("sda", "devices/virtual/block/sda", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n"),
+        ] {
+            write(r, &format!("{rel}/uevent"), uevent);
+            write(r, &format!("{rel}/size"), "2048\n");
+            std::os::unix::fs::symlink(r.join(rel), r.join("class/block").join(name)).unwrap();
+        }
+        write(r, "devices/virtual/block/loop90/loop/backing_file", "/x.img\n");
+        t
+    }
+
+    fn tracker(root: &Path) -> Tracker {
+        let filter = NameFilter::new(&["loop9*".into()], &["loop*".into(), "sd*".into()]).unwrap();
+        Tracker::new(Sysfs::new(root), filter, PropSource::Udev)
+    }
+
+    #[test]
+    fn enumeration_reports_present_filtered_devices() {
+        let t = fake();
+        let mut tr = tracker(t.path());
+        let Fact::BlockDevices { disks, partitions, initial } = tr.enumerate(true) else { panic!() };
+        assert!(initial);
+        assert_eq!(disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["dev-loop90"]);
+        let mut parts: Vec<_> = partitions.iter().map(|p| (p.id.clone(), p.disk_id.clone())).collect();
+        parts.sort();
+        assert_eq!(
+            parts,
+            vec![("dev-loop90-part1".into(), "dev-loop90".into()), ("dev-loop90-part2".into(), "dev-loop90".into())]
+        );
+        assert_eq!(tr.len(), 3);
+    }
+
+    #[test]
+    fn attach_and_detach_of_a_loop_slot() {
+        let t = fake();
+        let mut tr = tracker(t.path());
+        tr.enumerate(true);
+        let mut out = Vec::new();
+        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+        assert!(out.is_empty(), "a detached slot is no disk");
+        write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
+        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"));
+        out.clear();
+        assert!(!tr.presence_changed("/devices/virtual/block/loop91"));
+        fs::remove_file(t.path().join("devices/virtual/block/loop91/loop/backing_file")).unwrap();
+        assert!(tr.presence_changed("/devices/virtual/block/loop91"));
+        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+        assert!(matches!(&out[..], [Fact::DiskRemoved { id }] if id == "dev-loop91"));
+    }
+
+    #[test]
+    fn kernel_mode_announces_a_new_disk_before_probing_it() {
+        let t = fake();
+        let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+        let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
+        tr.enumerate(true);
+        write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
+        let mut out = Vec::new();
+        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"));
+        out.clear();
+        tr.probe_pending(&mut out);
+        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"), "the probed upsert follows");
+        out.clear();
+        tr.probe_pending(&mut out);
+        assert!(out.is_empty(), "each new disk is probed once");
+        // A known disk is probed in line: no second round.
+        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+        out.clear();
+        tr.probe_pending(&mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn removals_use_the_remembered_id() {
+        let t = fake();
+        let mut tr = tracker(t.path());
+        tr.enumerate(true);
+        let mut out = Vec::new();
+        tr.handle(Action::Remove, "/devices/virtual/block/loop90/loop90p1", None, &mut out);
+        assert!(matches!(&out[..], [Fact::PartitionRemoved { id }] if id == "dev-loop90-part1"));
+        out.clear();
+        tr.handle(Action::Remove, "/devices/virtual/block/loop90", None, &mut out);
+        assert!(matches!(&out[..], [Fact::DiskRemoved { id }] if id == "dev-loop90"));
+        assert!(tr.is_empty(), "the disk's partitions are forgotten with it");
+        out.clear();
+        tr.handle(Action::Remove, "/devices/virtual/block/loop90", None, &mut out);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_late_change_does_not_revive_a_removed_device() {
+        let t = fake();
+        let mut tr = tracker(t.path());
+        tr.enumerate(true);
+        let p1 = "/devices/virtual/block/loop90/loop90p1";
+        let mut out = Vec::new();
+        // The sysfs entry is still there when the remove event is read.
+        tr.handle(Action::Remove, p1, None, &mut out);
+        out.clear();
+        tr.handle(Action::Change, p1, None, &mut out);
+        assert!(out.is_empty(), "revived: {out:?}");
+        tr.handle(Action::Add, p1, None, &mut out);
+        assert!(matches!(&out[..], [Fact::PartitionUpsert(p)] if p.kernel_name == "loop90p1"));
+    }
+
+    #[test]
+    fn an_id_change_removes_the_old_id() {
+        let t = fake();
+        let mut tr = tracker(t.path());
+        tr.enumerate(true);
+        let mut out = Vec::new();
+        let props: Props = [("ID_FS_UUID", "fresh-uuid"), ("ID_FS_TYPE", "ext4")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tr.handle(Action::Change, "/devices/virtual/block/loop90/loop90p2", Some(&props), &mut out);
+        assert!(matches!(&out[0], Fact::PartitionRemoved { id } if id == "dev-loop90-part2"));
+        assert!(
+            matches!(&out[1], Fact::PartitionUpsert(p) if p.id == "fresh-uuid" && p.fs_type.as_deref() == Some("ext4"))
+        );
+    }
+
+    #[test]
+    fn an_array_coming_and_going_refreshes_its_members_holders() {
+        let t = fake();
+        let r = t.path();
+        let mut tr = tracker(r);
+        tr.enumerate(true);
+        let md = "devices/virtual/block/loop95";
+        write(r, &format!("{md}/uevent"), "MAJOR=9\nMINOR=0\nDEVNAME=loop95\nDEVTYPE=disk\n");
+        write(r, &format!("{md}/loop/backing_file"), "/z.img\n");
+        fs::create_dir_all(r.join(format!("{md}/slaves/loop90p1"))).unwrap();
+        fs::create_dir_all(r.join("devices/virtual/block/loop90/loop90p1/holders/loop95")).unwrap();
+        std::os::unix::fs::symlink(r.join(md), r.join("class/block/loop95")).unwrap();
+        let mut out = Vec::new();
+        tr.handle(Action::Add, &format!("/{md}"), None, &mut out);
+        assert!(matches!(&out[0], Fact::DiskUpsert(d) if d.members == vec!["loop90p1"]));
+        assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
+        out.clear();
+        fs::remove_dir(r.join("devices/virtual/block/loop90/loop90p1/holders/loop95")).unwrap();
+        tr.handle(Action::Remove, &format!("/{md}"), None, &mut out);
+        assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "dev-loop95"));
+        assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
+    }
+
+    #[test]
+    fn parallel_map_keeps_the_order() {
+        let items: Vec<u32> = (0..37).collect();
+        assert_eq!(parallel_map(&items, |i| i * 2), items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert!(parallel_map(&Vec::<u32>::new(), |i| *i).is_empty());
+    }
+
+    #[test]
+    fn filtered_devices_are_ignored() {
+        let t = fake();
+        let mut tr = tracker(t.path());
+        let mut out = Vec::new();
+        tr.handle(Action::Add, "/devices/virtual/block/sda", None, &mut out);
+        assert!(out.is_empty());
+    }
+}

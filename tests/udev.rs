@@ -1,0 +1,249 @@
+//! The block-device source against the real kernel (root): hot-plug of a loop
+//! device with two partitions in kernel and udev mode, coldplug with and
+//! without --emit-initial, and convergence after a netlink overflow.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::sse::{Message, SseClient};
+use common::udevd::{attached_loops, fs_uuid, Udevd};
+use common::{machine_lock, require_root, sh, LoopDevice, MountGuard, TestAgent};
+use diskwatch::config::{Config, UdevMode};
+use diskwatch::udev::{UdevSource, UdevStats};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Starts an agent with a udev source following loop devices in `mode`.
+async fn start_agent(mode: UdevMode, configure: impl FnOnce(&mut Config)) -> (TestAgent, Arc<UdevStats>) {
+    let mut udev = Config::default().udev;
+    udev.source = mode;
+    udev.include = vec!["loop*".into()];
+    let mut config = Config { udev, ..Config::default() };
+    configure(&mut config);
+    let source = UdevSource::new(config.udev.clone());
+    let stats = source.stats();
+    let emit_initial = config.emit_initial;
+    let agent = TestAgent::start(|c| c.emit_initial = emit_initial, vec![Box::new(source)]).await;
+    let deadline = Instant::now() + WAIT;
+    while !stats.is_ready() {
+        assert!(Instant::now() < deadline, "the udev source never finished coldplug");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(stats.mode(), Some(mode));
+    (agent, stats)
+}
+
+/// The object (disk or partition) an event carries.
+fn object(msg: &Message) -> Value {
+    let v = msg.json();
+    let data = &v["data"];
+    if data.get("disk").is_some() {
+        data["disk"].clone()
+    } else {
+        data["partition"].clone()
+    }
+}
+
+/// The next disk/partition event about `disk` (the loop device) or its partitions.
+async fn next_about(sse: &mut SseClient, disk: &str) -> (String, Value) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = sse.expect(left).await;
+        let obj = object(&msg);
+        let name = obj["kernel_name"].as_str().unwrap_or_default().to_owned();
+        if name == disk || name.strip_prefix(disk).is_some_and(|rest| rest.starts_with('p')) {
+            return (msg.event, obj);
+        }
+    }
+}
+
+fn partition_named<'a>(snap: &'a Value, name: &str) -> Option<&'a Value> {
+    snap["partitions"].as_array()?.iter().find(|p| p["kernel_name"] == name)
+}
+
+fn disk_named<'a>(snap: &'a Value, name: &str) -> Option<&'a Value> {
+    snap["disks"].as_array()?.iter().find(|d| d["kernel_name"] == name)
+}
+
+async fn hotplug(mode: UdevMode, test: &str) {
+    if !require_root(test) {
+        return;
+    }
+    let _lock = machine_lock();
+    let udevd = (mode == UdevMode::Udev).then(Udevd::start);
+    let (agent, _stats) = start_agent(mode, |_| {}).await;
+    let mut sse = SseClient::connect(&agent.url("/api/v1/events/stream?types=disk.*,partition.*"), None).await;
+
+    let mut lo = LoopDevice::new(64, &[20, 20]);
+    let name = lo.name();
+    let (kind, disk) = next_about(&mut sse, &name).await;
+    assert_eq!(kind, "disk.added", "first event for {name}: {disk}");
+    assert_eq!(disk["kernel_name"], name.as_str());
+    assert_eq!(disk["size_bytes"], 64u64 << 20);
+    let mut added = Vec::new();
+    while added.len() < 2 {
+        let (kind, obj) = next_about(&mut sse, &name).await;
+        match kind.as_str() {
+            "partition.added" => added.push(obj["kernel_name"].as_str().unwrap().to_owned()),
+            "disk.changed" | "partition.changed" => {}
+            other => panic!("unexpected {other} before both partitions were added: {obj}"),
+        }
+    }
+    added.sort();
+    assert_eq!(added, vec![format!("{name}p1"), format!("{name}p2")]);
+
+    sh("mkfs.ext4", &["-q", "-F", "-L", "alpha", &lo.partition(1)]);
+    sh("mkfs.ext4", &["-q", "-F", "-L", "beta", &lo.partition(2)]);
+    if let Some(u) = &udevd {
+        u.settle();
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let mut mount = MountGuard::new(&lo.partition(1), &mnt.path().join("alpha"), None, None);
+    let (uuid1, uuid2) = (fs_uuid(&lo.partition(1)), fs_uuid(&lo.partition(2)));
+    let (p1, p2) = (format!("{name}p1"), format!("{name}p2"));
+    let snap = agent
+        .wait_snapshot(WAIT, |s| {
+            let ok = |p: &str, label: &str, uuid: &str| {
+                partition_named(s, p)
+                    .is_some_and(|p| p["fs_type"] == "ext4" && p["fs_label"] == label && p["fs_uuid"] == uuid)
+            };
+            ok(&p1, "alpha", &uuid1) && ok(&p2, "beta", &uuid2)
+        })
+        .await;
+    let part = partition_named(&snap, &p1).unwrap();
+    let disk = disk_named(&snap, &name).expect("disk in snapshot");
+    assert_eq!(part["disk_id"], disk["id"]);
+    assert!(part["part_uuid"].is_string(), "GPT entry uuid: {part}");
+    assert_eq!(disk["partition_table"], "gpt");
+
+    mount.unmount();
+    lo.detach();
+    let mut removed = Vec::new();
+    let mut seen = Vec::new();
+    while removed.len() < 3 {
+        let (kind, obj) = next_about(&mut sse, &name).await;
+        seen.push(format!("{kind} {} {}", obj["kernel_name"], obj["id"]));
+        if kind.ends_with(".removed") {
+            removed.push(obj["kernel_name"].as_str().unwrap().to_owned());
+        }
+    }
+    removed.sort();
+    assert_eq!(removed, vec![name.clone(), p1.clone(), p2.clone()], "events after detach: {seen:#?}");
+    let snap = agent.get_json("/api/v1/snapshot").await;
+    assert!(disk_named(&snap, &name).is_none() && partition_named(&snap, &p1).is_none());
+    agent.stop().await;
+    drop(udevd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_mode_hotplug_mkfs_mount_detach() {
+    hotplug(UdevMode::Kernel, "kernel_mode_hotplug_mkfs_mount_detach").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udev_mode_hotplug_mkfs_mount_detach() {
+    hotplug(UdevMode::Udev, "udev_mode_hotplug_mkfs_mount_detach").await;
+}
+
+/// Events in the agent's history about `name` or its partitions.
+async fn history_about(agent: &TestAgent, name: &str) -> Vec<String> {
+    let page = agent.get_json("/api/v1/events?types=disk.*,partition.*&limit=10000").await;
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            let d = &e["data"];
+            let obj = if d.get("disk").is_some() { &d["disk"] } else { &d["partition"] };
+            let n = obj["kernel_name"].as_str().unwrap_or_default();
+            n == name || n.strip_prefix(name).is_some_and(|r| r.starts_with('p'))
+        })
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn coldplug(emit_initial: bool, test: &str) {
+    if !require_root(test) {
+        return;
+    }
+    let _lock = machine_lock();
+    let lo = LoopDevice::new(64, &[20, 20]);
+    sh("mkfs.ext4", &["-q", "-F", "-L", "cold", &lo.partition(2)]);
+    let name = lo.name();
+    let (agent, _stats) = start_agent(UdevMode::Kernel, |c| c.emit_initial = emit_initial).await;
+    let snap = agent.wait_snapshot(WAIT, |s| partition_named(s, &format!("{name}p2")).is_some()).await;
+    assert!(disk_named(&snap, &name).is_some());
+    let p2 = partition_named(&snap, &format!("{name}p2")).unwrap();
+    assert_eq!(p2["fs_label"], "cold");
+    assert_eq!(p2["fs_uuid"], fs_uuid(&lo.partition(2)).as_str());
+    assert!(partition_named(&snap, &format!("{name}p1")).unwrap()["fs_type"].is_null());
+    let mut history = history_about(&agent, &name).await;
+    history.sort();
+    if emit_initial {
+        assert_eq!(history, vec!["disk.added", "partition.added", "partition.added"]);
+    } else {
+        assert!(history.is_empty(), "coldplug must not announce devices: {history:?}");
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coldplug_is_silent() {
+    coldplug(false, "coldplug_is_silent").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coldplug_with_emit_initial_announces() {
+    coldplug(true, "coldplug_with_emit_initial_announces").await;
+}
+
+/// A current-thread runtime: while the test runs its blocking storm, the
+/// agent cannot read its socket, so the tiny buffer must overflow.
+#[tokio::test(flavor = "current_thread")]
+async fn overflow_resyncs_to_the_truth() {
+    if !require_root("overflow_resyncs_to_the_truth") {
+        return;
+    }
+    let _lock = machine_lock();
+    let (agent, stats) = start_agent(UdevMode::Kernel, |c| c.udev.receive_buffer = 1).await;
+    let mut kept = Vec::new();
+    for i in 0..50 {
+        let mut lo = LoopDevice::new(8, &[2, 2]);
+        if i % 10 == 0 {
+            kept.push(lo);
+        } else {
+            lo.detach();
+        }
+    }
+    let want: Vec<String> = attached_loops();
+    let deadline = Instant::now() + WAIT;
+    let snap = loop {
+        let snap = agent.get_json("/api/v1/snapshot").await;
+        let mut have: Vec<String> = snap["disks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["kernel_name"].as_str())
+            .filter(|n| n.starts_with("loop"))
+            .map(str::to_owned)
+            .collect();
+        have.sort();
+        if have == want && stats.resyncs() > 0 {
+            break snap;
+        }
+        assert!(Instant::now() < deadline, "state {have:?} never matched /sys {want:?} (resyncs {})", stats.resyncs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(stats.resyncs() >= 1, "the overflow was noticed and resynced");
+    for lo in &kept {
+        let name = lo.name();
+        assert!(disk_named(&snap, &name).is_some());
+        assert!(partition_named(&snap, &format!("{name}p2")).is_some(), "partitions of {name} after resync");
+    }
+    drop(kept);
+    agent.stop().await;
+}
