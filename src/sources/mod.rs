@@ -42,6 +42,10 @@ pub trait Source: Send {
 }
 
 /// The sources the configuration enables.
-pub fn builtin(_config: &Config) -> Vec<Box<dyn Source>> {
-    Vec::new()
+pub fn builtin(config: &Config) -> Vec<Box<dyn Source>> {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if config.shares.enabled {
+        sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
+    }
+    sources
 }
