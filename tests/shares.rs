@@ -387,3 +387,23 @@ async fn availability_follows_a_real_mount() {
     mount.unmount();
     disk.detach();
 }
+
+/// A writer that truncates the file and takes longer than the debounce to finish: the source waits
+/// for it to close the file instead of reading half a configuration (which would delete shares).
+#[tokio::test]
+async fn a_slow_in_place_writer_is_read_once_it_closes_the_file() {
+    use std::io::Write;
+    let mut h = Harness::start().await;
+    h.smb.set("slow", format!("  path = {}", h.dir.data("slow")));
+    let text = h.smb.text();
+    let (head, tail) = text.split_at(text.find("[base]").unwrap() + 3);
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(h.dir.path("smb.conf")).unwrap();
+    file.write_all(head.as_bytes()).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(DEBOUNCE * 5 / 2).await;
+    file.write_all(tail.as_bytes()).unwrap();
+    drop(file);
+    h.expect("share.created", "smb-slow").await;
+    h.marker(Save::InPlace).await;
+    h.agent.stop().await;
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use notify::event::{AccessKind, AccessMode};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{sleep_until, Instant};
@@ -54,6 +54,9 @@ struct Tracker {
     relevant: WatchSet,
     watcher: Option<RecommendedWatcher>,
     watched: BTreeSet<PathBuf>,
+    /// Relevant files written to and not yet closed: a writer truncated the file and is still
+    /// writing, so reading now could see half a file (and delete every share in the other half).
+    writing: BTreeSet<PathBuf>,
 }
 
 #[instrument(name = "shares", skip_all)]
@@ -83,13 +86,22 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
         relevant: WatchSet::default(),
         watcher,
         watched: BTreeSet::new(),
+        writing: BTreeSet::new(),
     };
     tracker.reload().await;
-    // A burst of changes is read once, `debounce` after its last change, and at most
-    // 4 × `debounce` after its first, so a file rewritten without pause is still read.
+    // A burst of changes is read once, `debounce` after its last change (later while a file is
+    // still open for writing), and at most 4 × `debounce` after its first, so a file rewritten
+    // without pause, or held open by its writer, is still read.
     let mut pending: Option<(Instant, Instant)> = None;
     loop {
-        let due = pending.map(|(first, last)| (last + debounce).min(first + debounce * 4));
+        let due = pending.map(|(first, last)| {
+            let cap = first + debounce * 4;
+            if tracker.writing.is_empty() {
+                (last + debounce).min(cap)
+            } else {
+                cap
+            }
+        });
         tokio::select! {
             _ = ctx.token.cancelled() => break,
             Some(change) = changes.recv() => {
@@ -100,6 +112,7 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
             }
             _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                 pending = None;
+                tracker.writing.clear();
                 tracker.reload().await;
             }
             event = mounts.recv(), if mounts_open => match event {
@@ -145,7 +158,19 @@ impl Tracker {
                 return true;
             }
         }
-        event.paths.iter().any(|p| self.relevant.is_relevant(p))
+        let relevant: Vec<&PathBuf> = event.paths.iter().filter(|p| self.relevant.is_relevant(p)).collect();
+        for path in &relevant {
+            match event.kind {
+                EventKind::Modify(ModifyKind::Data(_)) => {
+                    self.writing.insert((*path).clone());
+                }
+                EventKind::Access(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => {
+                    self.writing.remove(*path);
+                }
+                _ => {}
+            }
+        }
+        !relevant.is_empty()
     }
 
     /// Reads everything again and tells the core what changed.
