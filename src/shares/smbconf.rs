@@ -14,6 +14,7 @@
 //! - Like Samba, a line without `=` is ignored with a warning, and a share without a path
 //!   (other than `[homes]`) is unavailable.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -127,19 +128,20 @@ impl<'r> Parser<'r> {
     }
 
     fn parse_text(&mut self, text: &str, file: &Path) -> Result<(), ShareError> {
-        let mut lines = text.split('\n').enumerate().peekable();
+        let mut lines = text.split('\n').enumerate();
         while let Some((index, raw)) = lines.next() {
             let line_no = index + 1;
             let first = raw.trim_start();
             if first.starts_with('#') || first.starts_with(';') {
                 continue;
             }
-            let mut logical = strip_cr(raw).to_owned();
+            let mut logical = Cow::Borrowed(strip_cr(raw));
             // Samba: a backslash before the end of the line (trailing blanks allowed) joins the next line.
             while let Some(cut) = continuation(&logical) {
-                logical.truncate(cut);
+                let joined = logical.to_mut();
+                joined.truncate(cut);
                 match lines.next() {
-                    Some((_, next)) => logical.push_str(strip_cr(next)),
+                    Some((_, next)) => joined.push_str(strip_cr(next)),
                     None => break,
                 }
             }
