@@ -354,10 +354,18 @@ async fn availability_follows_a_real_mount() {
         vec![Box::new(MountinfoSource)],
     )
     .await;
+    // No udev source here either: tell the core about the loop device, so the share's disk is known.
+    agent
+        .facts
+        .send(Fact::BlockDevices { disks: vec![loop_disk(&disk)], partitions: vec![], initial: true })
+        .await
+        .unwrap();
     let mount_id = diskwatch::model::mount_id(&mnt.to_string_lossy());
     let snap = agent
         .wait_snapshot(WAIT, |s| {
-            s["shares"].as_array().is_some_and(|a| a.iter().any(|x| x["id"] == "smb-data" && x["available"] == true))
+            s["shares"].as_array().is_some_and(|a| {
+                a.iter().any(|x| x["id"] == "smb-data" && x["available"] == true && x["disk_id"] == "test-loop")
+            })
         })
         .await;
     let share = &snap["shares"][0];
@@ -406,4 +414,35 @@ async fn a_slow_in_place_writer_is_read_once_it_closes_the_file() {
     h.expect("share.created", "smb-slow").await;
     h.marker(Save::InPlace).await;
     h.agent.stop().await;
+}
+
+/// The loop device as the udev source would describe it (whole-device filesystem).
+fn loop_disk(device: &common::LoopDevice) -> diskwatch::model::Disk {
+    let rdev = nix::sys::stat::stat(device.device.as_str()).unwrap().st_rdev;
+    let dev = format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    diskwatch::model::Disk {
+        id: "test-loop".into(),
+        stable: false,
+        kernel_name: device.name(),
+        devpath: format!("/devices/virtual/block/{}", device.name()),
+        devnode: device.device.clone(),
+        dev,
+        vendor: None,
+        model: None,
+        serial: None,
+        wwn: None,
+        bus: Some("virtual".into()),
+        size_bytes: 64 << 20,
+        removable: false,
+        rotational: false,
+        read_only: false,
+        partition_table: None,
+        fs_type: Some("ext4".into()),
+        fs_label: None,
+        fs_uuid: None,
+        members: vec![],
+        holders: vec![],
+        partitions: vec![],
+        mounts: vec![],
+    }
 }
