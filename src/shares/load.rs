@@ -177,16 +177,28 @@ impl IncludeResolver for FsResolver {
     }
 }
 
-/// `path` with symlinks resolved, and whether it exists. A path that does not exist (or holds a
-/// Samba `%` substitution) stays as written.
+/// `path` with symlinks resolved, and whether it exists. For a path that does not exist, its
+/// longest existing ancestor is resolved and the rest appended, so a share under a symlink keeps
+/// the same resolved path (and mount) while its storage is unmounted. A relative path or one
+/// holding a Samba `%` substitution stays as written.
 pub fn resolve(path: &str) -> (String, bool) {
-    if path.is_empty() || path.contains('%') {
+    if !path.starts_with('/') || path.contains('%') {
         return (path.to_owned(), false);
     }
-    match std::fs::canonicalize(path) {
-        Ok(real) => (real.to_string_lossy().into_owned(), true),
-        Err(_) => (path.to_owned(), false),
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return (real.to_string_lossy().into_owned(), true);
     }
+    let path = Path::new(path);
+    let mut ancestor = path.parent();
+    while let Some(dir) = ancestor {
+        if let Ok(real) = std::fs::canonicalize(dir) {
+            // `dir` is a prefix of `path`, since it came from `path.parent()`.
+            let rest = path.strip_prefix(dir).unwrap_or(path);
+            return (real.join(rest).to_string_lossy().into_owned(), false);
+        }
+        ancestor = dir.parent();
+    }
+    (path.to_string_lossy().into_owned(), false)
 }
 
 fn from_smb(s: SmbShare) -> Share {
@@ -289,6 +301,21 @@ mod tests {
         assert!(!loaded.watch.is_relevant(&d.join("exports.d/new.txt")));
         assert!(!loaded.watch.is_relevant(&d.join("other")));
         assert_eq!(loaded.watch.directories().into_iter().collect::<Vec<_>>(), [d.to_path_buf(), d.join("exports.d")]);
+    }
+
+    #[test]
+    fn missing_paths_resolve_through_their_existing_ancestors() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir(real.join("disk")).unwrap();
+        std::os::unix::fs::symlink(real.join("disk"), real.join("link")).unwrap();
+        let missing = format!("{}/link/share/sub", real.display());
+        assert_eq!(resolve(&missing), (format!("{}/disk/share/sub", real.display()), false));
+        std::fs::create_dir_all(real.join("disk/share/sub")).unwrap();
+        assert_eq!(resolve(&missing), (format!("{}/disk/share/sub", real.display()), true));
+        assert_eq!(resolve("/srv/%U"), ("/srv/%U".to_owned(), false));
+        assert_eq!(resolve(""), (String::new(), false));
+        assert_eq!(resolve("relative"), ("relative".to_owned(), false));
     }
 
     #[test]
