@@ -208,6 +208,10 @@ pub struct SharesConfig {
     pub nfs: Vec<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub debounce: Duration,
+    /// Share paths are checked again this often (besides on every mount change), so a
+    /// removed or re-created share directory is noticed.
+    #[serde(with = "humantime_serde")]
+    pub recheck_interval: Duration,
 }
 
 impl Default for SharesConfig {
@@ -217,6 +221,7 @@ impl Default for SharesConfig {
             samba: vec![PathBuf::from("/etc/samba/smb.conf")],
             nfs: vec![PathBuf::from("/etc/exports"), PathBuf::from("/etc/exports.d")],
             debounce: Duration::from_millis(500),
+            recheck_interval: Duration::from_secs(30),
         }
     }
 }
@@ -374,6 +379,9 @@ impl Config {
                     problems.push(format!("{key}: invalid glob {g:?}: {e}"));
                 }
             }
+        }
+        if self.shares.recheck_interval.is_zero() {
+            problems.push("shares.recheck_interval: must be longer than 0s".to_owned());
         }
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));

@@ -23,6 +23,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod mounts;
+pub mod shares;
 pub mod sources;
 pub mod state;
 pub mod udev;

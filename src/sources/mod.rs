@@ -50,5 +50,8 @@ pub fn builtin(config: &Config) -> Vec<Box<dyn Source>> {
     if config.mounts.enabled {
         sources.push(Box::new(crate::mounts::MountsSource::new(config.mounts.clone())));
     }
+    if config.shares.enabled {
+        sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
+    }
     sources
 }

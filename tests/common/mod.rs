@@ -7,6 +7,7 @@
 
 pub mod facts;
 pub mod fuse;
+pub mod shares;
 pub mod sse;
 pub mod udevd;
 
