@@ -13,8 +13,11 @@
 //! - [`core`]: the loop that applies facts and publishes events.
 //! - [`http`]: REST, SSE, metrics and OpenAPI with axum.
 //! - [`sources`]: what a source gets to work with.
+//! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
+//! - [`systemd`]: readiness, watchdog and status notifications.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
@@ -23,5 +26,6 @@ pub mod metrics;
 pub mod model;
 pub mod sources;
 pub mod state;
+pub mod systemd;
 
 pub use crate::core::{run, Agent, RunOptions};
