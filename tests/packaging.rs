@@ -194,6 +194,15 @@ fn deb_builds_installs_runs_and_purges() {
     let size = fs::metadata(repo().join("target/release/diskwatch")).expect("release binary").len();
     eprintln!("release binary (stripped): {size} bytes ({:.1} MiB)", size as f64 / (1 << 20) as f64);
 
+    // `make install` into a staging root installs the same files.
+    let stage = tempfile::tempdir().expect("tempdir");
+    let make =
+        run(Command::new("make").arg("install").arg(format!("DESTDIR={}", stage.path().display())).current_dir(repo()));
+    assert!(make.status.success(), "make install failed:\n{}", text(&make.stderr));
+    for path in ["usr/bin/diskwatch", "usr/lib/systemd/system/diskwatch.service", "etc/diskwatch/config.toml"] {
+        assert!(stage.path().join(path).is_file(), "make install did not install {path}");
+    }
+
     let _lock = common::machine_lock();
     let contents = run(Command::new("dpkg-deb").args(["--contents", &deb]));
     let listing = text(&contents.stdout);
