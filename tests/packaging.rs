@@ -193,6 +193,7 @@ fn deb_builds_installs_runs_and_purges() {
     let deb = deb.unwrap_or_else(|| panic!("cargo deb printed no .deb path:\n{}", text(&out.stdout)));
     let size = fs::metadata(repo().join("target/release/diskwatch")).expect("release binary").len();
     eprintln!("release binary (stripped): {size} bytes ({:.1} MiB)", size as f64 / (1 << 20) as f64);
+    assert!(size <= 10 << 20, "the release binary is {size} bytes, over the 10 MiB budget");
 
     // `make install` into a staging root installs the same files.
     let stage = tempfile::tempdir().expect("tempdir");
