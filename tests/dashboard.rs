@@ -98,6 +98,48 @@ async fn dashboard_reloads_state_on_resync() {
     agent.stop().await;
 }
 
+/// Behind Home Assistant ingress the page lives below a path prefix
+/// (`/api/hassio_ingress/<token>/`): with relative URLs everything still works,
+/// and nothing is requested outside the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_works_below_an_ingress_prefix() {
+    use axum::ServiceExt;
+    use tower::Layer;
+
+    const PREFIX: &str = "/api/hassio_ingress/t0ken";
+    let agent = TestAgent::start(|_| {}, vec![]).await;
+    let inner = diskwatch::http::app(agent.running.as_ref().expect("running").agent.clone());
+    let outside = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = outside.clone();
+    let proxy = tower::util::MapRequestLayer::new(move |mut req: axum::extract::Request| {
+        let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let rewritten = match path_and_query.strip_prefix(PREFIX) {
+            Some(rest) if rest.starts_with('/') => rest.to_owned(),
+            _ => {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                "/outside-the-ingress-prefix".to_owned()
+            }
+        };
+        *req.uri_mut() = rewritten.parse().expect("uri");
+        req
+    })
+    .layer(inner);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, proxy.into_make_service()).await });
+
+    let mut browser = Browser::launch();
+    browser.cmd(&format!("goto http://{addr}{PREFIX}/"));
+    browser.cmd("wait #status[data-state=live]");
+    let d = disk(3);
+    agent.facts.send(Fact::DiskUpsert(d.clone())).await.expect("send");
+    browser.cmd(&format!("wait [data-disk-id=\"{}\"]", d.id));
+    assert_eq!(outside.load(std::sync::atomic::Ordering::SeqCst), 0, "the page requested a path outside the prefix");
+    drop(browser);
+    server.abort();
+    agent.stop().await;
+}
+
 /// The real binary with the udev and mounts sources, a real loop device and a real mount.
 /// Needs the udev and mounts sources (built in parallel): remove the `ignore` when they are merged.
 #[test]
