@@ -98,6 +98,40 @@ async fn dashboard_reloads_state_on_resync() {
     agent.stop().await;
 }
 
+/// On a phone-sized screen in dark mode: no sideways scrolling, dark colours,
+/// labelled controls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_fits_a_phone_in_dark_mode() {
+    let agent = TestAgent::start(|_| {}, vec![]).await;
+    let (disks, partitions, mounts) = common::dashboard::topology(3, 6);
+    let usages: Vec<_> = mounts.iter().map(|m| (m.id.clone(), m.usage.clone())).collect();
+    agent.facts.send(Fact::BlockDevices { disks, partitions, initial: true }).await.expect("send");
+    agent.facts.send(Fact::Mounts { mounts, initial: true }).await.expect("send");
+    for (id, usage) in usages {
+        agent.facts.send(Fact::MountUsage { id, usage, stale: false }).await.expect("send");
+    }
+    let mut browser = Browser::launch();
+    browser.cmd("viewport 390 844");
+    browser.cmd("scheme dark");
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait [data-mount-id=\"srv_volume005\"] [data-usage]");
+    let overflow = browser.cmd("eval document.documentElement.scrollWidth - window.innerWidth");
+    assert_eq!(overflow, "0", "the page scrolls sideways on a phone");
+    let background = browser.cmd("eval getComputedStyle(document.body).backgroundColor");
+    assert_eq!(background, "\"rgb(15, 18, 22)\"", "dark mode not applied");
+    let unlabelled = browser
+        .cmd("eval [...document.querySelectorAll('select,input')].filter(e => !e.labels || !e.labels.length).length");
+    assert_eq!(unlabelled, "0", "a form control has no label");
+    let live = browser.cmd("eval document.getElementById('log').getAttribute('aria-live')");
+    assert_eq!(live, "\"polite\"");
+    browser.cmd(&format!("screenshot {}", artifacts_dir().join("dashboard-phone-dark.png").display()));
+    browser.cmd("scheme light");
+    let background = browser.cmd("eval getComputedStyle(document.body).backgroundColor");
+    assert_eq!(background, "\"rgb(246, 247, 249)\"", "light mode not applied");
+    drop(browser);
+    agent.stop().await;
+}
+
 /// Behind Home Assistant ingress the page lives below a path prefix
 /// (`/api/hassio_ingress/<token>/`): with relative URLs everything still works,
 /// and nothing is requested outside the prefix.

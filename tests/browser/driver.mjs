@@ -1,6 +1,7 @@
 // Drives headless Chromium for the dashboard tests, one command per stdin line,
 // one answer per stdout line ("ok <value>" or "error <message>"):
-//   goto <url> | wait <css> | gone <css> | text <css> | screenshot <path> | paint <url> | quit
+//   goto <url> | wait <css> | gone <css> | text <css> | screenshot <path> | paint <url>
+//   | viewport <w> <h> | scheme dark|light | eval <js expression> | errors | quit
 // `paint` loads the page in a fresh tab and answers with the milliseconds from
 // navigation start to the first render of the topology and to first contentful paint.
 import { chromium } from "playwright-core";
@@ -48,6 +49,9 @@ async function handle(line) {
     case "screenshot": await page.screenshot({ path: arg, fullPage: true }); return "";
     case "paint": return await paint(arg);
     case "errors": return JSON.stringify(errors);
+    case "viewport": { const [width, height] = arg.split(" ").map(Number); await page.setViewportSize({ width, height }); return ""; }
+    case "scheme": await page.emulateMedia({ colorScheme: arg }); return "";
+    case "eval": return JSON.stringify(await page.evaluate(arg));
     default: throw new Error(`unknown command ${cmd}`);
   }
 }
