@@ -45,6 +45,33 @@ pub enum Command {
     CheckConfig,
     /// Print the version
     Version,
+    /// Print a running agent's topology (disks, partitions, mounts, shares) and exit
+    Snapshot {
+        /// Print the API's JSON instead of tables
+        #[arg(long)]
+        json: bool,
+        /// The agent's address [default: http://<http.listen from the configuration>]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
+    /// Print a running agent's recent events, or follow them live
+    Events {
+        /// Keep following the live stream (Ctrl-C stops)
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Comma-separated type globs, e.g. `disk.*,mount.mounted`
+        #[arg(long, value_name = "GLOBS")]
+        types: Option<String>,
+        /// Print each event as its CloudEvent JSON line
+        #[arg(long)]
+        json: bool,
+        /// How many past events to print without --follow
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The agent's address [default: http://<http.listen from the configuration>]
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 impl Cli {
@@ -107,5 +134,23 @@ mod tests {
         assert_eq!(parse(&["diskwatch", "--log-level", "warn", "run"]).log_level.as_deref(), Some("warn"));
         assert_eq!(parse(&["diskwatch", "-config=/x.toml", "check-config"]).config, Some(PathBuf::from("/x.toml")));
         assert!(Cli::try_parse_from(normalize_args(["diskwatch", "-bogus"].map(OsString::from))).is_err());
+    }
+
+    #[test]
+    fn client_subcommands() {
+        let cli = parse(&["diskwatch", "events", "--follow", "--types", "disk.*", "--url", "http://h:1"]);
+        match cli.command {
+            Some(Command::Events { follow, types, url, json, limit }) => {
+                assert!(follow && !json);
+                assert_eq!(types.as_deref(), Some("disk.*"));
+                assert_eq!(url.as_deref(), Some("http://h:1"));
+                assert_eq!(limit, 50);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["diskwatch", "snapshot", "--json"]).command,
+            Some(Command::Snapshot { json: true, url: None })
+        ));
     }
 }

@@ -101,6 +101,8 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// Feeds facts into the core, as a source would.
     pub facts: FactSender,
+    /// Last event id recovered from the journal: events of this run come after it.
+    pub started_after: u64,
     tracker: TaskTracker,
 }
 
@@ -186,8 +188,9 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         tracker.spawn(source.run(ctx));
     }
     let _ = facts.send(Fact::AgentStarted { version: env!("CARGO_PKG_VERSION").to_owned() }).await;
-    tracker.spawn(core_loop(agent.clone(), journal, fact_rx, token));
-    Ok(Running { agent, local_addr, facts, tracker })
+    let watchdog = crate::systemd::Watchdog::from_env();
+    tracker.spawn(core_loop(agent.clone(), journal, fact_rx, token, watchdog));
+    Ok(Running { agent, local_addr, facts, started_after: recovered.last_seq, tracker })
 }
 
 /// Runs the agent until `token` is cancelled, then shuts it down.
@@ -197,12 +200,26 @@ pub async fn run(config: Config, token: CancellationToken, options: RunOptions) 
 }
 
 #[instrument(name = "core", skip_all)]
-async fn core_loop(agent: Arc<Agent>, mut journal: Journal, mut facts: mpsc::Receiver<Fact>, token: CancellationToken) {
+async fn core_loop(
+    agent: Arc<Agent>,
+    mut journal: Journal,
+    mut facts: mpsc::Receiver<Fact>,
+    token: CancellationToken,
+    watchdog: Option<crate::systemd::Watchdog>,
+) {
     let mut batch = Vec::with_capacity(BATCH);
+    // Pinged from this loop, so a core stuck in publish stops the pings and systemd restarts us.
+    let mut watchdog_tick = tokio::time::interval(watchdog.map_or(std::time::Duration::from_secs(3600), |w| w.period));
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
             _ = token.cancelled() => break,
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                if let Some(w) = &watchdog {
+                    w.ping();
+                }
+            }
             n = facts.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;

@@ -13,9 +13,14 @@
 //! - [`core`]: the loop that applies facts and publishes events.
 //! - [`http`]: REST, SSE, metrics and OpenAPI with axum.
 //! - [`sources`]: what a source gets to work with.
+//! - [`udev`]: the block-device source (netlink, sysfs, blkid).
 //! - [`mounts`]: the mount-table source with usage sampling.
+//! - [`shares`]: the Samba and NFS share source.
+//! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
+//! - [`systemd`]: readiness, watchdog and status notifications.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
@@ -26,6 +31,7 @@ pub mod mounts;
 pub mod shares;
 pub mod sources;
 pub mod state;
+pub mod systemd;
 pub mod udev;
 
 pub use crate::core::{run, Agent, RunOptions};

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use diskwatch::cli::{normalize_args, Cli, Command};
 use diskwatch::config::{Config, LogFormat};
+use diskwatch::{client, systemd};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -15,6 +16,8 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 78;
 /// How long shutdown may take after a signal.
 const DRAIN: Duration = Duration::from_secs(2);
+/// Longest wait for the sources' start-up facts before telling systemd we are ready.
+const READY_WAIT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
@@ -38,7 +41,55 @@ fn main() -> ExitCode {
         }
         Some(Command::Run) | None => run(config),
         Some(Command::Version) => ExitCode::SUCCESS,
+        Some(Command::Snapshot { json, url }) => {
+            let url = url.unwrap_or_else(|| client::default_url(config.http.listen));
+            client_command(|_| async move { client::snapshot(&url, json, &mut std::io::stdout().lock()).await })
+        }
+        Some(Command::Events { follow, types, json, limit, url }) => {
+            let url = url.unwrap_or_else(|| client::default_url(config.http.listen));
+            let options = client::EventsOptions { types, json, limit };
+            client_command(|token| async move {
+                let mut out = std::io::stdout().lock();
+                if follow {
+                    client::follow(&url, &options, token, &mut out).await
+                } else {
+                    client::history(&url, &options, &mut out).await
+                }
+            })
+        }
     }
+}
+
+/// Runs a client subcommand on a small runtime; Ctrl-C or SIGTERM ends it cleanly.
+fn client_command<F, Fut>(command: F) -> ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), client::ClientError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("diskwatch: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let token = CancellationToken::new();
+        let stop = token.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop.cancel();
+        });
+        match command(token).await {
+            Ok(()) => ExitCode::SUCCESS,
+            // The reader went away (`diskwatch events -f | head`): not an error.
+            Err(client::ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("diskwatch: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn init_logging(config: &Config) {
@@ -70,8 +121,20 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        systemd::status("starting sources");
+        tokio::select! {
+            _ = systemd::notify_ready_when_started(&running, READY_WAIT) => {}
+            signal = wait_for_signal() => {
+                info!(signal, "shutting down before start-up finished");
+                systemd::stopping();
+                token.cancel();
+                let _ = tokio::time::timeout(DRAIN, running.wait()).await;
+                return ExitCode::SUCCESS;
+            }
+        }
         let signal = wait_for_signal().await;
         info!(signal, "shutting down");
+        systemd::stopping();
         token.cancel();
         if tokio::time::timeout(DRAIN, running.wait()).await.is_err() {
             warn!("shutdown took longer than {DRAIN:?}; exiting anyway");

@@ -2,6 +2,7 @@
 //! document, built by [`app`] so tests can drive it on any listener.
 
 mod api;
+mod dashboard;
 mod error;
 mod openapi;
 mod sse;
@@ -18,6 +19,7 @@ pub use openapi::ApiDoc;
 /// The router of every endpoint, sharing one agent.
 pub fn app(agent: Arc<Agent>) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
         .route("/api/v1/snapshot", get(api::snapshot))
         .route("/api/v1/disks", get(api::disks))
         .route("/api/v1/disks/{id}", get(api::disk))

@@ -1,0 +1,29 @@
+# Install diskwatch from source as a systemd service (the .deb does the same:
+# `cargo deb`, then `dpkg -i target/debian/diskwatch_*.deb`).
+#   make && sudo make install    # binary, unit, config (kept if present)
+#   sudo make uninstall          # keeps /etc/diskwatch and /var/lib/diskwatch
+PREFIX ?= /usr
+DESTDIR ?=
+UNITDIR ?= /usr/lib/systemd/system
+CARGO ?= cargo
+
+.PHONY: all install uninstall deb
+all:
+	$(CARGO) build --release --locked
+
+install:
+	install -D -m 0755 target/release/diskwatch $(DESTDIR)$(PREFIX)/bin/diskwatch
+	sed 's#/usr/bin/diskwatch#$(PREFIX)/bin/diskwatch#' systemd/diskwatch.service > diskwatch.service.tmp
+	install -D -m 0644 diskwatch.service.tmp $(DESTDIR)$(UNITDIR)/diskwatch.service
+	rm -f diskwatch.service.tmp
+	test -e $(DESTDIR)/etc/diskwatch/config.toml || install -D -m 0644 config.example.toml $(DESTDIR)/etc/diskwatch/config.toml
+	install -d -m 0750 $(DESTDIR)/var/lib/diskwatch
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable --now diskwatch; fi
+
+uninstall:
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl disable --now diskwatch || true; fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/diskwatch $(DESTDIR)$(UNITDIR)/diskwatch.service
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+deb:
+	$(CARGO) deb --locked

@@ -1,0 +1,249 @@
+//! Packaging: the systemd unit passes `systemd-analyze verify`, the Home
+//! Assistant add-on validates and its run script writes a configuration the
+//! agent accepts, and the .deb builds, installs, runs and purges cleanly.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_diskwatch");
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The unit with ExecStart pointing at the built binary (verify checks that it exists).
+fn unit_for_verify(dir: &Path) -> PathBuf {
+    let unit = fs::read_to_string(repo().join("systemd/diskwatch.service")).expect("read the unit");
+    assert!(unit.contains("ExecStart=/usr/bin/diskwatch run"), "the unit runs the installed binary");
+    let path = dir.join("diskwatch.service");
+    fs::write(&path, unit.replace("/usr/bin/diskwatch", BIN)).expect("write the unit");
+    path
+}
+
+#[test]
+fn systemd_unit_verifies_without_warnings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unit = unit_for_verify(dir.path());
+    let out = run(Command::new("systemd-analyze").arg("verify").arg(&unit));
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{stderr}");
+    // Warnings count as failures: verify prints them but still exits 0.
+    assert!(stderr.trim().is_empty(), "systemd-analyze verify warned:\n{stderr}");
+
+    let unit_text = fs::read_to_string(&unit).expect("read");
+    for required in [
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=diskwatch",
+        "ConfigurationDirectory=diskwatch",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
+        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(unit_text.contains(required), "the unit lacks {required}");
+    }
+
+    let security = run(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager"]).arg(&unit));
+    let report = text(&security.stdout);
+    let score = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or("no exposure line");
+    eprintln!("systemd-analyze security: {score}");
+    let value: f64 = score
+        .split(':')
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the exposure score from:\n{report}"));
+    assert!(value < 4.0, "exposure {value} is above 'OK': {score}");
+}
+
+fn python() -> &'static str {
+    // Debian's interpreter, where python3-yaml and python3-voluptuous are installed by scripts/setup.
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
+}
+
+fn check_addon(dir: &Path) -> Output {
+    run(Command::new(python()).arg(repo().join("packaging/homeassistant/check_addon.py")).arg(dir))
+}
+
+#[test]
+fn ha_addon_config_validates_against_the_supervisor_schema() {
+    let addon = repo().join("packaging/homeassistant");
+    let out = check_addon(&addon);
+    assert!(out.status.success(), "add-on invalid:\n{}{}", text(&out.stdout), text(&out.stderr));
+
+    // The checker must reject what the Supervisor rejects.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("addon");
+    assert!(Command::new("cp").arg("-r").arg(&addon).arg(&copy).status().expect("cp").success());
+    let config = fs::read_to_string(copy.join("config.yaml")).expect("read");
+    for (broken, why) in [
+        (config.replace("slug: diskwatch\n", ""), "slug"),
+        (config.replace("\"mqtt:want\"", "\"mqtt:maybe\""), "services"),
+        (config.replace("log_level: info\n", "log_level: loud\n"), "log_level"),
+        (config.replace("  api_on_lan: bool\n", ""), "api_on_lan"),
+        (config.replace("boot: auto", "boot: sometimes"), "boot"),
+    ] {
+        fs::write(copy.join("config.yaml"), &broken).expect("write");
+        let out = check_addon(&copy);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "a config.yaml without a valid {why} passed");
+        assert!(stderr.contains(why), "the error does not name {why}: {stderr}");
+    }
+}
+
+/// Runs the add-on's run script with a stub bashio, as `check-config`; returns
+/// (exit status, written configuration, stderr).
+fn run_addon_script(options: &str, mqtt_service: Option<&str>) -> (std::process::ExitStatus, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options_path = dir.path().join("options.json");
+    fs::write(&options_path, options).expect("write options");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("source \"$STUB\"; source \"$SCRIPT\"")
+        .env("STUB", repo().join("tests/fixtures/bashio-stub.sh"))
+        .env("SCRIPT", repo().join("packaging/homeassistant/rootfs/run.sh"))
+        .env("BASHIO_OPTIONS", &options_path)
+        .env("ADDON_CONFIG_PATH", dir.path().join("diskwatch.toml"))
+        .env("ADDON_STATE_DIR", dir.path().join("state"))
+        .env("ADDON_BIN", BIN)
+        .env("ADDON_COMMAND", "check-config")
+        .env_remove("BASHIO_MQTT");
+    if let Some(service) = mqtt_service {
+        let path = dir.path().join("mqtt.json");
+        fs::write(&path, service).expect("write service");
+        cmd.env("BASHIO_MQTT", path);
+    }
+    let out = run(&mut cmd);
+    let config = fs::read_to_string(dir.path().join("diskwatch.toml")).unwrap_or_default();
+    (out.status, config, text(&out.stdout) + &text(&out.stderr))
+}
+
+#[test]
+fn ha_run_script_writes_a_configuration_the_agent_accepts() {
+    // Defaults plus the Supervisor's MQTT service (with a password that needs escaping).
+    let (status, config, log) = run_addon_script(
+        r#"{"log_level":"debug","emit_initial":false,"include_loop_devices":true,"api_on_lan":false,"discovery_prefix":"homeassistant"}"#,
+        Some(r#"{"host":"core-mosquitto","port":1883,"ssl":false,"username":"addons","password":"p\"w\\x"}"#),
+    );
+    assert!(status.success(), "check-config rejected:\n{config}\n{log}");
+    assert!(log.contains("configuration OK"), "{log}");
+    assert!(config.contains(r#"url = "mqtt://core-mosquitto:1883""#), "{config}");
+    assert!(config.contains(r#"password = "p\"w\\x""#), "{config}");
+    assert!(config.contains(r#"include = ["loop*"]"#), "{config}");
+    assert!(config.contains(r#"listen = "172.30.32.1:8377""#), "{config}");
+
+    // A custom broker wins over the service; no service and no broker turns MQTT off.
+    let (status, config, log) = run_addon_script(
+        r#"{"log_level":"info","emit_initial":true,"include_loop_devices":false,"api_on_lan":true,"discovery_prefix":"ha","mqtt_url":"mqtts://broker.lan:8883","mqtt_username":"me","node_id":"nas-1"}"#,
+        Some(r#"{"host":"core-mosquitto","port":1883,"ssl":false,"username":"a","password":"b"}"#),
+    );
+    assert!(status.success(), "check-config rejected:\n{config}\n{log}");
+    assert!(config.contains(r#"url = "mqtts://broker.lan:8883""#) && config.contains(r#"username = "me""#));
+    assert!(config.contains(r#"listen = "0.0.0.0:8377""#) && config.contains(r#"node_id = "nas-1""#));
+    let (status, config, log) = run_addon_script(
+        r#"{"log_level":"warn","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant"}"#,
+        None,
+    );
+    assert!(status.success(), "check-config rejected:\n{config}\n{log}");
+    assert!(config.contains("[mqtt]\nenabled = false"), "{config}");
+
+    // The agent really checks what the script wrote: a bad value is refused with 78.
+    let (status, _, log) = run_addon_script(
+        r#"{"log_level":"loud","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant"}"#,
+        None,
+    );
+    assert_eq!(status.code(), Some(78), "{log}");
+}
+
+/// Builds the .deb (one release build), then installs, runs, removes and purges it.
+#[test]
+fn deb_builds_installs_runs_and_purges() {
+    if !common::require_root("deb_builds_installs_runs_and_purges") {
+        return;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    // Built before taking the machine lock: the release build is slow and touches nothing shared.
+    let out = run(Command::new(&cargo).args(["deb", "--locked"]).current_dir(repo()));
+    assert!(
+        out.status.success(),
+        "cargo deb failed (is cargo-deb installed? scripts/setup does it):\n{}",
+        text(&out.stderr)
+    );
+    let deb = text(&out.stdout).lines().rev().find(|l| l.trim().ends_with(".deb")).map(|l| l.trim().to_owned());
+    let deb = deb.unwrap_or_else(|| panic!("cargo deb printed no .deb path:\n{}", text(&out.stdout)));
+    let size = fs::metadata(repo().join("target/release/diskwatch")).expect("release binary").len();
+    eprintln!("release binary (stripped): {size} bytes ({:.1} MiB)", size as f64 / (1 << 20) as f64);
+    assert!(size <= 10 << 20, "the release binary is {size} bytes, over the 10 MiB budget");
+
+    // `make install` into a staging root installs the same files.
+    let stage = tempfile::tempdir().expect("tempdir");
+    let make =
+        run(Command::new("make").arg("install").arg(format!("DESTDIR={}", stage.path().display())).current_dir(repo()));
+    assert!(make.status.success(), "make install failed:\n{}", text(&make.stderr));
+    for path in ["usr/bin/diskwatch", "usr/lib/systemd/system/diskwatch.service", "etc/diskwatch/config.toml"] {
+        assert!(stage.path().join(path).is_file(), "make install did not install {path}");
+    }
+
+    let _lock = common::machine_lock();
+    let contents = run(Command::new("dpkg-deb").args(["--contents", &deb]));
+    let listing = text(&contents.stdout);
+    for path in ["./usr/bin/diskwatch", "./etc/diskwatch/config.toml", "diskwatch.service"] {
+        assert!(listing.contains(path), "{path} missing from the package:\n{listing}");
+    }
+    let conffiles = run(Command::new("dpkg-deb").args(["--info", &deb, "conffiles"]));
+    assert!(text(&conffiles.stdout).contains("/etc/diskwatch/config.toml"), "the config is not a conffile");
+
+    let install = run(Command::new("dpkg").args(["-i", &deb]));
+    assert!(install.status.success(), "dpkg -i failed:\n{}{}", text(&install.stdout), text(&install.stderr));
+    struct Purge;
+    impl Drop for Purge {
+        fn drop(&mut self) {
+            let _ = Command::new("dpkg").args(["--purge", "diskwatch"]).output();
+        }
+    }
+    let _purge = Purge;
+
+    let version = run(Command::new("/usr/bin/diskwatch").arg("version"));
+    assert!(version.status.success());
+    assert_eq!(text(&version.stdout).trim(), format!("diskwatch {}", env!("CARGO_PKG_VERSION")));
+    let check =
+        run(Command::new("/usr/bin/diskwatch").args(["check-config", "--config", "/etc/diskwatch/config.toml"]));
+    assert!(check.status.success(), "check-config on the installed config failed:\n{}", text(&check.stderr));
+    assert!(
+        Path::new("/usr/lib/systemd/system/diskwatch.service").exists()
+            || Path::new("/lib/systemd/system/diskwatch.service").exists()
+    );
+    assert!(Path::new("/var/lib/diskwatch").is_dir(), "postinst creates the state directory");
+
+    let remove = run(Command::new("dpkg").args(["-r", "diskwatch"]));
+    assert!(remove.status.success(), "dpkg -r failed:\n{}", text(&remove.stderr));
+    assert!(!Path::new("/usr/bin/diskwatch").exists(), "the binary survived dpkg -r");
+    assert!(Path::new("/etc/diskwatch/config.toml").exists(), "dpkg -r keeps the conffile");
+
+    let purge = run(Command::new("dpkg").args(["--purge", "diskwatch"]));
+    assert!(purge.status.success(), "dpkg --purge failed:\n{}", text(&purge.stderr));
+    assert!(!Path::new("/etc/diskwatch").exists(), "purge leaves /etc/diskwatch");
+    assert!(!Path::new("/var/lib/diskwatch").exists(), "purge leaves /var/lib/diskwatch");
+    let status = run(Command::new("dpkg-query").args(["-W", "-f=${Status}", "diskwatch"]));
+    assert!(!text(&status.stdout).contains("installed"), "dpkg still lists diskwatch: {}", text(&status.stdout));
+}
