@@ -259,7 +259,8 @@ impl Tracker {
             }
         };
         let mut props = self.props(sys, event_props);
-        if self.source == PropSource::Kernel {
+        // udevd's blkid builtin fills ID_PART_ENTRY_*; without it, read the parent's table.
+        if self.source == PropSource::Kernel || !props.contains_key("ID_PART_ENTRY_SCHEME") {
             let parent_node = format!("/dev/{}", parent_path.rsplit('/').next().unwrap_or_default());
             match probe::table(Path::new(&parent_node)) {
                 Ok((kind, entries)) => {
@@ -277,10 +278,19 @@ impl Tracker {
     fn props(&self, sys: &SysDevice, event_props: Option<&Props>) -> Props {
         match self.source {
             PropSource::Kernel => kernel_props(sys),
-            PropSource::Udev => match event_props {
-                Some(p) => p.clone(),
-                None => super::udevd::database_props(&sys.dev),
-            },
+            PropSource::Udev => {
+                let props = match event_props {
+                    Some(p) => p.clone(),
+                    None => super::udevd::database_props(&sys.dev),
+                };
+                // udevd never processed this device (started after it, no `udevadm trigger`):
+                // probe it ourselves rather than report it without identity.
+                if props.is_empty() {
+                    kernel_props(sys)
+                } else {
+                    props
+                }
+            }
         }
     }
 }
