@@ -142,8 +142,8 @@ mod tests {
             serial: Some("overlayblk".into()),
             ..sys
         };
-        let d = disk(&virtio, &Props::new());
-        assert_eq!((d.id.as_str(), d.stable, d.vendor), ("virtio-overlayblk", true, None));
+        let v = disk(&virtio, &Props::new());
+        assert_eq!((v.id.as_str(), v.stable, v.vendor), ("virtio-overlayblk", true, None));
         assert_eq!(d.bus.as_deref(), Some("virtual"));
     }
 
