@@ -35,7 +35,8 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         devpath: sys.devpath.clone(),
         devnode: devnode(sys),
         dev: sys.dev.clone(),
-        vendor: sys.vendor.clone().or_else(|| prop(props, "ID_VENDOR")),
+        // virtio's sysfs `vendor` is the PCI vendor number (0x1af4), not a name.
+        vendor: sys.vendor.clone().filter(|v| !v.starts_with("0x")).or_else(|| prop(props, "ID_VENDOR")),
         model,
         serial,
         wwn,
@@ -135,6 +136,14 @@ mod tests {
         };
         let d = disk(&sys, &Props::new());
         assert_eq!((d.id.as_str(), d.stable), ("dev-loop4", false));
+        let virtio = SysDevice {
+            devpath: "/devices/pci0000:00/0000:00:02.0/virtio1/block/vda".into(),
+            vendor: Some("0x1af4".into()),
+            serial: Some("overlayblk".into()),
+            ..sys
+        };
+        let v = disk(&virtio, &Props::new());
+        assert_eq!((v.id.as_str(), v.stable, v.vendor), ("virtio-overlayblk", true, None));
         assert_eq!(d.bus.as_deref(), Some("virtual"));
     }
 

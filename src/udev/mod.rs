@@ -4,7 +4,8 @@
 //! - [`uevent`]: parsing netlink messages and uevent files.
 //! - [`netlink`]: the raw kernel uevent socket; [`udevd`]: the udevd monitor and database.
 //! - [`sysfs`]: reading devices; [`probe`]: libblkid; [`describe`], [`identity`]: the model objects and ids.
-//! - [`tracker`]: devpath → id memory, events → facts; [`coalesce`]: change storms; [`watch`]: inotify on nodes.
+//! - [`tracker`]: devpath → id memory, events → facts; [`coalesce`]: change storms; [`watch`]: inotify on nodes;
+//!   [`parallel`]: probing several devices at once.
 
 pub mod coalesce;
 pub mod describe;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod filter;
 pub mod identity;
 pub mod netlink;
+pub mod parallel;
 pub mod probe;
 pub mod sysfs;
 pub mod tracker;

@@ -6,6 +6,10 @@ use std::path::Path;
 
 use libblkid_rs::{BlkidProbe, BlkidSublks, BlkidSublksFlags};
 
+use tracing::debug;
+
+use super::describe;
+use super::sysfs::{Kind, SysDevice};
 use super::uevent::Props;
 
 /// Probes a device's superblock (and, with `table`, its partition table) and
@@ -32,6 +36,15 @@ pub fn probe(devnode: &Path, table: bool) -> Result<Props, libblkid_rs::BlkidErr
         }
     }
     Ok(props)
+}
+
+/// Identity properties of a device from our own blkid probe (kernel mode).
+pub fn kernel_props(sys: &SysDevice) -> Props {
+    let node = describe::devnode(sys);
+    probe(Path::new(&node), sys.kind == Some(Kind::Disk)).unwrap_or_else(|e| {
+        debug!(device = %node, error = %e, "blkid probe failed");
+        Props::new()
+    })
 }
 
 /// One entry of a partition table.

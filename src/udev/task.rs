@@ -15,8 +15,9 @@ use crate::state::Fact;
 use super::coalesce::Coalescer;
 use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
+use super::probe::kernel_props;
 use super::sysfs::Sysfs;
-use super::tracker::{kernel_props, PropSource, Tracker};
+use super::tracker::{PropSource, Tracker};
 use super::udevd::UdevMonitor;
 use super::uevent::{Action, Uevent};
 use super::watch::NodeWatcher;
@@ -124,9 +125,18 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                     sync_watches(&tracker, &mut watcher);
                 }
                 Received::Failed(e) => {
-                    warn!(error = %e, "block-device event socket failed");
-                    let _ = ctx.facts.send(fail(format!("event socket failed: {e}"))).await;
-                    return;
+                    warn!(error = %e, "block-device event socket failed; reopening");
+                    if ctx.facts.send(fail(format!("event socket failed: {e}"))).await.is_err() {
+                        return;
+                    }
+                    let Some(reopened) = reopen(mode, config.receive_buffer, &ctx.token).await else { break };
+                    monitor = reopened;
+                    // Events were missed while the socket was down.
+                    facts.push(tracker.enumerate(false));
+                    coalescer = Coalescer::new(config.coalesce);
+                    sync_watches(&tracker, &mut watcher);
+                    facts.push(Fact::SourceRecovered { source: "udev".into() });
+                    info!("block-device event socket reopened");
                 }
             },
             res = written(&mut watcher, &mut written_paths) => {
@@ -180,6 +190,20 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
         }
     }
     debug!("block-device source stopped");
+}
+
+/// Reopens the event socket once a second until it works or the source is cancelled.
+async fn reopen(mode: UdevMode, receive_buffer: usize, token: &tokio_util::sync::CancellationToken) -> Option<Monitor> {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return None,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        match Monitor::open(mode, receive_buffer) {
+            Ok(m) => return Some(m),
+            Err(e) => warn!(error = %e, "cannot reopen the block-device event socket"),
+        }
+    }
 }
 
 fn handle(

@@ -12,7 +12,8 @@ use crate::state::Fact;
 
 use super::describe;
 use super::filter::NameFilter;
-use super::probe;
+use super::parallel::parallel_map;
+use super::probe::{self, kernel_props};
 use super::sysfs::{Kind, SysDevice, Sysfs};
 use super::uevent::{Action, Props};
 
@@ -259,7 +260,8 @@ impl Tracker {
             }
         };
         let mut props = self.props(sys, event_props);
-        if self.source == PropSource::Kernel {
+        // udevd's blkid builtin fills ID_PART_ENTRY_*; without it, read the parent's table.
+        if self.source == PropSource::Kernel || !props.contains_key("ID_PART_ENTRY_SCHEME") {
             let parent_node = format!("/dev/{}", parent_path.rsplit('/').next().unwrap_or_default());
             match probe::table(Path::new(&parent_node)) {
                 Ok((kind, entries)) => {
@@ -277,41 +279,21 @@ impl Tracker {
     fn props(&self, sys: &SysDevice, event_props: Option<&Props>) -> Props {
         match self.source {
             PropSource::Kernel => kernel_props(sys),
-            PropSource::Udev => match event_props {
-                Some(p) => p.clone(),
-                None => super::udevd::database_props(&sys.dev),
-            },
+            PropSource::Udev => {
+                let props = match event_props {
+                    Some(p) => p.clone(),
+                    None => super::udevd::database_props(&sys.dev),
+                };
+                // udevd never processed this device (started after it, no `udevadm trigger`):
+                // probe it ourselves rather than report it without identity.
+                if props.is_empty() {
+                    kernel_props(sys)
+                } else {
+                    props
+                }
+            }
         }
     }
-}
-
-/// Identity properties of a device from our own blkid probe (kernel mode).
-pub fn kernel_props(sys: &SysDevice) -> Props {
-    let node = describe::devnode(sys);
-    probe::probe(Path::new(&node), sys.kind == Some(Kind::Disk)).unwrap_or_else(|e| {
-        debug!(device = %node, error = %e, "blkid probe failed");
-        Props::new()
-    })
-}
-
-/// Threads that probe at once during an enumeration.
-const PROBE_THREADS: usize = 8;
-
-/// `f` over `items` on up to [`PROBE_THREADS`] scoped threads, results in order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    if items.len() < 2 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(PROBE_THREADS);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> =
-            items.chunks(chunk).map(|c| scope.spawn(|| c.iter().map(&f).collect::<Vec<R>>())).collect();
-        workers
-            .into_iter()
-            // A panic in a worker is a bug; pass it on rather than return misaligned results.
-            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    })
 }
 
 #[cfg(test)]
@@ -487,13 +469,6 @@ mod tests {
         tr.handle(Action::Remove, &format!("/{md}"), None, &mut out);
         assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "dev-loop95"));
         assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
-    }
-
-    #[test]
-    fn parallel_map_keeps_the_order() {
-        let items: Vec<u32> = (0..37).collect();
-        assert_eq!(parallel_map(&items, |i| i * 2), items.iter().map(|i| i * 2).collect::<Vec<_>>());
-        assert!(parallel_map(&Vec::<u32>::new(), |i| *i).is_empty());
     }
 
     #[test]
