@@ -21,6 +21,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod mqtt;
 pub mod sources;
 pub mod state;
 
