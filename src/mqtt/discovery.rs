@@ -95,6 +95,7 @@ fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
         availability.extend(e.object_availability.iter().map(|t| json!({"topic": t})));
         c.insert("availability".into(), json!(availability));
         c.insert("availability_mode".into(), json!("all"));
+        c.insert("qos".into(), json!(1));
         c
     };
     match naming.mode {
@@ -108,7 +109,6 @@ fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
             let payload = json!({
                 "device": object.device,
                 "origin": origin,
-                "qos": 1,
                 "cmps": cmps,
             });
             vec![Retained {
@@ -124,7 +124,6 @@ fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
                 let mut c = entity_config(e);
                 c.insert("device".into(), object.device.clone());
                 c.insert("origin".into(), origin.clone());
-                c.insert("qos".into(), json!(1));
                 Retained {
                     object: object.object.clone(),
                     topic: naming.component_config(e.component, &object.name, e.key),
@@ -305,7 +304,6 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
                 "value_template": "{{ value_json.size_bytes }}",
                 "device_class": "data_size",
                 "unit_of_measurement": "B",
-                "suggested_unit_of_measurement": "GB",
                 "entity_category": "diagnostic",
             }),
         ),
@@ -385,7 +383,6 @@ fn mount_object(m: &Mount, label: &str, device: Value, naming: &Naming) -> Disco
                 "value_template": "{{ value_json.usage.available_bytes if value_json.usage else None }}",
                 "device_class": "data_size",
                 "unit_of_measurement": "B",
-                "suggested_unit_of_measurement": "GB",
                 "state_class": "measurement",
             }),
         ),
@@ -435,3 +432,7 @@ fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str
     }
     entities
 }
+
+#[cfg(test)]
+#[path = "discovery_tests.rs"]
+mod tests;

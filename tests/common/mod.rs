@@ -5,6 +5,7 @@
 //! its loop devices and unmounts its filesystems.
 #![allow(dead_code)]
 
+pub mod mosquitto;
 pub mod sse;
 
 use std::fs::File;
