@@ -87,3 +87,115 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         agent.stop().await;
     }
 }
+
+fn running_agent(agent: &TestAgent) -> &diskwatch::Agent {
+    &agent.running.as_ref().expect("running").agent
+}
+
+/// Event ids as received, in arrival order.
+fn event_ids(messages: &[mosquitto::Received], topic: &str) -> Vec<u64> {
+    messages
+        .iter()
+        .filter(|m| m.topic == topic)
+        .map(|m| serde_json::from_str::<Value>(&m.payload).unwrap()["id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Retained state topics on the broker must equal what the agent's snapshot says.
+async fn assert_states_match_snapshot(broker: &Mosquitto, agent: &TestAgent) {
+    let snap = running_agent(agent).snapshot();
+    let mut want = BTreeMap::new();
+    for d in &snap.disks {
+        want.insert(format!("diskwatch/test/disk/{}/state", d.id), serde_json::to_value(d).unwrap());
+    }
+    for p in &snap.partitions {
+        want.insert(format!("diskwatch/test/partition/{}/state", p.id), serde_json::to_value(p).unwrap());
+    }
+    for m in &snap.mounts {
+        want.insert(format!("diskwatch/test/mount/{}/state", m.id), serde_json::to_value(m).unwrap());
+    }
+    for s in &snap.shares {
+        want.insert(format!("diskwatch/test/share/{}/state", s.id), serde_json::to_value(s).unwrap());
+    }
+    let got: BTreeMap<String, Value> = mosquitto::retained(broker.port, &["diskwatch/test/+/+/state"])
+        .await
+        .into_iter()
+        .map(|(t, p)| (t, serde_json::from_str(&p).unwrap()))
+        .collect();
+    assert_eq!(got, want, "retained states differ from the snapshot");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_loses_no_event_and_states_converge() {
+    let mut broker = Mosquitto::start_with(true);
+    let agent = TestAgent::start(|c| mqtt_config(c, &broker), vec![]).await;
+    feed_topology(&agent).await;
+    let events_topic = "diskwatch/test/events";
+    let avail = "diskwatch/test/availability";
+    let rec = Recorder::start_with(broker.port, "t-outage", &[events_topic, avail], false).await;
+    rec.wait_for(WAIT, "agent online", |m| m.iter().any(|r| r.topic == avail && r.payload == "online")).await;
+    let start_seq = running_agent(&agent).log.last_seq();
+    // Let the broker save the recorder's session before it is killed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let facts = agent.facts.clone();
+    let ticks = |range: std::ops::Range<u32>| {
+        let facts = facts.clone();
+        async move {
+            for i in range {
+                facts.send(Fact::SourceFailed { source: "pulse".into(), message: format!("tick {i}") }).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    ticks(0..30).await;
+    broker.kill();
+    let killed_at_seq = running_agent(&agent).log.last_seq();
+    ticks(30..90).await;
+    // States change during the outage: the broker must end up with the new ones.
+    let mount_id = "mnt_data".to_owned();
+    let usage = mosquitto::mount("/mnt/data", "/dev/sdx1", "8:241", 91.0).usage;
+    agent.facts.send(Fact::MountUsage { id: mount_id, usage, stale: false }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = running_agent(&agent).sink_statuses().into_iter().find(|s| s.name == "mqtt").unwrap().status;
+    assert_ne!(status, "connected", "health shows the broker down");
+    broker.restart();
+    ticks(90..120).await;
+    let end_seq = running_agent(&agent).log.last_seq();
+    assert!(end_seq >= start_seq + 121, "the agent produced the events ({start_seq}..{end_seq})");
+
+    let expected: Vec<u64> = (start_seq + 1..=end_seq).collect();
+    rec.wait_for(Duration::from_secs(30), "every event after the outage", |m| {
+        let mut ids = event_ids(m, events_topic);
+        ids.dedup();
+        ids.retain(|id| *id > start_seq);
+        ids.ends_with(&[end_seq])
+    })
+    .await;
+    let received = event_ids(&rec.all(), events_topic);
+    let mut seen = std::collections::HashSet::new();
+    let mut duplicates = 0;
+    let mut unique = Vec::new();
+    for id in received.iter().copied().filter(|id| *id > start_seq) {
+        if seen.insert(id) {
+            unique.push(id);
+        } else {
+            duplicates += 1;
+        }
+    }
+    eprintln!(
+        "outage: {} events ({} during the outage), {} QoS 1 duplicates dropped by CloudEvent id",
+        expected.len(),
+        end_seq - killed_at_seq,
+        duplicates
+    );
+    assert_eq!(unique, expected, "events lost or out of order");
+    // The agent said online again after the restart (the broker's persisted copy does not count).
+    rec.wait_for(WAIT, "online after restart", |m| {
+        m.iter().filter(|r| r.topic == avail && r.payload == "online").count() >= 2
+    })
+    .await;
+    assert_eq!(running_agent(&agent).sink_statuses().iter().find(|s| s.name == "mqtt").unwrap().status, "connected");
+    assert_states_match_snapshot(&broker, &agent).await;
+    agent.stop().await;
+}

@@ -22,16 +22,23 @@ pub struct Mosquitto {
 impl Mosquitto {
     /// Starts a broker on a free port of 127.0.0.1 without persistence.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// With `persistent`, sessions and retained messages survive a SIGKILL (saved every second),
+    /// so a recorder's subscription outlives a broker restart.
+    pub fn start_with(persistent: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let config = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
+        let persistence = if persistent {
+            format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.path().display())
+        } else {
+            "persistence false\n".to_owned()
+        };
+        let text =
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}log_dest stderr\nlog_type error\n");
+        std::fs::write(&config, text).expect("write mosquitto.conf");
         let mut this = Self { port, child: None, config, _dir: dir };
         this.restart();
         this
@@ -96,7 +103,14 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start(port: u16, client_id: &str, filters: &[&str]) -> Self {
+        Self::start_with(port, client_id, filters, true).await
+    }
+
+    /// With `clean_session` false the broker keeps the subscription (and queues QoS 1
+    /// messages) while this client is away.
+    pub async fn start_with(port: u16, client_id: &str, filters: &[&str], clean_session: bool) -> Self {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_clean_session(clean_session);
         options.set_keep_alive(Duration::from_secs(5));
         options.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
