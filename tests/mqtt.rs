@@ -199,3 +199,109 @@ async fn broker_outage_loses_no_event_and_states_converge() {
     assert_states_match_snapshot(&broker, &agent).await;
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_will_marks_the_agent_offline_then_online_again() {
+    let broker = Mosquitto::start();
+    let agent = TestAgent::start(|c| mqtt_config(c, &broker), vec![]).await;
+    let avail = "diskwatch/test/availability";
+    let rec = Recorder::start(broker.port, "t-will", &[avail]).await;
+    rec.wait_for(WAIT, "online", |m| m.iter().any(|r| r.payload == "online")).await;
+    // A client taking over the agent's client id cuts the agent off without a DISCONNECT:
+    // the broker publishes its will. The intruder then vanishes without a will of its own.
+    let mut options = rumqttc::MqttOptions::new("diskwatch-test", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    loop {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)) = eventloop.poll().await.expect("connect") {
+            break;
+        }
+    }
+    drop(eventloop);
+    rec.wait_for(WAIT, "the will (offline) then online", |m| {
+        let payloads: Vec<&str> = m.iter().map(|r| r.payload.as_str()).collect();
+        payloads.iter().position(|p| *p == "offline").is_some_and(|i| payloads[i..].contains(&"online"))
+    })
+    .await;
+    // A clean stop says offline too.
+    agent.stop().await;
+    rec.wait_for(WAIT, "offline at shutdown", |m| m.last().is_some_and(|r| r.payload == "offline")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_online_triggers_a_full_reannounce() {
+    let broker = Mosquitto::start();
+    let agent = TestAgent::start(|c| mqtt_config(c, &broker), vec![]).await;
+    feed_topology(&agent).await;
+    let rec =
+        Recorder::start(broker.port, "t-ha", &["homeassistant/device/+/config", "diskwatch/test/+/+/state"]).await;
+    rec.wait_for(WAIT, "initial discovery", |m| {
+        m.iter().filter(|r| r.topic.starts_with("homeassistant/")).count() >= 5
+    })
+    .await;
+    // Let the retained copies and any first announce settle, then count only what follows.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rec.len();
+    rec.client.publish("homeassistant/status", rumqttc::QoS::AtLeastOnce, false, "online").await.unwrap();
+    rec.wait_for(WAIT, "re-announced discovery and states", |m| {
+        let fresh = &m[before..];
+        let configs: std::collections::BTreeSet<&str> =
+            fresh.iter().filter(|r| r.topic.starts_with("homeassistant/")).map(|r| r.topic.as_str()).collect();
+        let states = fresh.iter().filter(|r| r.topic.ends_with("/state")).count();
+        configs.len() == 5 && states >= 5
+    })
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_objects_go_offline_at_once_and_are_cleared_after_retention() {
+    let broker = Mosquitto::start();
+    let state_dir = tempfile::tempdir().unwrap();
+    let dir = state_dir.path().to_path_buf();
+    let configure = |c: &mut Config| {
+        mqtt_config(c, &broker);
+        c.state_dir = dir.clone();
+        c.mqtt.retention = Duration::from_secs(2);
+    };
+    let agent = TestAgent::start(configure, vec![]).await;
+    feed_topology(&agent).await;
+    let rec = Recorder::start(broker.port, "t-retention", &["diskwatch/test/#"]).await;
+    let disk_avail = "diskwatch/test/disk/wwn-0x5000c500a/availability";
+    rec.wait_for(WAIT, "disk online", |m| m.iter().any(|r| r.topic == disk_avail && r.payload == "online")).await;
+    // The disk goes: the share stays (unavailable); the disk, its partition and mount go offline.
+    agent.facts.send(Fact::BlockDevices { disks: vec![], partitions: vec![], initial: false }).await.unwrap();
+    agent.facts.send(Fact::Mounts { mounts: vec![], initial: false }).await.unwrap();
+    rec.wait_for(Duration::from_secs(1), "disk offline at once", |m| {
+        m.iter().any(|r| r.topic == disk_avail && r.payload == "offline")
+    })
+    .await;
+    let held = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
+    assert!(held.contains_key("homeassistant/device/diskwatch_test_disk_wwn-0x5000c500a/config"), "kept in retention");
+    // Stop before the retention ends: the restarted agent must remember and clear them.
+    agent.stop().await;
+    let agent = TestAgent::start(configure, vec![]).await;
+    let shares = vec![mosquitto::share("media", "/mnt/data/media")];
+    agent.facts.send(Fact::Shares { shares, initial: false }).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let held = mosquitto::retained(broker.port, &["homeassistant/#", "diskwatch/test/#"]).await;
+        let orphans: Vec<&String> = held
+            .keys()
+            .filter(|t| {
+                t.contains("wwn-0x5000c500a") || t.contains("mnt_data") || t.contains("part-1") || t.contains("_srv")
+            })
+            .collect();
+        if orphans.is_empty() {
+            assert!(
+                held.contains_key("homeassistant/device/diskwatch_test_share_smb-media/config"),
+                "live objects stay"
+            );
+            assert!(held.contains_key("homeassistant/device/diskwatch_test/config"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still retained after the retention: {orphans:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    agent.stop().await;
+}
