@@ -305,3 +305,87 @@ async fn removed_objects_go_offline_at_once_and_are_cleared_after_retention() {
     }
     agent.stop().await;
 }
+
+fn sysfs(path: &str) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loop_device_plugged_mounted_unmounted_unplugged() {
+    if !common::require_root("loop_device_plugged_mounted_unmounted_unplugged") {
+        return;
+    }
+    let _lock = common::machine_lock();
+    let broker = Mosquitto::start();
+    let agent = TestAgent::start(|c| mqtt_config(c, &broker), vec![]).await;
+    let rec = Recorder::start(broker.port, "t-loop", &["diskwatch/test/#", "homeassistant/#"]).await;
+
+    // Plugged: a real loop device with one ext4 partition. The udev source is not in this
+    // branch, so the facts it would send are built from the device's sysfs entries.
+    let mut dev = common::LoopDevice::new(64, &[32]);
+    let name = dev.name();
+    let part_name = format!("{name}p1");
+    common::sh("mkfs.ext4", &["-q", "-F", "-L", "DwData", &dev.partition(1)]);
+    let size = sysfs(&format!("/sys/class/block/{name}/size")).parse::<u64>().unwrap() * 512;
+    let disk_id = format!("dev-{name}");
+    let mut disk = mosquitto::disk(&disk_id, &name, &sysfs(&format!("/sys/class/block/{name}/dev")), size);
+    disk.stable = false;
+    let part_dev = sysfs(&format!("/sys/class/block/{part_name}/dev"));
+    let part_id = format!("{disk_id}-part1");
+    let part = mosquitto::partition(&part_id, &disk_id, &part_name, &part_dev, "DwData");
+    agent.facts.send(Fact::BlockDevices { disks: vec![disk], partitions: vec![part], initial: false }).await.unwrap();
+    let disk_avail = format!("diskwatch/test/disk/{disk_id}/availability");
+    let disk_config = format!("homeassistant/device/diskwatch_test_disk_{disk_id}/config");
+    rec.wait_for(WAIT, "disk discovered", |m| m.iter().any(|r| r.topic == disk_config)).await;
+    let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
+    assert_eq!(held[&disk_avail], "online");
+    let state: Value = serde_json::from_str(&held[&format!("diskwatch/test/disk/{disk_id}/state")]).unwrap();
+    assert_eq!(state["size_bytes"], size);
+    assert_eq!(state["partitions"][0], part_id.as_str());
+
+    // Mounted.
+    let target = agent.state_dir.path().join("mnt");
+    let mut guard = common::MountGuard::new(&dev.partition(1), &target, Some("ext4"), None);
+    let point = target.to_str().unwrap().to_owned();
+    let vfs = nix::sys::statvfs::statvfs(target.as_path()).unwrap();
+    let total = vfs.blocks() * vfs.fragment_size();
+    let avail = vfs.blocks_available() * vfs.fragment_size();
+    let mut m = mosquitto::mount(&point, &dev.partition(1), &part_dev, 0.0);
+    if let Some(u) = m.usage.as_mut() {
+        u.total_bytes = total;
+        u.available_bytes = avail;
+        u.used_bytes = total - vfs.blocks_free() * vfs.fragment_size();
+        u.percent = (u.used_bytes as f64 * 100.0 / (u.used_bytes + avail) as f64 * 10.0).round() / 10.0;
+    }
+    let mount_id = m.id.clone();
+    agent.facts.send(Fact::Mounts { mounts: vec![m], initial: false }).await.unwrap();
+    let mount_avail = format!("diskwatch/test/mount/{mount_id}/availability");
+    let mount_config = format!("homeassistant/device/diskwatch_test_mount_{mount_id}/config");
+    rec.wait_for(WAIT, "mount discovered", |m| m.iter().any(|r| r.topic == mount_config)).await;
+    let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
+    assert_eq!(held[&mount_avail], "online");
+    let config: Value = serde_json::from_str(&held[&mount_config]).unwrap();
+    assert_eq!(config["device"]["identifiers"][0], format!("diskwatch_test_disk_{disk_id}"), "mount on its disk");
+    assert_eq!(config["cmps"]["used"]["name"], format!("DwData ({part_name}) used"));
+    let state: Value = serde_json::from_str(&held[&format!("diskwatch/test/mount/{mount_id}/state")]).unwrap();
+    assert_eq!(state["partition_id"], part_id.as_str());
+    assert_eq!(state["usage"]["total_bytes"], total);
+
+    // Unmounted: the mount's availability flips, its discovery stays (retention).
+    guard.unmount();
+    agent.facts.send(Fact::Mounts { mounts: vec![], initial: false }).await.unwrap();
+    rec.wait_for(WAIT, "mount offline", |m| m.iter().any(|r| r.topic == mount_avail && r.payload == "offline")).await;
+    let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
+    assert_eq!(held[&mount_avail], "offline");
+    assert_eq!(held[&disk_avail], "online");
+    assert!(held.contains_key(&mount_config));
+
+    // Unplugged.
+    dev.detach();
+    agent.facts.send(Fact::BlockDevices { disks: vec![], partitions: vec![], initial: false }).await.unwrap();
+    rec.wait_for(WAIT, "disk offline", |m| m.iter().any(|r| r.topic == disk_avail && r.payload == "offline")).await;
+    let held = mosquitto::retained(broker.port, &["diskwatch/test/#"]).await;
+    assert_eq!(held[&disk_avail], "offline");
+    assert_eq!(held[&format!("diskwatch/test/partition/{part_id}/availability")], "offline");
+    agent.stop().await;
+}
