@@ -132,7 +132,8 @@ async fn broker_outage_loses_no_event_and_states_converge() {
     feed_topology(&agent).await;
     let events_topic = "diskwatch/test/events";
     let avail = "diskwatch/test/availability";
-    let rec = Recorder::start_with(broker.port, "t-outage", &[events_topic, avail], false).await;
+    let rec =
+        Recorder::start_with(broker.port, "t-outage", &[events_topic, avail], false, rumqttc::QoS::AtLeastOnce).await;
     rec.wait_for(WAIT, "agent online", |m| m.iter().any(|r| r.topic == avail && r.payload == "online")).await;
     let start_seq = running_agent(&agent).log.last_seq();
     // Let the broker save the recorder's session before it is killed.

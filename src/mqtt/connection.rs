@@ -12,6 +12,8 @@ use crate::config::MqttConfig;
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Largest packet either way: discovery payloads are a few KiB, object states less.
 const MAX_PACKET: usize = 1 << 20;
+/// QoS 1 messages in flight before the client waits for acknowledgements.
+const INFLIGHT: u16 = 1000;
 /// First reconnect delay and the cap of the exponential backoff.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -63,6 +65,9 @@ pub fn options(config: &MqttConfig, node_id: &str, availability_topic: &str) -> 
     options.set_keep_alive(config.keep_alive.max(Duration::from_secs(5)));
     options.set_clean_session(true);
     options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    // A full re-announce is a few hundred QoS 1 messages: a wide window keeps it from
+    // waiting on round trips for acknowledgements.
+    options.set_inflight(INFLIGHT);
     options.set_last_will(LastWill::new(availability_topic, "offline", QoS::AtLeastOnce, true));
     let password = match &config.password_file {
         Some(path) => std::fs::read_to_string(path)

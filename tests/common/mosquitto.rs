@@ -103,12 +103,12 @@ pub struct Recorder {
 
 impl Recorder {
     pub async fn start(port: u16, client_id: &str, filters: &[&str]) -> Self {
-        Self::start_with(port, client_id, filters, true).await
+        Self::start_with(port, client_id, filters, true, QoS::AtLeastOnce).await
     }
 
     /// With `clean_session` false the broker keeps the subscription (and queues QoS 1
     /// messages) while this client is away.
-    pub async fn start_with(port: u16, client_id: &str, filters: &[&str], clean_session: bool) -> Self {
+    pub async fn start_with(port: u16, client_id: &str, filters: &[&str], clean_session: bool, qos: QoS) -> Self {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_clean_session(clean_session);
         options.set_keep_alive(Duration::from_secs(5));
@@ -126,7 +126,7 @@ impl Recorder {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             for f in &filters {
-                                client.subscribe(f.clone(), QoS::AtLeastOnce).await.expect("subscribe");
+                                client.subscribe(f.clone(), qos).await.expect("subscribe");
                             }
                         }
                         Ok(Event::Incoming(Packet::SubAck(_))) => {
