@@ -128,7 +128,12 @@ impl Sink {
             return;
         }
         while let Some(msg) = self.outbox.front() {
-            match self.client.try_publish(&msg.topic, QoS::AtLeastOnce, true, msg.payload.clone()) {
+            // Retained state and discovery go at QoS 0: every (re)connect re-announces all of it,
+            // so a message lost with a connection is replaced anyway, and without a PUBACK per
+            // message a re-announce is not paced by round trips. Clearing a removed object's
+            // topic happens once, so it gets QoS 1 (resent by the client after a reconnect).
+            let qos = if msg.payload.is_empty() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+            match self.client.try_publish(&msg.topic, qos, true, msg.payload.clone()) {
                 Ok(()) => {
                     self.outbox.pop_front();
                 }
