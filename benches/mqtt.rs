@@ -101,7 +101,7 @@ async fn latency(broker: &Mosquitto, events: u64, rate: u64) {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sent = sent.lock().unwrap();
+    let sent = sent.lock().unwrap().clone();
     let mut lat: Vec<Duration> = rec
         .all()
         .iter()
