@@ -128,12 +128,10 @@ impl Sink {
             return;
         }
         while let Some(msg) = self.outbox.front() {
-            // Retained state and discovery go at QoS 0: every (re)connect re-announces all of it,
-            // so a message lost with a connection is replaced anyway, and without a PUBACK per
-            // message a re-announce is not paced by round trips. Clearing a removed object's
-            // topic happens once, so it gets QoS 1 (resent by the client after a reconnect).
-            let qos = if msg.payload.is_empty() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-            match self.client.try_publish(&msg.topic, qos, true, msg.payload.clone()) {
+            // QoS 1 for retained messages too: rumqttc cannot set TCP_NODELAY, and without
+            // PUBACKs carrying the broker's TCP acknowledgements back, Nagle's algorithm meets
+            // delayed ACKs and stalls the following writes (events included) by up to 40 ms.
+            match self.client.try_publish(&msg.topic, QoS::AtLeastOnce, true, msg.payload.clone()) {
                 Ok(()) => {
                     self.outbox.pop_front();
                 }
