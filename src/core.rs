@@ -173,6 +173,9 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         }
     });
     info!(addr = %local_addr, "serving HTTP");
+    if config.mqtt.enabled {
+        tracker.spawn(crate::mqtt::run(agent.clone()));
+    }
 
     let sources_token = token.child_token();
     let mut sources = if options.no_builtin_sources { Vec::new() } else { crate::sources::builtin(&config) };

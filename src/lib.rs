@@ -16,6 +16,7 @@
 //! - [`udev`]: the block-device source (netlink, sysfs, blkid).
 //! - [`mounts`]: the mount-table source with usage sampling.
 //! - [`shares`]: the Samba and NFS share source.
+//! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
 
@@ -28,6 +29,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod mounts;
+pub mod mqtt;
 pub mod shares;
 pub mod sources;
 pub mod state;

@@ -8,6 +8,7 @@
 pub mod dashboard;
 pub mod facts;
 pub mod fuse;
+pub mod mosquitto;
 pub mod shares;
 pub mod sse;
 pub mod udevd;

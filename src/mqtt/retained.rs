@@ -1,0 +1,244 @@
+//! What the broker holds from us: decides which retained messages to send
+//! for a new plan (changes only, or everything on a re-announce), marks
+//! vanished objects offline at once and clears their topics after the
+//! retention period. Remembered in `state_dir` so a restart orphans nothing.
+//! Methods only change state and return messages; the sink does the I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::discovery::Retained;
+use super::MqttError;
+
+/// A retained message to send (an empty payload clears the topic).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    pub topic: String,
+    pub payload: String,
+}
+
+/// One object the broker holds topics for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ObjectRecord {
+    /// Every retained topic published for the object.
+    pub topics: BTreeSet<String>,
+    /// Its availability topic (absent for the host).
+    pub availability: Option<String>,
+    /// When it left the snapshot, in milliseconds since the Unix epoch.
+    pub removed_at_ms: Option<u64>,
+}
+
+/// The persisted form.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    objects: BTreeMap<String, ObjectRecord>,
+}
+
+#[derive(Debug, Default)]
+pub struct Retainer {
+    /// Payload last sent per topic in this connection's view of the broker.
+    published: HashMap<String, String>,
+    objects: BTreeMap<String, ObjectRecord>,
+    /// Whether `objects` changed since the last save.
+    dirty: bool,
+}
+
+impl Retainer {
+    /// Loads the remembered objects; a missing file is an empty memory.
+    pub fn load(path: &Path) -> Result<Self, MqttError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => return Err(MqttError::Io { path: path.to_path_buf(), source }),
+        };
+        Self::parse(&text).map_err(|source| MqttError::StateFile { path: path.to_path_buf(), source })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
+        let file: File = serde_json::from_str(text)?;
+        Ok(Self { published: HashMap::new(), objects: file.objects, dirty: false })
+    }
+
+    pub fn to_json(&self) -> String {
+        // A map of strings, sets and numbers always serialises.
+        serde_json::to_string_pretty(&File { objects: self.objects.clone() }).unwrap_or_default()
+    }
+
+    /// Writes the memory if it changed (write to a temporary file, then rename).
+    pub fn save_if_dirty(&mut self, path: &Path) -> Result<(), MqttError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let tmp: PathBuf = path.with_extension("json.tmp");
+        std::fs::write(&tmp, self.to_json()).map_err(|source| MqttError::Io { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, path).map_err(|source| MqttError::Io { path: path.to_path_buf(), source })?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Forgets what the broker holds (a new connection: the broker may have lost it all).
+    pub fn forget_published(&mut self) {
+        self.published.clear();
+    }
+
+    pub fn objects(&self) -> &BTreeMap<String, ObjectRecord> {
+        &self.objects
+    }
+
+    /// The messages that bring the broker to `plan`: changed payloads only, or
+    /// everything when `full`; objects missing from the plan go offline now.
+    pub fn update(&mut self, plan: Vec<Retained>, now_ms: u64, full: bool) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        let mut present: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for msg in plan {
+            let topics = present.entry(msg.object.clone()).or_default();
+            topics.insert(msg.topic.clone());
+            let record = self.objects.entry(msg.object.clone()).or_default();
+            if record.topics.insert(msg.topic.clone()) {
+                self.dirty = true;
+            }
+            if msg.topic.ends_with("/availability") && record.availability.as_deref() != Some(&msg.topic) {
+                record.availability = Some(msg.topic.clone());
+                self.dirty = true;
+            }
+            if full || self.published.get(&msg.topic) != Some(&msg.payload) {
+                self.published.insert(msg.topic.clone(), msg.payload.clone());
+                out.push(Outgoing { topic: msg.topic, payload: msg.payload });
+            }
+        }
+        for (object, record) in &mut self.objects {
+            match present.get(object) {
+                Some(topics) => {
+                    if record.removed_at_ms.take().is_some() {
+                        self.dirty = true;
+                    }
+                    // Topics the object no longer uses (an entity dropped, the discovery form switched).
+                    let stale: Vec<String> = record.topics.difference(topics).cloned().collect();
+                    for topic in stale {
+                        record.topics.remove(&topic);
+                        self.published.remove(&topic);
+                        self.dirty = true;
+                        out.push(Outgoing { topic, payload: String::new() });
+                    }
+                }
+                None => {
+                    if record.removed_at_ms.is_none() {
+                        record.removed_at_ms = Some(now_ms);
+                        self.dirty = true;
+                    }
+                    if let Some(avail) = &record.availability {
+                        if full || self.published.get(avail).map(String::as_str) != Some("offline") {
+                            self.published.insert(avail.clone(), "offline".into());
+                            out.push(Outgoing { topic: avail.clone(), payload: "offline".into() });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Clears every topic of objects removed at least `retention_ms` ago and forgets them.
+    pub fn expire(&mut self, now_ms: u64, retention_ms: u64) -> Vec<Outgoing> {
+        let expired: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, r)| r.removed_at_ms.is_some_and(|t| now_ms.saturating_sub(t) >= retention_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut out = Vec::new();
+        for key in expired {
+            if let Some(record) = self.objects.remove(&key) {
+                self.dirty = true;
+                for topic in record.topics {
+                    self.published.remove(&topic);
+                    out.push(Outgoing { topic, payload: String::new() });
+                }
+            }
+        }
+        out
+    }
+
+    /// The earliest time an expiry is due, if any object is waiting.
+    pub fn next_expiry_ms(&self, retention_ms: u64) -> Option<u64> {
+        self.objects.values().filter_map(|r| r.removed_at_ms).min().map(|t| t.saturating_add(retention_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(object: &str, topic: &str, payload: &str) -> Retained {
+        Retained { object: object.into(), topic: topic.into(), payload: payload.into() }
+    }
+
+    fn disk_plan(size: &str) -> Vec<Retained> {
+        vec![
+            msg("host", "b/state", "{}"),
+            msg("disk/a", "b/disk/a/state", size),
+            msg("disk/a", "b/disk/a/availability", "online"),
+            msg("disk/a", "ha/device/a/config", "{cfg}"),
+        ]
+    }
+
+    #[test]
+    fn only_changes_are_sent_unless_full() {
+        let mut r = Retainer::default();
+        assert_eq!(r.update(disk_plan("1"), 0, false).len(), 4);
+        assert!(r.update(disk_plan("1"), 0, false).is_empty());
+        let out = r.update(disk_plan("2"), 0, false);
+        assert_eq!(out, vec![Outgoing { topic: "b/disk/a/state".into(), payload: "2".into() }]);
+        assert_eq!(r.update(disk_plan("2"), 0, true).len(), 4);
+    }
+
+    #[test]
+    fn removal_goes_offline_then_clears_after_retention() {
+        let mut r = Retainer::default();
+        r.update(disk_plan("1"), 0, false);
+        let out = r.update(vec![msg("host", "b/state", "{}")], 1_000, false);
+        assert_eq!(out, vec![Outgoing { topic: "b/disk/a/availability".into(), payload: "offline".into() }]);
+        // Still offline, nothing new to send; a full re-announce repeats the offline.
+        assert!(r.update(vec![msg("host", "b/state", "{}")], 2_000, false).is_empty());
+        assert_eq!(r.update(vec![msg("host", "b/state", "{}")], 2_000, true).len(), 2);
+        assert!(r.expire(5_000, 5_000).is_empty());
+        assert_eq!(r.next_expiry_ms(5_000), Some(6_000));
+        let cleared = r.expire(6_000, 5_000);
+        let topics: Vec<&str> = cleared.iter().map(|o| o.topic.as_str()).collect();
+        assert_eq!(topics, ["b/disk/a/availability", "b/disk/a/state", "ha/device/a/config"]);
+        assert!(cleared.iter().all(|o| o.payload.is_empty()));
+        assert!(!r.objects().contains_key("disk/a"));
+        assert_eq!(r.next_expiry_ms(5_000), None);
+    }
+
+    #[test]
+    fn returning_object_is_not_expired_and_dropped_topics_are_cleared() {
+        let mut r = Retainer::default();
+        r.update(disk_plan("1"), 0, false);
+        r.update(vec![], 1, false);
+        let mut plan = disk_plan("1");
+        plan.pop();
+        let out = r.update(plan, 2, false);
+        assert!(out.contains(&Outgoing { topic: "b/disk/a/availability".into(), payload: "online".into() }));
+        assert!(out.contains(&Outgoing { topic: "ha/device/a/config".into(), payload: String::new() }));
+        assert!(r.expire(u64::MAX, 0).is_empty());
+    }
+
+    #[test]
+    fn memory_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mqtt.json");
+        let mut r = Retainer::default();
+        r.update(disk_plan("1"), 0, false);
+        r.save_if_dirty(&path).unwrap();
+        let mut again = Retainer::load(&path).unwrap();
+        // The disk is gone after the restart: it goes offline and is cleared later.
+        let out = again.update(vec![], 10, false);
+        assert_eq!(out, vec![Outgoing { topic: "b/disk/a/availability".into(), payload: "offline".into() }]);
+        assert_eq!(again.expire(20, 10).len(), 3 + 1);
+        assert!(Retainer::load(&dir.path().join("missing.json")).unwrap().objects().is_empty());
+        assert!(Retainer::parse("not json").is_err());
+    }
+}

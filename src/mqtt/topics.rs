@@ -1,0 +1,116 @@
+//! Topic names of the MQTT sink (SPEC §5): agent availability, per-object state
+//! and availability, the event stream, and Home Assistant discovery topics.
+
+use crate::config::{Config, DiscoveryMode};
+
+/// Object kinds that get their own state topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Disk,
+    Partition,
+    Mount,
+    Share,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Disk => "disk",
+            Kind::Partition => "partition",
+            Kind::Mount => "mount",
+            Kind::Share => "share",
+        }
+    }
+}
+
+/// Everything that names topics and Home Assistant identifiers, derived once from the config.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    pub node_id: String,
+    /// `diskwatch/<node_id>`.
+    pub base: String,
+    pub discovery_prefix: String,
+    pub mode: DiscoveryMode,
+    pub version: String,
+}
+
+impl Naming {
+    pub fn new(config: &Config, node_id: &str) -> Self {
+        Self {
+            node_id: node_id.to_owned(),
+            base: format!("{}/{}", config.mqtt.base_topic.trim_end_matches('/'), node_id),
+            discovery_prefix: config.mqtt.discovery_prefix.trim_end_matches('/').to_owned(),
+            mode: config.mqtt.discovery,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+
+    /// The agent's availability (also the last will).
+    pub fn availability(&self) -> String {
+        format!("{}/availability", self.base)
+    }
+
+    /// Host-level figures (object counts, last event id).
+    pub fn host_state(&self) -> String {
+        format!("{}/state", self.base)
+    }
+
+    pub fn events(&self) -> String {
+        format!("{}/events", self.base)
+    }
+
+    pub fn state(&self, kind: Kind, id: &str) -> String {
+        format!("{}/{}/{}/state", self.base, kind.as_str(), id)
+    }
+
+    pub fn object_availability(&self, kind: Kind, id: &str) -> String {
+        format!("{}/{}/{}/availability", self.base, kind.as_str(), id)
+    }
+
+    /// Where Home Assistant announces itself (`online` after a restart).
+    pub fn ha_status(&self) -> String {
+        format!("{}/status", self.discovery_prefix)
+    }
+
+    /// Device-based discovery topic of one discovery object.
+    pub fn device_config(&self, object: &str) -> String {
+        format!("{}/device/{}/config", self.discovery_prefix, object)
+    }
+
+    /// Per-component discovery topic of one entity.
+    pub fn component_config(&self, component: &str, object: &str, entity: &str) -> String {
+        format!("{}/{}/{}/{}/config", self.discovery_prefix, component, object, entity)
+    }
+
+    /// Identifier of the host's Home Assistant device.
+    pub fn host_device(&self) -> String {
+        format!("diskwatch_{}", self.node_id)
+    }
+
+    /// Identifier of a disk's Home Assistant device.
+    pub fn disk_device(&self, disk_id: &str) -> String {
+        format!("diskwatch_{}_disk_{}", self.node_id, disk_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_follow_the_spec() {
+        let mut config = Config::default();
+        config.mqtt.base_topic = "diskwatch/".into();
+        let n = Naming::new(&config, "nas1");
+        assert_eq!(n.availability(), "diskwatch/nas1/availability");
+        assert_eq!(n.state(Kind::Mount, "mnt_data"), "diskwatch/nas1/mount/mnt_data/state");
+        assert_eq!(n.object_availability(Kind::Disk, "wwn-1"), "diskwatch/nas1/disk/wwn-1/availability");
+        assert_eq!(n.events(), "diskwatch/nas1/events");
+        assert_eq!(n.ha_status(), "homeassistant/status");
+        assert_eq!(n.device_config("diskwatch_nas1"), "homeassistant/device/diskwatch_nas1/config");
+        assert_eq!(
+            n.component_config("sensor", "diskwatch_nas1", "last_event"),
+            "homeassistant/sensor/diskwatch_nas1/last_event/config"
+        );
+    }
+}

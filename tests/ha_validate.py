@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Validates MQTT discovery messages with Home Assistant's own schemas.
+
+Input: a JSON file holding a list of {"topic": ..., "payload": ...} as the
+agent published them (retained, under the discovery prefix). Each message goes
+through the steps Home Assistant's MQTT discovery takes (topic matcher,
+abbreviation expansion, device-discovery schema, origin schema, shared-option
+merge) and then the platform's DISCOVERY_SCHEMA. Keys that the schema would
+silently drop (REMOVE_EXTRA) are reported as errors too, except keys this
+Home Assistant release predates (listed in NEWER_KEYS).
+
+Usage: ha_validate.py <messages.json> [discovery_prefix]. Exit 0 when all pass.
+"""
+
+import asyncio
+import copy
+import importlib
+import json
+import sys
+import tempfile
+
+import voluptuous as vol
+
+from homeassistant.const import __version__ as HA_VERSION
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import frame
+from homeassistant.components.mqtt import discovery as disc
+from homeassistant.components.mqtt.schemas import DEVICE_DISCOVERY_SCHEMA, MQTT_ORIGIN_INFO_SCHEMA, SHARED_OPTIONS
+
+# Options newer than some Home Assistant releases: dropped, not rejected, by older ones.
+NEWER_KEYS = {"default_entity_id"}
+
+
+def platform_schema(component):
+    module = importlib.import_module(f"homeassistant.components.mqtt.{component}")
+    return module.DISCOVERY_SCHEMA
+
+
+def check_entity(component, config, where, errors, notes):
+    try:
+        validated = platform_schema(component)(copy.deepcopy(config))
+    except vol.Invalid as exc:
+        errors.append(f"{where}: {component}: {exc}")
+        return
+    dropped = set(config) - set(validated)
+    for key in sorted(dropped):
+        if key in NEWER_KEYS:
+            notes.add(f"{key} (not known to Home Assistant {HA_VERSION}, ignored by it)")
+        else:
+            errors.append(f"{where}: {component}: key {key!r} is not part of the schema")
+    if "unique_id" not in validated:
+        errors.append(f"{where}: {component}: no unique_id")
+
+
+def main():
+    path = sys.argv[1]
+    prefix = sys.argv[2] if len(sys.argv) > 2 else "homeassistant"
+    with open(path) as f:
+        messages = json.load(f)
+    errors, notes = [], set()
+    entities = 0
+    for msg in messages:
+        topic, payload = msg["topic"], msg["payload"]
+        trimmed = topic.replace(f"{prefix}/", "", 1)
+        match = disc.TOPIC_MATCHER.match(trimmed)
+        if not match:
+            errors.append(f"{topic}: not a valid discovery topic")
+            continue
+        component, _node_id, _object_id = match.groups()
+        try:
+            body = json.loads(payload)
+        except ValueError as exc:
+            errors.append(f"{topic}: not JSON: {exc}")
+            continue
+        if component == "device":
+            disc._replace_all_abbreviations(body)
+            try:
+                DEVICE_DISCOVERY_SCHEMA(copy.deepcopy(body))
+            except vol.Invalid as exc:
+                errors.append(f"{topic}: device discovery schema: {exc}")
+                continue
+            for key, comp in body["components"].items():
+                comp = dict(comp)
+                platform = comp.pop("platform")
+                comp["device"] = body["device"]
+                comp["origin"] = body["origin"]
+                for option in SHARED_OPTIONS:
+                    if option in body and option not in comp:
+                        comp[option] = body[option]
+                check_entity(platform, comp, f"{topic} [{key}]", errors, notes)
+                entities += 1
+        else:
+            if component not in disc.SUPPORTED_COMPONENTS:
+                errors.append(f"{topic}: unsupported component {component}")
+                continue
+            disc._replace_all_abbreviations(body)
+            try:
+                MQTT_ORIGIN_INFO_SCHEMA(body["origin"])
+            except (vol.Invalid, KeyError) as exc:
+                errors.append(f"{topic}: origin: {exc!r}")
+            check_entity(component, body, topic, errors, notes)
+            entities += 1
+    for note in sorted(notes):
+        print(f"note: {note}")
+    for e in errors:
+        print(f"INVALID {e}")
+    print(f"Home Assistant {HA_VERSION}: {len(messages)} messages, {entities} entities, {len(errors)} errors")
+    if not messages:
+        print("INVALID no messages to validate")
+        return 1
+    return 1 if errors else 0
+
+
+async def in_home_assistant():
+    # Template validation wants a running Home Assistant (as during real discovery).
+    with tempfile.TemporaryDirectory() as config_dir:
+        hass = HomeAssistant(config_dir)
+        frame.async_setup(hass)
+        return main()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(in_home_assistant()))
