@@ -2,9 +2,8 @@
 //! the ids that are gone. Unchanged lines are compared in place, never copied, so a re-read
 //! of a large table costs little more than reading it.
 
-use std::collections::{HashMap, HashSet};
-
 use super::filter::Filter;
+use super::fxhash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use super::mountinfo::{assign_ids_from, parse_line_ref, LineRef};
 use crate::model::Mount;
 
@@ -61,7 +60,7 @@ impl Differ {
             return Delta::default();
         }
         let mut bad_lines = 0;
-        let mut seen: HashMap<u32, Seen> = HashMap::with_capacity(self.seen.len() + 16);
+        let mut seen: HashMap<u32, Seen> = HashMap::with_capacity_and_hasher(self.seen.len() + 16, Default::default());
         // Kept lines in table order: (kernel mount id, parsed line when new or changed).
         let mut kept: Vec<(u32, Option<LineRef<'_>>)> = Vec::with_capacity(self.current.len() + 16);
         for line in text.lines() {
@@ -102,7 +101,7 @@ impl Differ {
         }
         self.seen = seen;
         // Topmost (listed last) per mount point, in order of first appearance.
-        let mut slot: HashMap<&str, usize> = HashMap::with_capacity(kept.len());
+        let mut slot: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(kept.len(), Default::default());
         let mut top: Vec<usize> = Vec::with_capacity(kept.len());
         for (i, (k, _)) in kept.iter().enumerate() {
             let Some(info) = self.seen.get(k) else { continue };

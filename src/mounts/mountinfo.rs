@@ -266,7 +266,8 @@ fn only_slashes_replaced(point: &str, id: &str) -> bool {
 /// [`assign_ids`] for mount points whose plain [`mount_id`]s are already known; ids that need
 /// no suffix are borrowed.
 pub fn assign_ids_from<'a>(points: &[(&'a str, &'a str)]) -> Vec<Cow<'a, str>> {
-    let mut keeper: HashMap<&str, (bool, &str)> = HashMap::with_capacity(points.len());
+    let mut keeper: super::fxhash::FxHashMap<&str, (bool, &str)> =
+        super::fxhash::FxHashMap::with_capacity_and_hasher(points.len(), Default::default());
     let mut clash = false;
     for (point, id) in points {
         let key = (!only_slashes_replaced(point, id), *point);
