@@ -31,6 +31,8 @@ struct Seen {
     mount_point: String,
     /// [`mount_id`] of the mount point (before clash handling).
     plain_id: String,
+    /// The read that last saw this line.
+    generation: u64,
 }
 
 /// The mounts reported so far, by id, and a cache of the lines they came from.
@@ -40,6 +42,7 @@ pub struct Differ {
     /// Per id: the kernel mount id of the line the current mount was built from.
     built_from: HashMap<String, u32>,
     seen: HashMap<u32, Seen>,
+    generation: u64,
     last_text: String,
 }
 
@@ -60,7 +63,9 @@ impl Differ {
             return Delta::default();
         }
         let mut bad_lines = 0;
-        let mut seen: HashMap<u32, Seen> = HashMap::with_capacity_and_hasher(self.seen.len() + 16, Default::default());
+        self.generation += 1;
+        let generation = self.generation;
+        let mut lines_seen = 0;
         // Kept lines in table order: (kernel mount id, parsed line when new or changed).
         let mut kept: Vec<(u32, Option<LineRef<'_>>)> = Vec::with_capacity(self.current.len() + 16);
         for line in text.lines() {
@@ -68,27 +73,29 @@ impl Differ {
                 continue;
             }
             let kernel_id = line.split_once(' ').and_then(|(n, _)| n.parse::<u32>().ok());
-            if let Some(old) = kernel_id.and_then(|k| self.seen.remove(&k)) {
-                if old.line == line {
+            if let Some((k, old)) = kernel_id.and_then(|k| self.seen.get_mut(&k).map(|old| (k, old))) {
+                if old.line == line && old.generation != generation {
+                    old.generation = generation;
+                    lines_seen += 1;
                     if old.kept {
-                        kept.push((kernel_id.unwrap_or_default(), None));
+                        kept.push((k, None));
                     }
-                    seen.insert(kernel_id.unwrap_or_default(), old);
                     continue;
                 }
             }
             match parse_line_ref(line) {
                 Ok(l) => {
                     let keep = filter.keeps(&l.fs_type, &l.mount_point);
-                    seen.insert(
-                        l.mount_id,
-                        Seen {
-                            line: line.to_owned(),
-                            kept: keep,
-                            mount_point: l.mount_point.clone().into_owned(),
-                            plain_id: crate::model::mount_id(&l.mount_point),
-                        },
-                    );
+                    let fresh = Seen {
+                        line: line.to_owned(),
+                        kept: keep,
+                        mount_point: l.mount_point.clone().into_owned(),
+                        plain_id: crate::model::mount_id(&l.mount_point),
+                        generation,
+                    };
+                    if self.seen.insert(l.mount_id, fresh).is_none_or(|old| old.generation != generation) {
+                        lines_seen += 1;
+                    }
                     if keep {
                         kept.push((l.mount_id, Some(l)));
                     }
@@ -99,7 +106,9 @@ impl Differ {
                 }
             }
         }
-        self.seen = seen;
+        if self.seen.len() != lines_seen {
+            self.seen.retain(|_, s| s.generation == generation);
+        }
         // Topmost (listed last) per mount point, in order of first appearance.
         let mut slot: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(kept.len(), Default::default());
         let mut top: Vec<usize> = Vec::with_capacity(kept.len());
