@@ -25,6 +25,10 @@ impl Delta {
 /// What an earlier read learnt about one line, keyed by the kernel's mount id.
 #[derive(Debug)]
 struct Seen {
+    /// Fx hash and length of the line: compared instead of the bytes, which would be one more
+    /// cold memory access per line. Lines of one kernel mount that differ in one 8-byte word
+    /// cannot collide (each step of the hash is a bijection); other collisions are 2^-64 events.
+    line_hash: (u64, usize),
     line: String,
     /// Whether the filter keeps it.
     kept: bool,
@@ -74,7 +78,7 @@ impl Differ {
             }
             let kernel_id = line.split_once(' ').and_then(|(n, _)| n.parse::<u32>().ok());
             if let Some((k, old)) = kernel_id.and_then(|k| self.seen.get_mut(&k).map(|old| (k, old))) {
-                if old.line == line && old.generation != generation {
+                if old.line_hash == line_hash(line) && old.generation != generation {
                     old.generation = generation;
                     lines_seen += 1;
                     if old.kept {
@@ -87,6 +91,7 @@ impl Differ {
                 Ok(l) => {
                     let keep = filter.keeps(&l.fs_type, &l.mount_point);
                     let fresh = Seen {
+                        line_hash: line_hash(line),
                         line: line.to_owned(),
                         kept: keep,
                         mount_point: l.mount_point.clone().into_owned(),
@@ -173,6 +178,13 @@ impl Differ {
         self.last_text.push_str(text);
         Delta { upserts, removed, bad_lines }
     }
+}
+
+fn line_hash(line: &str) -> (u64, usize) {
+    use std::hash::Hasher;
+    let mut h = super::fxhash::FxHasher::default();
+    h.write(line.as_bytes());
+    (h.finish(), line.len())
 }
 
 #[cfg(test)]
