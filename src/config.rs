@@ -493,4 +493,14 @@ mod tests {
         let e = load("log_level = \"loud\"", &[]).unwrap_err().to_string();
         assert!(e.starts_with("log_level: unknown variant"), "{e}");
     }
+
+    #[test]
+    fn mount_filters_and_intervals_are_checked() {
+        let e = load("[mounts]\nexclude_paths = [\"/mnt/[\"]\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("mounts.exclude_paths: invalid glob"), "{e}");
+        let e = load("[mounts]\nreread_interval = \"0s\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("mounts.reread_interval:"), "{e}");
+        let c = load("[mounts]\ninclude_paths = [\"/dev/shm\"]\ninclude_fs_types = [\"squashfs\"]\n", &[]).unwrap();
+        assert_eq!(c.mounts.include_paths, ["/dev/shm"]);
+    }
 }

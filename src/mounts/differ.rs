@@ -2,10 +2,9 @@
 //! the ids that are gone. Unchanged lines are compared in place, never copied, so a re-read
 //! of a large table costs little more than reading it.
 
-use std::collections::{HashMap, HashSet};
-
 use super::filter::Filter;
-use super::mountinfo::{assign_ids, parse_line_ref, LineRef};
+use super::fxhash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use super::mountinfo::{assign_ids_from, parse_line_ref, LineRef};
 use crate::model::Mount;
 
 /// What changed between two reads.
@@ -23,10 +22,32 @@ impl Delta {
     }
 }
 
-/// The mounts reported so far, by id.
+/// What an earlier read learnt about one line, keyed by the kernel's mount id.
+#[derive(Debug)]
+struct Seen {
+    /// Fx hash and length of the line: compared instead of the bytes, which would be one more
+    /// cold memory access per line. Lines of one kernel mount that differ in one 8-byte word
+    /// cannot collide (each step of the hash is a bijection); other collisions are 2^-64 events.
+    line_hash: (u64, usize),
+    line: String,
+    /// Whether the filter keeps it.
+    kept: bool,
+    mount_point: String,
+    /// [`mount_id`] of the mount point (before clash handling).
+    plain_id: String,
+    /// The read that last saw this line.
+    generation: u64,
+}
+
+/// The mounts reported so far, by id, and a cache of the lines they came from.
 #[derive(Debug, Default)]
 pub struct Differ {
     current: HashMap<String, Mount>,
+    /// Per id: the kernel mount id of the line the current mount was built from.
+    built_from: HashMap<String, u32>,
+    seen: HashMap<u32, Seen>,
+    generation: u64,
+    last_text: String,
 }
 
 impl Differ {
@@ -39,45 +60,102 @@ impl Differ {
         self.current.values()
     }
 
-    /// Diffs `text` against the table last seen and remembers it.
+    /// Diffs `text` against the table last seen and remembers it. Lines seen before
+    /// (same kernel mount id, same bytes) are neither parsed nor filtered again.
     pub fn diff(&mut self, text: &str, filter: &Filter) -> Delta {
+        if text == self.last_text {
+            return Delta::default();
+        }
         let mut bad_lines = 0;
-        let mut lines: Vec<LineRef<'_>> = Vec::with_capacity(self.current.len() + 16);
+        self.generation += 1;
+        let generation = self.generation;
+        let mut lines_seen = 0;
+        // Kept lines in table order: (kernel mount id, parsed line when new or changed).
+        let mut kept: Vec<(u32, Option<LineRef<'_>>)> = Vec::with_capacity(self.current.len() + 16);
         for line in text.lines() {
             if line.trim().is_empty() {
                 continue;
             }
+            let kernel_id = line.split_once(' ').and_then(|(n, _)| n.parse::<u32>().ok());
+            if let Some((k, old)) = kernel_id.and_then(|k| self.seen.get_mut(&k).map(|old| (k, old))) {
+                if old.line_hash == line_hash(line) && old.generation != generation {
+                    old.generation = generation;
+                    lines_seen += 1;
+                    if old.kept {
+                        kept.push((k, None));
+                    }
+                    continue;
+                }
+            }
             match parse_line_ref(line) {
-                Ok(l) if filter.keeps(&l.fs_type, &l.mount_point) => lines.push(l),
-                Ok(_) => {}
+                Ok(l) => {
+                    let keep = filter.keeps(&l.fs_type, &l.mount_point);
+                    let fresh = Seen {
+                        line_hash: line_hash(line),
+                        line: line.to_owned(),
+                        kept: keep,
+                        mount_point: l.mount_point.clone().into_owned(),
+                        plain_id: crate::model::mount_id(&l.mount_point),
+                        generation,
+                    };
+                    if self.seen.insert(l.mount_id, fresh).is_none_or(|old| old.generation != generation) {
+                        lines_seen += 1;
+                    }
+                    if keep {
+                        kept.push((l.mount_id, Some(l)));
+                    }
+                }
                 Err(e) => {
                     tracing::debug!(line = %line, error = %e, "unparsable mountinfo line");
                     bad_lines += 1;
                 }
             }
         }
+        if self.seen.len() != lines_seen {
+            self.seen.retain(|_, s| s.generation == generation);
+        }
         // Topmost (listed last) per mount point, in order of first appearance.
-        let mut slot: HashMap<&str, usize> = HashMap::with_capacity(lines.len());
-        let mut top: Vec<usize> = Vec::with_capacity(lines.len());
-        for (i, l) in lines.iter().enumerate() {
-            match slot.get(l.mount_point.as_ref()) {
-                Some(&k) => top[k] = i,
+        let mut slot: HashMap<&str, usize> = HashMap::with_capacity_and_hasher(kept.len(), Default::default());
+        let mut top: Vec<usize> = Vec::with_capacity(kept.len());
+        for (i, (k, _)) in kept.iter().enumerate() {
+            let Some(info) = self.seen.get(k) else { continue };
+            match slot.get(info.mount_point.as_str()) {
+                Some(&t) => top[t] = i,
                 None => {
-                    slot.insert(l.mount_point.as_ref(), top.len());
+                    slot.insert(info.mount_point.as_str(), top.len());
                     top.push(i);
                 }
             }
         }
-        let points: Vec<&str> = top.iter().map(|&i| lines[i].mount_point.as_ref()).collect();
-        let ids = assign_ids(&points);
+        let infos: Vec<&Seen> = top.iter().filter_map(|&i| self.seen.get(&kept[i].0)).collect();
+        let points: Vec<(&str, &str)> = infos.iter().map(|s| (s.mount_point.as_str(), s.plain_id.as_str())).collect();
+        let ids = assign_ids_from(&points);
         let mut upserts = Vec::new();
-        for (&i, id) in top.iter().zip(&ids) {
-            let line = &lines[i];
-            if self.current.get(id).is_some_and(|m| line.same_as(m)) {
+        for ((&i, id), info) in top.iter().zip(&ids).zip(&infos) {
+            let unchanged = match &kept[i].1 {
+                // Same bytes as before: unchanged if this id was built from this very line (not
+                // from a mount stacked on it that went away, nor another mount point).
+                None => self.built_from.get(id.as_ref()) == Some(&kept[i].0),
+                Some(line) => self.current.get(id.as_ref()).is_some_and(|m| line.same_as(m)),
+            };
+            if unchanged {
+                if kept[i].1.is_some() {
+                    // Same mount under a new kernel id (or only the optional fields changed).
+                    self.built_from.insert(id.clone().into_owned(), kept[i].0);
+                }
                 continue;
             }
-            let mut mount = line.clone().into_entry().into_mount();
-            mount.id = id.clone();
+            let line = match &kept[i].1 {
+                Some(line) => line.clone(),
+                // A cached line whose mount moved to another id (a clash appeared or went away).
+                None => match parse_line_ref(&info.line) {
+                    Ok(line) => line,
+                    Err(_) => continue,
+                },
+            };
+            let mut mount = line.into_entry().into_mount();
+            mount.id = id.clone().into_owned();
+            self.built_from.insert(mount.id.clone(), kept[i].0);
             upserts.push(mount);
         }
         // Every id not seen before is an upsert; when the old ids plus those make up exactly the
@@ -86,17 +164,27 @@ impl Differ {
         let removed: Vec<String> = if ids.len() == self.current.len() + fresh {
             Vec::new()
         } else {
-            let now: HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let now: HashSet<&str> = ids.iter().map(|id| id.as_ref()).collect();
             self.current.keys().filter(|id| !now.contains(id.as_str())).cloned().collect()
         };
         for id in &removed {
             self.current.remove(id);
+            self.built_from.remove(id);
         }
         for m in &upserts {
             self.current.insert(m.id.clone(), m.clone());
         }
+        self.last_text.clear();
+        self.last_text.push_str(text);
         Delta { upserts, removed, bad_lines }
     }
+}
+
+fn line_hash(line: &str) -> (u64, usize) {
+    use std::hash::Hasher;
+    let mut h = super::fxhash::FxHasher::default();
+    h.write(line.as_bytes());
+    (h.finish(), line.len())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod differ;
 pub mod filter;
+pub mod fxhash;
 pub mod mountinfo;
 pub mod pool;
 pub mod table;

@@ -252,12 +252,26 @@ fn stable_hash(s: &str) -> u32 {
 /// slashes were replaced, then the smallest path) and the others get a suffix of a hash of the
 /// path. The choice depends on the set, not on its order.
 pub fn assign_ids(points: &[&str]) -> Vec<String> {
-    let mut ids: Vec<String> = points.iter().map(|p| mount_id(p)).collect();
-    let mut keeper: HashMap<&str, (bool, &str)> = HashMap::with_capacity(ids.len());
+    let plain: Vec<String> = points.iter().map(|p| mount_id(p)).collect();
+    let pairs: Vec<(&str, &str)> = points.iter().copied().zip(plain.iter().map(String::as_str)).collect();
+    assign_ids_from(&pairs).into_iter().map(Cow::into_owned).collect()
+}
+
+/// Whether `id` is `point` with only its slashes replaced (and the leading one dropped).
+fn only_slashes_replaced(point: &str, id: &str) -> bool {
+    let point = point.trim_start_matches('/');
+    point.len() == id.len() && point.bytes().zip(id.bytes()).all(|(p, i)| p == i || (p == b'/' && i == b'_'))
+}
+
+/// [`assign_ids`] for mount points whose plain [`mount_id`]s are already known; ids that need
+/// no suffix are borrowed.
+pub fn assign_ids_from<'a>(points: &[(&'a str, &'a str)]) -> Vec<Cow<'a, str>> {
+    let mut keeper: super::fxhash::FxHashMap<&str, (bool, &str)> =
+        super::fxhash::FxHashMap::with_capacity_and_hasher(points.len(), Default::default());
     let mut clash = false;
-    for (id, point) in ids.iter().zip(points) {
-        let key = (point.trim_start_matches('/').replace('/', "_") != *id, *point);
-        match keeper.get_mut(id.as_str()) {
+    for (point, id) in points {
+        let key = (!only_slashes_replaced(point, id), *point);
+        match keeper.get_mut(id) {
             Some(best) => {
                 clash = true;
                 if key < *best {
@@ -265,23 +279,20 @@ pub fn assign_ids(points: &[&str]) -> Vec<String> {
                 }
             }
             None => {
-                keeper.insert(id.as_str(), key);
+                keeper.insert(id, key);
             }
         }
     }
-    if clash {
-        let keepers: HashMap<String, String> = keeper
-            .into_iter()
-            .filter(|(_, (_, p))| !p.is_empty())
-            .map(|(id, (_, p))| (id.to_owned(), p.to_owned()))
-            .collect();
-        for (id, point) in ids.iter_mut().zip(points) {
-            if keepers.get(id.as_str()).is_some_and(|p| p != point) {
-                *id = format!("{id}-{:08x}", stable_hash(point));
+    points
+        .iter()
+        .map(|(point, id)| {
+            if clash && keeper.get(id).is_some_and(|(_, keep)| keep != point) {
+                Cow::Owned(format!("{id}-{:08x}", stable_hash(point)))
+            } else {
+                Cow::Borrowed(*id)
             }
-        }
-    }
-    ids
+        })
+        .collect()
 }
 
 /// Turns entries (in table order) into mounts: for stacked mounts on one mount point the

@@ -18,27 +18,26 @@ impl State {
         for part in self.partitions.values() {
             by_dev.insert(part.dev.as_str(), (Some(part.id.as_str()), part.disk_id.as_str()));
         }
-        let mut links: Vec<(String, Option<String>, Option<String>)> = Vec::with_capacity(self.mounts.len());
-        for mount in self.mounts.values() {
-            let (part, disk) = match by_dev.get(mount.dev.as_str()) {
-                Some((part, disk)) => (part.map(str::to_owned), Some((*disk).to_owned())),
-                None => (None, None),
-            };
-            links.push((mount.id.clone(), part, disk));
-        }
         let mut part_mounts: HashMap<String, Vec<String>> = HashMap::new();
         let mut disk_mounts: HashMap<String, Vec<String>> = HashMap::new();
-        for (id, part, disk) in links {
-            if let Some(mount) = self.mounts.get_mut(&id) {
-                match (&part, &disk) {
-                    (Some(p), _) => part_mounts.entry(p.clone()).or_default().push(id.clone()),
-                    (None, Some(d)) => disk_mounts.entry(d.clone()).or_default().push(id.clone()),
-                    _ => {}
-                }
-                mount.partition_id = part;
-                mount.disk_id = disk;
-                mount.shares.clear();
+        // Disks and partitions are other fields than mounts: they can be borrowed meanwhile.
+        for mount in self.mounts.values_mut() {
+            let (part, disk) = match by_dev.get(mount.dev.as_str()) {
+                Some((part, disk)) => (*part, Some(*disk)),
+                None => (None, None),
+            };
+            match (part, disk) {
+                (Some(p), _) => part_mounts.entry(p.to_owned()).or_default().push(mount.id.clone()),
+                (None, Some(d)) => disk_mounts.entry(d.to_owned()).or_default().push(mount.id.clone()),
+                _ => {}
             }
+            if mount.partition_id.as_deref() != part {
+                mount.partition_id = part.map(str::to_owned);
+            }
+            if mount.disk_id.as_deref() != disk {
+                mount.disk_id = disk.map(str::to_owned);
+            }
+            mount.shares.clear();
         }
         let mut disk_parts: HashMap<String, Vec<String>> = HashMap::new();
         for part in self.partitions.values_mut() {
@@ -53,6 +52,10 @@ impl State {
     }
 
     fn relink_shares(&mut self, availability_before: &HashMap<String, bool>, drafts: &mut Vec<Draft>) {
+        if self.shares.is_empty() {
+            // Nothing to link (mount.shares were cleared by the caller).
+            return;
+        }
         let by_point: HashMap<&str, &str> =
             self.mounts.values().map(|m| (m.mount_point.as_str(), m.id.as_str())).collect();
         let present: HashSet<&str> = self.mounts.keys().map(String::as_str).collect();
