@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench mqtt -- [--events N] [--rate R] [--outage-secs S]`
 //! (defaults 1000 events at 100/s, a 20 s outage; use --outage-secs 600 for ten minutes).
+//! `--broker-nodelay 1` starts Mosquitto with `set_tcp_nodelay true` (its default is false,
+//! and Nagle on the broker's writes to the subscriber then paces QoS 1 bursts by delayed ACKs).
 
 #[path = "../tests/common/mosquitto.rs"]
 #[allow(dead_code)]
@@ -224,7 +226,9 @@ fn main() {
     let outage_secs = arg("--outage-secs", 20);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let mut broker = Mosquitto::start();
+        let extra = if arg("--broker-nodelay", 0) == 1 { "set_tcp_nodelay true\n" } else { "" };
+        let mut broker = Mosquitto::start_configured(false, extra);
+        println!("broker: mosquitto on 127.0.0.1:{} {}", broker.port, extra.trim());
         latency(&broker, events, rate).await;
         reannounce(&broker).await;
         outage(&mut broker, outage_secs, rate).await;

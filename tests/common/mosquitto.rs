@@ -28,6 +28,11 @@ impl Mosquitto {
     /// With `persistent`, sessions and retained messages survive a SIGKILL (saved every second),
     /// so a recorder's subscription outlives a broker restart.
     pub fn start_with(persistent: bool) -> Self {
+        Self::start_configured(persistent, "")
+    }
+
+    /// `extra` is appended to the generated mosquitto.conf (e.g. `set_tcp_nodelay true`).
+    pub fn start_configured(persistent: bool, extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let config = dir.path().join("mosquitto.conf");
@@ -36,8 +41,9 @@ impl Mosquitto {
         } else {
             "persistence false\n".to_owned()
         };
-        let text =
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}log_dest stderr\nlog_type error\n");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}log_dest stderr\nlog_type error\n{extra}"
+        );
         std::fs::write(&config, text).expect("write mosquitto.conf");
         let mut this = Self { port, child: None, config, _dir: dir };
         this.restart();
