@@ -153,11 +153,12 @@ async fn reannounce(broker: &Mosquitto) {
     let before = rec.len();
     rec.client.publish("homeassistant/status", rumqttc::QoS::AtLeastOnce, false, "online").await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while rec.len() < before + n && Instant::now() < deadline {
+    while rec.len() < before + n + 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let msgs = rec.all();
-    let fresh = &msgs[before..];
+    // The recorder also sees its own `online` on homeassistant/status: the re-announce starts after it.
+    let fresh: Vec<_> = msgs[before..].iter().filter(|m| m.topic != "homeassistant/status").collect();
     let span = match (fresh.first(), fresh.last()) {
         (Some(a), Some(b)) => b.at.duration_since(a.at),
         _ => Duration::ZERO,
@@ -226,7 +227,15 @@ fn main() {
     let outage_secs = arg("--outage-secs", 20);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let extra = if arg("--broker-nodelay", 0) == 1 { "set_tcp_nodelay true\n" } else { "" };
+        let mut extra = String::new();
+        if arg("--broker-nodelay", 0) == 1 {
+            extra.push_str("set_tcp_nodelay true\n");
+        }
+        // Mosquitto delivers at most this many QoS 1 messages to a subscriber before its PUBACKs
+        // (default 20): with a subscriber that cannot set TCP_NODELAY this paces bursts.
+        let inflight = arg("--broker-inflight", 20);
+        extra.push_str(&format!("max_inflight_messages {inflight}\n"));
+        let extra = extra.as_str();
         let mut broker = Mosquitto::start_configured(false, extra);
         println!("broker: mosquitto on 127.0.0.1:{} {}", broker.port, extra.trim());
         latency(&broker, events, rate).await;
