@@ -138,27 +138,9 @@ fn split_options(opts: &str) -> Vec<String> {
     opts.split(',').map(str::trim).filter(|o| !o.is_empty()).map(str::to_owned).collect()
 }
 
-/// Decodes `\ooo` octal escapes (exportfs writes a blank as `\040`).
+/// Decodes `\ooo` octal escapes (exportfs writes a blank as `\040`), as in mountinfo.
 fn unescape(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = &bytes[i + 1..i + 4];
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let value = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(byte) = u8::try_from(value) {
-                    out.push(byte);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::mounts::mountinfo::unescape(raw).into_owned()
 }
 
 fn strip_cr(line: &str) -> &str {
