@@ -21,6 +21,7 @@ pub struct Metrics {
     pub sse_clients: Gauge,
     pub sse_resyncs: Counter,
     pub journal_errors: Counter,
+    pub udev_resyncs: Counter,
     pub last_event_id: Gauge<u64, AtomicU64>,
     pub resident_bytes: Gauge,
 }
@@ -39,6 +40,7 @@ impl Metrics {
         let sse_clients = Gauge::default();
         let sse_resyncs = Counter::default();
         let journal_errors = Counter::default();
+        let udev_resyncs = Counter::default();
         let last_event_id = Gauge::<u64, AtomicU64>::default();
         let resident_bytes = Gauge::default();
         registry.register("events", "Events emitted, by type", events.clone());
@@ -46,9 +48,24 @@ impl Metrics {
         registry.register("sse_clients", "SSE clients connected", sse_clients.clone());
         registry.register("sse_resyncs", "SSE clients resynced after falling behind", sse_resyncs.clone());
         registry.register("journal_errors", "Failed journal writes", journal_errors.clone());
+        registry.register(
+            "udev_resyncs",
+            "Block-device re-enumerations after the event socket overflowed",
+            udev_resyncs.clone(),
+        );
         registry.register("last_event_id", "Sequence number of the last event", last_event_id.clone());
         registry.register("resident_memory_bytes", "Resident memory of the agent", resident_bytes.clone());
-        Self { registry, events, facts, sse_clients, sse_resyncs, journal_errors, last_event_id, resident_bytes }
+        Self {
+            registry,
+            events,
+            facts,
+            sse_clients,
+            sse_resyncs,
+            journal_errors,
+            udev_resyncs,
+            last_event_id,
+            resident_bytes,
+        }
     }
 
     /// The text exposition of every metric.

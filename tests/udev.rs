@@ -239,6 +239,9 @@ async fn overflow_resyncs_to_the_truth() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(stats.resyncs() >= 1, "the overflow was noticed and resynced");
+    let metrics = reqwest::get(agent.url("/metrics")).await.unwrap().text().await.unwrap();
+    let counted = metrics.lines().find_map(|l| l.strip_prefix("diskwatch_udev_resyncs_total ")).unwrap_or("0");
+    assert_ne!(counted, "0", "the resync shows in /metrics: {metrics}");
     for lo in &kept {
         let name = lo.name();
         assert!(disk_named(&snap, &name).is_some());

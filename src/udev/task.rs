@@ -119,6 +119,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                 Received::Overflow => {
                     events.clear();
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
+                    ctx.agent.metrics.udev_resyncs.inc();
                     warn!(receive_buffer = config.receive_buffer, "event socket overflowed (ENOBUFS): re-enumerating");
                     facts.push(tracker.enumerate(false));
                     coalescer = Coalescer::new(config.coalesce);
