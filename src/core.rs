@@ -175,6 +175,13 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     info!(addr = %local_addr, "serving HTTP");
     if config.mqtt.enabled {
         tracker.spawn(crate::mqtt::run(agent.clone()));
+    } else {
+        agent.set_sink_status(SinkStatus {
+            name: "mqtt".into(),
+            status: "disabled".into(),
+            message: None,
+            required: false,
+        });
     }
 
     let sources_token = token.child_token();
