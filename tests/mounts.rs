@@ -41,12 +41,6 @@ fn mount_of(msg: &Message) -> Value {
     msg.json()["data"]["mount"].clone()
 }
 
-fn dev_of(path: &str) -> String {
-    use std::os::unix::fs::MetadataExt;
-    let rdev = std::fs::metadata(path).unwrap().rdev();
-    format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
-}
-
 async fn mounts_agent(configure: impl FnOnce(&mut diskwatch::config::Config)) -> TestAgent {
     TestAgent::start(
         |c| {
@@ -129,10 +123,18 @@ async fn ext4_on_loop_mounted_twice_remounted_ro_and_linked_to_its_disk() {
     let dir = tempfile::tempdir().unwrap();
     let disk = LoopDevice::new(64, &[]);
     sh("mkfs.ext4", &["-q", "-F", &disk.device]);
-    let dev = dev_of(&disk.device);
+    let dev = common::dev_of(&disk.device);
     let agent = mounts_agent(|c| c.mounts.usage_interval = Duration::from_secs(3600)).await;
     // The block-device source is not part of this test: tell the core about the loop disk.
-    agent.facts.send(diskwatch::state::Fact::DiskUpsert(fake_disk(&disk.name(), &dev))).await.unwrap();
+    agent
+        .facts
+        .send(diskwatch::state::Fact::DiskUpsert(common::facts::whole_disk(
+            &format!("dev-{}", disk.name()),
+            &disk.name(),
+            &dev,
+        )))
+        .await
+        .unwrap();
     let mut sse = SseClient::connect(&agent.url("/api/v1/events/stream?types=mount.*"), None).await;
 
     let first = dir.path().join("first");
@@ -181,34 +183,6 @@ async fn ext4_on_loop_mounted_twice_remounted_ro_and_linked_to_its_disk() {
     let m = mount_of(&expect_mount(&mut sse, "mount.unmounted", &first).await);
     assert_eq!(m["dev"], dev.as_str());
     agent.stop().await;
-}
-
-fn fake_disk(name: &str, dev: &str) -> diskwatch::model::Disk {
-    diskwatch::model::Disk {
-        id: format!("dev-{name}"),
-        stable: false,
-        kernel_name: name.into(),
-        devpath: format!("/devices/virtual/block/{name}"),
-        devnode: format!("/dev/{name}"),
-        dev: dev.into(),
-        vendor: None,
-        model: None,
-        serial: None,
-        wwn: None,
-        bus: Some("virtual".into()),
-        size_bytes: 64 << 20,
-        removable: false,
-        rotational: false,
-        read_only: false,
-        partition_table: None,
-        fs_type: Some("ext4".into()),
-        fs_label: None,
-        fs_uuid: None,
-        members: vec![],
-        holders: vec![],
-        partitions: vec![],
-        mounts: vec![],
-    }
 }
 
 /// 1 000 tmpfs mounts made and removed in a private mount namespace, so the host's table never

@@ -357,7 +357,11 @@ async fn availability_follows_a_real_mount() {
     // No udev source here either: tell the core about the loop device, so the share's disk is known.
     agent
         .facts
-        .send(Fact::BlockDevices { disks: vec![loop_disk(&disk)], partitions: vec![], initial: true })
+        .send(Fact::BlockDevices {
+            disks: vec![common::facts::whole_disk("test-loop", &disk.name(), &disk.dev())],
+            partitions: vec![],
+            initial: true,
+        })
         .await
         .unwrap();
     let mount_id = diskwatch::model::mount_id(&mnt.to_string_lossy());
@@ -414,35 +418,4 @@ async fn a_slow_in_place_writer_is_read_once_it_closes_the_file() {
     h.expect("share.created", "smb-slow").await;
     h.marker(Save::InPlace).await;
     h.agent.stop().await;
-}
-
-/// The loop device as the udev source would describe it (whole-device filesystem).
-fn loop_disk(device: &common::LoopDevice) -> diskwatch::model::Disk {
-    let rdev = nix::sys::stat::stat(device.device.as_str()).unwrap().st_rdev;
-    let dev = format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
-    diskwatch::model::Disk {
-        id: "test-loop".into(),
-        stable: false,
-        kernel_name: device.name(),
-        devpath: format!("/devices/virtual/block/{}", device.name()),
-        devnode: device.device.clone(),
-        dev,
-        vendor: None,
-        model: None,
-        serial: None,
-        wwn: None,
-        bus: Some("virtual".into()),
-        size_bytes: 64 << 20,
-        removable: false,
-        rotational: false,
-        read_only: false,
-        partition_table: None,
-        fs_type: Some("ext4".into()),
-        fs_label: None,
-        fs_uuid: None,
-        members: vec![],
-        holders: vec![],
-        partitions: vec![],
-        mounts: vec![],
-    }
 }

@@ -30,3 +30,33 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         mounts: vec![],
     }
 }
+
+/// A virtual disk (a loop device, say) carrying an ext4 filesystem on the whole device,
+/// as the udev source describes one; `dev` is `major:minor`.
+pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
+    Disk {
+        id: id.into(),
+        stable: false,
+        kernel_name: name.into(),
+        devpath: format!("/devices/virtual/block/{name}"),
+        devnode: format!("/dev/{name}"),
+        dev: dev.into(),
+        vendor: None,
+        model: None,
+        serial: None,
+        wwn: None,
+        bus: Some("virtual".into()),
+        size_bytes: 64 << 20,
+        removable: false,
+        rotational: false,
+        read_only: false,
+        partition_table: None,
+        fs_type: Some("ext4".into()),
+        fs_label: None,
+        fs_uuid: None,
+        members: vec![],
+        holders: vec![],
+        partitions: vec![],
+        mounts: vec![],
+    }
+}

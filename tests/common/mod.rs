@@ -64,6 +64,13 @@ pub fn sh(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `major:minor` of a device node, as mountinfo and sysfs write it.
+pub fn dev_of(node: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(node).unwrap_or_else(|e| panic!("stat {node}: {e}")).rdev();
+    format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+}
+
 /// A loop device over a sparse image file, detached on drop.
 pub struct LoopDevice {
     pub device: String,
@@ -113,6 +120,11 @@ impl LoopDevice {
     /// Device node of partition `n`, e.g. `/dev/loop3p1`.
     pub fn partition(&self, n: u32) -> String {
         format!("{}p{n}", self.device)
+    }
+
+    /// `major:minor` of the device node.
+    pub fn dev(&self) -> String {
+        dev_of(&self.device)
     }
 
     /// Detaches now (the drop then has nothing left to do).
