@@ -181,7 +181,6 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
 /// Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(agent): AgentState) -> Response {
-    agent.metrics.sse_clients.set(agent.log.subscribers() as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], agent.metrics.render())
         .into_response()
 }
