@@ -1,7 +1,7 @@
 //! The storage objects diskwatch reports (SPEC §2): disks, partitions, mounts and shares.
 //!
 //! Sources fill in what they observe; the fields marked *derived* are owned by
-//! [`crate::state::State`], which links the topology both ways after every fact.
+//! the state model (`state::State`), which links the topology both ways after every fact.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

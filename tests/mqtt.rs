@@ -377,7 +377,8 @@ async fn loop_device_plugged_mounted_unmounted_unplugged() {
     rec.wait_for(WAIT, "mount discovered", |m| m.iter().any(|r| r.topic == mount_config)).await;
     let state_topic = format!("diskwatch/test/mount/{mount_id}/state");
     rec.wait_for(WAIT, "mount usage", |m| {
-        m.iter().any(|r| r.topic == state_topic && serde_json::from_str::<Value>(&r.payload).unwrap()["usage"].is_object())
+        m.iter()
+            .any(|r| r.topic == state_topic && serde_json::from_str::<Value>(&r.payload).unwrap()["usage"].is_object())
     })
     .await;
     let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
