@@ -157,6 +157,8 @@ impl Default for UdevConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct MountsConfig {
     pub enabled: bool,
+    /// The mount table: PID 1's (the host's view, also from inside a sandboxing unit), or this
+    /// process's own while PID 1's is hidden; any other path is read as given.
     pub mountinfo: PathBuf,
     #[serde(with = "humantime_serde")]
     pub usage_interval: Duration,
@@ -184,7 +186,7 @@ impl Default for MountsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            mountinfo: PathBuf::from(crate::mounts::table::HOST_MOUNTINFO),
             usage_interval: Duration::from_secs(30),
             usage_timeout: Duration::from_secs(2),
             reread_interval: Duration::from_secs(60),
@@ -259,6 +261,26 @@ pub struct MqttConfig {
     /// How long a removed object's discovery stays before it is cleared.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+}
+
+/// Names of the systemd credential (`LoadCredential=`, `SetCredentialEncrypted=`) that holds the
+/// MQTT password: `mqtt_password`, or `diskwatch_mqtt_password`, the name the shipped unit's
+/// `LoadCredential=diskwatch:/etc/diskwatch/credentials` gives to the file
+/// `/etc/diskwatch/credentials/mqtt_password` (docs/systemd.md).
+pub const MQTT_PASSWORD_CREDENTIALS: [&str; 2] = ["mqtt_password", "diskwatch_mqtt_password"];
+
+impl MqttConfig {
+    /// Takes the password from systemd's credentials directory (`$CREDENTIALS_DIRECTORY`) when
+    /// one of [`MQTT_PASSWORD_CREDENTIALS`] is there and no `password_file` is configured: it
+    /// then wins over `password`, as `password_file` does.
+    pub fn use_credentials(&mut self, dir: Option<&Path>) {
+        if self.password_file.is_some() {
+            return;
+        }
+        if let Some(dir) = dir {
+            self.password_file = MQTT_PASSWORD_CREDENTIALS.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -339,8 +361,9 @@ impl Config {
         if overrides.emit_initial {
             figment = figment.merge(("emit_initial", true));
         }
-        let config: Config =
+        let mut config: Config =
             figment.extract().map_err(|e| ConfigError { messages: e.into_iter().map(|e| describe(&e)).collect() })?;
+        config.mqtt.use_credentials(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref());
         config.validate()?;
         Ok(config)
     }
@@ -492,6 +515,28 @@ mod tests {
         assert!(e.starts_with("events.ring_size:"), "{e}");
         let e = load("log_level = \"loud\"", &[]).unwrap_err().to_string();
         assert!(e.starts_with("log_level: unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_password_comes_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().to_str().unwrap();
+        // No credential there: nothing changes.
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, None);
+        // The unit's directory form names it diskwatch_mqtt_password; it wins over `password`.
+        std::fs::write(dir.path().join("diskwatch_mqtt_password"), "s3cret\n").unwrap();
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("diskwatch_mqtt_password")));
+        // A plain LoadCredential=mqtt_password:… comes first.
+        std::fs::write(dir.path().join("mqtt_password"), "other").unwrap();
+        let c = load("", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("mqtt_password")));
+        // An explicit password_file is kept.
+        let c = load("[mqtt]\npassword_file = \"/run/secrets/mqtt\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(PathBuf::from("/run/secrets/mqtt")));
+        // Outside systemd (no CREDENTIALS_DIRECTORY) nothing is looked up.
+        assert_eq!(load("", &[]).unwrap().mqtt.password_file, None);
     }
 
     #[test]
