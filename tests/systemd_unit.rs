@@ -233,9 +233,11 @@ fn packaged_unit_under_real_systemd() {
     let agent = agent_mounts(&c);
     let (extra, missing, false_ro) = compare(&agent, &host);
     eprintln!(
-        "mounts (default /proc/1/mountinfo): agent {} / PID 1 {}; extra {extra:?}, missing {missing:?}, false read-only {}",
+        "mounts (default /proc/1/mountinfo): agent {} / PID 1 {} {:?}; extra {extra:?}, missing {missing:?}, \
+         false read-only {}",
         agent.len(),
         host.len(),
+        host.keys().collect::<Vec<_>>(),
         false_ro.len()
     );
     assert_eq!(agent, host, "the agent's mounts differ from PID 1's");
