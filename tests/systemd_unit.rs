@@ -242,6 +242,23 @@ fn packaged_unit_under_real_systemd() {
     );
     assert_eq!(agent, host, "the agent's mounts differ from PID 1's");
     assert!(host.values().any(|(_, ro)| !ro), "a writable mount to compare with: {host:?}");
+    // A mount made in PID 1's namespace reaches the sandboxed agent through the change
+    // notification (well before the 60 s safety re-read), with its real flags.
+    c.sh("mkdir -p /mnt/dw-test && mount -t tmpfs -o size=1m dw-test /mnt/dw-test");
+    let seen = Instant::now();
+    c.wait_for(Duration::from_secs(10), "the new tmpfs in /api/v1/mounts", || {
+        agent_mounts(&c).get("/mnt/dw-test").filter(|(_, ro)| !ro).map(|_| ())
+    });
+    eprintln!("mount in PID 1's namespace listed after {:.2} s", seen.elapsed().as_secs_f64());
+    c.sh("mount -o remount,ro /mnt/dw-test");
+    c.wait_for(Duration::from_secs(10), "the remount read-only", || {
+        agent_mounts(&c).get("/mnt/dw-test").filter(|(_, ro)| *ro).map(|_| ())
+    });
+    assert_eq!(agent_mounts(&c), host_mounts(&c), "after the remount");
+    c.sh("umount /mnt/dw-test");
+    c.wait_for(Duration::from_secs(10), "the umount", || {
+        (!agent_mounts(&c).contains_key("/mnt/dw-test")).then_some(())
+    });
     // The unit's own namespace, for comparison: what reading /proc/self/mountinfo would show.
     set_dropin(&c, "own-table", Some("Environment=DISKWATCH_MOUNTS__MOUNTINFO=/proc/self/mountinfo"));
     restart(&c);
