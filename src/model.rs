@@ -133,7 +133,8 @@ pub struct Mount {
     /// Last usage sample; absent until the first one.
     #[serde(default)]
     pub usage: Option<Usage>,
-    /// True while the last usage query timed out (dead network server).
+    /// True while the last usage query timed out (dead network server), or could not run
+    /// within the timeout because every usage thread hangs: `usage` is then an old value.
     #[serde(default)]
     pub stale: bool,
 }

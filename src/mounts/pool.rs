@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::metrics::UsageMetrics;
 use crate::model::Usage;
 
 /// Threads that are neither idle-exited nor counted as hung: enough for bursts of new mounts.
@@ -84,13 +85,21 @@ pub struct Pool {
     busy: Vec<Arc<AtomicU64>>,
     results: mpsc::UnboundedSender<Done>,
     timeout: Duration,
+    /// Every thread is hung and the cap allows no more: queued jobs wait for a hung call to end.
+    saturated: bool,
+    metrics: UsageMetrics,
 }
 
 impl Pool {
-    pub fn new(results: mpsc::UnboundedSender<Done>, timeout: Duration) -> Self {
+    pub fn new(results: mpsc::UnboundedSender<Done>, timeout: Duration, metrics: UsageMetrics) -> Self {
         let (tx, rx) = std_mpsc::channel();
         let shared = Arc::new(Shared { jobs: Mutex::new(rx), alive: AtomicUsize::new(0), epoch: Instant::now() });
-        Self { tx, shared, busy: Vec::new(), results, timeout }
+        Self { tx, shared, busy: Vec::new(), results, timeout, saturated: false, metrics }
+    }
+
+    /// Whether the pool is at its cap with every thread hung (see [`Pool::ensure_threads`]).
+    pub fn saturated(&self) -> bool {
+        self.saturated
     }
 
     /// Microseconds since the pool's epoch plus one (0 means "not started").
@@ -109,13 +118,16 @@ impl Pool {
 
     /// Queues a job, starting a thread first when too few are free to take it.
     pub fn submit(&mut self, job: Job) {
-        self.ensure_threads();
+        if !self.ensure_threads() {
+            self.metrics.saturated.inc();
+        }
         // The receiver lives in `shared`, which this pool holds: the send cannot fail.
         let _ = self.tx.send(job);
     }
 
     /// Starts threads until [`HEALTHY`] of them are not stuck in a call older than the timeout.
-    pub fn ensure_threads(&mut self) {
+    /// False when the cap stopped it with no thread free: the pool is saturated.
+    pub fn ensure_threads(&mut self) -> bool {
         let now = self.now_stamp();
         let timeout = self.timeout.as_micros() as u64;
         self.busy.retain(|b| Arc::strong_count(b) > 1);
@@ -127,10 +139,21 @@ impl Pool {
                 since == 0 || now.saturating_sub(since) < timeout
             })
             .count();
+        self.metrics.threads_hung.set((self.busy.len() - healthy) as i64);
+        let ok = self.start_threads(healthy);
+        self.metrics.threads.set(self.busy.len() as i64);
+        ok
+    }
+
+    fn start_threads(&mut self, healthy: usize) -> bool {
         for _ in healthy..HEALTHY {
             if self.busy.len() >= MAX_THREADS {
-                warn!(threads = self.busy.len(), "usage threads all hung: sampling waits");
-                return;
+                let saturated = healthy == 0;
+                if saturated && !self.saturated {
+                    warn!(threads = self.busy.len(), "usage threads all hung: queued queries wait and go stale");
+                }
+                self.saturated = saturated;
+                return !saturated;
             }
             let busy = Arc::new(AtomicU64::new(0));
             let shared = self.shared.clone();
@@ -146,10 +169,24 @@ impl Pool {
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot start a usage thread");
-                    return;
+                    self.saturated = healthy == 0;
+                    return !self.saturated;
                 }
             }
         }
+        self.saturated = false;
+        true
+    }
+}
+
+#[cfg(test)]
+impl Pool {
+    /// Pretends `n` threads are stuck in calls that started at stamp 1; they stay "alive" while
+    /// the caller holds the returned handles. No job is ever taken by them.
+    pub fn fake_hung(&mut self, n: usize) -> Vec<Arc<AtomicU64>> {
+        let stuck: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(1))).collect();
+        self.busy.extend(stuck.iter().cloned());
+        stuck
     }
 }
 
@@ -196,7 +233,7 @@ mod tests {
     #[tokio::test]
     async fn samples_a_real_filesystem() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut pool = Pool::new(tx, Duration::from_secs(2));
+        let mut pool = Pool::new(tx, Duration::from_secs(2), UsageMetrics::default());
         let dir = std::env::temp_dir();
         let started = Arc::new(AtomicU64::new(0));
         pool.submit(Job { id: "tmp".into(), path: dir, started: started.clone() });
