@@ -147,7 +147,8 @@ impl Pool {
 
     fn start_threads(&mut self, healthy: usize) -> bool {
         for _ in healthy..HEALTHY {
-            if self.busy.len() >= MAX_THREADS {
+            let started = self.busy.len() < MAX_THREADS && self.spawn_one();
+            if !started {
                 let saturated = healthy == 0;
                 if saturated && !self.saturated {
                     warn!(threads = self.busy.len(), "usage threads all hung: queued queries wait and go stale");
@@ -155,27 +156,42 @@ impl Pool {
                 self.saturated = saturated;
                 return !saturated;
             }
-            let busy = Arc::new(AtomicU64::new(0));
-            let shared = self.shared.clone();
-            let results = self.results.clone();
-            let mine = busy.clone();
-            let spawned = std::thread::Builder::new()
-                .name("diskwatch-statvfs".into())
-                .spawn(move || worker(shared, mine, results));
-            match spawned {
-                Ok(_) => {
-                    self.shared.alive.fetch_add(1, Ordering::Relaxed);
-                    self.busy.push(busy);
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot start a usage thread");
-                    self.saturated = healthy == 0;
-                    return !self.saturated;
-                }
-            }
         }
         self.saturated = false;
         true
+    }
+
+    /// Starts up to `n` more threads, within the cap, for jobs that have waited too long in the
+    /// queue: the threads ahead of them are most likely hanging, just not past the timeout yet.
+    /// Without this a burst of dead mounts would be worked through at [`HEALTHY`] per timeout.
+    pub fn grow(&mut self, n: usize) {
+        let room = MAX_THREADS.saturating_sub(self.busy.len());
+        for _ in 0..n.min(room) {
+            if !self.spawn_one() {
+                break;
+            }
+        }
+        self.metrics.threads.set(self.busy.len() as i64);
+    }
+
+    fn spawn_one(&mut self) -> bool {
+        let busy = Arc::new(AtomicU64::new(0));
+        let shared = self.shared.clone();
+        let results = self.results.clone();
+        let mine = busy.clone();
+        let spawned =
+            std::thread::Builder::new().name("diskwatch-statvfs".into()).spawn(move || worker(shared, mine, results));
+        match spawned {
+            Ok(_) => {
+                self.shared.alive.fetch_add(1, Ordering::Relaxed);
+                self.busy.push(busy);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot start a usage thread");
+                false
+            }
+        }
     }
 }
 

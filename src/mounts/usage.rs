@@ -170,6 +170,17 @@ impl Sampler {
     pub fn check_timeouts(&mut self) -> Vec<Fact> {
         // The hung threads no longer count: make sure others serve the rest, if the cap allows.
         self.pool.ensure_threads();
+        let overdue = self
+            .mounts
+            .values()
+            .filter(|t| {
+                t.in_flight.as_ref().is_some_and(|s| s.load(Ordering::Acquire) == 0)
+                    && self.pool.since(t.queued) >= self.timeout / 2
+            })
+            .count();
+        if overdue > 0 {
+            self.pool.grow(overdue);
+        }
         let saturated = self.pool.saturated();
         let mut facts = Vec::new();
         for (id, t) in &mut self.mounts {
