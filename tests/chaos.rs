@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::fuse::BlockingFuse;
 use common::mosquitto::{self, Mosquitto};
 use common::{machine_lock, require_root, LoopDevice, MountGuard, TestAgent};
+use diskwatch::agent::SinkState;
 use diskwatch::state::Fact;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -450,7 +451,7 @@ async fn a_flapping_broker_ends_with_retained_states_equal_to_the_snapshot() {
     let settled_from = Instant::now();
     let mut last = Err(String::new());
     while settled_from.elapsed() < Duration::from_secs(60) {
-        if sink_status(&agent) == "connected" {
+        if sink_status(&agent) == SinkState::Connected {
             last = retained_equals_snapshot(&broker, &agent).await;
             if last.is_ok() {
                 break;
@@ -462,7 +463,7 @@ async fn a_flapping_broker_ends_with_retained_states_equal_to_the_snapshot() {
     let mounts = agent.running.as_ref().unwrap().agent.snapshot().mounts.len();
     eprintln!("chaos: broker flapping: {flaps} kill/restart cycles; consistent {took:?} after the last restart ({mounts} mounts): {last:?}");
     last.expect("retained states equal the snapshot after the broker flapped");
-    assert_eq!(sink_status(&agent), "connected");
+    assert_eq!(sink_status(&agent), SinkState::Connected);
     agent.stop().await;
 }
 
