@@ -219,6 +219,14 @@ impl Metrics {
     }
 }
 
+/// Resident set size of this process, from /proc/self/statm.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten()? as u64;
+    Some(pages * page)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,12 +248,4 @@ mod tests {
         m.usage.saturated.inc();
         assert!(m.render().contains("diskwatch_usage_pool_saturated_total 1"), "{}", m.render());
     }
-}
-
-/// Resident set size of this process, from /proc/self/statm.
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten()? as u64;
-    Some(pages * page)
 }
