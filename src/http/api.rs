@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::events::{CloudEvent, TypeFilter};
+use crate::metrics::Degradation;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
 type AgentState = State<Arc<Agent>>;
@@ -142,6 +143,9 @@ pub struct Health {
     pub last_event_id: u64,
     pub sources: Vec<SourceStatus>,
     pub sinks: Vec<SinkStatus>,
+    /// Conditions that make the agent `degraded` while they hold: journal writes failing, every
+    /// usage thread hung. Each is also `diskwatch_degraded{condition}` in /metrics.
+    pub degraded: Vec<Degradation>,
 }
 
 /// Per-source and per-sink status; 503 when a required part is down.
@@ -160,7 +164,8 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
     let sink_down = |s: &SinkStatus| !matches!(s.status, SinkState::Connected | SinkState::Disabled);
     let required_down =
         sources.iter().any(|s| s.required && source_down(s)) || sinks.iter().any(|s| s.required && sink_down(s));
-    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down);
+    let degraded = agent.metrics.conditions.list();
+    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down) || !degraded.is_empty();
     let (code, status) = match (required_down, any_down) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
         (false, true) => (StatusCode::OK, "degraded"),
@@ -174,6 +179,7 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         last_event_id,
         sources,
         sinks,
+        degraded,
     };
     (code, Json(body))
 }
