@@ -2,7 +2,7 @@
 //! environment → command-line flags, merged with figment. Unknown keys and
 //! bad values are errors that name the key.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,7 +47,8 @@ pub enum LogFormat {
 pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
-    /// Empty: the sanitised hostname.
+    /// Empty: the id remembered in `state_dir`, else the sanitised hostname plus a
+    /// hash of the machine id (see [`crate::node`]).
     pub node_id: String,
     /// Journal and persisted agent state.
     pub state_dir: PathBuf,
@@ -86,12 +87,95 @@ pub struct HttpConfig {
     /// Interval of SSE keep-alive comments.
     #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
+    /// File holding the API token; empty: no token (then only loopback may be served,
+    /// unless `allow_anonymous`).
+    pub auth_token_file: PathBuf,
+    /// Serve a non-loopback address without a token.
+    pub allow_anonymous: bool,
+    /// Host header names accepted besides loopback names, IP addresses, this machine's
+    /// hostname and the listen address; `.example.com` also matches subdomains, `*` any name.
+    pub allowed_hosts: Vec<String>,
+    /// Client networks (CIDR, or single addresses) allowed; empty: any that can connect.
+    pub allow_from: Vec<String>,
+    /// Client networks that need no token (a proxy that authenticates its users itself,
+    /// such as Home Assistant's ingress at 172.30.32.2).
+    pub anonymous_from: Vec<String>,
+    /// Concurrent SSE streams; more are answered 503 with Retry-After.
+    pub max_sse_clients: usize,
+    /// Concurrent connections; beyond it the longest-idle connection is closed, or the
+    /// new one refused when none is idle.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and the longest wait for the next
+    /// request on a kept-alive connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte of a response for this long is closed (a client
+    /// that stopped reading).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The token read from `auth_token_file` at load time (never serialised or printed).
+    #[serde(skip)]
+    pub auth_token: Option<Secret>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8377)), keepalive: Duration::from_secs(15) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8377)),
+            keepalive: Duration::from_secs(15),
+            auth_token_file: PathBuf::new(),
+            allow_anonymous: false,
+            allowed_hosts: Vec::new(),
+            allow_from: Vec::new(),
+            anonymous_from: Vec::new(),
+            max_sse_clients: 256,
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            auth_token: None,
+        }
     }
+}
+
+/// A secret string (token, password): its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// A CIDR list entry: `10.0.0.0/8`, `fd00::/8`, or one address.
+pub fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<ipnet::IpNet>() {
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>().map(ipnet::IpNet::from).map_err(|_| format!("{text:?} is not an address or a CIDR network"))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -242,11 +326,15 @@ pub struct MqttConfig {
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub url: String,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     /// Read the password from this file (wins over `password`).
     pub password_file: Option<PathBuf>,
-    /// CA bundle for mqtts; empty: the system's roots.
+    /// CA bundle (PEM) for mqtts; empty: the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that authenticate clients by certificate.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub client_key: Option<PathBuf>,
     /// Empty: `diskwatch-<node_id>`.
     pub client_id: String,
     pub discovery_prefix: String,
@@ -267,9 +355,11 @@ impl Default for MqttConfig {
             enabled: true,
             url: "mqtt://127.0.0.1:1883".into(),
             username: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             password_file: None,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             client_id: String::new(),
             discovery_prefix: "homeassistant".into(),
             base_topic: "diskwatch".into(),
@@ -311,7 +401,20 @@ impl Config {
         Self::load_from(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
     }
 
+    /// Loads and checks the layers, but neither reads the token file nor applies the
+    /// exposure rule: for `diskwatch token generate`, which creates that file.
+    pub fn load_without_token(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::extract(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
+    }
+
     fn load_from(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+        let mut config = Self::extract(path, overrides, env)?;
+        config.http.auth_token = config.load_token()?;
+        config.check_exposure()?;
+        Ok(config)
+    }
+
+    fn extract(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         let file = match path {
             Some(p) => Some(p.to_path_buf()),
@@ -343,6 +446,31 @@ impl Config {
             figment.extract().map_err(|e| ConfigError { messages: e.into_iter().map(|e| describe(&e)).collect() })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads `http.auth_token_file` when set: a missing, unreadable, empty or short token is a
+    /// configuration error, so the agent never runs believing it is protected when it is not.
+    fn load_token(&self) -> Result<Option<Secret>, ConfigError> {
+        let path = &self.http.auth_token_file;
+        if path.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let token = crate::http::auth::read_token_file(path)
+            .map_err(|e| ConfigError::one(format!("http.auth_token_file: {e}")))?;
+        Ok(Some(token))
+    }
+
+    /// Secure by default, as Mosquitto 2 is: an address others can reach is served only with
+    /// a token, or when `allow_anonymous` says so explicitly.
+    fn check_exposure(&self) -> Result<(), ConfigError> {
+        if self.http.listen.ip().is_loopback() || self.http.auth_token.is_some() || self.http.allow_anonymous {
+            return Ok(());
+        }
+        Err(ConfigError::one(format!(
+            "http.listen {} is reachable from other machines but no token is set: set http.auth_token_file \
+             (create one with `diskwatch token generate`) or http.allow_anonymous = true",
+            self.http.listen
+        )))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -386,8 +514,37 @@ impl Config {
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }
-        if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            problems.push(format!("mqtt.url: {:?} must start with mqtt:// or mqtts://", self.mqtt.url));
+        if let Err(e) = crate::mqtt::connection::parse_url(&self.mqtt.url) {
+            problems.push(e.to_string());
+        }
+        if self.mqtt.client_cert.is_some() != self.mqtt.client_key.is_some() {
+            problems.push("mqtt.client_cert and mqtt.client_key: set both or neither".to_owned());
+        }
+        for (key, list) in
+            [("http.allow_from", &self.http.allow_from), ("http.anonymous_from", &self.http.anonymous_from)]
+        {
+            for entry in list {
+                if let Err(e) = parse_net(entry) {
+                    problems.push(format!("{key}: {e}"));
+                }
+            }
+        }
+        if self.http.max_sse_clients == 0 {
+            problems.push("http.max_sse_clients: must be at least 1".to_owned());
+        }
+        if self.http.max_connections < 2 {
+            problems.push("http.max_connections: must be at least 2".to_owned());
+        }
+        if self.http.header_read_timeout.is_zero() {
+            problems.push("http.header_read_timeout: must be longer than 0s".to_owned());
+        }
+        if self.http.idle_timeout.is_zero() {
+            problems.push("http.idle_timeout: must be longer than 0s".to_owned());
+        }
+        for host in &self.http.allowed_hosts {
+            if host.is_empty() || host.contains(['/', ' ', ':']) && host.parse::<IpAddr>().is_err() {
+                problems.push(format!("http.allowed_hosts: {host:?} is not a host name (no scheme, port or path)"));
+            }
         }
         if problems.is_empty() {
             Ok(())
@@ -396,16 +553,9 @@ impl Config {
         }
     }
 
-    /// The node id in force: the configured one, or the sanitised hostname.
+    /// The node id in force (see [`crate::node::resolve`]); nothing is written.
     pub fn node_id(&self) -> String {
-        if !self.node_id.is_empty() {
-            return self.node_id.clone();
-        }
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".to_owned());
-        crate::model::sanitize_id(host.split('.').next().unwrap_or("localhost"))
+        crate::node::resolve(self, crate::node::MACHINE_ID_FILES).id
     }
 }
 

@@ -117,7 +117,8 @@ impl Running {
 
 /// Starts the agent: loads the journal, binds HTTP, starts the core, the sources and the sinks.
 pub async fn start(config: Config, token: CancellationToken, options: RunOptions) -> Result<Running, StartError> {
-    let node_id = config.node_id();
+    let node = crate::node::resolve(&config, crate::node::MACHINE_ID_FILES);
+    let node_id = node.id.clone();
     let (journal, recovered) = Journal::open(
         &config.state_dir,
         config.events.journal_max_bytes,
@@ -128,6 +129,11 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         warn!(skipped = recovered.skipped, "journal had unreadable records");
     }
     info!(last_event_id = recovered.last_seq, held = recovered.events.len(), "journal loaded");
+    // After the journal opened (it creates state_dir), so the id is remembered next to it.
+    match crate::node::remember(&config.state_dir, &node) {
+        Ok(()) => info!(node_id = %node.id, origin = ?node.origin, "node id"),
+        Err(e) => warn!(node_id = %node.id, error = %e, "cannot remember the node id in the state directory"),
+    }
     let state = State::new(
         StateConfig {
             node_id: node_id.clone(),
@@ -159,19 +165,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let tracker = TaskTracker::new();
 
     let app = crate::http::app(agent.clone());
-    let http_done = agent.streams_done.clone();
-    // Small SSE frames must leave at once: Nagle plus delayed ACKs would hold them for up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tracker.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_done.cancelled().await });
-        if let Err(e) = serve.await {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
+    tracker.spawn(crate::http::serve(listener, app, agent.clone(), agent.streams_done.clone()));
     info!(addr = %local_addr, "serving HTTP");
     if config.mqtt.enabled {
         tracker.spawn(crate::mqtt::run(agent.clone()));

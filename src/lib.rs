@@ -19,6 +19,7 @@
 //! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
+//! - [`node`]: the node id (configured, remembered, or from the machine id).
 
 pub mod cli;
 pub mod client;
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod mounts;
 pub mod mqtt;
+pub mod node;
 pub mod shares;
 pub mod sources;
 pub mod state;

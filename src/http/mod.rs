@@ -2,22 +2,31 @@
 //! document, built by [`app`] so tests can drive it on any listener.
 
 mod api;
+pub mod auth;
 mod dashboard;
 mod error;
+pub mod guard;
+pub mod limits;
 mod openapi;
+pub mod server;
 mod sse;
 
 use std::sync::Arc;
 
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 
 use crate::core::Agent;
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 
-/// The router of every endpoint, sharing one agent.
+pub use server::serve;
+
+/// The router of every endpoint, sharing one agent, behind the [`guard`] (network, Host
+/// header, token), which also covers the fallback: an unknown path without a token is a 401.
 pub fn app(agent: Arc<Agent>) -> Router {
+    let guard = Arc::new(guard::Guard::new(agent.clone()));
+    let sse_slots = Arc::new(limits::SseSlots::new(agent.config.http.max_sse_clients));
     Router::new()
         .route("/", get(dashboard::index))
         .route("/api/v1/snapshot", get(api::snapshot))
@@ -34,5 +43,7 @@ pub fn app(agent: Arc<Agent>) -> Router {
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(Extension(sse_slots))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .with_state(agent)
 }
