@@ -8,7 +8,8 @@ use axum::response::IntoResponse;
 /// The page, embedded at build time.
 pub const PAGE: &str = include_str!("index.html");
 
-/// `GET /`: the dashboard.
+/// The dashboard: one self-contained HTML page.
+#[utoipa::path(get, path = "/", responses((status = 200, content_type = "text/html", description = "the dashboard", body = String)))]
 pub async fn index() -> impl IntoResponse {
     (
         [
