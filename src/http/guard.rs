@@ -15,10 +15,11 @@ use ipnet::IpNet;
 use tracing::debug;
 
 use super::auth::token_matches;
+use super::config::{parse_net, HttpConfig};
 use super::error::ApiError;
 use super::limits::Burst;
-use crate::config::{parse_net, HttpConfig, Secret};
-use crate::core::Agent;
+use crate::agent::Agent;
+use crate::config::Secret;
 use crate::metrics::ReasonLabel;
 
 /// The path that stays open without a token (with the status only).
@@ -46,8 +47,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(agent: Arc<Agent>) -> Self {
-        let http: &HttpConfig = &agent.config.http;
+    pub fn new(agent: Arc<Agent>, http: &HttpConfig) -> Self {
         // Invalid entries were refused when the configuration loaded.
         let nets = |list: &[String]| list.iter().filter_map(|n| parse_net(n).ok()).collect::<Vec<_>>();
         Self {

@@ -3,6 +3,7 @@
 
 mod api;
 pub mod auth;
+pub mod config;
 mod dashboard;
 mod error;
 pub mod guard;
@@ -13,20 +14,42 @@ mod sse;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::{Extension, Router};
 
-use crate::core::Agent;
+use crate::agent::Agent;
+use config::HttpConfig;
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 
 pub use server::serve;
 
+/// What every handler may extract: the agent, and the HTTP configuration.
+#[derive(Clone)]
+pub struct AppState {
+    pub agent: Arc<Agent>,
+    pub config: Arc<HttpConfig>,
+}
+
+impl FromRef<AppState> for Arc<Agent> {
+    fn from_ref(state: &AppState) -> Self {
+        state.agent.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<HttpConfig> {
+    fn from_ref(state: &AppState) -> Self {
+        state.config.clone()
+    }
+}
+
 /// The router of every endpoint, sharing one agent, behind the [`guard`] (network, Host
 /// header, token), which also covers the fallback: an unknown path without a token is a 401.
-pub fn app(agent: Arc<Agent>) -> Router {
-    let guard = Arc::new(guard::Guard::new(agent.clone()));
-    let sse_slots = Arc::new(limits::SseSlots::new(agent.config.http.max_sse_clients));
+pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
+    let config = Arc::new(config);
+    let guard = Arc::new(guard::Guard::new(agent.clone(), &config));
+    let sse_slots = Arc::new(limits::SseSlots::new(config.max_sse_clients));
     Router::new()
         .route("/", get(dashboard::index))
         .route("/api/v1/snapshot", get(api::snapshot))
@@ -45,5 +68,5 @@ pub fn app(agent: Arc<Agent>) -> Router {
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(Extension(sse_slots))
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
-        .with_state(agent)
+        .with_state(AppState { agent, config })
 }

@@ -8,9 +8,9 @@ use super::api;
 use super::dashboard;
 use super::error::{ErrorBody, ErrorDetail};
 use super::sse;
-use crate::core::SinkStatus;
+use crate::agent::{SinkState, SinkStatus};
 use crate::events::CloudEvent;
-use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceStatus, Usage};
+use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceState, SourceStatus, Usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,8 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         NfsClient,
         Protocol,
         SourceStatus,
+        SourceState,
+        SinkState,
         SinkStatus,
         CloudEvent,
         ErrorBody,

@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info};
 
+use super::config::HttpConfig;
 use super::limits::Burst;
-use crate::config::HttpConfig;
-use crate::core::Agent;
+use crate::agent::Agent;
 use crate::metrics::LimitLabel;
 
 /// Largest request head hyper buffers; every route is a GET with a short URL.
@@ -69,11 +69,11 @@ impl From<&HttpConfig> for Limits {
 
 /// Serves `app` on `listener` until `shutdown`, then lets requests in flight finish and waits
 /// for every connection to close (SSE streams end on their own cancellation).
-pub async fn serve(listener: TcpListener, app: Router, agent: Arc<Agent>, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, app: Router, agent: Arc<Agent>, limits: Limits, shutdown: CancellationToken) {
     raise_fd_limit();
     let server = Arc::new(Server {
         app,
-        limits: Limits::from(&agent.config.http),
+        limits,
         agent,
         epoch: Instant::now(),
         conns: Mutex::new(HashMap::new()),

@@ -26,9 +26,10 @@ use tokio::time::{Instant, Interval};
 use tracing::debug;
 use utoipa::IntoParams;
 
+use super::config::HttpConfig;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::limits::{SseSlots, SSE_RETRY_AFTER_SECS};
-use crate::core::Agent;
+use crate::agent::Agent;
 use crate::events::log::ResumeError;
 use crate::events::{Published, TypeFilter};
 use crate::metrics::LimitLabel;
@@ -64,13 +65,14 @@ pub struct StreamQuery {
 )]
 pub async fn stream(
     State(agent): State<Arc<Agent>>,
+    State(config): State<Arc<HttpConfig>>,
     Extension(slots): Extension<Arc<SseSlots>>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Some(slot) = slots.try_acquire() else {
         agent.metrics.http_limits.get_or_create(&LimitLabel { limit: "sse_clients".into() }).inc();
-        slots.refused.hit(|| format!("max {}", agent.config.http.max_sse_clients));
+        slots.refused.hit(|| format!("max {}", config.max_sse_clients));
         let body = ErrorBody {
             error: ErrorDetail {
                 code: "too_many_streams".into(),
@@ -100,7 +102,7 @@ pub async fn stream(
         filter,
         notify_only: q.notify_only,
         last_sent: 0,
-        keepalive: keepalive(agent.config.http.keepalive),
+        keepalive: keepalive(config.keepalive),
         done: false,
         _slot: slot,
     };
