@@ -30,6 +30,10 @@ fn disk(id: &str, dev: &str) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
     }
 }
 
