@@ -3,6 +3,7 @@
 //! The rules that keep disks asleep (SPEC §8, issue 10):
 //! - a runtime-suspended device (`device/power/runtime_status` = `suspended`) gets nothing:
 //!   with runtime PM even CHECK POWER MODE resumes it;
+//! - a disk seen in standby gets nothing more until its partitions show I/O again;
 //! - every smartctl invocation carries `-n standby,2,3`, so a disk in standby answers the
 //!   power check and nothing else, and a bridge without CHECK POWER MODE exits instead of
 //!   waking the disk;
@@ -21,6 +22,9 @@ use super::smart::{Answer, STANDBY_EXIT, UNSUPPORTED_EXIT};
 pub enum Plan {
     /// Nothing at all: the device is runtime-suspended.
     Suspended,
+    /// Nothing at all: the disk was seen in standby and has had no I/O since, so it is still
+    /// asleep ("not queried further until it is seen active again", SPEC §8).
+    Asleep,
     /// Only CHECK POWER MODE (+ IDENTIFY when active): `smartctl --json -i -n standby,…`.
     PowerCheck,
     /// `smartctl --json -a -n standby,…`: SMART, unless the disk is in standby.
@@ -65,11 +69,20 @@ pub struct Tracked {
     read_ios: Option<u64>,
     /// Whether SMART was ever read (or found unsupported) for this disk.
     read_once: bool,
+    /// Activity counter when the disk was last seen entering a low-power mode.
+    asleep_ios: Option<u64>,
 }
 
 impl Default for Tracked {
     fn default() -> Self {
-        Tracked { power: PowerState::Unknown, health: None, note: None, read_ios: None, read_once: false }
+        Tracked {
+            power: PowerState::Unknown,
+            health: None,
+            note: None,
+            read_ios: None,
+            read_once: false,
+            asleep_ios: None,
+        }
     }
 }
 
@@ -88,6 +101,9 @@ impl Tracked {
     pub fn plan(&self, suspended: bool, ios: Option<u64>) -> Plan {
         if suspended {
             return Plan::Suspended;
+        }
+        if self.power.is_asleep() && ios.is_some() && ios == self.asleep_ios {
+            return Plan::Asleep;
         }
         if !self.read_once || ios.is_none() || ios != self.read_ios {
             return Plan::SmartRead;
@@ -137,6 +153,7 @@ impl Tracked {
             }
             Answer::LowPower(p) => {
                 self.power = p;
+                self.asleep_ios = ios;
                 self.note = Some(match &self.health {
                     Some(h) => format!("{}: SMART not read, health of {} kept", p.as_str(), h.checked_at),
                     None => format!("{}: SMART not read yet", p.as_str()),
@@ -249,8 +266,10 @@ mod tests {
         assert_eq!(t.power, PowerState::Standby);
         assert_eq!(t.health.as_ref().unwrap().checked_at, "t1");
         assert!(t.note.as_deref().unwrap().starts_with("standby"));
-        // Not read in standby, so the next round tries SMART again (gated by -n standby).
-        assert_eq!(t.plan(false, Some(2)), Plan::SmartRead);
+        // Asleep and no I/O since: nothing is sent at all.
+        assert_eq!(t.plan(false, Some(2)), Plan::Asleep);
+        // I/O since: SMART again (still gated by -n standby).
+        assert_eq!(t.plan(false, Some(3)), Plan::SmartRead);
         assert!(t.woke());
         assert_eq!(t.power, PowerState::Active);
         assert!(!t.woke());

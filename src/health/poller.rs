@@ -42,6 +42,8 @@ pub struct RoundStats {
     pub smart_reads: usize,
     pub power_checks: usize,
     pub suspended: usize,
+    /// Disks known asleep with no I/O since: nothing sent.
+    pub asleep: usize,
     pub errors: usize,
 }
 
@@ -136,7 +138,7 @@ impl Poller {
                 let sys_block = sys_block.clone();
                 let device_type = device_type.clone();
                 async move {
-                    if plan == Plan::Suspended {
+                    if matches!(plan, Plan::Suspended | Plan::Asleep) {
                         return (id, t, plan, ios, None, None);
                     }
                     let out = runner.run(&id, &args(plan, &t.devnode, device_type.as_deref())).await;
@@ -162,6 +164,10 @@ impl Poller {
                 self.seen_ios.insert(id.clone(), ios);
             }
             let did_change = match (plan, answer) {
+                (Plan::Asleep, _) => {
+                    stats.asleep += 1;
+                    false
+                }
                 (Plan::Suspended, _) | (_, None) => {
                     stats.suspended += 1;
                     self.errors.remove(&id);
