@@ -1,7 +1,7 @@
 //! The storage objects diskwatch reports (SPEC §2): disks, partitions, mounts and shares.
 //!
 //! Sources fill in what they observe; the fields marked *derived* are owned by
-//! [`crate::state::State`], which links the topology both ways after every fact.
+//! the state model (`state::State`), which links the topology both ways after every fact.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -221,12 +221,21 @@ impl Share {
     }
 }
 
+/// What a source is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    /// Started; its facts are applied.
+    Running,
+    /// Failed; the last good state it reported is kept.
+    Failed,
+}
+
 /// Health of one source as the core last heard it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SourceStatus {
     pub name: String,
-    /// `running`, `failed` or `disabled`.
-    pub status: String,
+    pub status: SourceState,
     pub message: Option<String>,
     /// Whether the agent is unhealthy (HTTP 503) while this source is failed.
     pub required: bool,

@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use super::*;
-use crate::config::Config;
 use crate::model::{Partition, Protocol, Usage};
+use crate::mqtt::config::MqttConfig;
 
 pub(crate) fn disk() -> Disk {
     Disk {
@@ -117,8 +117,7 @@ pub(crate) fn snapshot() -> Snapshot {
 }
 
 fn naming(mode: DiscoveryMode) -> Naming {
-    let mut config = Config::default();
-    config.mqtt.discovery = mode;
+    let config = MqttConfig { discovery: mode, ..MqttConfig::default() };
     Naming::new(&config, "nas1")
 }
 
