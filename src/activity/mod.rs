@@ -3,47 +3,25 @@
 //! these are fields of the disk (and MQTT states), how a user sees a disk that never spins
 //! down and why.
 //!
+//! - [`config`]: `[activity]`.
+//! - [`source`]: the task.
 //! - [`stat`]: the counters file, partition sums and rates.
 
+pub mod config;
+pub mod source;
 pub mod stat;
+
+pub use config::ActivityConfig;
+pub use source::ActivitySource;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 use crate::model::DiskIo;
 
 /// Source name in health and `source.*` events.
 pub const NAME: &str = "activity";
-
-/// `[activity]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ActivityConfig {
-    pub enabled: bool,
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Root of sysfs (`/sys`).
-    pub sysfs: PathBuf,
-}
-
-impl Default for ActivityConfig {
-    fn default() -> Self {
-        ActivityConfig { enabled: true, interval: Duration::from_secs(10), sysfs: PathBuf::from("/sys") }
-    }
-}
-
-impl ActivityConfig {
-    pub fn problems(&self) -> Vec<String> {
-        if self.interval < Duration::from_millis(100) {
-            vec!["activity.interval: must be at least 100ms".to_owned()]
-        } else {
-            Vec::new()
-        }
-    }
-}
 
 /// Per-disk memory between samples.
 struct Last {
@@ -105,6 +83,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn idle_seconds_follow_partition_counters() {

@@ -71,6 +71,11 @@ impl Poller {
         }
     }
 
+    /// Disks with a smartctl process alive.
+    pub fn in_flight(&self) -> usize {
+        self.runner.in_flight()
+    }
+
     pub fn tracked(&self, id: &str) -> Option<&Tracked> {
         self.disks.get(id).map(|(_, t)| t)
     }
@@ -185,7 +190,10 @@ impl Poller {
                     match applied.error {
                         Some(e) => {
                             stats.errors += 1;
-                            warn!(disk = %t.kernel_name, error = %e, "smartctl output not understood");
+                            // Warn once per new error, not every round.
+                            if self.errors.get(&id) != Some(&e) {
+                                warn!(disk = %t.kernel_name, error = %e, "smartctl output not understood");
+                            }
                             self.errors.insert(id.clone(), e);
                         }
                         None => {
@@ -196,7 +204,9 @@ impl Poller {
                 }
                 (_, Some(Err(e))) => {
                     stats.errors += 1;
-                    warn!(disk = %t.kernel_name, error = %e, "smartctl run failed");
+                    if self.errors.get(&id) != Some(&e) {
+                        warn!(disk = %t.kernel_name, error = %e, "smartctl run failed");
+                    }
                     self.errors.insert(id.clone(), e.clone());
                     tracked.failed(&e)
                 }

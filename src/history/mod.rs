@@ -3,79 +3,31 @@
 //! persisted to state_dir and served by `GET /api/v1/history?metric=&object=&since=`.
 //!
 //! - [`store`]: the rings.
+//! - [`config`]: `[history]`.
+//! - [`recorder`]: the task that samples and saves.
 //! - [`persist`]: the file in state_dir.
 //!
 //! The recorder reads the core's current objects (it never reads the event log), so what is
 //! recorded is exactly what clients see in the snapshot.
 
+pub mod config;
 pub mod persist;
+pub mod recorder;
 pub mod store;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Disk, Mount};
+pub use config::HistoryConfig;
 pub use store::{Metric, Store};
 
 /// The file under state_dir.
 pub const FILE: &str = "history.bin";
-
-/// `[history]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HistoryConfig {
-    pub enabled: bool,
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
-    #[serde(with = "humantime_serde")]
-    pub resolution: Duration,
-    /// How often the store is written to state_dir (and at shutdown).
-    #[serde(with = "humantime_serde")]
-    pub save_interval: Duration,
-}
-
-impl Default for HistoryConfig {
-    fn default() -> Self {
-        HistoryConfig {
-            enabled: true,
-            retention: Duration::from_secs(7 * 24 * 3600),
-            resolution: Duration::from_secs(300),
-            save_interval: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
-impl HistoryConfig {
-    pub fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if self.resolution < Duration::from_secs(1) {
-            p.push("history.resolution: must be at least 1s".to_owned());
-        }
-        if self.retention < self.resolution {
-            p.push("history.retention: must be at least history.resolution".to_owned());
-        } else if self.slots() > 1_000_000 {
-            p.push(format!("history.retention: {} slots per series is too many (at most 1000000)", self.slots()));
-        }
-        if self.save_interval.is_zero() {
-            p.push("history.save_interval: must be longer than 0s".to_owned());
-        }
-        p
-    }
-
-    /// Slots per series.
-    pub fn slots(&self) -> usize {
-        (self.retention.as_secs() / self.resolution.as_secs().max(1)).max(1) as usize
-    }
-
-    /// How often the recorder samples the state (a few samples per bucket, averaged).
-    pub fn sample_every(&self) -> Duration {
-        (self.resolution / 5).clamp(Duration::from_secs(1), Duration::from_secs(60))
-    }
-}
 
 /// Seconds since the epoch.
 pub fn unix_now() -> u64 {
@@ -98,6 +50,7 @@ pub struct Series {
     pub metric: String,
     pub resolution_seconds: u64,
     /// `[unix seconds at the start of the bucket, value]`, oldest first.
+    #[schema(value_type = Vec<Vec<f64>>)]
     pub points: Vec<(u64, f32)>,
 }
 
@@ -198,9 +151,12 @@ mod tests {
 
     #[test]
     fn config_checks() {
-        assert!(HistoryConfig::default().problems().is_empty());
+        let mut p = Vec::new();
+        HistoryConfig::default().validate(&mut p);
+        assert!(p.is_empty());
         assert_eq!(HistoryConfig::default().slots(), 2016);
-        let bad = HistoryConfig { retention: Duration::from_secs(1), ..Default::default() };
-        assert_eq!(bad.problems().len(), 1);
+        let bad = HistoryConfig { retention: std::time::Duration::from_secs(1), ..Default::default() };
+        bad.validate(&mut p);
+        assert_eq!(p.len(), 1);
     }
 }

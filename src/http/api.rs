@@ -15,7 +15,7 @@ use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::events::{CloudEvent, TypeFilter};
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
-type AgentState = State<Arc<Agent>>;
+pub(super) type AgentState = State<Arc<Agent>>;
 
 /// The whole topology with the id of the last event it reflects.
 #[utoipa::path(get, path = "/api/v1/snapshot", responses((status = 200, body = Snapshot)))]

@@ -5,6 +5,7 @@ mod api;
 pub mod config;
 mod dashboard;
 mod error;
+mod history;
 mod openapi;
 mod sse;
 
@@ -52,6 +53,7 @@ pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
         .route("/api/v1/events/types", get(api::event_types))
         .route("/api/v1/events/stream", get(sse::stream))
         .route("/api/v1/health", get(api::health))
+        .route("/api/v1/history", get(history::history))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
