@@ -52,9 +52,9 @@ impl KernelNameFilter {
     }
 }
 
-/// The current time as RFC 3339 with seconds.
+/// The current time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 #[cfg(test)]

@@ -22,11 +22,9 @@ impl State {
         let Some(disk) = self.disks.get_mut(id) else { return false };
         let before = (disk.power_state, disk.health.clone(), disk.health_note.clone());
         let old_power = disk.power_state;
+        // A kept reading (standby) is the same reading, and the same reading is never news.
         let news = match &health {
-            // Only a fresh reading can be news; a kept one is the same reading.
-            Some(h) if disk.health.as_ref().map(|o| &o.checked_at) != Some(&h.checked_at) => {
-                health_news(disk.health.as_ref(), h)
-            }
+            Some(h) if disk.health.as_ref() != Some(h) => health_news(disk.health.as_ref(), h),
             _ => Vec::new(),
         };
         disk.power_state = Some(power_state);
