@@ -543,3 +543,58 @@ async fn health_entities_pass_home_assistant_schemas() {
         agent.stop().await;
     }
 }
+
+/// The dashboard shows a disk's SMART badge, spin state, temperature and I/O, and draws the
+/// history sparklines (headless Chromium).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_health_and_sparklines() {
+    use common::dashboard::{artifacts_dir, Browser};
+    let agent = TestAgent::start(
+        |c| {
+            c.history.enabled = true;
+            c.history.resolution = Duration::from_secs(1);
+            c.history.retention = Duration::from_secs(3600);
+        },
+        vec![],
+    )
+    .await;
+    let d = common::dashboard::disk(1);
+    agent.facts.send(Fact::DiskUpsert(d.clone())).await.unwrap();
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl/nvme-corsair-mp510.json"),
+    )
+    .unwrap();
+    let diskwatch::health::smart::Answer::Reading(reading) = diskwatch::health::smart::interpret(0, &fixture) else {
+        panic!("fixture does not parse");
+    };
+    // A few seconds of samples: the history gets a point per second.
+    for i in 0..4 {
+        let mut health = reading.clone().into_health(diskwatch::health::now_rfc3339());
+        health.temperature_c = Some(38.0 + i as f64);
+        let fact =
+            Fact::DiskHealth { id: d.id.clone(), power_state: PowerState::Active, health: Some(health), note: None };
+        agent.facts.send(fact).await.unwrap();
+        let io = DiskIo {
+            read_bytes_per_s: 1_000_000.0 * i as f64,
+            write_bytes_per_s: 5000.0,
+            busy_percent: 2.5,
+            idle_seconds: 0,
+        };
+        agent.facts.send(Fact::DiskIo { samples: vec![(d.id.clone(), io)] }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let mut browser = Browser::launch();
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait #status[data-state=live]");
+    let card = format!("[data-disk-id=\"{}\"]", d.id);
+    browser.cmd(&format!("wait {card} [data-health] .badge.ok"));
+    let text = browser.cmd(&format!("text {card} [data-health]"));
+    assert!(text.contains("SMART ok") && text.contains("active") && text.contains("41 °C"), "{text}");
+    assert!(text.contains("read 2.9 MiB/s") && text.contains("2.5% busy"), "{text}");
+    browser.cmd("eval window.diskwatch.refreshHistory()");
+    browser.cmd(&format!("wait {card} svg.spark polyline"));
+    browser.cmd(&format!("screenshot {}", artifacts_dir().join("dashboard-health.png").display()));
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    drop(browser);
+    agent.stop().await;
+}
