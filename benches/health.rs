@@ -3,7 +3,11 @@
 //!   tests/fixtures/smartctl/recorder.sh: agent CPU per round, smartctl runs per disk;
 //! - I/O sampling of 50 disks: CPU per sample and per minute at a 10 s interval;
 //! - history of 200 objects × 3 metrics × 7 days at 5 min: resident bytes, one-object query time,
-//!   save/load time and file size.
+//!   save/load time and file size;
+//! - the real binary with every part on (default configuration: udev, mounts, shares, health
+//!   with Debian's smartctl, activity, history, MQTT retrying an absent broker): idle RSS with an
+//!   empty history and with a full 200 × 3 × 7-day history loaded from state_dir, and
+//!   `GET /api/v1/history` latency for one object over HTTP.
 //!
 //! `cargo bench --bench health`. The sysfs trees are fakes in a temp dir (the counters files
 //! have the kernel's format); only the agent's own CPU is counted, not the recorder's.
@@ -229,9 +233,113 @@ fn history() {
     println!("history: save (fsynced) = {saved:?}, load = {:?}, file = {:.2} MB", t.elapsed(), size as f64 / 1e6);
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// One plain HTTP/1.1 GET; returns the status line and the body length.
+fn get(port: u16, path: &str) -> Option<(String, usize)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_nodelay(true).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.lines().next()?.to_owned();
+    let body = text.split_once("\r\n\r\n").map_or(0, |(_, b)| b.len());
+    Some((status, body))
+}
+
+fn spawn_agent(port: u16, state: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_diskwatch"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DISKWATCH_STATE_DIR", state)
+        .env("DISKWATCH_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn diskwatch")
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+}
+
+fn idle_rss(state: &Path, label: &str) {
+    let port = free_port();
+    let child = spawn_agent(port, state);
+    let began = Instant::now();
+    while get(port, "/api/v1/health").is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(began.elapsed() < Duration::from_secs(10), "agent did not start");
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    println!("binary idle RSS, all parts on, {label}: {:.1} MiB", rss_kib(child.id()) as f64 / 1024.0);
+    stop(child);
+}
+
+fn binary_figures() {
+    let empty = tempfile::tempdir().expect("tempdir");
+    idle_rss(empty.path(), "empty history");
+    // A full history as the default [history] (7 days at 5 min) keeps it: 200 objects x 3 metrics.
+    let full = tempfile::tempdir().expect("tempdir");
+    let slots = 2016usize;
+    let mut store = Store::new(300, slots);
+    let now = diskwatch::history::unix_now();
+    let start = now - slots as u64 * 300;
+    for o in 0..200 {
+        for (k, m) in [Metric::Temperature, Metric::ReadRate, Metric::WriteRate].into_iter().enumerate() {
+            for b in 0..slots as u64 {
+                store.add(&format!("disk-{o:03}"), m, start + b * 300, (o + k + b as usize % 40) as f64);
+            }
+        }
+    }
+    persist::save(&mut store, &full.path().join(diskwatch::history::FILE)).expect("save");
+    drop(store);
+    let port = free_port();
+    let child = spawn_agent(port, full.path());
+    while get(port, "/api/v1/health").is_none() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    println!(
+        "binary idle RSS, all parts on, 200 x 3 x 7-day history loaded: {:.1} MiB",
+        rss_kib(child.id()) as f64 / 1024.0
+    );
+    let mut times = Vec::new();
+    let mut size = 0;
+    for i in 0..300 {
+        let t = Instant::now();
+        let (status, body) =
+            get(port, &format!("/api/v1/history?metric=temperature&object=disk-{:03}", i % 200)).expect("GET");
+        times.push(t.elapsed());
+        assert!(status.contains("200"), "{status}");
+        size = body;
+    }
+    times.sort();
+    println!(
+        "GET /api/v1/history one object x 7 days (2016 points, {size} bytes), 300 requests, new connection each: p50 {:?}, p99 {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1]
+    );
+    stop(child);
+}
+
 #[tokio::main]
 async fn main() {
     poll_rounds().await;
     activity();
     history();
+    binary_figures();
 }

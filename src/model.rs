@@ -66,15 +66,16 @@ pub struct Disk {
     #[serde(default)]
     pub power_state: Option<PowerState>,
     /// Last SMART health; a disk in standby keeps its last reading (see `checked_at`).
+    /// (Boxed: most disks in a fact carry none, and a `Fact` stays small.)
     #[serde(default)]
-    pub health: Option<Health>,
+    pub health: Option<Box<Health>>,
     /// Why `health` is what it is when it is not a fresh reading (standby, no I/O since the
     /// last read, SMART unavailable, smartctl failed).
     #[serde(default)]
     pub health_note: Option<String>,
-    /// I/O activity over the last sampling interval.
+    /// I/O activity over the last sampling interval (boxed like `health`).
     #[serde(default)]
-    pub io: Option<DiskIo>,
+    pub io: Option<Box<DiskIo>>,
 }
 
 /// A partition of a disk (DEVTYPE=partition).

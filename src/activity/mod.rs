@@ -3,7 +3,7 @@
 //! these are fields of the disk (and MQTT states), how a user sees a disk that never spins
 //! down and why.
 //!
-//! - [`config`]: `[activity]`.
+//! - [`config`]: the `[activity]` section.
 //! - [`source`]: the task.
 //! - [`stat`]: the counters file, partition sums and rates.
 

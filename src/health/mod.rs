@@ -5,7 +5,7 @@
 //! - [`runner`]: smartctl with a timeout, at most one run per disk.
 //! - [`poll`]: one disk's bookkeeping and the rules deciding what it is sent.
 //! - [`poller`]: a round over all disks.
-//! - [`config`]: `[health]`.
+//! - [`config`]: the `[health]` section.
 //! - [`hwmon`]: temperatures from `drivetemp` and NVMe hwmon devices.
 //! - [`source`]: the task.
 //! - [`rules`]: when a reading is news, and temperature bands with hysteresis.

@@ -3,7 +3,7 @@
 //! persisted to state_dir and served by `GET /api/v1/history?metric=&object=&since=`.
 //!
 //! - [`store`]: the rings.
-//! - [`config`]: `[history]`.
+//! - [`config`]: the `[history]` section.
 //! - [`recorder`]: the task that samples and saves.
 //! - [`persist`]: the file in state_dir.
 //!

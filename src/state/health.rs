@@ -24,11 +24,11 @@ impl State {
         let old_power = disk.power_state;
         // A kept reading (standby) is the same reading, and the same reading is never news.
         let news = match &health {
-            Some(h) if disk.health.as_ref() != Some(h) => health_news(disk.health.as_ref(), h),
+            Some(h) if disk.health.as_deref() != Some(h) => health_news(disk.health.as_deref(), h),
             _ => Vec::new(),
         };
         disk.power_state = Some(power_state);
-        disk.health = health;
+        disk.health = health.map(Box::new);
         disk.health_note = note;
         let changed = before != (disk.power_state, disk.health.clone(), disk.health_note.clone());
         if !changed {
@@ -84,8 +84,8 @@ impl State {
         let mut changed = false;
         for (id, io) in samples {
             if let Some(disk) = self.disks.get_mut(&id) {
-                if disk.io.as_ref() != Some(&io) {
-                    disk.io = Some(io);
+                if disk.io.as_deref() != Some(&io) {
+                    disk.io = Some(Box::new(io));
                     changed = true;
                 }
             }
