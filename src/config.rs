@@ -8,7 +8,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::activity::ActivityConfig;
 pub use crate::events::config::EventsConfig;
+pub use crate::health::HealthConfig;
+pub use crate::history::HistoryConfig;
 pub use crate::http::config::HttpConfig;
 pub use crate::mounts::config::MountsConfig;
 pub use crate::mqtt::config::{DiscoveryMode, MqttConfig};
@@ -97,6 +100,9 @@ pub struct Config {
     pub mounts: MountsConfig,
     pub shares: SharesConfig,
     pub mqtt: MqttConfig,
+    pub health: HealthConfig,
+    pub activity: ActivityConfig,
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -113,6 +119,9 @@ impl Default for Config {
             mounts: MountsConfig::default(),
             shares: SharesConfig::default(),
             mqtt: MqttConfig::default(),
+            health: HealthConfig::default(),
+            activity: ActivityConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -204,6 +213,9 @@ impl Config {
         self.mounts.validate(&mut problems);
         self.shares.validate(&mut problems);
         self.mqtt.validate(&mut problems);
+        self.health.validate(&mut problems);
+        self.activity.validate(&mut problems);
+        self.history.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }

@@ -17,7 +17,7 @@ use crate::events::{CloudEvent, TypeFilter};
 use crate::metrics::Degradation;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
-type AgentState = State<Arc<Agent>>;
+pub(super) type AgentState = State<Arc<Agent>>;
 
 /// The whole topology with the id of the last event it reflects.
 #[utoipa::path(get, path = "/api/v1/snapshot", responses((status = 200, body = Snapshot)))]

@@ -8,6 +8,7 @@ mod dashboard;
 mod error;
 pub mod guard;
 pub mod limits;
+mod history;
 mod openapi;
 pub mod server;
 mod sse;
@@ -62,6 +63,7 @@ pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
         .route("/api/v1/events/types", get(api::event_types))
         .route("/api/v1/events/stream", get(sse::stream))
         .route("/api/v1/health", get(api::health))
+        .route("/api/v1/history", get(history::history))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)

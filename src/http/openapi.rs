@@ -7,10 +7,15 @@ use utoipa::{Modify, OpenApi};
 use super::api;
 use super::dashboard;
 use super::error::{ErrorBody, ErrorDetail};
+use super::history;
 use super::sse;
 use crate::agent::{SinkState, SinkStatus};
 use crate::events::CloudEvent;
-use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceState, SourceStatus, Usage};
+use crate::history::Series;
+use crate::model::{
+    Disk, DiskIo, Health, HealthSource, Mount, NfsClient, Partition, PowerState, Protocol, Share, Snapshot,
+    SourceState, SourceStatus, Usage,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,12 +34,18 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         api::event_types,
         sse::stream,
         api::health,
+        history::history,
         api::metrics,
         document
     ),
     components(schemas(
         Snapshot,
         Disk,
+        PowerState,
+        Health,
+        HealthSource,
+        DiskIo,
+        Series,
         Partition,
         Mount,
         Usage,

@@ -31,6 +31,10 @@ pub(crate) fn disk() -> Disk {
         holders: vec![],
         partitions: vec!["p-1".into()],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
     }
 }
 

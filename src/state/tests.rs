@@ -30,6 +30,10 @@ fn disk(id: &str, dev: &str) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
     }
 }
 
@@ -309,6 +313,24 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     let mut bigger = disk("d1", "8:16");
     bigger.size_bytes *= 2;
     run(&mut s, Fact::DiskUpsert(bigger));
+    let hot = |at: &str, passed: bool, t: f64| crate::model::Health {
+        passed: Some(passed),
+        temperature_c: Some(t),
+        power_on_hours: None,
+        power_cycles: None,
+        reallocated_sectors: None,
+        pending_sectors: None,
+        uncorrectable: None,
+        nvme_percentage_used: None,
+        nvme_critical_warning: None,
+        nvme_media_errors: None,
+        checked_at: at.into(),
+        source: crate::model::HealthSource::Smartctl,
+    };
+    use crate::model::PowerState;
+    let health = |p: PowerState, h| Fact::DiskHealth { id: "d1".into(), power_state: p, health: Some(h), note: None };
+    run(&mut s, health(PowerState::Standby, hot("t0", true, 30.0)));
+    run(&mut s, health(PowerState::Active, hot("t1", false, 55.0)));
     run(&mut s, Fact::PartitionUpsert(partition("p1", "d1", "8:17")));
     let mut labelled = partition("p1", "d1", "8:17");
     labelled.fs_label = Some("data".into());

@@ -53,6 +53,10 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         holders: sys.holders.clone(),
         partitions: Vec::new(),
         mounts: Vec::new(),
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
     }
 }
 

@@ -109,6 +109,10 @@ pub fn disk(n: usize) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
     }
 }
 

@@ -247,6 +247,10 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
     }
 }
 
