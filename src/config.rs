@@ -58,6 +58,7 @@ pub struct Config {
     pub udev: UdevConfig,
     pub mounts: MountsConfig,
     pub shares: SharesConfig,
+    pub arrays: crate::arrays::ArraysConfig,
     pub mqtt: MqttConfig,
 }
 
@@ -74,6 +75,7 @@ impl Default for Config {
             udev: UdevConfig::default(),
             mounts: MountsConfig::default(),
             shares: SharesConfig::default(),
+            arrays: crate::arrays::ArraysConfig::default(),
             mqtt: MqttConfig::default(),
         }
     }
@@ -380,6 +382,7 @@ impl Config {
                 }
             }
         }
+        problems.extend(self.arrays.validate());
         if self.shares.recheck_interval.is_zero() {
             problems.push("shares.recheck_interval: must be longer than 0s".to_owned());
         }

@@ -16,10 +16,12 @@
 //! - [`udev`]: the block-device source (netlink, sysfs, blkid).
 //! - [`mounts`]: the mount-table source with usage sampling.
 //! - [`shares`]: the Samba and NFS share source.
+//! - [`arrays`]: the md RAID, multi-device btrfs and ZFS source.
 //! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
 
+pub mod arrays;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -230,6 +230,9 @@ pub struct Snapshot {
     pub mounts: Vec<Mount>,
     pub shares: Vec<Share>,
     pub sources: Vec<SourceStatus>,
+    /// md arrays, multi-device btrfs filesystems and ZFS pools (SPEC §8).
+    #[serde(default)]
+    pub arrays: Vec<crate::arrays::Array>,
 }
 
 #[cfg(test)]

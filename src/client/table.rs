@@ -212,6 +212,7 @@ mod tests {
             mounts: vec![mount],
             shares: vec![],
             sources: vec![],
+            arrays: vec![],
         };
         let text = render(&snap);
         assert!(text.starts_with("node nas  last event 7\n"), "{text}");

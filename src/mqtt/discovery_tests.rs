@@ -109,6 +109,7 @@ pub(crate) fn snapshot() -> Snapshot {
         ],
         shares: vec![share],
         sources: vec![],
+        arrays: vec![],
     }
 }
 

@@ -53,5 +53,8 @@ pub fn builtin(config: &Config) -> Vec<Box<dyn Source>> {
     if config.shares.enabled {
         sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
     }
+    if config.arrays.enabled {
+        sources.push(Box::new(crate::arrays::ArraysSource::new(config.arrays.clone())));
+    }
     sources
 }

@@ -1,6 +1,7 @@
 //! Facts: what sources tell the core. A fact says what a source sees now;
 //! the state model decides which events that makes.
 
+use crate::arrays::Array;
 use crate::model::{Disk, Mount, Partition, Share, Usage};
 
 /// One observation sent by a source to the core.
@@ -27,6 +28,9 @@ pub enum Fact {
     MountUsage { id: String, usage: Option<Usage>, stale: bool },
     /// The complete share set after a re-parse.
     Shares { shares: Vec<Share>, initial: bool },
+    /// The complete set of arrays (md, btrfs, ZFS) after a re-read. Arrays missing from it
+    /// are removed. With `initial`, additions are silent unless `emit_initial` is configured.
+    Arrays { arrays: Vec<Array>, initial: bool },
     /// A source is up (registers it in health; no event).
     SourceRunning { source: String, required: bool },
     /// A source failed; the last good state it reported is kept.

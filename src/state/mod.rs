@@ -1,6 +1,7 @@
 //! The state model: the only writer of the topology. [`State::apply`] turns a
 //! [`Fact`] into events, assigns each its sequence number, and does no I/O.
 
+mod arrays;
 mod diff;
 mod fact;
 mod link;
@@ -13,8 +14,12 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde_json::json;
 
+/// Field-level comparison, shared with the array transitions.
+pub(crate) use diff::changed_fields as diff_fields;
 pub use fact::Fact;
 
+use crate::arrays::transitions::ProgressMark;
+use crate::arrays::Array;
 use crate::events::CloudEvent;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 use diff::{changed_fields, DERIVED};
@@ -55,6 +60,9 @@ pub struct State {
     mounts: BTreeMap<String, Mount>,
     shares: BTreeMap<String, Share>,
     sources: BTreeMap<String, SourceStatus>,
+    arrays: BTreeMap<String, Array>,
+    /// Per array: the sync progress last announced (throttles `array.changed`).
+    progress_marks: HashMap<String, ProgressMark>,
     /// Per mount: the usage percent last announced by `mount.usage`, and
     /// whether the first sample should be announced (not for coldplugged mounts).
     usage_marks: HashMap<String, UsageMark>,
@@ -92,6 +100,8 @@ impl State {
             mounts: BTreeMap::new(),
             shares: BTreeMap::new(),
             sources: BTreeMap::new(),
+            arrays: BTreeMap::new(),
+            progress_marks: HashMap::new(),
             usage_marks: HashMap::new(),
         }
     }
@@ -146,6 +156,10 @@ impl State {
             }
             Fact::Shares { shares, initial } => {
                 self.replace_shares(shares, initial, &mut drafts);
+                true
+            }
+            Fact::Arrays { arrays, initial } => {
+                self.replace_arrays(arrays, initial, now, &mut drafts);
                 true
             }
             Fact::SourceRunning { source, required } => {
@@ -228,6 +242,7 @@ impl State {
             "disk" => self.disks.get(&id).map(serde_json::to_value),
             "partition" => self.partitions.get(&id).map(serde_json::to_value),
             "mount" => self.mounts.get(&id).map(serde_json::to_value),
+            "array" => self.arrays.get(&id).map(serde_json::to_value),
             _ => self.shares.get(&id).map(serde_json::to_value),
         };
         let mut map = serde_json::Map::new();
@@ -248,6 +263,7 @@ impl State {
             mounts: self.mounts.values().cloned().collect(),
             shares: self.shares.values().cloned().collect(),
             sources: self.sources.values().cloned().collect(),
+            arrays: self.arrays.values().cloned().collect(),
         }
     }
 
@@ -265,6 +281,12 @@ impl State {
     }
     pub fn shares(&self) -> impl Iterator<Item = &Share> {
         self.shares.values()
+    }
+    pub fn arrays(&self) -> impl Iterator<Item = &Array> {
+        self.arrays.values()
+    }
+    pub fn array(&self, id: &str) -> Option<&Array> {
+        self.arrays.get(id)
     }
     pub fn sources(&self) -> impl Iterator<Item = &SourceStatus> {
         self.sources.values()
