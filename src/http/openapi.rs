@@ -6,6 +6,7 @@ use utoipa::OpenApi;
 use super::api;
 use super::error::{ErrorBody, ErrorDetail};
 use super::sse;
+use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use crate::core::SinkStatus;
 use crate::events::CloudEvent;
 use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceStatus, Usage};
@@ -20,6 +21,8 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         api::partitions,
         api::mounts,
         api::shares,
+        api::arrays,
+        api::array,
         api::events,
         api::event_types,
         sse::stream,
@@ -38,6 +41,12 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         Protocol,
         SourceStatus,
         SinkStatus,
+        Array,
+        ArrayKind,
+        ArrayState,
+        ArrayMember,
+        MemberRole,
+        ErrorCounts,
         CloudEvent,
         ErrorBody,
         ErrorDetail,

@@ -187,6 +187,7 @@ pub fn test_config(state_dir: &Path) -> Config {
     config.udev.enabled = false;
     config.mounts.enabled = false;
     config.shares.enabled = false;
+    config.arrays.enabled = false;
     config
 }
 
