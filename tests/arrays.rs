@@ -220,7 +220,10 @@ impl MdTree {
         std::fs::write(path, format!("{value}\n")).expect("write attribute");
     }
     fn install(&self, fixture: &str, as_name: &str) {
-        copy_tree(&Path::new(MDSTAT_FIXTURES).join("procfs/sys/block").join(fixture), &self.sysfs().join("block").join(as_name));
+        copy_tree(
+            &Path::new(MDSTAT_FIXTURES).join("procfs/sys/block").join(fixture),
+            &self.sysfs().join("block").join(as_name),
+        );
     }
 }
 
@@ -301,7 +304,8 @@ async fn md_raid1_fault_recovery_and_raid5_degraded_from_fixture_trees() {
     let msg = expect_array(&mut sse, "array.recovering", MD1_ID).await;
     let array = array_of(&msg);
     assert_eq!(array["state"], "recovering");
-    let rebuilding: Vec<&Value> = array["members"].as_array().expect("members").iter().filter(|m| m["rebuilding"] == true).collect();
+    let rebuilding: Vec<&Value> =
+        array["members"].as_array().expect("members").iter().filter(|m| m["rebuilding"] == true).collect();
     assert_eq!(rebuilding.len(), 1);
     assert_eq!(rebuilding[0]["kernel_name"], "sdk");
     for percent in [12.5f64, 50.0, 87.5] {
@@ -358,9 +362,7 @@ async fn md_bad_input_is_logged_and_the_last_good_state_kept() {
     tree.install("md1", "md1");
     tree.mdstat(&mdstat_with(&[MD1_CLEAN]));
     let agent = md_agent(&tree).await;
-    let snap = agent
-        .wait_snapshot(WAIT, |s| s["arrays"].as_array().is_some_and(|a| a.len() == 1))
-        .await;
+    let snap = agent.wait_snapshot(WAIT, |s| s["arrays"].as_array().is_some_and(|a| a.len() == 1)).await;
     let good = snap["arrays"][0].clone();
     assert_eq!(good["id"], MD1_ID);
     let mut sse = SseClient::connect(&agent.url("/api/v1/events/stream?types=array.*"), None).await;
@@ -394,5 +396,68 @@ async fn md_bad_input_is_logged_and_the_last_good_state_kept() {
     tree.attr("md1", "dev-sdj/state", "faulty");
     tree.mdstat(&mdstat_with(&[MD1_FAULTY]));
     expect_array(&mut sse, "array.degraded", MD1_ID).await;
+    agent.stop().await;
+}
+
+// ---------------------------------------------------------------- dashboard
+
+/// A raid1 rebuilding onto sdz at `percent`.
+fn rebuilding_raid1(percent: Option<f64>) -> diskwatch::arrays::Array {
+    use diskwatch::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+    let mut array = Array::new(ArrayKind::Md, "md0", Some("0fbf5f2c-add2-43c2-bd78-a4be3ab709ef".into()));
+    array.level = Some("raid1".into());
+    array.raid_disks = Some(2);
+    array.devnode = Some("/dev/md0".into());
+    array.members = vec![
+        ArrayMember::new(Some("sdx".into()), MemberRole::Active, Some(0)),
+        ArrayMember::new(Some("sdz".into()), MemberRole::Active, Some(1)),
+    ];
+    if let Some(percent) = percent {
+        array.members[1].role = MemberRole::Spare;
+        array.members[1].rebuilding = true;
+        array.degraded_count = 1;
+        array.state = ArrayState::Recovering;
+        array.sync_action = Some("recover".into());
+        array.sync_percent = Some(percent);
+        array.sync_eta_seconds = Some(600);
+    } else {
+        array.state = ArrayState::Clean;
+    }
+    array
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_member_roles_and_rebuild_progress() {
+    use common::dashboard::{artifacts_dir, Browser};
+    use diskwatch::state::Fact;
+    let agent = TestAgent::start(|_| {}, vec![]).await;
+    let mut browser = Browser::launch();
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait #status[data-state=live]");
+    // A clean mirror, then a rebuild onto a replaced member (a new array in its first sync
+    // would show as resyncing, not recovering).
+    let array = rebuilding_raid1(None);
+    let id = array.id.clone();
+    agent.facts.send(Fact::Arrays { arrays: vec![array], initial: false }).await.expect("send");
+    browser.cmd(&format!("wait [data-array-id=\"{id}\"][data-state=clean]"));
+    agent.facts.send(Fact::Arrays { arrays: vec![rebuilding_raid1(Some(42.5))], initial: false }).await.expect("send");
+    browser
+        .cmd(&format!("wait [data-array-id=\"{id}\"][data-state=recovering] [data-member=sdz][data-role=rebuilding]"));
+    browser.cmd(&format!("wait [data-array-id=\"{id}\"] [data-member=sdx][data-role=active]"));
+    browser.cmd(&format!("wait [data-array-id=\"{id}\"] [data-sync][aria-valuenow=\"42.5\"]"));
+    browser.cmd(&format!("screenshot {}", artifacts_dir().join("dashboard-array.png").display()));
+    // Progress events come at most once a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    agent.facts.send(Fact::Arrays { arrays: vec![rebuilding_raid1(Some(77.0))], initial: false }).await.expect("send");
+    browser.cmd(&format!("wait [data-array-id=\"{id}\"] [data-sync][aria-valuenow=\"77.0\"]"));
+    agent.facts.send(Fact::Arrays { arrays: vec![rebuilding_raid1(None)], initial: false }).await.expect("send");
+    browser.cmd(&format!("wait [data-array-id=\"{id}\"][data-state=clean]"));
+    browser.cmd(&format!("gone [data-array-id=\"{id}\"] [data-sync]"));
+    let log = browser.cmd("text #log");
+    assert!(log.contains("array.recovered"), "the event log misses the recovery: {log}");
+    agent.facts.send(Fact::Arrays { arrays: vec![], initial: false }).await.expect("send");
+    browser.cmd(&format!("gone [data-array-id=\"{id}\"]"));
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    drop(browser);
     agent.stop().await;
 }

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use crate::arrays::Array;
 use crate::core::{Agent, SinkStatus};
 use crate::events::{CloudEvent, TypeFilter, CATALOGUE};
-use crate::arrays::Array;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
 type AgentState = State<Arc<Agent>>;
