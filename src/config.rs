@@ -498,6 +498,26 @@ mod tests {
     }
 
     #[test]
+    fn arrays_keys_layer_are_checked_and_documented_with_their_defaults() {
+        let c = load("[arrays]\nmdstat = \"/tmp/mdstat\"\ninterval = \"5s\"\n", &[("DISKWATCH_ARRAYS__ZPOOL", "")])
+            .unwrap();
+        assert_eq!(c.arrays.mdstat, Path::new("/tmp/mdstat"));
+        assert_eq!(c.arrays.interval, Duration::from_secs(5));
+        assert_eq!(c.arrays.zpool, "");
+        assert_eq!(c.arrays.progress_interval, Duration::from_secs(1));
+        let e = load("[arrays]\nprogress_interval = \"0s\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.progress_interval:"), "{e}");
+        let e = load("[arrays]\nmd = \"/proc/mdstat\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.md: unknown key"), "{e}");
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let c = load(&example, &[]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&c.arrays).unwrap(),
+            serde_json::to_value(crate::arrays::ArraysConfig::default()).unwrap()
+        );
+    }
+
+    #[test]
     fn mount_filters_and_intervals_are_checked() {
         let e = load("[mounts]\nexclude_paths = [\"/mnt/[\"]\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("mounts.exclude_paths: invalid glob"), "{e}");
