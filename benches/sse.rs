@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diskwatch::config::Config;
-use diskwatch::core::{start, RunOptions};
 use diskwatch::model::Disk;
+use diskwatch::service::{start, RunOptions};
 use diskwatch::state::Fact;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,6 +49,7 @@ fn disk(size: u64) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 

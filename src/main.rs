@@ -114,7 +114,7 @@ fn run(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         let token = CancellationToken::new();
-        let running = match diskwatch::core::start(config, token.clone(), Default::default()).await {
+        let running = match diskwatch::service::start(config, token.clone(), Default::default()).await {
             Ok(running) => running,
             Err(e) => {
                 error!(error = %e, "start-up failed");
@@ -123,7 +123,12 @@ fn run(config: Config) -> ExitCode {
         };
         systemd::status("starting sources");
         tokio::select! {
-            _ = systemd::notify_ready_when_started(&running, READY_WAIT) => {}
+            ready = tokio::time::timeout(READY_WAIT, running.ready()) => {
+                if ready.is_err() {
+                    warn!("start-up took longer than {READY_WAIT:?}; telling systemd we are ready anyway");
+                }
+                systemd::ready(&systemd::ready_status(&running.agent.snapshot(), running.local_addr));
+            }
             signal = wait_for_signal() => {
                 info!(signal, "shutting down before start-up finished");
                 systemd::stopping();

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub sse_resyncs: Counter,
     pub journal_errors: Counter,
     pub udev_resyncs: Counter,
+    /// Events the MQTT sink dropped (its outage queue was full, or it fell behind the ring).
+    pub mqtt_events_dropped: Counter,
     pub last_event_id: Gauge<u64, AtomicU64>,
     pub resident_bytes: Gauge,
 }
@@ -41,6 +43,7 @@ impl Metrics {
         let sse_resyncs = Counter::default();
         let journal_errors = Counter::default();
         let udev_resyncs = Counter::default();
+        let mqtt_events_dropped = Counter::default();
         let last_event_id = Gauge::<u64, AtomicU64>::default();
         let resident_bytes = Gauge::default();
         registry.register("events", "Events emitted, by type", events.clone());
@@ -53,6 +56,11 @@ impl Metrics {
             "Block-device re-enumerations after the event socket overflowed",
             udev_resyncs.clone(),
         );
+        registry.register(
+            "mqtt_events_dropped",
+            "Events the MQTT sink dropped while the broker was away or the sink fell behind",
+            mqtt_events_dropped.clone(),
+        );
         registry.register("last_event_id", "Sequence number of the last event", last_event_id.clone());
         registry.register("resident_memory_bytes", "Resident memory of the agent", resident_bytes.clone());
         Self {
@@ -63,6 +71,7 @@ impl Metrics {
             sse_resyncs,
             journal_errors,
             udev_resyncs,
+            mqtt_events_dropped,
             last_event_id,
             resident_bytes,
         }

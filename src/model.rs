@@ -62,6 +62,9 @@ pub struct Disk {
     /// *Derived*: ids of mounts of the whole device.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// *Derived*: ids of the arrays this whole device is a member of.
+    #[serde(default)]
+    pub arrays: Vec<String>,
 }
 
 /// A partition of a disk (DEVTYPE=partition).
@@ -86,6 +89,9 @@ pub struct Partition {
     /// *Derived*: ids of the mounts of this partition.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// *Derived*: ids of the arrays this partition is a member of.
+    #[serde(default)]
+    pub arrays: Vec<String>,
 }
 
 /// Space usage of a mounted filesystem, from statvfs.
@@ -130,6 +136,9 @@ pub struct Mount {
     /// *Derived*: ids of the shares whose storage is this mount.
     #[serde(default)]
     pub shares: Vec<String>,
+    /// *Derived*: the array (md device, btrfs filesystem, ZFS pool) mounted here.
+    #[serde(default)]
+    pub array_id: Option<String>,
     /// Last usage sample; absent until the first one.
     #[serde(default)]
     pub usage: Option<Usage>,
@@ -208,12 +217,21 @@ impl Share {
     }
 }
 
+/// What a source is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    /// Started; its facts are applied.
+    Running,
+    /// Failed; the last good state it reported is kept.
+    Failed,
+}
+
 /// Health of one source as the core last heard it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SourceStatus {
     pub name: String,
-    /// `running`, `failed` or `disabled`.
-    pub status: String,
+    pub status: SourceState,
     pub message: Option<String>,
     /// Whether the agent is unhealthy (HTTP 503) while this source is failed.
     pub required: bool,

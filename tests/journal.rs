@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::facts::disk;
 use common::TestAgent;
 use diskwatch::config::Config;
-use diskwatch::core::{start, RunOptions};
+use diskwatch::service::{start, RunOptions};
 use diskwatch::state::Fact;
 use tokio_util::sync::CancellationToken;
 

@@ -179,7 +179,7 @@ async fn broker_outage_loses_no_event_and_states_converge() {
     agent.facts.send(Fact::MountUsage { id: mount_id, usage, stale: false }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = running_agent(&agent).sink_statuses().into_iter().find(|s| s.name == "mqtt").unwrap().status;
-    assert_ne!(status, "connected", "health shows the broker down");
+    assert_ne!(status, diskwatch::agent::SinkState::Connected, "health shows the broker down");
     broker.restart();
     ticks(90..120).await;
     let end_seq = running_agent(&agent).log.last_seq();
@@ -216,7 +216,10 @@ async fn broker_outage_loses_no_event_and_states_converge() {
         m.iter().filter(|r| r.topic == avail && r.payload == "online").count() >= 2
     })
     .await;
-    assert_eq!(running_agent(&agent).sink_statuses().iter().find(|s| s.name == "mqtt").unwrap().status, "connected");
+    assert_eq!(
+        running_agent(&agent).sink_statuses().iter().find(|s| s.name == "mqtt").unwrap().status,
+        diskwatch::agent::SinkState::Connected
+    );
     assert_states_match_snapshot(&broker, &agent).await;
     agent.stop().await;
 }

@@ -15,6 +15,7 @@
 //! - [`model`]: the Array object.
 
 pub mod btrfs;
+pub mod config;
 pub mod md;
 pub mod mdstat;
 pub mod model;
@@ -24,79 +25,18 @@ pub mod zfs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::{interval, Instant, MissedTickBehavior};
 use tracing::{debug, info, instrument, warn};
 
 use crate::sources::{Source, SourceContext, SourceFuture};
 use crate::state::Fact;
+pub use config::ArraysConfig;
 pub use model::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use read::{AttrReader, WatchSet};
 
 /// Source name in health and `source.*` events.
 pub const NAME: &str = "arrays";
-
-/// `[arrays]`: where md, btrfs and ZFS state is read from, and how often what does not notify.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ArraysConfig {
-    pub enabled: bool,
-    /// The md status file (POLLPRI on change).
-    pub mdstat: PathBuf,
-    /// Root of sysfs: md attributes are read under `<sysfs>/block/md*/md/`.
-    pub sysfs: PathBuf,
-    /// The btrfs sysfs directory (`/sys/fs/btrfs`).
-    pub btrfs: PathBuf,
-    /// The mount table whose changes make btrfs filesystems appear and vanish.
-    pub mountinfo: PathBuf,
-    /// The zpool binary (path or name on PATH); empty: ZFS pools are not followed.
-    pub zpool: String,
-    /// Re-read of what does not notify: btrfs error counters, ZFS status; also a safety
-    /// re-read of md.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// Re-read while a rebuild, resync, check, scrub or replace runs (progress).
-    #[serde(with = "humantime_serde")]
-    pub progress_interval: Duration,
-    /// Longest a `zpool status` run may take.
-    #[serde(with = "humantime_serde")]
-    pub zpool_timeout: Duration,
-}
-
-impl Default for ArraysConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            mdstat: PathBuf::from("/proc/mdstat"),
-            sysfs: PathBuf::from("/sys"),
-            btrfs: PathBuf::from("/sys/fs/btrfs"),
-            mountinfo: PathBuf::from("/proc/self/mountinfo"),
-            zpool: "zpool".into(),
-            interval: Duration::from_secs(30),
-            progress_interval: Duration::from_secs(1),
-            zpool_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl ArraysConfig {
-    /// Problems with the values, each naming its key.
-    pub fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.interval < Duration::from_millis(10) {
-            problems.push("arrays.interval: must be at least 10ms".to_owned());
-        }
-        if self.progress_interval < Duration::from_millis(10) {
-            problems.push("arrays.progress_interval: must be at least 10ms".to_owned());
-        }
-        if self.zpool_timeout.is_zero() {
-            problems.push("arrays.zpool_timeout: must be more than 0".to_owned());
-        }
-        problems
-    }
-}
 
 /// The arrays source.
 pub struct ArraysSource {
@@ -358,7 +298,6 @@ fn find_binary(name: &str) -> Option<PathBuf> {
 
 #[instrument(name = "arrays", skip_all, fields(mdstat = %config.mdstat.display(), btrfs = %config.btrfs.display()))]
 async fn run(config: ArraysConfig, ctx: SourceContext) {
-    let _ = ctx.facts.send(Fact::SourceRunning { source: NAME.to_owned(), required: false }).await;
     let mut scanner = Scanner::new(config.clone());
     if scanner.has_zpool() {
         info!(zpool = %config.zpool, "following ZFS pools");
@@ -368,9 +307,12 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
     scanner.scan_kernel();
     scanner.scan_zfs().await;
     let mut last = scanner.arrays();
-    if ctx.facts.send(Fact::Arrays { arrays: last.clone(), initial: true }).await.is_err() {
+    if ctx.facts.send(Fact::Arrays { arrays: last.clone(), initial: true }).await.is_err() || !ctx.ready(NAME).await {
         return;
     }
+    // md devices appear and go as disks too (udev), and btrfs member names follow the disks.
+    let mut storage = ctx.storage.clone();
+    let mut storage_open = true;
     let mut slow = interval(config.interval);
     slow.set_missed_tick_behavior(MissedTickBehavior::Delay);
     slow.reset();
@@ -386,6 +328,10 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
                 scanner.scan_kernel();
             }
             _ = fast.tick(), if syncing => scanner.scan_kernel(),
+            changed = storage.changed(), if storage_open => match changed {
+                Ok(()) => scanner.scan_kernel(),
+                Err(_) => storage_open = false,
+            },
             _ = slow.tick() => {
                 scanner.scan_kernel();
                 scanner.scan_zfs().await;

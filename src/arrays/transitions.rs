@@ -10,6 +10,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::model::{Array, ArrayState, MemberRole};
+use crate::events::EventKind;
 use crate::state::diff_fields;
 
 /// Fields the state model owns or that progress throttling handles.
@@ -28,7 +29,7 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// An event to raise: its type and the changed fields (for all but `array.added`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Raise {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub changed: Option<Vec<String>>,
 }
 
@@ -69,13 +70,17 @@ pub fn transitions(
         if quiet {
             return raises;
         }
-        raises.push(Raise { kind: "array.added", changed: None });
+        raises.push(Raise { kind: EventKind::ArrayAdded, changed: None });
         match new.state {
-            ArrayState::Failed => raises.push(Raise { kind: "array.failed", changed: Some(vec!["state".into()]) }),
-            ArrayState::Degraded => raises.push(Raise { kind: "array.degraded", changed: Some(vec!["state".into()]) }),
+            ArrayState::Failed => {
+                raises.push(Raise { kind: EventKind::ArrayFailed, changed: Some(vec!["state".into()]) })
+            }
+            ArrayState::Degraded => {
+                raises.push(Raise { kind: EventKind::ArrayDegraded, changed: Some(vec!["state".into()]) })
+            }
             ArrayState::Recovering => {
-                raises.push(Raise { kind: "array.degraded", changed: Some(vec!["state".into()]) });
-                raises.push(Raise { kind: "array.recovering", changed: Some(vec!["state".into()]) });
+                raises.push(Raise { kind: EventKind::ArrayDegraded, changed: Some(vec!["state".into()]) });
+                raises.push(Raise { kind: EventKind::ArrayRecovering, changed: Some(vec!["state".into()]) });
             }
             _ => {}
         }
@@ -107,19 +112,19 @@ pub fn transitions(
     }
     let (was, is) = (old.state, new.state);
     if is == ArrayState::Failed && was != ArrayState::Failed {
-        raises.push(Raise { kind: "array.failed", changed: Some(changed.clone()) });
+        raises.push(Raise { kind: EventKind::ArrayFailed, changed: Some(changed.clone()) });
     } else if is.lost_redundancy() && !was.lost_redundancy() {
-        raises.push(Raise { kind: "array.degraded", changed: Some(changed.clone()) });
+        raises.push(Raise { kind: EventKind::ArrayDegraded, changed: Some(changed.clone()) });
         if is == ArrayState::Recovering {
-            raises.push(Raise { kind: "array.recovering", changed: Some(changed.clone()) });
+            raises.push(Raise { kind: EventKind::ArrayRecovering, changed: Some(changed.clone()) });
         }
     } else if is == ArrayState::Recovering && was != ArrayState::Recovering {
-        raises.push(Raise { kind: "array.recovering", changed: Some(changed.clone()) });
+        raises.push(Raise { kind: EventKind::ArrayRecovering, changed: Some(changed.clone()) });
     } else if !is.lost_redundancy() && was.lost_redundancy() {
-        raises.push(Raise { kind: "array.recovered", changed: Some(changed.clone()) });
+        raises.push(Raise { kind: EventKind::ArrayRecovered, changed: Some(changed.clone()) });
     }
     if raises.is_empty() && !changed.is_empty() {
-        raises.push(Raise { kind: "array.changed", changed: Some(changed) });
+        raises.push(Raise { kind: EventKind::ArrayChanged, changed: Some(changed) });
     }
     raises
 }
@@ -143,7 +148,7 @@ mod tests {
     }
 
     fn kinds(r: &[Raise]) -> Vec<&'static str> {
-        r.iter().map(|r| r.kind).collect()
+        r.iter().map(|r| r.kind.wire()).collect()
     }
 
     fn at(secs: u64) -> SystemTime {

@@ -1,45 +1,22 @@
 //! Events as the agent publishes them: the type catalogue, the CloudEvents
 //! envelope (SPEC §3), and the event log (in-memory ring + on-disk journal).
 
+pub mod config;
 pub mod journal;
+pub mod kind;
 pub mod log;
+
+pub use kind::EventKind;
 
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Every event type the agent emits, with its meaning (served by `/api/v1/events/types`).
-pub const CATALOGUE: &[(&str, &str)] = &[
-    ("disk.added", "a block device (DEVTYPE=disk) appeared"),
-    ("disk.removed", "a block device disappeared"),
-    ("disk.changed", "a disk's properties or media changed"),
-    ("partition.added", "a partition appeared"),
-    ("partition.removed", "a partition disappeared"),
-    ("partition.changed", "a partition's filesystem identity or properties changed"),
-    ("mount.mounted", "the mount table gained a mount"),
-    ("mount.unmounted", "the mount table lost a mount"),
-    ("mount.remounted", "a mount's options changed (e.g. rw to ro)"),
-    ("mount.usage", "usage crossed a threshold, moved by the configured step, or went stale"),
-    ("share.created", "a share appeared in the share configuration"),
-    ("share.updated", "a share's configuration changed"),
-    ("share.deleted", "a share left the share configuration"),
-    ("share.enabled", "a share's enabled flag turned on"),
-    ("share.disabled", "a share's enabled flag turned off"),
-    ("share.available", "a share's backing storage appeared"),
-    ("share.unavailable", "a share's backing storage went away"),
-    ("array.added", "an md array, multi-device btrfs filesystem or ZFS pool appeared"),
-    ("array.removed", "an array disappeared (stopped, unmounted, exported)"),
-    ("array.changed", "an array's members, counters, level or sync progress changed"),
-    ("array.degraded", "an array lost redundancy (a member missing or faulty)"),
-    ("array.recovering", "a rebuild of a degraded array started (progress in array.changed)"),
-    ("array.recovered", "an array has full redundancy again"),
-    ("array.failed", "an array lost more members than its level tolerates"),
-    ("agent.started", "the agent started"),
-    ("agent.stopping", "the agent is shutting down"),
-    ("source.failed", "a source failed"),
-    ("source.recovered", "a failed source works again"),
-];
+/// Every event type with its meaning, in catalogue order (derived from [`EventKind`]).
+pub fn catalogue() -> impl Iterator<Item = (&'static str, &'static str)> {
+    EventKind::ALL.iter().map(|k| (k.wire(), k.meaning()))
+}
 
 /// A CloudEvents 1.0 event as published on SSE, MQTT and in the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -62,12 +39,19 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
-    pub fn new(seq: u64, source: &str, kind: &str, time: SystemTime, subject: String, data: serde_json::Value) -> Self {
+    pub fn new(
+        seq: u64,
+        source: &str,
+        kind: EventKind,
+        time: SystemTime,
+        subject: String,
+        data: serde_json::Value,
+    ) -> Self {
         Self {
             specversion: "1.0".to_owned(),
             id: seq.to_string(),
             source: source.to_owned(),
-            kind: kind.to_owned(),
+            kind: kind.wire().to_owned(),
             time: humantime::format_rfc3339_millis(time).to_string(),
             subject,
             datacontenttype: "application/json".to_owned(),
@@ -94,6 +78,11 @@ pub struct Published {
 }
 
 impl Published {
+    /// The CloudEvent as compact JSON (what MQTT publishes).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
     pub fn new(event: CloudEvent) -> Self {
         let seq = event.seq();
         // Serialising a struct of strings and a `Value` cannot fail.
@@ -147,7 +136,7 @@ mod tests {
         let e = CloudEvent::new(
             42,
             "diskwatch://nas1",
-            "mount.mounted",
+            EventKind::MountMounted,
             SystemTime::UNIX_EPOCH,
             "mount/mnt_data".into(),
             serde_json::json!({"mount": {}}),

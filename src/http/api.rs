@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::arrays::Array;
-use crate::core::{Agent, SinkStatus};
-use crate::events::{CloudEvent, TypeFilter, CATALOGUE};
+use crate::events::{CloudEvent, TypeFilter};
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
 type AgentState = State<Arc<Agent>>;
@@ -143,9 +143,8 @@ pub struct EventType {
 #[utoipa::path(get, path = "/api/v1/events/types", responses((status = 200, body = Vec<EventType>)))]
 pub async fn event_types() -> Json<Vec<EventType>> {
     Json(
-        CATALOGUE
-            .iter()
-            .map(|(kind, description)| EventType { kind: (*kind).to_owned(), description: (*description).to_owned() })
+        crate::events::catalogue()
+            .map(|(kind, description)| EventType { kind: kind.to_owned(), description: description.to_owned() })
             .collect(),
     )
 }
@@ -174,8 +173,8 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         (state.sources().cloned().collect::<Vec<_>>(), state.last_seq())
     };
     let sinks = agent.sink_statuses();
-    let source_down = |s: &SourceStatus| s.status == "failed";
-    let sink_down = |s: &SinkStatus| s.status != "connected" && s.status != "disabled";
+    let source_down = |s: &SourceStatus| s.status == crate::model::SourceState::Failed;
+    let sink_down = |s: &SinkStatus| !matches!(s.status, SinkState::Connected | SinkState::Disabled);
     let required_down =
         sources.iter().any(|s| s.required && source_down(s)) || sinks.iter().any(|s| s.required && sink_down(s));
     let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down);

@@ -6,10 +6,10 @@ use utoipa::OpenApi;
 use super::api;
 use super::error::{ErrorBody, ErrorDetail};
 use super::sse;
+use crate::agent::{SinkState, SinkStatus};
 use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
-use crate::core::SinkStatus;
 use crate::events::CloudEvent;
-use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceStatus, Usage};
+use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceState, SourceStatus, Usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +40,8 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         NfsClient,
         Protocol,
         SourceStatus,
+        SourceState,
+        SinkState,
         SinkStatus,
         Array,
         ArrayKind,

@@ -238,6 +238,7 @@ impl Entry {
             shares: Vec::new(),
             usage: None,
             stale: false,
+            array_id: None,
         }
     }
 }

@@ -4,10 +4,10 @@
 
 use serde_json::{json, Map, Value};
 
+use super::config::DiscoveryMode;
 use super::topics::{Kind, Naming};
 use crate::arrays::{Array, ArrayKind, ArrayState};
-use crate::config::DiscoveryMode;
-use crate::events::CATALOGUE;
+use crate::events::EventKind;
 use crate::model::{Disk, Mount, Share, Snapshot};
 
 /// Object key of the host's own messages; it is never removed.
@@ -193,7 +193,7 @@ fn host_object(naming: &Naming) -> DiscoveryObject {
     let name = naming.host_device();
     let events = naming.events();
     let host_state = naming.host_state();
-    let event_types: Vec<&str> = CATALOGUE.iter().map(|(t, _)| *t).collect();
+    let event_types: Vec<&str> = EventKind::ALL.iter().map(|k| k.wire()).collect();
     let mut entities = vec![
         entity(
             "event",

@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use super::*;
-use crate::config::Config;
 use crate::model::{Partition, Protocol, Usage};
+use crate::mqtt::config::MqttConfig;
 
 pub(crate) fn disk() -> Disk {
     Disk {
@@ -31,6 +31,7 @@ pub(crate) fn disk() -> Disk {
         holders: vec![],
         partitions: vec!["p-1".into()],
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -51,6 +52,7 @@ pub(crate) fn snapshot() -> Snapshot {
         part_label: None,
         part_uuid: Some("p-1".into()),
         mounts: vec!["mnt_data".into()],
+        arrays: Vec::new(),
     };
     let mount = |id: &str, point: &str, source: &str, disk: Option<&str>| Mount {
         id: id.into(),
@@ -76,6 +78,7 @@ pub(crate) fn snapshot() -> Snapshot {
             inodes_free: 9,
         }),
         stale: false,
+        array_id: None,
     };
     let share = Share {
         id: "smb-media".into(),
@@ -114,8 +117,7 @@ pub(crate) fn snapshot() -> Snapshot {
 }
 
 fn naming(mode: DiscoveryMode) -> Naming {
-    let mut config = Config::default();
-    config.mqtt.discovery = mode;
+    let config = MqttConfig { discovery: mode, ..MqttConfig::default() };
     Naming::new(&config, "nas1")
 }
 

@@ -4,16 +4,15 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::SharesConfig;
-use crate::events::Published;
+use super::config::SharesConfig;
+use crate::agent::StorageView;
 use crate::model::Share;
 use crate::sources::{Source, SourceContext, SourceFuture};
 use crate::state::Fact;
@@ -72,8 +71,10 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
             None
         }
     };
-    let mut mounts = ctx.agent.log.subscribe();
-    let mut mounts_open = true;
+    // The core's mount table: share paths are re-checked whenever its set of mount points changes.
+    let mut storage = ctx.storage.clone();
+    let mut known_mounts = mount_points(&storage.borrow_and_update());
+    let mut storage_open = true;
     let mut recheck = tokio::time::interval(config.recheck_interval);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.reset();
@@ -89,6 +90,9 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
         writing: BTreeSet::new(),
     };
     tracker.reload().await;
+    if !ctx.ready(NAME).await {
+        return;
+    }
     // A burst of changes is read once, `debounce` after its last change (later while a file is
     // still open for writing), and at most 4 × `debounce` after its first, so a file rewritten
     // without pause, or held open by its writer, is still read.
@@ -115,12 +119,15 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
                 tracker.writing.clear();
                 tracker.reload().await;
             }
-            event = mounts.recv(), if mounts_open => match event {
-                Ok(published) if is_mount_change(&published) => tracker.recheck().await,
-                Ok(_) => {}
-                // Missed events may have been mount changes: just look again.
-                Err(broadcast::error::RecvError::Lagged(_)) => tracker.recheck().await,
-                Err(broadcast::error::RecvError::Closed) => mounts_open = false,
+            changed = storage.changed(), if storage_open => match changed {
+                Ok(()) => {
+                    let now = mount_points(&storage.borrow_and_update());
+                    if now != known_mounts {
+                        known_mounts = now;
+                        tracker.recheck().await;
+                    }
+                }
+                Err(_) => storage_open = false,
             },
             _ = recheck.tick() => tracker.recheck().await,
         }
@@ -128,8 +135,9 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
     debug!("shares source stopped");
 }
 
-fn is_mount_change(published: &Arc<Published>) -> bool {
-    matches!(published.event.kind.as_str(), "mount.mounted" | "mount.unmounted")
+/// The mount points (with their devices) of a storage view: what share availability depends on.
+fn mount_points(view: &StorageView) -> BTreeSet<(String, String)> {
+    view.mounts.iter().map(|m| (m.mount_point.clone(), m.dev.clone())).collect()
 }
 
 impl Tracker {

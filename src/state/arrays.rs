@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use super::{current_draft, ready_draft, Draft, State};
 use crate::arrays::transitions::{transitions, ProgressMark};
 use crate::arrays::{Array, ArrayKind, MemberRole};
+use crate::events::EventKind;
 
 impl State {
     pub(super) fn replace_arrays(
@@ -26,7 +27,7 @@ impl State {
         for id in gone {
             if let Some(array) = self.arrays.remove(&id) {
                 self.progress_marks.remove(&id);
-                drafts.push(ready_draft("array.removed", "array", &id, &array));
+                drafts.push(ready_draft(EventKind::ArrayRemoved, "array", &id, &array));
             }
         }
         for (id, mut array) in next {
@@ -43,11 +44,12 @@ impl State {
     }
 
     /// Links array members to disks and partitions by kernel name, and arrays to the mounts of
-    /// their device (md) or of one of their members (btrfs) or of their datasets (ZFS).
+    /// their device (md) or of one of their members (btrfs) or of their datasets (ZFS); and
+    /// back: disks and partitions list their arrays, a mount names its array.
     pub(super) fn relink_arrays(&mut self) {
-        if self.arrays.is_empty() {
-            return;
-        }
+        let mut disk_arrays: HashMap<String, Vec<String>> = HashMap::new();
+        let mut part_arrays: HashMap<String, Vec<String>> = HashMap::new();
+        let mut mount_array: HashMap<String, String> = HashMap::new();
         let mut by_name: HashMap<&str, (Option<&str>, &str)> = HashMap::new();
         for disk in self.disks.values() {
             by_name.insert(disk.kernel_name.as_str(), (None, disk.id.as_str()));
@@ -64,6 +66,11 @@ impl State {
                     .and_then(|n| by_name.get(n));
                 member.partition_id = link.and_then(|(p, _)| p.map(str::to_owned));
                 member.disk_id = link.map(|(_, d)| (*d).to_owned());
+                match (&member.partition_id, &member.disk_id) {
+                    (Some(p), _) => part_arrays.entry(p.clone()).or_default().push(array.id.clone()),
+                    (None, Some(d)) => disk_arrays.entry(d.clone()).or_default().push(array.id.clone()),
+                    _ => {}
+                }
             }
             let member_nodes: Vec<String> = array
                 .members
@@ -87,11 +94,30 @@ impl State {
                 };
                 if linked {
                     mounts.push(mount.id.clone());
+                    mount_array.insert(mount.id.clone(), array.id.clone());
                     degraded_mount |= mount.options.iter().chain(&mount.super_options).any(|o| o == "degraded");
                 }
             }
             array.mounts = mounts;
             array.degraded_mount = degraded_mount;
+        }
+        for disk in self.disks.values_mut() {
+            let arrays = disk_arrays.remove(&disk.id).unwrap_or_default();
+            if disk.arrays != arrays {
+                disk.arrays = arrays;
+            }
+        }
+        for part in self.partitions.values_mut() {
+            let arrays = part_arrays.remove(&part.id).unwrap_or_default();
+            if part.arrays != arrays {
+                part.arrays = arrays;
+            }
+        }
+        for mount in self.mounts.values_mut() {
+            let array = mount_array.remove(&mount.id);
+            if mount.array_id != array {
+                mount.array_id = array;
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ fn disk(id: &str, dev: &str) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -50,6 +51,7 @@ fn partition(id: &str, disk_id: &str, dev: &str) -> Partition {
         part_label: None,
         part_uuid: None,
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -70,6 +72,7 @@ fn mount(point: &str, dev: &str, options: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        array_id: None,
     }
 }
 
@@ -284,4 +287,41 @@ fn source_health_events_only_on_transitions() {
     assert!(s.apply(fail, T).is_empty());
     assert_eq!(types(&s.apply(Fact::SourceRecovered { source: "shares".into() }, T)), ["source.recovered"]);
     assert!(s.apply(Fact::SourceRecovered { source: "shares".into() }, T).is_empty());
+}
+
+#[test]
+fn arrays_link_members_and_mounts_both_ways() {
+    use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+    let mut s = State::new(StateConfig::default(), 0);
+    let d = disk("wwn-a", "8:0");
+    let p = partition("p-a1", "wwn-a", "8:1");
+    s.apply(Fact::BlockDevices { disks: vec![d], partitions: vec![p], initial: true }, T);
+    let mut m = mount("/srv/pool", "8:1", "rw");
+    m.fs_type = "btrfs".into();
+    m.super_options = vec!["rw".into(), "degraded".into()];
+    s.apply(Fact::Mounts { mounts: vec![m], initial: true }, T);
+    let mut array = Array::new(ArrayKind::Btrfs, "pool", Some("f5".into()));
+    array.state = ArrayState::Degraded;
+    array.degraded_count = 1;
+    array.members = vec![
+        ArrayMember::new(Some("sdb1".into()), MemberRole::Active, Some(1)),
+        ArrayMember::new(Some("sdc1".into()), MemberRole::Missing, Some(2)),
+    ];
+    let events = s.apply(Fact::Arrays { arrays: vec![array], initial: false }, T);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["array.added", "array.degraded"]);
+    let a = s.array("btrfs-f5").expect("array");
+    assert_eq!(a.members[0].partition_id.as_deref(), Some("p-a1"));
+    assert_eq!(a.members[0].disk_id.as_deref(), Some("wwn-a"));
+    assert_eq!(a.members[1].disk_id, None, "a missing member links to nothing");
+    assert_eq!(a.mounts, vec!["srv_pool".to_owned()]);
+    assert!(a.degraded_mount);
+    assert_eq!(s.partitions().next().expect("partition").arrays, vec!["btrfs-f5".to_owned()]);
+    assert_eq!(s.mounts().next().expect("mount").array_id.as_deref(), Some("btrfs-f5"));
+    // The event data carries the links.
+    assert_eq!(events[0].data["array"]["mounts"][0], "srv_pool");
+    let events = s.apply(Fact::Arrays { arrays: vec![], initial: false }, T);
+    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["array.removed"]);
+    assert!(s.partitions().next().expect("partition").arrays.is_empty());
+    assert_eq!(s.mounts().next().expect("mount").array_id, None);
 }

@@ -53,6 +53,7 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         holders: sys.holders.clone(),
         partitions: Vec::new(),
         mounts: Vec::new(),
+        arrays: Vec::new(),
     }
 }
 
@@ -77,6 +78,7 @@ pub fn partition(sys: &SysDevice, props: &Props, disk_id: &str) -> Partition {
         part_label: prop(props, "ID_PART_ENTRY_NAME").or_else(|| prop(&sys.uevent, "PARTNAME")),
         part_uuid,
         mounts: Vec::new(),
+        arrays: Vec::new(),
     }
 }
 

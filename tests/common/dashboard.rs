@@ -109,6 +109,7 @@ pub fn disk(n: usize) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -147,6 +148,7 @@ pub fn partition(disk: &Disk, number: u32) -> Partition {
         part_label: None,
         part_uuid: None,
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -168,6 +170,7 @@ pub fn mount(partition: &Partition, mount_point: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        array_id: None,
     }
 }
 

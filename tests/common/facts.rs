@@ -28,6 +28,7 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -58,5 +59,6 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }

@@ -244,6 +244,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -264,6 +265,7 @@ pub fn partition(id: &str, disk_id: &str, kernel: &str, dev: &str, label: &str) 
         part_label: None,
         part_uuid: Some(id.into()),
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -292,6 +294,7 @@ pub fn mount(point: &str, source: &str, dev: &str, used_percent: f64) -> Mount {
             inodes_free: 990,
         }),
         stale: false,
+        array_id: None,
     }
 }
 
