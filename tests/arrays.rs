@@ -461,3 +461,41 @@ async fn dashboard_shows_member_roles_and_rebuild_progress() {
     drop(browser);
     agent.stop().await;
 }
+
+// ---------------------------------------------------------------- ZFS (replayed)
+
+/// No ZFS module exists here: a `zpool` stand-in replays the real output of OpenZFS's manual
+/// and records its arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zfs_pools_from_a_replayed_zpool_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/arrays/zfs/zpool-status-manpage.json");
+    let args = dir.path().join("args");
+    let zpool = dir.path().join("zpool");
+    std::fs::write(&zpool, format!("#!/bin/sh\necho \"$@\" >> '{}'\ncat '{}'\n", args.display(), fixture.display()))
+        .expect("write stand-in");
+    std::fs::set_permissions(&zpool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let empty = dir.path().join("none");
+    let zpool_path = zpool.to_str().expect("utf-8").to_owned();
+    let agent = TestAgent::start(
+        move |c| {
+            c.arrays.enabled = true;
+            c.arrays.mdstat = empty.join("mdstat");
+            c.arrays.sysfs = empty.clone();
+            c.arrays.btrfs = empty;
+            c.arrays.zpool = zpool_path;
+        },
+        vec![],
+    )
+    .await;
+    let snap = agent.wait_snapshot(WAIT, |s| s["arrays"].as_array().is_some_and(|a| !a.is_empty())).await;
+    let pool = &snap["arrays"][0];
+    assert_eq!(pool["id"], "zfs-3920273586464696295");
+    assert_eq!(pool["kind"], "zfs");
+    assert_eq!(pool["level"], "raidz1");
+    assert_eq!(pool["state"], "clean");
+    assert_eq!(pool["members"].as_array().map(Vec::len), Some(6));
+    let called = std::fs::read_to_string(&args).expect("zpool was run");
+    assert_eq!(called.lines().next(), Some("status -j --json-int"));
+    agent.stop().await;
+}
