@@ -165,14 +165,19 @@ async fn md_fixture(rounds: usize) {
     agent.stop().await;
 }
 
-/// Idle CPU of an agent with 4 md arrays (the real 4-array sample) against one without.
+/// Idle CPU of an agent with 4 md arrays (the real 4-array sample) against one without. The
+/// mount table is a still copy: other work on this shared machine mounts and unmounts all the
+/// time, and each change would wake the source.
 async fn idle(secs: u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mdstat = dir.path().join("mdstat");
     std::fs::copy(Path::new(FIXTURES).join("pymdstat/mdstat.04"), &mdstat).expect("copy");
+    let mountinfo = dir.path().join("mountinfo");
+    std::fs::copy("/proc/self/mountinfo", &mountinfo).expect("copy mountinfo");
     let mut results = Vec::new();
     for with_arrays in [false, true] {
         let mdstat = mdstat.clone();
+        let mountinfo = mountinfo.clone();
         let btrfs = dir.path().join("btrfs");
         let sysfs = dir.path().join("sys");
         let agent = TestAgent::start(
@@ -181,6 +186,7 @@ async fn idle(secs: u64) {
                 c.arrays.mdstat = mdstat;
                 c.arrays.sysfs = sysfs;
                 c.arrays.btrfs = btrfs;
+                c.arrays.mountinfo = mountinfo;
                 c.arrays.zpool = String::new();
             },
             vec![],

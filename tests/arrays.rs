@@ -353,6 +353,18 @@ async fn md_raid1_fault_recovery_and_raid5_degraded_from_fixture_trees() {
 
     let arrays = agent.get_json("/api/v1/arrays").await;
     assert_eq!(arrays.as_array().map(Vec::len), Some(2));
+    let one = agent.get_json(&format!("/api/v1/arrays/{md5_id}")).await;
+    assert_eq!(one["name"], "md5");
+    let missing = reqwest::get(agent.url("/api/v1/arrays/md-nope")).await.expect("GET");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("error body");
+    assert!(body["error"]["message"].as_str().unwrap_or("").contains("md-nope"), "{body}");
+    let doc = agent.get_json("/api/v1/openapi.json").await;
+    assert!(doc["paths"].get("/api/v1/arrays").is_some() && doc["paths"].get("/api/v1/arrays/{id}").is_some());
+    assert!(doc["components"]["schemas"].get("Array").is_some());
+    // The snapshot carries the arrays too.
+    let snap = agent.get_json("/api/v1/snapshot").await;
+    assert_eq!(snap["arrays"].as_array().map(Vec::len), Some(2));
     agent.stop().await;
 }
 
@@ -386,12 +398,15 @@ async fn md_bad_input_is_logged_and_the_last_good_state_kept() {
     tree.mdstat(&good_text);
     std::fs::remove_file(tree.md("md1").join("degraded")).expect("remove");
     std::os::unix::fs::symlink("gone", tree.md("md1").join("degraded")).expect("dangling link");
-    tree.attr("md1", "array_state", "active");
+    tree.attr("md1", "mismatch_cnt", "8");
     expect_silence(&mut sse, Duration::from_millis(400)).await;
     assert_eq!(agent.get_json(&format!("/api/v1/arrays/{MD1_ID}")).await, good);
 
-    // Readable again: the change goes through.
+    // Readable again: the changes go through.
     std::fs::remove_file(tree.md("md1").join("degraded")).expect("remove");
+    tree.attr("md1", "degraded", "0");
+    let msg = expect_array(&mut sse, "array.changed", MD1_ID).await;
+    assert_eq!(array_of(&msg)["mismatch_count"], 8);
     tree.attr("md1", "degraded", "1");
     tree.attr("md1", "dev-sdj/state", "faulty");
     tree.mdstat(&mdstat_with(&[MD1_FAULTY]));
@@ -498,4 +513,47 @@ async fn zfs_pools_from_a_replayed_zpool_status() {
     let called = std::fs::read_to_string(&args).expect("zpool was run");
     assert_eq!(called.lines().next(), Some("status -j --json-int"));
     agent.stop().await;
+}
+
+// ---------------------------------------------------------------- POLLPRI on a kernfs file
+
+/// md's attributes are kernfs files that notify with `sysfs_notify`; with no md driver here,
+/// the same kernfs notification is raised by a cgroup's `cgroup.events` when a process
+/// enters the cgroup. The watch set must wake on it through POLLPRI, not inotify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollpri_wakes_on_a_kernfs_notification() {
+    if !require_root("pollpri_wakes_on_a_kernfs_notification") {
+        return;
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let root = mountinfo
+        .lines()
+        .find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 ")))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .map(PathBuf::from)
+        .expect("a cgroup2 mount");
+    struct Cgroup(PathBuf, Option<std::process::Child>);
+    impl Drop for Cgroup {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.1.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let mut cgroup = Cgroup(root.join(format!("diskwatch-arrays-test-{}", std::process::id())), None);
+    std::fs::create_dir(&cgroup.0).expect("create cgroup");
+    let events = cgroup.0.join("cgroup.events");
+    let mut set = diskwatch::arrays::read::WatchSet::new();
+    set.set(std::slice::from_ref(&events));
+    assert_eq!(set.counts(), (1, 0), "kernfs files are polled, not watched with inotify");
+    use diskwatch::arrays::read::AttrReader;
+    assert!(set.read(&events).expect("read").contains("populated 0"));
+    let child = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let pid = child.id();
+    cgroup.1 = Some(child);
+    std::fs::write(cgroup.0.join("cgroup.procs"), pid.to_string()).expect("move into cgroup");
+    tokio::time::timeout(Duration::from_secs(5), set.changed()).await.expect("POLLPRI wake");
+    assert!(set.read(&events).expect("read").contains("populated 1"));
 }

@@ -13,8 +13,10 @@ use super::model::{Array, ArrayState, MemberRole};
 use crate::events::EventKind;
 use crate::state::diff_fields;
 
-/// Fields the state model owns or that progress throttling handles.
-const NOT_REPORTED: &[&str] = &["mounts", "degraded_mount", "initial_sync", "sync_percent", "sync_eta_seconds"];
+/// Fields the state model owns, that progress throttling handles, or that flip with every
+/// write burst (md `array_state` goes `active` ↔ `clean`): `state` tells what matters.
+const NOT_REPORTED: &[&str] =
+    &["raw_state", "mounts", "degraded_mount", "initial_sync", "sync_percent", "sync_eta_seconds"];
 
 /// Progress announced last for one array.
 #[derive(Debug, Clone, Copy, Default)]
