@@ -9,6 +9,7 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use crate::activity::ActivityConfig;
+pub use crate::arrays::config::ArraysConfig;
 pub use crate::events::config::EventsConfig;
 pub use crate::health::HealthConfig;
 pub use crate::history::HistoryConfig;
@@ -99,6 +100,7 @@ pub struct Config {
     pub udev: UdevConfig,
     pub mounts: MountsConfig,
     pub shares: SharesConfig,
+    pub arrays: ArraysConfig,
     pub mqtt: MqttConfig,
     pub health: HealthConfig,
     pub activity: ActivityConfig,
@@ -118,6 +120,7 @@ impl Default for Config {
             udev: UdevConfig::default(),
             mounts: MountsConfig::default(),
             shares: SharesConfig::default(),
+            arrays: ArraysConfig::default(),
             mqtt: MqttConfig::default(),
             health: HealthConfig::default(),
             activity: ActivityConfig::default(),
@@ -212,6 +215,7 @@ impl Config {
         self.udev.validate(&mut problems);
         self.mounts.validate(&mut problems);
         self.shares.validate(&mut problems);
+        self.arrays.validate(&mut problems);
         self.mqtt.validate(&mut problems);
         self.health.validate(&mut problems);
         self.activity.validate(&mut problems);
@@ -338,6 +342,26 @@ mod tests {
         assert!(e.starts_with("events.ring_size:"), "{e}");
         let e = load("log_level = \"loud\"", &[]).unwrap_err().to_string();
         assert!(e.starts_with("log_level: unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn arrays_keys_layer_are_checked_and_documented_with_their_defaults() {
+        let c = load("[arrays]\nmdstat = \"/tmp/mdstat\"\ninterval = \"5s\"\n", &[("DISKWATCH_ARRAYS__ZPOOL", "")])
+            .unwrap();
+        assert_eq!(c.arrays.mdstat, Path::new("/tmp/mdstat"));
+        assert_eq!(c.arrays.interval, Duration::from_secs(5));
+        assert_eq!(c.arrays.zpool, "");
+        assert_eq!(c.arrays.progress_interval, Duration::from_secs(1));
+        let e = load("[arrays]\nprogress_interval = \"0s\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.progress_interval:"), "{e}");
+        let e = load("[arrays]\nmd = \"/proc/mdstat\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.md: unknown key"), "{e}");
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let c = load(&example, &[]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&c.arrays).unwrap(),
+            serde_json::to_value(crate::arrays::ArraysConfig::default()).unwrap()
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@
 //! - [`health`]: SMART, temperature and power state without waking disks.
 //! - [`activity`]: I/O rates and idle time from `/sys/block/*/stat`.
 //! - [`history`]: per-object series of usage, temperature and I/O, persisted.
+//! - [`arrays`]: the md RAID, multi-device btrfs and ZFS source.
 //! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
@@ -28,6 +29,7 @@
 
 pub mod activity;
 pub mod agent;
+pub mod arrays;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -83,6 +83,9 @@ pub struct Disk {
     /// I/O activity over the last sampling interval (boxed like `health`).
     #[serde(default)]
     pub io: Option<Box<DiskIo>>,
+    /// *Derived*: ids of the arrays this whole device is a member of.
+    #[serde(default)]
+    pub arrays: Vec<String>,
 }
 
 /// A partition of a disk (DEVTYPE=partition).
@@ -112,6 +115,9 @@ pub struct Partition {
     /// *Derived*: ids of the mounts of this partition.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// *Derived*: ids of the arrays this partition is a member of.
+    #[serde(default)]
+    pub arrays: Vec<String>,
 }
 
 /// Space usage of a mounted filesystem, from statvfs.
@@ -156,6 +162,9 @@ pub struct Mount {
     /// *Derived*: ids of the shares whose storage is this mount.
     #[serde(default)]
     pub shares: Vec<String>,
+    /// *Derived*: the array (md device, btrfs filesystem, ZFS pool) mounted here.
+    #[serde(default)]
+    pub array_id: Option<String>,
     /// Last usage sample; absent until the first one.
     #[serde(default)]
     pub usage: Option<Usage>,
@@ -266,6 +275,9 @@ pub struct Snapshot {
     pub mounts: Vec<Mount>,
     pub shares: Vec<Share>,
     pub sources: Vec<SourceStatus>,
+    /// md arrays, multi-device btrfs filesystems and ZFS pools (SPEC §8).
+    #[serde(default)]
+    pub arrays: Vec<crate::arrays::Array>,
 }
 
 /// A disk's power state as last seen without waking it (SPEC §8).

@@ -92,6 +92,9 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     if config.activity.enabled {
         sources.push(Box::new(crate::activity::ActivitySource::new(config.activity.clone())));
     }
+    if config.arrays.enabled {
+        sources.push(Box::new(crate::arrays::ArraysSource::new(config.arrays.clone())));
+    }
     sources
 }
 

@@ -35,6 +35,24 @@ async fn feed_topology(agent: &TestAgent) {
     agent.facts.send(Fact::Shares { shares, initial: false }).await.unwrap();
 }
 
+/// A degraded raid1 rebuilding onto sdz: every array entity has a value to show.
+async fn feed_array(agent: &TestAgent) {
+    use diskwatch::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+    let mut array = Array::new(ArrayKind::Md, "md0", Some("0fbf5f2c-add2-43c2-bd78-a4be3ab709ef".into()));
+    array.level = Some("raid1".into());
+    array.raid_disks = Some(2);
+    array.members = vec![
+        ArrayMember::new(Some("sdx".into()), MemberRole::Active, Some(0)),
+        ArrayMember::new(Some("sdz".into()), MemberRole::Spare, Some(1)),
+    ];
+    array.members[1].rebuilding = true;
+    array.degraded_count = 1;
+    array.state = ArrayState::Recovering;
+    array.sync_action = Some("recover".into());
+    array.sync_percent = Some(42.5);
+    agent.facts.send(Fact::Arrays { arrays: vec![array], initial: true }).await.unwrap();
+}
+
 #[tokio::test]
 async fn discovery_payloads_pass_home_assistant_schemas() {
     let Some(python) = ha_python() else { return };
@@ -50,10 +68,12 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         )
         .await;
         feed_topology(&agent).await;
+        feed_array(&agent).await;
         let rec = Recorder::start(broker.port, "t-schema", &["homeassistant/#"]).await;
+        // host, disk, two mounts, share, array (device form); their entities (component form)
         let expected = match mode {
-            DiscoveryMode::Device => 5,
-            DiscoveryMode::Component => 7 + 2 + 2 * 4 + 1,
+            DiscoveryMode::Device => 6,
+            DiscoveryMode::Component => 7 + 2 + 2 * 4 + 1 + 3,
         };
         rec.wait_for(WAIT, "all discovery configs", |m| {
             m.iter().map(|r| r.topic.as_str()).collect::<std::collections::BTreeSet<_>>().len() >= expected

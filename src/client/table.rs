@@ -222,6 +222,7 @@ mod tests {
             partitions: vec![],
             mounts: vec![],
             shares: vec![],
+            arrays: vec![],
             sources: vec![],
         };
         let text = render(&snap);
@@ -267,6 +268,7 @@ mod tests {
                 inodes_free: 0,
             }),
             stale: false,
+            array_id: None,
         };
         let snap = Snapshot {
             node_id: "nas".into(),
@@ -276,6 +278,7 @@ mod tests {
             mounts: vec![mount],
             shares: vec![],
             sources: vec![],
+            arrays: vec![],
         };
         let text = render(&snap);
         assert!(text.starts_with("node nas  last event 7\n"), "{text}");

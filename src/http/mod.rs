@@ -7,8 +7,8 @@ pub mod config;
 mod dashboard;
 mod error;
 pub mod guard;
-pub mod limits;
 mod history;
+pub mod limits;
 mod openapi;
 pub mod server;
 mod sse;
@@ -59,6 +59,8 @@ pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
         .route("/api/v1/partitions", get(api::partitions))
         .route("/api/v1/mounts", get(api::mounts))
         .route("/api/v1/shares", get(api::shares))
+        .route("/api/v1/arrays", get(api::arrays))
+        .route("/api/v1/arrays/{id}", get(api::array))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/types", get(api::event_types))
         .route("/api/v1/events/stream", get(sse::stream))

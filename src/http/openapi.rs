@@ -10,6 +10,7 @@ use super::error::{ErrorBody, ErrorDetail};
 use super::history;
 use super::sse;
 use crate::agent::{SinkState, SinkStatus};
+use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use crate::events::CloudEvent;
 use crate::history::Series;
 use crate::model::{
@@ -30,6 +31,8 @@ use crate::model::{
         api::partitions,
         api::mounts,
         api::shares,
+        api::arrays,
+        api::array,
         api::events,
         api::event_types,
         sse::stream,
@@ -56,6 +59,12 @@ use crate::model::{
         SourceState,
         SinkState,
         SinkStatus,
+        Array,
+        ArrayKind,
+        ArrayState,
+        ArrayMember,
+        MemberRole,
+        ErrorCounts,
         CloudEvent,
         ErrorBody,
         ErrorDetail,

@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::DiscoveryMode;
 use super::topics::{Kind, Naming};
+use crate::arrays::{Array, ArrayKind, ArrayState};
 use crate::events::EventKind;
 use crate::model::{Disk, Mount, Share, Snapshot};
 
@@ -56,6 +57,9 @@ pub fn plan(snapshot: &Snapshot, naming: &Naming) -> Vec<Retained> {
     }
     for s in &snapshot.shares {
         push_object(&mut out, naming, Kind::Share, &s.id, json!(s));
+    }
+    for a in &snapshot.arrays {
+        push_object(&mut out, naming, Kind::Array, &a.id, json!(a));
     }
     for object in discovery_objects(snapshot, naming) {
         out.extend(render(&object, naming));
@@ -170,6 +174,8 @@ fn discovery_objects(s: &Snapshot, naming: &Naming) -> Vec<DiscoveryObject> {
         let device = attached_device(sh.disk_id.as_deref(), s, naming);
         out.push(share_object(sh, device, naming));
     }
+    // An array spans disks: its entities live on the host device.
+    out.extend(s.arrays.iter().map(|a| array_object(a, naming)));
     out
 }
 
@@ -427,6 +433,73 @@ fn share_object(sh: &Share, device: Value, naming: &Naming) -> DiscoveryObject {
         name,
         device,
         entities: with_object_availability(entities, &avail, &["available"]),
+    }
+}
+
+/// "md0 raid1", "btrfs data raid1", "zfs tank raidz1".
+pub fn array_label(a: &Array) -> String {
+    let name = if a.kind == ArrayKind::Md { a.name.clone() } else { format!("{} {}", a.kind.as_str(), a.name) };
+    match a.level.as_deref() {
+        Some(level) => format!("{name} {level}"),
+        None => name,
+    }
+}
+
+fn array_object(a: &Array, naming: &Naming) -> DiscoveryObject {
+    let name = format!("diskwatch_{}_array_{}", naming.node_id, a.id);
+    let state = naming.state(Kind::Array, &a.id);
+    let avail = naming.object_availability(Kind::Array, &a.id);
+    let label = array_label(a);
+    let options: Vec<&str> = ArrayState::ALL.iter().map(|s| s.as_str()).collect();
+    let entities = vec![
+        entity(
+            "sensor",
+            "state",
+            &name,
+            format!("{label} state"),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.state }}",
+                "device_class": "enum",
+                "options": options,
+                "icon": "mdi:harddisk-plus",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'kind': value_json.kind, 'level': value_json.level, 'members': value_json.members | length, 'sync_action': value_json.sync_action} | to_json }}",
+            }),
+        ),
+        entity(
+            "binary_sensor",
+            "degraded",
+            &name,
+            format!("{label} degraded"),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ 'ON' if value_json.state in ['degraded', 'recovering', 'failed'] else 'OFF' }}",
+                "device_class": "problem",
+                "json_attributes_topic": state,
+                "json_attributes_template": "{{ {'degraded_count': value_json.degraded_count} | to_json }}",
+            }),
+        ),
+        entity(
+            "sensor",
+            "sync",
+            &name,
+            format!("{label} sync progress"),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.sync_percent if value_json.sync_percent is not none else None }}",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                "icon": "mdi:progress-wrench",
+            }),
+        ),
+    ];
+    DiscoveryObject {
+        object: object_key(Kind::Array, &a.id),
+        name,
+        device: json!({"identifiers": [naming.host_device()]}),
+        entities: with_object_availability(entities, &avail, &["state", "degraded", "sync"]),
     }
 }
 

@@ -19,6 +19,8 @@ pub const DERIVED: &[&str] = &[
     "health",
     "health_note",
     "io",
+    "arrays",
+    "array_id",
 ];
 
 /// Names of the top-level fields whose values differ, in serialisation order,

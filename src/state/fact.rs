@@ -1,6 +1,7 @@
 //! Facts: what sources tell the core. A fact says what a source sees now;
 //! the state model decides which events that makes.
 
+use crate::arrays::Array;
 use crate::model::{Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
 
 /// One observation sent by a source to the core.
@@ -32,6 +33,9 @@ pub enum Fact {
     DiskIo { samples: Vec<(String, DiskIo)> },
     /// The complete share set after a re-parse.
     Shares { shares: Vec<Share>, initial: bool },
+    /// The complete set of arrays (md, btrfs, ZFS) after a re-read. Arrays missing from it
+    /// are removed. With `initial`, additions are silent unless `emit_initial` is configured.
+    Arrays { arrays: Vec<Array>, initial: bool },
     /// A source is up (registers it in health; no event).
     SourceRunning { source: String, required: bool },
     /// A source has sent its start-up facts (coldplug done): readiness waits for every source's.

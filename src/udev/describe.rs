@@ -57,6 +57,7 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -83,6 +84,7 @@ pub fn partition(sys: &SysDevice, props: &Props, disk_id: &str) -> Partition {
         part_label: prop(props, "ID_PART_ENTRY_NAME").or_else(|| prop(&sys.uevent, "PARTNAME")),
         part_uuid,
         mounts: Vec::new(),
+        arrays: Vec::new(),
     }
 }
 

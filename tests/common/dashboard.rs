@@ -113,6 +113,7 @@ pub fn disk(n: usize) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -152,6 +153,7 @@ pub fn partition(disk: &Disk, number: u32) -> Partition {
         part_label: None,
         part_uuid: None,
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -173,6 +175,7 @@ pub fn mount(partition: &Partition, mount_point: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        array_id: None,
     }
 }
 

@@ -192,6 +192,7 @@ pub fn test_config(state_dir: &Path) -> Config {
     config.health.enabled = false;
     config.activity.enabled = false;
     config.history.enabled = false;
+    config.arrays.enabled = false;
     config
 }
 
