@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::ha::{ha_python, run_validator};
+use common::ha::{ha_python, ha_python_old, run_validator};
 use common::mosquitto::{self, Mosquitto, Recorder};
 use common::TestAgent;
 use diskwatch::config::{Config, DiscoveryMode};
@@ -38,6 +38,7 @@ async fn feed_topology(agent: &TestAgent) {
 #[tokio::test]
 async fn discovery_payloads_pass_home_assistant_schemas() {
     let Some(python) = ha_python() else { return };
+    let old = ha_python_old();
     for mode in [DiscoveryMode::Device, DiscoveryMode::Component] {
         let broker = Mosquitto::start();
         let agent = TestAgent::start(
@@ -61,6 +62,9 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         let configs = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
         assert_eq!(configs.len(), expected, "{mode:?}: {:#?}", configs.keys());
         run_validator(&python, &configs, agent.state_dir.path());
+        if let (DiscoveryMode::Component, Some(old)) = (mode, &old) {
+            run_validator(old, &configs, agent.state_dir.path());
+        }
         agent.stop().await;
     }
 }

@@ -6,15 +6,26 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// The Python with the `homeassistant` package: $DISKWATCH_HA_PYTHON, else the venv scripts/ha-venv makes.
-pub fn ha_python() -> Option<String> {
-    let python = std::env::var("DISKWATCH_HA_PYTHON").unwrap_or_else(|_| "/opt/diskwatch-ha-venv/bin/python".into());
+/// A Python with the `homeassistant` package: `$var`, else `default` (scripts/ha-venv writes both
+/// defaults: wrappers that run Home Assistant's Python in its Debian unstable chroot).
+fn ha_python_from(var: &str, default: &str) -> Option<String> {
+    let python = std::env::var(var).unwrap_or_else(|_| default.into());
     if Path::new(&python).exists() {
         return Some(python);
     }
     assert!(!super::in_ci(), "{python} missing: CI must run scripts/ha-venv so discovery is validated");
     eprintln!("skipping Home Assistant schema validation: {python} missing (run scripts/ha-venv)");
     None
+}
+
+/// Home Assistant's current release (device-based and per-component discovery).
+pub fn ha_python() -> Option<String> {
+    ha_python_from("DISKWATCH_HA_PYTHON", "/opt/diskwatch-ha-venv/bin/python")
+}
+
+/// One older release, kept to validate per-component discovery.
+pub fn ha_python_old() -> Option<String> {
+    ha_python_from("DISKWATCH_HA_PYTHON_OLD", "/opt/diskwatch-ha-venv/bin/python-old")
 }
 
 pub fn run_validator(python: &str, messages: &BTreeMap<String, String>, dir: &Path) {

@@ -10,6 +10,7 @@ pub mod facts;
 pub mod fuse;
 pub mod ha;
 pub mod mosquitto;
+pub mod nspawn;
 pub mod shares;
 pub mod sse;
 pub mod udevd;
