@@ -153,7 +153,7 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
         }
     };
     let mut watch = Watch {
-        table: Table::new(config.mountinfo.clone()),
+        table: Table::for_setting(&config.mountinfo),
         filter,
         differ: Differ::new(),
         failed: false,
