@@ -40,6 +40,7 @@ pub mod shares;
 pub mod sources;
 pub mod state;
 pub mod systemd;
+pub mod text;
 pub mod udev;
 
 pub use crate::agent::Agent;

@@ -50,7 +50,8 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         ErrorDetail,
         api::EventsPage,
         api::EventType,
-        api::Health
+        api::Health,
+        crate::metrics::Degradation
     ))
 )]
 pub struct ApiDoc;

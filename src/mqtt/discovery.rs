@@ -86,8 +86,7 @@ fn host_state(s: &Snapshot) -> Value {
 
 /// Wraps one object's entities in discovery messages of the configured form.
 fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
-    let origin =
-        json!({"name": "diskwatch", "sw_version": naming.version, "support_url": "https://example.invalid/diskwatch"});
+    let origin = json!({"name": "diskwatch", "sw_version": naming.version});
     // Every entity needs the agent online; most also need their object present ("all").
     let entity_config = |e: &Entity| {
         let mut c = e.config.clone();
