@@ -8,13 +8,48 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::activity::ActivityConfig;
 pub use crate::arrays::config::ArraysConfig;
 pub use crate::events::config::EventsConfig;
+pub use crate::health::HealthConfig;
+pub use crate::history::HistoryConfig;
 pub use crate::http::config::HttpConfig;
 pub use crate::mounts::config::MountsConfig;
 pub use crate::mqtt::config::{DiscoveryMode, MqttConfig};
 pub use crate::shares::config::SharesConfig;
 pub use crate::udev::config::{UdevConfig, UdevMode};
+
+/// A secret string (token, password): its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/diskwatch/config.toml";
@@ -53,7 +88,8 @@ pub enum LogFormat {
 pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
-    /// Empty: the sanitised hostname.
+    /// Empty: the id remembered in `state_dir`, else the sanitised hostname plus a
+    /// hash of the machine id (see [`crate::node`]).
     pub node_id: String,
     /// Journal and persisted agent state.
     pub state_dir: PathBuf,
@@ -66,6 +102,9 @@ pub struct Config {
     pub shares: SharesConfig,
     pub arrays: ArraysConfig,
     pub mqtt: MqttConfig,
+    pub health: HealthConfig,
+    pub activity: ActivityConfig,
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -83,6 +122,9 @@ impl Default for Config {
             shares: SharesConfig::default(),
             arrays: ArraysConfig::default(),
             mqtt: MqttConfig::default(),
+            health: HealthConfig::default(),
+            activity: ActivityConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -117,7 +159,20 @@ impl Config {
         Self::load_from(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
     }
 
+    /// Loads and checks the layers, but neither reads the token file nor applies the
+    /// exposure rule: for `diskwatch token generate`, which creates that file.
+    pub fn load_without_token(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::extract(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
+    }
+
     fn load_from(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+        let mut config = Self::extract(path, overrides, env)?;
+        config.http.load_token().map_err(ConfigError::one)?;
+        config.http.check_exposure().map_err(ConfigError::one)?;
+        Ok(config)
+    }
+
+    fn extract(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         let file = match path {
             Some(p) => Some(p.to_path_buf()),
@@ -145,20 +200,26 @@ impl Config {
         if overrides.emit_initial {
             figment = figment.merge(("emit_initial", true));
         }
-        let config: Config =
+        let mut config: Config =
             figment.extract().map_err(|e| ConfigError { messages: e.into_iter().map(|e| describe(&e)).collect() })?;
+        // Under systemd, the MQTT password may come as a credential (LoadCredential=).
+        config.mqtt.use_credentials(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref());
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.http.validate(&mut problems);
         self.events.validate(&mut problems);
         self.udev.validate(&mut problems);
         self.mounts.validate(&mut problems);
         self.shares.validate(&mut problems);
         self.arrays.validate(&mut problems);
         self.mqtt.validate(&mut problems);
+        self.health.validate(&mut problems);
+        self.activity.validate(&mut problems);
+        self.history.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }
@@ -169,16 +230,9 @@ impl Config {
         }
     }
 
-    /// The node id in force: the configured one, or the sanitised hostname.
+    /// The node id in force (see [`crate::node::resolve`]); nothing is written.
     pub fn node_id(&self) -> String {
-        if !self.node_id.is_empty() {
-            return self.node_id.clone();
-        }
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".to_owned());
-        crate::model::sanitize_id(host.split('.').next().unwrap_or("localhost"))
+        crate::node::resolve(self, crate::node::MACHINE_ID_FILES).id
     }
 }
 
@@ -223,6 +277,28 @@ mod tests {
             Ok(())
         });
         out.expect("the jail ran the closure")
+    }
+
+    #[test]
+    fn mqtt_password_comes_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().to_str().unwrap();
+        // No credential there: nothing changes.
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, None);
+        // The unit's directory form names it diskwatch_mqtt_password; it wins over `password`.
+        std::fs::write(dir.path().join("diskwatch_mqtt_password"), "s3cret\n").unwrap();
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("diskwatch_mqtt_password")));
+        // A plain LoadCredential=mqtt_password:... comes first.
+        std::fs::write(dir.path().join("mqtt_password"), "other").unwrap();
+        let c = load("", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("mqtt_password")));
+        // An explicit password_file is kept.
+        let c = load("[mqtt]\npassword_file = \"/run/secrets/mqtt\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(PathBuf::from("/run/secrets/mqtt")));
+        // Outside systemd (no CREDENTIALS_DIRECTORY) nothing is looked up.
+        assert_eq!(load("", &[]).unwrap().mqtt.password_file, None);
     }
 
     #[test]

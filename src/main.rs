@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use diskwatch::cli::{normalize_args, Cli, Command};
+use diskwatch::cli::{normalize_args, Cli, Command, TokenCommand};
 use diskwatch::config::{Config, LogFormat};
 use diskwatch::{client, systemd};
 use tokio_util::sync::CancellationToken;
@@ -14,8 +14,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration errors (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
-/// How long shutdown may take after a signal.
+/// How long the tasks may take to drain after a signal (the core publishes `agent.stopping`
+/// and syncs the journal, SSE streams end, MQTT says offline).
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long the runtime then waits for blocking calls still running (a read stuck on a dead
+/// network filesystem, say) before the process exits without them: DRAIN plus this bounds the
+/// whole stop, well inside systemd's TimeoutStopSec.
+const BLOCKING_GRACE: Duration = Duration::from_millis(500);
 /// Longest wait for the sources' start-up facts before telling systemd we are ready.
 const READY_WAIT: Duration = Duration::from_secs(30);
 
@@ -24,6 +29,9 @@ fn main() -> ExitCode {
     if let Some(Command::Version) = cli.command {
         println!("diskwatch {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Token { action: TokenCommand::Generate { file, force, print } }) = &cli.command {
+        return token_generate(&cli, file.clone(), *force, *print);
     }
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
@@ -34,11 +42,26 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(token) = &config.http.auth_token {
+        client::use_token(token.clone());
+    }
     match cli.command {
         Some(Command::CheckConfig) => {
-            println!("configuration OK (node_id {}, HTTP on {})", config.node_id(), config.http.listen);
+            // Never the token or the MQTT password: only whether they are set.
+            let auth = match (&config.http.auth_token, config.http.allow_anonymous) {
+                (Some(_), _) => "token required",
+                (None, true) => "anonymous allowed",
+                (None, false) => "loopback only, no token",
+            };
+            println!(
+                "configuration OK (node_id {}, HTTP on {}, {auth}, MQTT {})",
+                config.node_id(),
+                config.http.listen,
+                if config.mqtt.enabled { config.mqtt.url.as_str() } else { "disabled" }
+            );
             ExitCode::SUCCESS
         }
+        Some(Command::Token { .. }) => ExitCode::SUCCESS,
         Some(Command::Run) | None => run(config),
         Some(Command::Version) => ExitCode::SUCCESS,
         Some(Command::Snapshot { json, url }) => {
@@ -56,6 +79,40 @@ fn main() -> ExitCode {
                     client::history(&url, &options, &mut out).await
                 }
             })
+        }
+    }
+}
+
+/// `diskwatch token generate`: a new token in a 0600 file; the path on stderr, the token on
+/// stdout only with `--print`.
+fn token_generate(cli: &Cli, file: Option<std::path::PathBuf>, force: bool, print: bool) -> ExitCode {
+    let path = match file {
+        Some(path) => path,
+        None => match Config::load_without_token(cli.config.as_deref(), &cli.overrides()) {
+            Ok(config) if !config.http.auth_token_file.as_os_str().is_empty() => config.http.auth_token_file,
+            Ok(_) => {
+                eprintln!("diskwatch: no token file: pass --file PATH or set http.auth_token_file");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                for line in &e.messages {
+                    eprintln!("diskwatch: configuration error: {line}");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    match diskwatch::http::auth::write_token_file(&path, force) {
+        Ok(token) => {
+            eprintln!("diskwatch: new token written to {} (mode 0600); restart the agent to use it", path.display());
+            if print {
+                println!("{}", token.expose());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("diskwatch: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -112,7 +169,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let token = CancellationToken::new();
         let running = match diskwatch::service::start(config, token.clone(), Default::default()).await {
             Ok(running) => running,
@@ -145,7 +202,11 @@ fn run(config: Config) -> ExitCode {
             warn!("shutdown took longer than {DRAIN:?}; exiting anyway");
         }
         ExitCode::SUCCESS
-    })
+    });
+    // Dropping the runtime would wait for every blocking task, forever for one stuck in the
+    // kernel; leave those behind (the process exit ends their threads).
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    code
 }
 
 async fn wait_for_signal() -> &'static str {

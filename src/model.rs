@@ -1,7 +1,7 @@
 //! The storage objects diskwatch reports (SPEC §2): disks, partitions, mounts and shares.
 //!
 //! Sources fill in what they observe; the fields marked *derived* are owned by
-//! [`crate::state::State`], which links the topology both ways after every fact.
+//! the state model (`state::State`), which links the topology both ways after every fact.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,12 +23,19 @@ pub fn mount_id(mount_point: &str) -> String {
     }
 }
 
+fn stable_by_default() -> bool {
+    true
+}
+
 /// A whole block device (DEVTYPE=disk): a drive, an md array, a dm device, a loop device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Disk {
-    /// Stable id: WWN, else bus+model+serial, else `dev-<kernel name>`.
+    /// Stable id: WWN, else bus+model+serial, else `dev-<kernel name>`; a twin (another disk
+    /// present with the same WWN or serial, as a cloned disk or sticks from one batch) gets
+    /// `<that id>-<kernel name>`.
     pub id: String,
-    /// False when the id falls back to the kernel name and may change on re-plug.
+    /// False when the id falls back to the kernel name and may change on re-plug, or a twin with
+    /// the same identity is present (both are then marked).
     pub stable: bool,
     pub kernel_name: String,
     pub devpath: String,
@@ -62,6 +69,20 @@ pub struct Disk {
     /// *Derived*: ids of mounts of the whole device.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// Power state as last seen without waking the disk (`null` where health is not watched).
+    #[serde(default)]
+    pub power_state: Option<PowerState>,
+    /// Last SMART health; a disk in standby keeps its last reading (see `checked_at`).
+    /// (Boxed: most disks in a fact carry none, and a `Fact` stays small.)
+    #[serde(default)]
+    pub health: Option<Box<Health>>,
+    /// Why `health` is what it is when it is not a fresh reading (standby, no I/O since the
+    /// last read, SMART unavailable, smartctl failed).
+    #[serde(default)]
+    pub health_note: Option<String>,
+    /// I/O activity over the last sampling interval (boxed like `health`).
+    #[serde(default)]
+    pub io: Option<Box<DiskIo>>,
     /// *Derived*: ids of the arrays this whole device is a member of.
     #[serde(default)]
     pub arrays: Vec<String>,
@@ -70,8 +91,13 @@ pub struct Disk {
 /// A partition of a disk (DEVTYPE=partition).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Partition {
-    /// Partition UUID, else filesystem UUID, else `<disk id>-part<N>`.
+    /// Partition UUID, else filesystem UUID, else `<disk id>-part<N>`; a twin (another partition
+    /// present with the same UUID, as on a cloned disk) gets `<that id>-<kernel name>`.
     pub id: String,
+    /// False when the id may change: it falls back to an unstable disk's kernel name, or a twin
+    /// with the same UUID is present (both are then marked).
+    #[serde(default = "stable_by_default")]
+    pub stable: bool,
     pub kernel_name: String,
     pub devpath: String,
     pub devnode: String,
@@ -142,7 +168,8 @@ pub struct Mount {
     /// Last usage sample; absent until the first one.
     #[serde(default)]
     pub usage: Option<Usage>,
-    /// True while the last usage query timed out (dead network server).
+    /// True while the last usage query timed out (dead network server), or could not run
+    /// within the timeout because every usage thread hangs: `usage` is then an old value.
     #[serde(default)]
     pub stale: bool,
 }
@@ -251,6 +278,76 @@ pub struct Snapshot {
     /// md arrays, multi-device btrfs filesystems and ZFS pools (SPEC §8).
     #[serde(default)]
     pub arrays: Vec<crate::arrays::Array>,
+}
+
+/// A disk's power state as last seen without waking it (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    Active,
+    Idle,
+    Standby,
+    Sleeping,
+    #[default]
+    Unknown,
+}
+
+impl PowerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::Active => "active",
+            PowerState::Idle => "idle",
+            PowerState::Standby => "standby",
+            PowerState::Sleeping => "sleeping",
+            PowerState::Unknown => "unknown",
+        }
+    }
+
+    /// Standby and sleeping: the disk is spun down (or its link suspended) and must not be touched.
+    pub fn is_asleep(self) -> bool {
+        matches!(self, PowerState::Standby | PowerState::Sleeping)
+    }
+}
+
+/// Where a disk's health was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthSource {
+    Smartctl,
+    Hwmon,
+}
+
+/// SMART health of a disk (SPEC §8); every counter is `null` where the drive does not report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// The drive's own overall assessment (`smart_status.passed`).
+    pub passed: Option<bool>,
+    pub temperature_c: Option<f64>,
+    pub power_on_hours: Option<u64>,
+    pub power_cycles: Option<u64>,
+    /// ATA attribute 5, SCSI grown defect list.
+    pub reallocated_sectors: Option<u64>,
+    /// ATA attribute 197, SCSI pending defects.
+    pub pending_sectors: Option<u64>,
+    /// ATA attribute 198 (else 187), SCSI uncorrected read/write/verify errors.
+    pub uncorrectable: Option<u64>,
+    pub nvme_percentage_used: Option<u64>,
+    pub nvme_critical_warning: Option<u64>,
+    pub nvme_media_errors: Option<u64>,
+    /// When these values were read (RFC 3339); a disk in standby keeps its last reading.
+    pub checked_at: String,
+    pub source: HealthSource,
+}
+
+/// I/O activity of a disk from `/sys/block/<dev>/stat` over the last sampling interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiskIo {
+    pub read_bytes_per_s: f64,
+    pub write_bytes_per_s: f64,
+    /// Share of the interval the device had I/O in flight, 0–100.
+    pub busy_percent: f64,
+    /// Seconds since the counters last moved (as far as the agent has watched).
+    pub idle_seconds: u64,
 }
 
 #[cfg(test)]

@@ -45,6 +45,10 @@ kinds! {
     DiskAdded = "disk.added": "a block device (DEVTYPE=disk) appeared",
     DiskRemoved = "disk.removed": "a block device disappeared",
     DiskChanged = "disk.changed": "a disk's properties or media changed",
+    DiskHealthChanged = "disk.health_changed":
+        "SMART health got worse: passed flipped, reallocated/pending/uncorrectable/NVMe media-error counts rose, or an NVMe critical-warning bit appeared",
+    DiskTemperature = "disk.temperature": "a disk's temperature crossed the warn or critical threshold, in either direction",
+    DiskPowerState = "disk.power_state": "a disk was seen to enter or leave standby",
     PartitionAdded = "partition.added": "a partition appeared",
     PartitionRemoved = "partition.removed": "a partition disappeared",
     PartitionChanged = "partition.changed": "a partition's filesystem identity or properties changed",

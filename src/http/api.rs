@@ -6,17 +6,19 @@ use std::time::SystemTime;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::guard::Access;
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::arrays::Array;
 use crate::events::{CloudEvent, TypeFilter};
+use crate::metrics::Degradation;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
-type AgentState = State<Arc<Agent>>;
+pub(super) type AgentState = State<Arc<Agent>>;
 
 /// The whole topology with the id of the last event it reflects.
 #[utoipa::path(get, path = "/api/v1/snapshot", responses((status = 200, body = Snapshot)))]
@@ -159,15 +161,19 @@ pub struct Health {
     pub last_event_id: u64,
     pub sources: Vec<SourceStatus>,
     pub sinks: Vec<SinkStatus>,
+    /// Conditions that make the agent `degraded` while they hold: journal writes failing, every
+    /// usage thread hung. Each is also `diskwatch_degraded{condition}` in /metrics.
+    pub degraded: Vec<Degradation>,
 }
 
-/// Per-source and per-sink status; 503 when a required part is down.
+/// Per-source and per-sink status; 503 when a required part is down. Open without the token,
+/// but then only `{"status": ...}` is answered.
 #[utoipa::path(
     get,
     path = "/api/v1/health",
     responses((status = 200, body = Health), (status = 503, body = Health))
 )]
-pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
+pub async fn health(State(agent): AgentState, access: Option<Extension<Access>>) -> Response {
     let (sources, last_event_id) = {
         let state = agent.state();
         (state.sources().cloned().collect::<Vec<_>>(), state.last_seq())
@@ -177,12 +183,16 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
     let sink_down = |s: &SinkStatus| !matches!(s.status, SinkState::Connected | SinkState::Disabled);
     let required_down =
         sources.iter().any(|s| s.required && source_down(s)) || sinks.iter().any(|s| s.required && sink_down(s));
-    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down);
+    let degraded = agent.metrics.conditions.list();
+    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down) || !degraded.is_empty();
     let (code, status) = match (required_down, any_down) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
         (false, true) => (StatusCode::OK, "degraded"),
         _ => (StatusCode::OK, "ok"),
     };
+    if matches!(access, Some(Extension(Access::StatusOnly))) {
+        return (code, Json(serde_json::json!({ "status": status }))).into_response();
+    }
     let body = Health {
         status: status.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -191,14 +201,14 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         last_event_id,
         sources,
         sinks,
+        degraded,
     };
-    (code, Json(body))
+    (code, Json(body)).into_response()
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(agent): AgentState) -> Response {
-    agent.metrics.sse_clients.set(agent.log.subscribers() as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], agent.metrics.render())
         .into_response()
 }

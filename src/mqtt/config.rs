@@ -1,9 +1,11 @@
 //! Configuration of the MQTT sink (`[mqtt]`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,11 +23,16 @@ pub struct MqttConfig {
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub url: String,
     pub username: String,
-    pub password: String,
+    /// Shown nowhere (health, logs, check-config); prefer `password_file`.
+    pub password: Secret,
     /// Read the password from this file (wins over `password`).
     pub password_file: Option<PathBuf>,
-    /// CA bundle for mqtts; empty: the system's roots.
+    /// CA bundle (PEM) for mqtts; empty: the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that authenticate clients by certificate.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub client_key: Option<PathBuf>,
     /// Empty: `diskwatch-<node_id>`.
     pub client_id: String,
     pub discovery_prefix: String,
@@ -46,9 +53,11 @@ impl Default for MqttConfig {
             enabled: true,
             url: "mqtt://127.0.0.1:1883".into(),
             username: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             password_file: None,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             client_id: String::new(),
             discovery_prefix: "homeassistant".into(),
             base_topic: "diskwatch".into(),
@@ -60,12 +69,38 @@ impl Default for MqttConfig {
     }
 }
 
+/// Names of the systemd credential (`LoadCredential=`, `SetCredentialEncrypted=`) that holds the
+/// MQTT password: `mqtt_password`, or `diskwatch_mqtt_password`, the name the shipped unit's
+/// `LoadCredential=diskwatch:/etc/diskwatch/credentials` gives to the file
+/// `/etc/diskwatch/credentials/mqtt_password` (docs/systemd.md).
+pub const MQTT_PASSWORD_CREDENTIALS: [&str; 2] = ["mqtt_password", "diskwatch_mqtt_password"];
+
 impl MqttConfig {
+    /// Takes the password from systemd's credentials directory (`$CREDENTIALS_DIRECTORY`) when
+    /// one of [`MQTT_PASSWORD_CREDENTIALS`] is there and no `password_file` is configured: it
+    /// then wins over `password`, as `password_file` does.
+    pub fn use_credentials(&mut self, dir: Option<&Path>) {
+        if self.password_file.is_some() {
+            return;
+        }
+        if let Some(dir) = dir {
+            self.password_file = MQTT_PASSWORD_CREDENTIALS.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        }
+    }
+
     /// Adds one line per invalid value to `problems`.
     pub fn validate(&self, problems: &mut Vec<String>) {
         // The whole URL is parsed now, so a bad port fails at start-up and not in the sink.
         if let Err(e) = super::connection::parse_url(&self.url) {
             problems.push(e.to_string());
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            problems.push("mqtt.client_cert and mqtt.client_key: set both or neither".to_owned());
+        } else if self.enabled && self.url.starts_with("mqtts://") {
+            // The TLS files are read now, so a wrong path fails check-config, not the handshake.
+            if let Err(e) = super::connection::tls(self) {
+                problems.push(e.to_string());
+            }
         }
     }
 }

@@ -90,8 +90,7 @@ fn host_state(s: &Snapshot) -> Value {
 
 /// Wraps one object's entities in discovery messages of the configured form.
 fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
-    let origin =
-        json!({"name": "diskwatch", "sw_version": naming.version, "support_url": "https://example.invalid/diskwatch"});
+    let origin = json!({"name": "diskwatch", "sw_version": naming.version});
     // Every entity needs the agent online; most also need their object present ("all").
     let entity_config = |e: &Entity| {
         let mut c = e.config.clone();
@@ -286,7 +285,7 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
             device[key] = json!(v);
         }
     }
-    let entities = vec![
+    let mut entities = vec![
         // State and availability in one: the entity stays available and shows off when unplugged.
         entity(
             "binary_sensor",
@@ -314,12 +313,21 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
             }),
         ),
     ];
+    let mut follow = vec!["size"];
+    if d.power_state.is_some() {
+        entities.extend(health_entities(&name, &label, &state));
+        follow.extend(HEALTH_KEYS);
+    }
+    if d.io.is_some() {
+        entities.extend(io_entities(&name, &label, &state));
+        follow.extend(IO_KEYS);
+    }
     DiscoveryObject {
         object: object_key(Kind::Disk, &d.id),
         name,
         device,
         // The connected sensor reads the availability topic itself; the others follow it.
-        entities: with_object_availability(entities, &avail, &["size"]),
+        entities: with_object_availability(entities, &avail, &follow),
     }
 }
 
@@ -505,6 +513,10 @@ fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str
     }
     entities
 }
+
+#[path = "discovery_health.rs"]
+mod health;
+use health::{health_entities, io_entities, HEALTH_KEYS, IO_KEYS};
 
 #[cfg(test)]
 #[path = "discovery_tests.rs"]

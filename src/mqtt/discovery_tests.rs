@@ -31,6 +31,10 @@ pub(crate) fn disk() -> Disk {
         holders: vec![],
         partitions: vec!["p-1".into()],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
         arrays: Vec::new(),
     }
 }
@@ -38,6 +42,7 @@ pub(crate) fn disk() -> Disk {
 pub(crate) fn snapshot() -> Snapshot {
     let partition = Partition {
         id: "p-1".into(),
+        stable: true,
         kernel_name: "sdb1".into(),
         devpath: "/devices/x/sdb/sdb1".into(),
         devnode: "/dev/sdb1".into(),

@@ -392,6 +392,7 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf) {
             notice = notices.recv() => match notice {
                 Some(Notice::ConnAck) => {
                     info!("MQTT connected");
+                    agent.metrics.mqtt_connections.inc();
                     sink.connected = true;
                     status(&agent, SinkState::Connected, None);
                     if let Err(e) = sink.client.try_subscribe(sink.naming.ha_status(), QoS::AtLeastOnce) {

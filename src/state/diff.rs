@@ -15,6 +15,10 @@ pub const DERIVED: &[&str] = &[
     "stale",
     "mount_id",
     "available",
+    "power_state",
+    "health",
+    "health_note",
+    "io",
     "arrays",
     "array_id",
 ];

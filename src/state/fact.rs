@@ -2,7 +2,7 @@
 //! the state model decides which events that makes.
 
 use crate::arrays::Array;
-use crate::model::{Disk, Mount, Partition, Share, Usage};
+use crate::model::{Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
 
 /// One observation sent by a source to the core.
 #[derive(Debug, Clone)]
@@ -26,6 +26,11 @@ pub enum Fact {
     MountsChanged { upserts: Vec<Mount>, removed: Vec<String> },
     /// A usage sample for one mount: `usage` is `None` and `stale` true when the query timed out.
     MountUsage { id: String, usage: Option<Usage>, stale: bool },
+    /// What the health source knows of a disk after a poll: its power state, its last SMART
+    /// health (kept while the disk sleeps) and why it is not fresh.
+    DiskHealth { id: String, power_state: PowerState, health: Option<Health>, note: Option<String> },
+    /// I/O activity samples of disks (no event; fields only).
+    DiskIo { samples: Vec<(String, DiskIo)> },
     /// The complete share set after a re-parse.
     Shares { shares: Vec<Share>, initial: bool },
     /// The complete set of arrays (md, btrfs, ZFS) after a re-read. Arrays missing from it

@@ -4,6 +4,7 @@
 mod arrays;
 mod diff;
 mod fact;
+mod health;
 mod link;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,9 @@ pub struct StateConfig {
     pub usage_thresholds: Vec<f64>,
     /// A move of at least this many percentage points raises `mount.usage`.
     pub usage_step: f64,
+    /// °C thresholds of `disk.temperature`.
+    pub temperature_warn: f64,
+    pub temperature_critical: f64,
 }
 
 impl Default for StateConfig {
@@ -43,6 +47,8 @@ impl Default for StateConfig {
             emit_initial: false,
             usage_thresholds: vec![80.0, 90.0, 95.0],
             usage_step: 1.0,
+            temperature_warn: 50.0,
+            temperature_critical: 60.0,
         }
     }
 }
@@ -70,6 +76,8 @@ pub struct State {
     /// Per mount: the usage percent last announced by `mount.usage`, and
     /// whether the first sample should be announced (not for coldplugged mounts).
     usage_marks: HashMap<String, UsageMark>,
+    /// Per disk: the temperature band last announced by `disk.temperature`.
+    temp_levels: HashMap<String, crate::health::rules::TempLevel>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +117,7 @@ impl State {
             settled: std::collections::BTreeSet::new(),
             topology_generation: 0,
             usage_marks: HashMap::new(),
+            temp_levels: HashMap::new(),
         }
     }
 
@@ -169,6 +178,19 @@ impl State {
             }
             Fact::MountUsage { id, usage, stale } => {
                 self.mount_usage(&id, usage, stale, &mut drafts);
+                false
+            }
+            Fact::DiskHealth { id, power_state, health, note } => {
+                if self.disk_health(&id, power_state, health, note, &mut drafts) {
+                    // Not structural (no relink), but sinks mirroring disks follow it.
+                    self.topology_generation += 1;
+                }
+                false
+            }
+            Fact::DiskIo { samples } => {
+                if self.disk_io(samples) {
+                    self.topology_generation += 1;
+                }
                 false
             }
             Fact::Shares { shares, initial } => {
@@ -352,6 +374,11 @@ impl State {
             Some(old) => {
                 disk.partitions = old.partitions.clone();
                 disk.mounts = old.mounts.clone();
+                // Owned by the health and activity sources, not by udev.
+                disk.power_state = old.power_state;
+                disk.health = old.health.clone();
+                disk.health_note = old.health_note.clone();
+                disk.io = old.io.clone();
                 disk.arrays = old.arrays.clone();
                 let changed = changed_fields(old, &disk, DERIVED);
                 if !changed.is_empty() {
@@ -371,6 +398,7 @@ impl State {
             self.remove_partition(&child, drafts);
         }
         if let Some(disk) = self.disks.remove(id) {
+            self.temp_levels.remove(id);
             drafts.push(ready_draft(EventKind::DiskRemoved, "disk", id, &disk));
         }
     }
