@@ -38,6 +38,10 @@ use read::{AttrReader, WatchSet};
 /// Source name in health and `source.*` events.
 pub const NAME: &str = "arrays";
 
+/// Least time between two scans caused by wakes (a burst gets one scan at its start and one
+/// at the end of each gap).
+const MIN_SCAN_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// When to read again after a wake (from the wake).
 const FOLLOWUPS: [std::time::Duration; 3] = [
     std::time::Duration::from_millis(50),
@@ -328,6 +332,11 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
     // Re-reads shortly after a wake: an unmount is announced on the mount table before the
     // filesystem's sysfs directory goes, and md updates attributes one after the other.
     let mut followups: Vec<Instant> = Vec::new();
+    // A wake is answered at once, unless a scan ran within MIN_SCAN_GAP: then one scan follows
+    // at the end of the gap. A flood of mount-table changes (10 000 mounts at once) would
+    // otherwise re-read the whole table once per change.
+    let mut last_scan = Instant::now();
+    let mut deferred: Option<Instant> = None;
     loop {
         let syncing = scanner.syncing();
         let next_followup = followups.first().copied();
@@ -336,9 +345,19 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
             _ = ctx.token.cancelled() => break,
             woken = scanner.watch.changed() => {
                 debug!(path = %woken.display(), "array input changed");
-                scanner.scan_kernel();
                 let now = Instant::now();
+                if now.duration_since(last_scan) >= MIN_SCAN_GAP {
+                    scanner.scan_kernel();
+                    last_scan = now;
+                } else {
+                    deferred.get_or_insert(last_scan + MIN_SCAN_GAP);
+                }
                 followups = FOLLOWUPS.iter().map(|d| now + *d).collect();
+            }
+            _ = sleep_until(deferred.unwrap_or_else(Instant::now)), if deferred.is_some() => {
+                deferred = None;
+                scanner.scan_kernel();
+                last_scan = Instant::now();
             }
             _ = sleep_until(next_followup.unwrap_or_else(Instant::now)), if next_followup.is_some() => {
                 followups.remove(0);
@@ -346,7 +365,14 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
             }
             _ = fast.tick(), if syncing => scanner.scan_kernel(),
             changed = storage.changed(), if storage_open => match changed {
-                Ok(()) => scanner.scan_kernel(),
+                Ok(()) => {
+                    if last_scan.elapsed() >= MIN_SCAN_GAP {
+                        scanner.scan_kernel();
+                        last_scan = Instant::now();
+                    } else {
+                        deferred.get_or_insert(last_scan + MIN_SCAN_GAP);
+                    }
+                }
                 Err(_) => storage_open = false,
             },
             _ = slow.tick() => {
