@@ -493,6 +493,8 @@ async fn ten_thousand_mounts_appearing_at_once() {
     let env = vec![
         ("DISKWATCH_STATE_DIR", dir.path().join("state").display().to_string()),
         ("DISKWATCH_MOUNTS__ENABLED", "true".into()),
+        // The flood is in the agent's own namespace, not PID 1's (the default table).
+        ("DISKWATCH_MOUNTS__MOUNTINFO", "/proc/self/mountinfo".into()),
         ("DISKWATCH_EVENTS__RING_SIZE", "50000".into()),
     ];
     // The agent in a private mount namespace of its own: the flood never reaches the machine's
