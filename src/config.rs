@@ -15,6 +15,38 @@ pub use crate::mqtt::config::{DiscoveryMode, MqttConfig};
 pub use crate::shares::config::SharesConfig;
 pub use crate::udev::config::{UdevConfig, UdevMode};
 
+/// A secret string (token, password): its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/diskwatch/config.toml";
 
@@ -52,7 +84,8 @@ pub enum LogFormat {
 pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
-    /// Empty: the sanitised hostname.
+    /// Empty: the id remembered in `state_dir`, else the sanitised hostname plus a
+    /// hash of the machine id (see [`crate::node`]).
     pub node_id: String,
     /// Journal and persisted agent state.
     pub state_dir: PathBuf,
@@ -114,7 +147,20 @@ impl Config {
         Self::load_from(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
     }
 
+    /// Loads and checks the layers, but neither reads the token file nor applies the
+    /// exposure rule: for `diskwatch token generate`, which creates that file.
+    pub fn load_without_token(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::extract(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
+    }
+
     fn load_from(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+        let mut config = Self::extract(path, overrides, env)?;
+        config.http.load_token().map_err(ConfigError::one)?;
+        config.http.check_exposure().map_err(ConfigError::one)?;
+        Ok(config)
+    }
+
+    fn extract(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         let file = match path {
             Some(p) => Some(p.to_path_buf()),
@@ -150,6 +196,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.http.validate(&mut problems);
         self.events.validate(&mut problems);
         self.udev.validate(&mut problems);
         self.mounts.validate(&mut problems);
@@ -165,16 +212,9 @@ impl Config {
         }
     }
 
-    /// The node id in force: the configured one, or the sanitised hostname.
+    /// The node id in force (see [`crate::node::resolve`]); nothing is written.
     pub fn node_id(&self) -> String {
-        if !self.node_id.is_empty() {
-            return self.node_id.clone();
-        }
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".to_owned());
-        crate::model::sanitize_id(host.split('.').next().unwrap_or("localhost"))
+        crate::node::resolve(self, crate::node::MACHINE_ID_FILES).id
     }
 }
 

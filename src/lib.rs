@@ -21,6 +21,7 @@
 //! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
+//! - [`node`]: the node id (configured, remembered, or from the machine id).
 
 pub mod agent;
 pub mod cli;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod model;
 pub mod mounts;
 pub mod mqtt;
+pub mod node;
 pub mod service;
 pub mod shares;
 pub mod sources;

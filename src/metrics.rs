@@ -13,6 +13,16 @@ pub struct TypeLabel {
     pub r#type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// Counters and gauges updated by the core and the sinks.
 pub struct Metrics {
     registry: Registry,
@@ -28,6 +38,11 @@ pub struct Metrics {
     pub mqtt_connections: Counter,
     pub last_event_id: Gauge<u64, AtomicU64>,
     pub resident_bytes: Gauge,
+    /// HTTP limit hits: connections, evicted, header_read_timeout, idle_timeout, sse_clients, accept_errors.
+    pub http_limits: Family<LimitLabel, Counter>,
+    /// Requests refused by the guard: allow_from, host, token.
+    pub http_rejected: Family<ReasonLabel, Counter>,
+    pub http_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -49,6 +64,9 @@ impl Metrics {
         let mqtt_connections = Counter::default();
         let last_event_id = Gauge::<u64, AtomicU64>::default();
         let resident_bytes = Gauge::default();
+        let http_limits = Family::<LimitLabel, Counter>::default();
+        let http_rejected = Family::<ReasonLabel, Counter>::default();
+        let http_connections = Gauge::default();
         registry.register("events", "Events emitted, by type", events.clone());
         registry.register("facts", "Facts received from sources", facts.clone());
         registry.register("sse_clients", "SSE clients connected", sse_clients.clone());
@@ -67,6 +85,9 @@ impl Metrics {
         registry.register("mqtt_connections", "MQTT connections established", mqtt_connections.clone());
         registry.register("last_event_id", "Sequence number of the last event", last_event_id.clone());
         registry.register("resident_memory_bytes", "Resident memory of the agent", resident_bytes.clone());
+        registry.register("http_limit_hits", "HTTP connection and stream limits hit, by limit", http_limits.clone());
+        registry.register("http_rejected", "HTTP requests refused by the guard, by reason", http_rejected.clone());
+        registry.register("http_connections", "HTTP connections open", http_connections.clone());
         Self {
             registry,
             events,
@@ -79,6 +100,9 @@ impl Metrics {
             mqtt_connections,
             last_event_id,
             resident_bytes,
+            http_limits,
+            http_rejected,
+            http_connections,
         }
     }
 

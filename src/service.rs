@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::config::Config;
@@ -92,7 +92,8 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
 /// Starts the agent: loads the journal, starts the core, HTTP and the sources; readiness and
 /// the MQTT sink follow in the background once the sources' start-up facts are applied.
 pub async fn start(config: Config, token: CancellationToken, options: RunOptions) -> Result<Running, StartError> {
-    let node_id = config.node_id();
+    let node = crate::node::resolve(&config, crate::node::MACHINE_ID_FILES);
+    let node_id = node.id.clone();
     let (journal, recovered) = Journal::open(
         &config.state_dir,
         config.events.journal_max_bytes,
@@ -103,6 +104,11 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         warn!(skipped = recovered.skipped, "journal had unreadable records");
     }
     info!(last_event_id = recovered.last_seq, held = recovered.events.len(), "journal loaded");
+    // After the journal opened (it creates state_dir), so the id is remembered next to it.
+    match crate::node::remember(&config.state_dir, &node) {
+        Ok(()) => info!(node_id = %node.id, origin = ?node.origin, "node id"),
+        Err(e) => warn!(node_id = %node.id, error = %e, "cannot remember the node id in the state directory"),
+    }
     let state = State::new(
         StateConfig {
             node_id: node_id.clone(),
@@ -169,20 +175,10 @@ fn serve_http(
     listener: TcpListener,
     config: crate::http::config::HttpConfig,
 ) {
-    let http_done = agent.streams_done.clone();
-    let app = crate::http::app(agent, config);
-    // Small SSE frames must leave at once: Nagle plus delayed ACKs would hold them for up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tracker.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_done.cancelled().await });
-        if let Err(e) = serve.await {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
+    let done = agent.streams_done.clone();
+    let limits = crate::http::server::Limits::from(&config);
+    let app = crate::http::app(agent.clone(), config);
+    tracker.spawn(crate::http::serve(listener, app, agent, limits, done));
 }
 
 /// Waits for every source's start-up facts (bounded by [`STARTUP_WAIT`]), publishes

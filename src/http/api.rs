@@ -6,11 +6,12 @@ use std::time::SystemTime;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::guard::Access;
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::events::{CloudEvent, TypeFilter};
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
@@ -144,13 +145,14 @@ pub struct Health {
     pub sinks: Vec<SinkStatus>,
 }
 
-/// Per-source and per-sink status; 503 when a required part is down.
+/// Per-source and per-sink status; 503 when a required part is down. Open without the token,
+/// but then only `{"status": ...}` is answered.
 #[utoipa::path(
     get,
     path = "/api/v1/health",
     responses((status = 200, body = Health), (status = 503, body = Health))
 )]
-pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
+pub async fn health(State(agent): AgentState, access: Option<Extension<Access>>) -> Response {
     let (sources, last_event_id) = {
         let state = agent.state();
         (state.sources().cloned().collect::<Vec<_>>(), state.last_seq())
@@ -166,6 +168,9 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         (false, true) => (StatusCode::OK, "degraded"),
         _ => (StatusCode::OK, "ok"),
     };
+    if matches!(access, Some(Extension(Access::StatusOnly))) {
+        return (code, Json(serde_json::json!({ "status": status }))).into_response();
+    }
     let body = Health {
         status: status.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -175,7 +180,7 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         sources,
         sinks,
     };
-    (code, Json(body))
+    (code, Json(body)).into_response()
 }
 
 /// Prometheus metrics in the OpenMetrics text format.
