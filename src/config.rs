@@ -8,6 +8,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::actions::config::ActionsConfig;
 pub use crate::events::config::EventsConfig;
 pub use crate::http::config::HttpConfig;
 pub use crate::mounts::config::MountsConfig;
@@ -97,6 +98,7 @@ pub struct Config {
     pub mounts: MountsConfig,
     pub shares: SharesConfig,
     pub mqtt: MqttConfig,
+    pub actions: ActionsConfig,
 }
 
 impl Default for Config {
@@ -113,6 +115,7 @@ impl Default for Config {
             mounts: MountsConfig::default(),
             shares: SharesConfig::default(),
             mqtt: MqttConfig::default(),
+            actions: ActionsConfig::default(),
         }
     }
 }
@@ -202,6 +205,7 @@ impl Config {
         self.mounts.validate(&mut problems);
         self.shares.validate(&mut problems);
         self.mqtt.validate(&mut problems);
+        self.actions.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }

@@ -18,11 +18,13 @@
 //! - [`udev`]: the block-device source (netlink, sysfs, blkid).
 //! - [`mounts`]: the mount-table source with usage sampling.
 //! - [`shares`]: the Samba and NFS share source.
+//! - [`actions`]: unmount, eject, spin down and mount on request (off by default).
 //! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
 //! - [`node`]: the node id (configured, remembered, or from the machine id).
 
+pub mod actions;
 pub mod agent;
 pub mod cli;
 pub mod client;

@@ -4,6 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::actions;
 use super::api;
 use super::dashboard;
 use super::error::{ErrorBody, ErrorDetail};
@@ -22,6 +23,10 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         api::snapshot,
         api::disks,
         api::disk,
+        actions::eject,
+        actions::spin_down,
+        actions::unmount,
+        actions::mount,
         api::partitions,
         api::mounts,
         api::shares,
@@ -50,7 +55,12 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         ErrorDetail,
         api::EventsPage,
         api::EventType,
-        api::Health
+        api::Health,
+        actions::Accepted,
+        actions::MountBody,
+        crate::model::ActionKind,
+        crate::model::ActionRecord,
+        crate::model::Holder
     ))
 )]
 pub struct ApiDoc;

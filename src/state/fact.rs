@@ -1,7 +1,7 @@
 //! Facts: what sources tell the core. A fact says what a source sees now;
 //! the state model decides which events that makes.
 
-use crate::model::{Disk, Mount, Partition, Share, Usage};
+use crate::model::{ActionRecord, Disk, Mount, Partition, Share, Usage};
 
 /// One observation sent by a source to the core.
 #[derive(Debug, Clone)]
@@ -39,4 +39,6 @@ pub enum Fact {
     AgentStarted { version: String },
     /// The agent is shutting down.
     AgentStopping { reason: String },
+    /// An action finished, was refused or timed out (the action engine, not a source).
+    ActionFinished(Box<ActionRecord>),
 }
