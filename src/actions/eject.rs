@@ -66,7 +66,6 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
     if disk_dev != disk.dev {
         return Err(Failure::new("not_found", format!("{name} is now another device ({disk_dev}, was {})", disk.dev)));
     }
-    let power = plan(&machine.sys, name, disk.removable)?;
     let parts = machine.partitions(name);
     let mut names: Vec<String> = parts.clone();
     names.push(name.to_owned());
@@ -82,6 +81,7 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
     if let Some((_, e)) = mounts.iter().find(|(_, e)| SYSTEM_MOUNTS.contains(&e.mount_point.as_str())) {
         return Err(Failure::new("holds_system_mount", format!("{name} holds the system mount {}", e.mount_point)));
     }
+    let power = plan(&machine.sys, name, disk.removable)?;
     let mount_devs: Vec<String> = mounts.iter().map(|(_, e)| e.dev.clone()).collect();
     if let Some(swap) = swap_on(machine, &devs, &mount_devs) {
         return Err(Failure::new("swap", format!("{name} holds the active swap {swap}")));
@@ -121,8 +121,10 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
     for (_, e) in &mounts {
         unmount_entry(machine, e, &table, mount_root, progress)?;
     }
-    // 4. Take every device exclusively (kept until the power-off) and flush it.
-    let mut held: Vec<(String, File)> = Vec::new();
+    // 4. Take every partition, then the disk, exclusively and flush it. The disk stays
+    // claimed until the power-off: while it is, no partition can be mounted or claimed
+    // (the kernel refuses to claim a partition of a disk someone else holds).
+    let mut disk_file: Option<File> = None;
     for n in &names {
         let node = machine.node(n);
         let file = open_exclusive(&node).map_err(|e| {
@@ -136,14 +138,14 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
             }
         })?;
         flush(&file).map_err(|e| Failure::os(&format!("flush {n}"), &e))?;
-        held.push((n.clone(), file));
+        if n == name {
+            disk_file = Some(file);
+        }
     }
+    let Some(disk_file) = disk_file else { return Err(Failure::new("error", "the disk was not opened")) };
     // 5. Power off.
     match power {
         PowerOff::Loop => {
-            let disk_file = held.pop().map(|(_, f)| f);
-            drop(held);
-            let Some(disk_file) = disk_file else { return Err(Failure::new("error", "no device opened")) };
             // LOOP_CLR_FD = 0x4C01. With our descriptor still open the kernel clears the
             // device when we close it (autoclear), so no one can open it in between.
             // SAFETY: LOOP_CLR_FD takes no argument; the descriptor is open for the call.
@@ -158,7 +160,7 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
             Ok(format!("{name} detached; unmounted {}", list(&progress.unmounted)))
         }
         PowerOff::Scsi { delete, usb_remove } => {
-            drop(held);
+            drop(disk_file);
             write_one(&delete)?;
             if let Some(remove) = &usb_remove {
                 // The port goes off after the SCSI device is gone; a hub that has already
@@ -172,7 +174,7 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
             Ok(format!("{name} powered off ({how}); unmounted {}", list(&progress.unmounted)))
         }
         PowerOff::Usb { usb_remove } => {
-            drop(held);
+            drop(disk_file);
             write_one(&usb_remove)?;
             gone(machine, name)?;
             Ok(format!("{name} powered off (USB port disabled); unmounted {}", list(&progress.unmounted)))
