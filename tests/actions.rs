@@ -347,6 +347,30 @@ async fn actions_need_the_token_always_and_a_host_of_ours() {
     assert_eq!(body["error"]["code"], "misdirected_request");
     // Past the checks: an unknown disk.
     assert_eq!(post(&agent, path, &[("authorization", &bearer())]).await.0, 404);
+    // Every POST route of the OpenAPI document (a new one cannot be forgotten).
+    let doc: Value = reqwest::Client::new()
+        .get(agent.url("/api/v1/openapi.json"))
+        .header("authorization", bearer())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let posts: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, ops)| ops.get("post").is_some())
+        .map(|(p, _)| p.replace("{id}", "x"))
+        .collect();
+    assert_eq!(posts.len(), 4, "{posts:?}");
+    for p in &posts {
+        assert_eq!(post(&agent, p, &[]).await.0, 401, "{p} without a token");
+        assert_eq!(post(&agent, p, &[("authorization", &wrong)]).await.0, 401, "{p} with a wrong token");
+        assert_eq!(post(&agent, p, &[("authorization", &bearer()), ("host", "evil.example")]).await.0, 421, "{p}");
+        assert_eq!(post(&agent, p, &[("authorization", &bearer())]).await.0, 404, "{p} with the token");
+    }
     // The dashboard's cookie alone is not enough (a form on another page of this host could
     // send it); with the header only a same-origin script can add, it is.
     let cookie = format!("diskwatch_token_0={TOKEN}");
@@ -509,4 +533,65 @@ async fn actions_disabled_answer_403_and_announce_no_buttons() {
         assert_eq!(body["error"]["code"], "forbidden");
     }
     agent.stop().await;
+}
+
+/// The Python with the `homeassistant` package (scripts/ha-venv), as tests/mqtt.rs finds it.
+fn ha_python() -> Option<String> {
+    let python = std::env::var("DISKWATCH_HA_PYTHON").unwrap_or_else(|_| "/opt/diskwatch-ha-venv/bin/python".into());
+    if Path::new(&python).exists() {
+        return Some(python);
+    }
+    assert!(!common::in_ci(), "{python} missing: CI must run scripts/ha-venv so discovery is validated");
+    eprintln!("skipping Home Assistant schema validation: {python} missing (run scripts/ha-venv)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn button_entities_pass_home_assistant_schemas() {
+    let Some(python) = ha_python() else { return };
+    for mode in [diskwatch::config::DiscoveryMode::Device, diskwatch::config::DiscoveryMode::Component] {
+        let broker = Mosquitto::start();
+        let work = tempfile::tempdir().unwrap();
+        let agent = TestAgent::start(
+            |c| {
+                configure(c, work.path(), &ActionKind::ALL);
+                c.udev.enabled = false;
+                c.mounts.enabled = false;
+                c.mqtt.enabled = true;
+                c.mqtt.url = broker.url();
+                c.mqtt.discovery = mode;
+            },
+            vec![],
+        )
+        .await;
+        let rec = Recorder::start(broker.port, "t-schema", &["homeassistant/#"]).await;
+        let mut usb = mosquitto::disk("usb-Stick_1", "sdz", "8:240", 16 << 30);
+        usb.removable = true;
+        usb.bus = Some("usb".into());
+        usb.rotational = true;
+        let part = mosquitto::partition("part-z1", "usb-Stick_1", "sdz1", "8:241", "Stick");
+        let facts = diskwatch::state::Fact::BlockDevices { disks: vec![usb], partitions: vec![part], initial: false };
+        agent.facts.send(facts).await.unwrap();
+        let mount = mosquitto::mount("/media/stick", "/dev/sdz1", "8:241", 10.0);
+        agent.facts.send(diskwatch::state::Fact::Mounts { mounts: vec![mount], initial: false }).await.unwrap();
+        let buttons = |m: &[mosquitto::Received]| {
+            m.iter()
+                .filter(|r| r.payload.contains("\"command_topic\""))
+                .map(|r| r.payload.matches("/set\"").count())
+                .sum::<usize>()
+        };
+        // eject and spin down on the disk, unmount on the mount.
+        rec.wait_for(WAIT, "three buttons", |m| buttons(m) >= 3).await;
+        let configs = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
+        let list: Vec<Value> = configs.iter().map(|(t, p)| serde_json::json!({"topic": t, "payload": p})).collect();
+        let file = work.path().join("discovery.json");
+        std::fs::write(&file, serde_json::to_string(&list).unwrap()).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ha_validate.py");
+        let out = Command::new(&python).arg(&script).arg(&file).output().expect("run ha_validate.py");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{mode:?}: Home Assistant rejected discovery payloads:\n{text}");
+        // 7 host entities, 2 sensors and 2 buttons on the disk, 4 sensors and 1 button on the mount.
+        assert!(text.contains(" 16 entities, 0 errors"), "{text}");
+        agent.stop().await;
+    }
 }

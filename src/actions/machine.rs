@@ -68,24 +68,25 @@ impl Machine {
         let host = self.proc.join("1/ns/mnt");
         let own = self.proc.join("thread-self/ns/mnt");
         let own_meta = std::fs::metadata(&own).map_err(|e| Failure::os(&format!("stat {}", own.display()), &e))?;
-        let same =
-            match std::fs::metadata(&host) {
-                Ok(h) => h.ino() == own_meta.ino() && h.dev() == own_meta.dev(),
-                // PID 1 out of reach (a container whose init has capabilities we lack): we act
-                // in our own namespace, unless systemd started us: there that namespace is the
-                // service's private one, and acting in it would change nothing for the machine.
-                Err(e) if std::env::var_os("INVOCATION_ID").is_none() => {
-                    tracing::debug!(error = %e, "PID 1's mount namespace is out of reach: acting in our own");
-                    true
-                }
-                Err(e) => return Err(Failure::os(
+        let same = match std::fs::metadata(&host) {
+            Ok(h) => h.ino() == own_meta.ino() && h.dev() == own_meta.dev(),
+            // PID 1 out of reach (a container whose init has capabilities we lack): we act
+            // in our own namespace, unless systemd started us: there that namespace is the
+            // service's private one, and acting in it would change nothing for the machine.
+            Err(e) if std::env::var_os("INVOCATION_ID").is_none() => {
+                tracing::debug!(error = %e, "PID 1's mount namespace is out of reach: acting in our own");
+                true
+            }
+            Err(e) => {
+                return Err(Failure::os(
                     &format!(
                         "cannot reach PID 1's mount namespace ({}; the unit's actions drop-in grants CAP_SYS_PTRACE)",
                         host.display()
                     ),
                     &e,
-                )),
-            };
+                ))
+            }
+        };
         if same {
             return Ok(());
         }
