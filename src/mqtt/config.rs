@@ -78,6 +78,11 @@ impl MqttConfig {
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
             problems.push("mqtt.client_cert and mqtt.client_key: set both or neither".to_owned());
+        } else if self.enabled && self.url.starts_with("mqtts://") {
+            // The TLS files are read now, so a wrong path fails check-config, not the handshake.
+            if let Err(e) = super::connection::tls(self) {
+                problems.push(e.to_string());
+            }
         }
     }
 }

@@ -100,27 +100,22 @@ pub fn options(config: &MqttConfig, node_id: &str, availability_topic: &str) -> 
 }
 
 /// TLS settings for mqtts: the CA bundle, and the client certificate with its key when set.
-/// The files are read (and their PEM checked) here, so a wrong path is reported at start-up
-/// with its name rather than as a handshake failure later.
-fn tls(config: &MqttConfig) -> Result<TlsConfiguration, MqttError> {
-    let read =
-        |path: &std::path::Path| std::fs::read(path).map_err(|source| MqttError::Io { path: path.into(), source });
+/// The files are read (and their PEM checked) here, and by `check-config`, so a wrong path is
+/// reported at start-up with its key and name rather than as a handshake failure later.
+pub fn tls(config: &MqttConfig) -> Result<TlsConfiguration, MqttError> {
+    let read = |key: &'static str, path: &std::path::Path, label: &str| {
+        let bad = |reason: String| MqttError::Tls { key, path: path.into(), reason };
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        if !contains_pem(&bytes, label) {
+            return Err(bad(format!("no PEM {} in it", label.to_lowercase())));
+        }
+        Ok(bytes)
+    };
     let ca_path = config.ca_file.clone().unwrap_or_else(|| SYSTEM_ROOTS.into());
-    let ca = read(&ca_path)?;
-    if !contains_pem(&ca, "CERTIFICATE") {
-        return Err(MqttError::Tls { path: ca_path, reason: "no PEM certificate in it".into() });
-    }
+    let ca = read("mqtt.ca_file", &ca_path, "CERTIFICATE")?;
     let client_auth = match (&config.client_cert, &config.client_key) {
-        (Some(cert_path), Some(key_path)) => {
-            let cert = read(cert_path)?;
-            if !contains_pem(&cert, "CERTIFICATE") {
-                return Err(MqttError::Tls { path: cert_path.clone(), reason: "no PEM certificate in it".into() });
-            }
-            let key = read(key_path)?;
-            if !contains_pem(&key, "PRIVATE KEY") {
-                return Err(MqttError::Tls { path: key_path.clone(), reason: "no PEM private key in it".into() });
-            }
-            Some((cert, key))
+        (Some(cert), Some(key)) => {
+            Some((read("mqtt.client_cert", cert, "CERTIFICATE")?, read("mqtt.client_key", key, "PRIVATE KEY")?))
         }
         _ => None,
     };
@@ -195,9 +190,10 @@ mod tests {
         }
         let swapped = MqttConfig { client_key: config.client_cert.clone(), ..config.clone() };
         let e = tls(&swapped).unwrap_err().to_string();
-        assert!(e.contains("c.pem") && e.contains("private key"), "{e}");
+        assert!(e.starts_with("mqtt.client_key") && e.contains("c.pem") && e.contains("private key"), "{e}");
         let missing = MqttConfig { ca_file: Some(dir.path().join("none.pem")), ..config };
-        assert!(matches!(tls(&missing), Err(MqttError::Io { .. })));
+        let e = tls(&missing).unwrap_err().to_string();
+        assert!(e.starts_with("mqtt.ca_file") && e.contains("none.pem"), "{e}");
     }
 
     #[test]
