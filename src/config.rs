@@ -191,8 +191,10 @@ impl Config {
         if overrides.emit_initial {
             figment = figment.merge(("emit_initial", true));
         }
-        let config: Config =
+        let mut config: Config =
             figment.extract().map_err(|e| ConfigError { messages: e.into_iter().map(|e| describe(&e)).collect() })?;
+        // Under systemd, the MQTT password may come as a credential (LoadCredential=).
+        config.mqtt.use_credentials(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref());
         config.validate()?;
         Ok(config)
     }
@@ -263,6 +265,28 @@ mod tests {
             Ok(())
         });
         out.expect("the jail ran the closure")
+    }
+
+    #[test]
+    fn mqtt_password_comes_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().to_str().unwrap();
+        // No credential there: nothing changes.
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, None);
+        // The unit's directory form names it diskwatch_mqtt_password; it wins over `password`.
+        std::fs::write(dir.path().join("diskwatch_mqtt_password"), "s3cret\n").unwrap();
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("diskwatch_mqtt_password")));
+        // A plain LoadCredential=mqtt_password:... comes first.
+        std::fs::write(dir.path().join("mqtt_password"), "other").unwrap();
+        let c = load("", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("mqtt_password")));
+        // An explicit password_file is kept.
+        let c = load("[mqtt]\npassword_file = \"/run/secrets/mqtt\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(PathBuf::from("/run/secrets/mqtt")));
+        // Outside systemd (no CREDENTIALS_DIRECTORY) nothing is looked up.
+        assert_eq!(load("", &[]).unwrap().mqtt.password_file, None);
     }
 
     #[test]

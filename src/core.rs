@@ -16,6 +16,8 @@ use crate::systemd::Watchdog;
 
 /// Facts applied per batch (one journal write per batch).
 const BATCH: usize = 256;
+/// The degradation condition raised while journal writes fail.
+pub const JOURNAL_CONDITION: &str = "journal_write";
 
 /// The core loop: runs until `token` is cancelled or every fact sender is gone, then
 /// applies what is queued, publishes `agent.stopping`, syncs the journal and ends the streams.
@@ -86,10 +88,19 @@ fn publish(agent: &Agent, journal: &mut Journal, facts: impl Iterator<Item = Fac
         if let Some(last) = out.last() {
             agent.metrics.last_event_id.set(last.seq);
         }
-        if let Err(e) = journal.append(&out) {
-            // History on disk is lost for these events; the live stream goes on.
-            agent.metrics.journal_errors.inc();
-            error!(error = %e, "journal write failed");
+        match journal.append(&out) {
+            Ok(()) => {
+                if agent.metrics.conditions.clear(JOURNAL_CONDITION) {
+                    info!("journal writable again");
+                }
+            }
+            Err(e) => {
+                // History on disk is lost for these events; the live stream goes on, and health
+                // says `degraded` until a write succeeds again (a full state_dir cleaned up).
+                agent.metrics.journal_errors.inc();
+                agent.metrics.conditions.raise(JOURNAL_CONDITION, format!("journal write failed: {e}"));
+                error!(error = %e, "journal write failed");
+            }
         }
         agent.log.append(&out);
     }

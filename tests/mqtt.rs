@@ -35,15 +35,26 @@ async fn feed_topology(agent: &TestAgent) {
     agent.facts.send(Fact::Shares { shares, initial: false }).await.unwrap();
 }
 
-/// The Python with the `homeassistant` package: $DISKWATCH_HA_PYTHON, else the venv scripts/ha-venv makes.
-fn ha_python() -> Option<String> {
-    let python = std::env::var("DISKWATCH_HA_PYTHON").unwrap_or_else(|_| "/opt/diskwatch-ha-venv/bin/python".into());
+/// A Python with the `homeassistant` package: `$var`, else `default` (scripts/ha-venv writes both
+/// defaults: wrappers that run Home Assistant's Python in its Debian unstable chroot).
+fn ha_python_from(var: &str, default: &str) -> Option<String> {
+    let python = std::env::var(var).unwrap_or_else(|_| default.into());
     if Path::new(&python).exists() {
         return Some(python);
     }
     assert!(!common::in_ci(), "{python} missing: CI must run scripts/ha-venv so discovery is validated");
     eprintln!("skipping Home Assistant schema validation: {python} missing (run scripts/ha-venv)");
     None
+}
+
+/// Home Assistant's current release (device-based and per-component discovery).
+fn ha_python() -> Option<String> {
+    ha_python_from("DISKWATCH_HA_PYTHON", "/opt/diskwatch-ha-venv/bin/python")
+}
+
+/// One older release, kept to validate per-component discovery.
+fn ha_python_old() -> Option<String> {
+    ha_python_from("DISKWATCH_HA_PYTHON_OLD", "/opt/diskwatch-ha-venv/bin/python-old")
 }
 
 fn run_validator(python: &str, messages: &BTreeMap<String, String>, dir: &Path) {
@@ -61,6 +72,7 @@ fn run_validator(python: &str, messages: &BTreeMap<String, String>, dir: &Path) 
 #[tokio::test]
 async fn discovery_payloads_pass_home_assistant_schemas() {
     let Some(python) = ha_python() else { return };
+    let old = ha_python_old();
     for mode in [DiscoveryMode::Device, DiscoveryMode::Component] {
         let broker = Mosquitto::start();
         let agent = TestAgent::start(
@@ -84,6 +96,9 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         let configs = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
         assert_eq!(configs.len(), expected, "{mode:?}: {:#?}", configs.keys());
         run_validator(&python, &configs, agent.state_dir.path());
+        if let (DiscoveryMode::Component, Some(old)) = (mode, &old) {
+            run_validator(old, &configs, agent.state_dir.path());
+        }
         agent.stop().await;
     }
 }

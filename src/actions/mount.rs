@@ -114,6 +114,7 @@ mod tests {
     fn part(label: Option<&str>) -> Partition {
         Partition {
             id: "c0ffee-1234".into(),
+            stable: true,
             kernel_name: "sdb1".into(),
             devpath: String::new(),
             devnode: "/dev/sdb1".into(),

@@ -14,6 +14,7 @@ use super::error::{ApiError, ErrorBody};
 use super::guard::Access;
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::events::{CloudEvent, TypeFilter};
+use crate::metrics::Degradation;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
 type AgentState = State<Arc<Agent>>;
@@ -143,6 +144,9 @@ pub struct Health {
     pub last_event_id: u64,
     pub sources: Vec<SourceStatus>,
     pub sinks: Vec<SinkStatus>,
+    /// Conditions that make the agent `degraded` while they hold: journal writes failing, every
+    /// usage thread hung. Each is also `diskwatch_degraded{condition}` in /metrics.
+    pub degraded: Vec<Degradation>,
 }
 
 /// Per-source and per-sink status; 503 when a required part is down. Open without the token,
@@ -162,7 +166,8 @@ pub async fn health(State(agent): AgentState, access: Option<Extension<Access>>)
     let sink_down = |s: &SinkStatus| !matches!(s.status, SinkState::Connected | SinkState::Disabled);
     let required_down =
         sources.iter().any(|s| s.required && source_down(s)) || sinks.iter().any(|s| s.required && sink_down(s));
-    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down);
+    let degraded = agent.metrics.conditions.list();
+    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down) || !degraded.is_empty();
     let (code, status) = match (required_down, any_down) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
         (false, true) => (StatusCode::OK, "degraded"),
@@ -179,6 +184,7 @@ pub async fn health(State(agent): AgentState, access: Option<Extension<Access>>)
         last_event_id,
         sources,
         sinks,
+        degraded,
     };
     (code, Json(body)).into_response()
 }

@@ -60,7 +60,8 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         actions::MountBody,
         crate::model::ActionKind,
         crate::model::ActionRecord,
-        crate::model::Holder
+        crate::model::Holder,
+        crate::metrics::Degradation
     ))
 )]
 pub struct ApiDoc;

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct MountsConfig {
     pub enabled: bool,
+    /// The mount table: PID 1's (the host's view, also from inside a sandboxing unit), or this
+    /// process's own while PID 1's is hidden; any other path is read as given.
     pub mountinfo: PathBuf,
     #[serde(with = "humantime_serde")]
     pub usage_interval: Duration,
@@ -36,7 +38,7 @@ impl Default for MountsConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            mountinfo: PathBuf::from("/proc/self/mountinfo"),
+            mountinfo: PathBuf::from(super::table::HOST_MOUNTINFO),
             usage_interval: Duration::from_secs(30),
             usage_timeout: Duration::from_secs(2),
             reread_interval: Duration::from_secs(60),

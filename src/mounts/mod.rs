@@ -153,14 +153,16 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
         }
     };
     let mut watch = Watch {
-        table: Table::new(config.mountinfo.clone()),
+        table: Table::for_setting(&config.mountinfo),
         filter,
         differ: Differ::new(),
         failed: false,
         whole: true,
         initial: true,
     };
-    let (mut sampler, mut answers) = Sampler::new(config.usage_timeout);
+    let metrics = &ctx.metrics;
+    let (mut sampler, mut answers) =
+        Sampler::new(config.usage_timeout, metrics.usage.clone(), metrics.conditions.clone());
     let mut reread = interval(config.reread_interval.max(Duration::from_millis(10)));
     reread.set_missed_tick_behavior(MissedTickBehavior::Delay);
     reread.reset();

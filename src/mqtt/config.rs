@@ -1,6 +1,6 @@
 //! Configuration of the MQTT sink (`[mqtt]`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -69,7 +69,25 @@ impl Default for MqttConfig {
     }
 }
 
+/// Names of the systemd credential (`LoadCredential=`, `SetCredentialEncrypted=`) that holds the
+/// MQTT password: `mqtt_password`, or `diskwatch_mqtt_password`, the name the shipped unit's
+/// `LoadCredential=diskwatch:/etc/diskwatch/credentials` gives to the file
+/// `/etc/diskwatch/credentials/mqtt_password` (docs/systemd.md).
+pub const MQTT_PASSWORD_CREDENTIALS: [&str; 2] = ["mqtt_password", "diskwatch_mqtt_password"];
+
 impl MqttConfig {
+    /// Takes the password from systemd's credentials directory (`$CREDENTIALS_DIRECTORY`) when
+    /// one of [`MQTT_PASSWORD_CREDENTIALS`] is there and no `password_file` is configured: it
+    /// then wins over `password`, as `password_file` does.
+    pub fn use_credentials(&mut self, dir: Option<&Path>) {
+        if self.password_file.is_some() {
+            return;
+        }
+        if let Some(dir) = dir {
+            self.password_file = MQTT_PASSWORD_CREDENTIALS.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        }
+    }
+
     /// Adds one line per invalid value to `problems`.
     pub fn validate(&self, problems: &mut Vec<String>) {
         // The whole URL is parsed now, so a bad port fails at start-up and not in the sink.

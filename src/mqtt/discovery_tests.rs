@@ -37,6 +37,7 @@ pub(crate) fn disk() -> Disk {
 pub(crate) fn snapshot() -> Snapshot {
     let partition = Partition {
         id: "p-1".into(),
+        stable: true,
         kernel_name: "sdb1".into(),
         devpath: "/devices/x/sdb/sdb1".into(),
         devnode: "/dev/sdb1".into(),

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
@@ -20,6 +22,10 @@ use crate::state::Fact;
 use super::load::{load, recheck_paths, Loaded, WatchSet};
 
 const NAME: &str = "shares";
+/// File-system notifications held for the task. A burst beyond this (a package upgrade rewriting
+/// /etc) is not queued without bound: the overflow is counted and turned into one full re-read,
+/// which is all the dropped notifications could have asked for.
+const NOTIFY_QUEUE: usize = 256;
 
 /// The `shares` source (not required: the agent stays healthy without it).
 pub struct SharesSource {
@@ -60,10 +66,18 @@ struct Tracker {
 
 #[instrument(name = "shares", skip_all)]
 async fn run(config: SharesConfig, ctx: SourceContext) {
-    let (tx, mut changes) = mpsc::unbounded_channel();
-    let watcher = match notify::recommended_watcher(move |res| {
+    let (tx, mut changes) = mpsc::channel(NOTIFY_QUEUE);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let overflow = overflowed.clone();
+    let dropped = ctx.metrics.shares_notify_dropped.clone();
+    let watcher = match notify::recommended_watcher(move |res| match tx.try_send(res) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped.inc();
+            overflow.store(true, Ordering::Release);
+        }
         // The receiver is gone only when the task ended; nothing is left to tell.
-        let _ = tx.send(res);
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -109,7 +123,9 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
         tokio::select! {
             _ = ctx.token.cancelled() => break,
             Some(change) = changes.recv() => {
-                if tracker.is_relevant(change) {
+                // A full queue dropped notifications: they may have been relevant.
+                let lost = overflowed.swap(false, Ordering::AcqRel);
+                if tracker.is_relevant(change) || lost {
                     let now = Instant::now();
                     pending = Some((pending.map_or(now, |(first, _)| first), now));
                 }
@@ -185,7 +201,14 @@ impl Tracker {
     async fn reload(&mut self) {
         let (samba, nfs) = (self.config.samba.clone(), self.config.nfs.clone());
         // canonicalize may block on a dead network filesystem: keep it off the runtime threads.
-        let loaded = match tokio::task::spawn_blocking(move || load(&samba, &nfs)).await {
+        let reading = tokio::task::spawn_blocking(move || load(&samba, &nfs));
+        // A read stuck on a dead filesystem must not hold up shutdown: the task ends, and the
+        // blocking thread is left to the runtime's bounded shutdown.
+        let loaded = tokio::select! {
+            loaded = reading => loaded,
+            _ = self.ctx.token.cancelled() => return,
+        };
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
                 warn!(error = %e, "share configuration reader panicked");
@@ -226,11 +249,14 @@ impl Tracker {
     /// Re-checks share paths; sends the share set again when one changed.
     async fn recheck(&mut self) {
         let Some(mut shares) = self.last_good.clone() else { return };
-        let checked = tokio::task::spawn_blocking(move || {
+        let checking = tokio::task::spawn_blocking(move || {
             let changed = recheck_paths(&mut shares);
             (changed, shares)
-        })
-        .await;
+        });
+        let checked = tokio::select! {
+            checked = checking => checked,
+            _ = self.ctx.token.cancelled() => return,
+        };
         match checked {
             Ok((true, shares)) => {
                 debug!("share paths changed");

@@ -36,6 +36,7 @@ fn disk(id: &str, dev: &str) -> Disk {
 fn partition(id: &str, disk_id: &str, dev: &str) -> Partition {
     Partition {
         id: id.into(),
+        stable: true,
         kernel_name: "sdb1".into(),
         devpath: "/devices/virtual/block/sdb/sdb1".into(),
         devnode: "/dev/sdb1".into(),

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod facts;
 pub mod fuse;
 pub mod mosquitto;
+pub mod nspawn;
 pub mod shares;
 pub mod sse;
 pub mod udevd;

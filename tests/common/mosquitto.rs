@@ -253,6 +253,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
 pub fn partition(id: &str, disk_id: &str, kernel: &str, dev: &str, label: &str) -> Partition {
     Partition {
         id: id.into(),
+        stable: true,
         kernel_name: kernel.into(),
         devpath: format!("/devices/virtual/block/x/{kernel}"),
         devnode: format!("/dev/{kernel}"),
