@@ -595,3 +595,50 @@ async fn button_entities_pass_home_assistant_schemas() {
         agent.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_buttons_ask_before_acting() {
+    if !require_root("dashboard_buttons_ask_before_acting") {
+        return;
+    }
+    let _lock = machine_lock();
+    let work = tempfile::tempdir().unwrap();
+    let agent =
+        TestAgent::start(|c| configure(c, work.path(), &[ActionKind::Unmount, ActionKind::Eject]), vec![]).await;
+    let (dev, _guards) = disk_with_mounts(work.path(), &[16]);
+    let point = work.path().join("part1");
+    let disk_id = id_where(&agent, "disks", "kernel_name", &dev.name()).await;
+    let mount_id = id_where(&agent, "mounts", "mount_point", point.to_str().unwrap()).await;
+    let mut browser = common::dashboard::Browser::launch();
+    // The one-time token visit sets the cookie; the buttons' requests carry it and the header.
+    browser.cmd(&format!("goto {}", agent.url(&format!("/?token={TOKEN}"))));
+    browser.cmd("wait #status[data-state=live]");
+    browser.cmd(&format!("wait [data-disk-id=\"{disk_id}\"] button[data-action=eject]"));
+    let unmount = format!("[data-mount-id=\"{mount_id}\"] button[data-action=unmount]");
+    browser.cmd(&format!("wait {unmount}"));
+    assert_eq!(browser.cmd("eval document.querySelectorAll('button[data-action=spin_down]').length"), "0");
+
+    // Cancel: nothing happens.
+    browser.cmd(&format!("eval document.querySelector('{}').click()", unmount.replace('\'', "\\'")));
+    browser.cmd("wait dialog#confirm[open]");
+    let title = browser.cmd("text #confirm-title");
+    assert!(title.contains(&format!("Unmount {}?", point.display())), "{title}");
+    browser.cmd("eval document.querySelector('#confirm button[value=cancel]').click()");
+    browser.cmd("gone dialog#confirm[open]");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(mounted(&point), "cancel ran the action");
+
+    // Confirm: unmounted, and the outcome shows.
+    browser.cmd(&format!("eval document.querySelector('{}').click()", unmount.replace('\'', "\\'")));
+    browser.cmd("wait dialog#confirm[open]");
+    browser.cmd("eval document.querySelector('#confirm-ok').click()");
+    browser.cmd("wait #action-note .badge.ok");
+    let note = browser.cmd("text #action-note");
+    assert!(note.contains(&format!("unmounted {}", point.display())), "{note}");
+    assert!(!mounted(&point));
+    browser.cmd(&format!("gone [data-mount-id=\"{mount_id}\"]"));
+    browser.cmd(&format!("screenshot {}", common::dashboard::artifacts_dir().join("dashboard-actions.png").display()));
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    drop(browser);
+    agent.stop().await;
+}

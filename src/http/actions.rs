@@ -243,3 +243,27 @@ pub async fn mount(
     };
     run(&agent, &config, &actions, &headers, ActionKind::Mount, id, body.read_write).await
 }
+
+/// What the actions of this agent are (for the dashboard's buttons).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionsInfo {
+    pub enabled: bool,
+    /// The actions allowed (empty when disabled).
+    pub allow: Vec<ActionKind>,
+    pub mount_root: String,
+    pub mount_read_write: bool,
+    pub timeout_seconds: u64,
+}
+
+/// The actions this agent takes, and their settings (`[actions]`).
+#[utoipa::path(get, path = "/api/v1/actions", responses((status = 200, body = ActionsInfo)))]
+pub async fn info(Extension(actions): Extension<ActionsHandle>) -> Json<ActionsInfo> {
+    let config = actions.0.as_ref().map(|a| a.config().clone()).unwrap_or_default();
+    Json(ActionsInfo {
+        enabled: config.enabled,
+        allow: config.allowed(),
+        mount_root: config.mount_root.display().to_string(),
+        mount_read_write: config.mount_read_write,
+        timeout_seconds: config.timeout.as_secs(),
+    })
+}

@@ -62,6 +62,7 @@ pub fn app_with_actions(agent: Arc<Agent>, config: HttpConfig, engine: Option<cr
         .route("/api/v1/snapshot", get(api::snapshot))
         .route("/api/v1/disks", get(api::disks))
         .route("/api/v1/disks/{id}", get(api::disk))
+        .route("/api/v1/actions", get(actions::info))
         .route("/api/v1/disks/{id}/eject", post(actions::eject))
         .route("/api/v1/disks/{id}/spin_down", post(actions::spin_down))
         .route("/api/v1/mounts/{id}/unmount", post(actions::unmount))
