@@ -642,3 +642,120 @@ async fn dashboard_buttons_ask_before_acting() {
     drop(browser);
     agent.stop().await;
 }
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the add-on's run script with the stub bashio as `check-config`: (success, config, log).
+fn addon_config(options: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("options.json"), options).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("source \"$STUB\"; source \"$SCRIPT\"")
+        .env("STUB", repo().join("tests/fixtures/bashio-stub.sh"))
+        .env("SCRIPT", repo().join("packaging/homeassistant/rootfs/run.sh"))
+        .env("BASHIO_OPTIONS", dir.path().join("options.json"))
+        .env("ADDON_CONFIG_PATH", dir.path().join("diskwatch.toml"))
+        .env("ADDON_STATE_DIR", dir.path().join("state"))
+        .env("ADDON_BIN", env!("CARGO_BIN_EXE_diskwatch"))
+        .env("ADDON_COMMAND", "check-config")
+        .env_remove("BASHIO_MQTT")
+        .output()
+        .expect("run the add-on script");
+    let config = std::fs::read_to_string(dir.path().join("diskwatch.toml")).unwrap_or_default();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), config, log)
+}
+
+/// The add-on with actions is a second add-on made from the first: the plain one keeps no
+/// privileges and writes actions off; the variant adds exactly the privileges and options.
+#[test]
+fn addon_with_actions_is_a_generated_variant_and_the_plain_one_stays_unprivileged() {
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let base = repo().join("packaging/homeassistant");
+    let dir = tempfile::tempdir().unwrap();
+    let variant = dir.path().join("diskwatch_actions");
+    let out = Command::new(python).arg(base.join("actions_variant.py")).arg(&variant).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python).arg(base.join("check_addon.py")).arg(&variant).output().unwrap();
+    assert!(out.status.success(), "the variant is not a valid add-on: {}", String::from_utf8_lossy(&out.stderr));
+    let base_yaml = std::fs::read_to_string(base.join("config.yaml")).unwrap();
+    for key in ["privileged:", "host_pid:", "full_access:", "action_"] {
+        assert!(!base_yaml.contains(key), "the plain add-on has {key}");
+    }
+    let yaml = std::fs::read_to_string(variant.join("config.yaml")).unwrap();
+    for expected in ["slug: diskwatch_actions", "- SYS_ADMIN", "- SYS_PTRACE", "- SYS_RAWIO", "host_pid: true", "full_access: true"] {
+        assert!(yaml.contains(expected), "the variant lacks {expected}:\n{yaml}");
+    }
+    assert_eq!(std::fs::read(variant.join("rootfs/run.sh")).unwrap(), std::fs::read(base.join("rootfs/run.sh")).unwrap());
+
+    let common = r#""log_level":"info","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant""#;
+    let (ok, config, log) = addon_config(&format!("{{{common}}}"));
+    assert!(ok, "{config}\n{log}");
+    assert!(config.contains("[actions]\nenabled = false"), "{config}");
+    let (ok, config, log) = addon_config(&format!(
+        "{{{common},\"action_unmount\":true,\"action_eject\":true,\"action_spin_down\":false,\"action_mount\":false,\"mount_root\":\"/mnt/data/supervisor/media/diskwatch\"}}"
+    ));
+    assert!(ok, "check-config rejected the variant's configuration:\n{config}\n{log}");
+    assert!(
+        config.contains("[actions]\nenabled = true\nallow = [\"unmount\", \"eject\"]\nmount_root = \"/mnt/data/supervisor/media/diskwatch\""),
+        "{config}"
+    );
+}
+
+/// `systemd-analyze security --offline` of the packaged unit in a scratch root, with or
+/// without the actions drop-in: (exposure score, the checks that fail).
+fn exposure(with_drop_in: bool) -> (f64, std::collections::BTreeSet<String>) {
+    let root = tempfile::tempdir().unwrap();
+    let units = root.path().join("etc/systemd/system");
+    std::fs::create_dir_all(units.join("diskwatch.service.d")).unwrap();
+    std::fs::copy(repo().join("systemd/diskwatch.service"), units.join("diskwatch.service")).unwrap();
+    if with_drop_in {
+        let drop_in = repo().join("systemd/diskwatch.service.d/actions.conf");
+        std::fs::copy(drop_in, units.join("diskwatch.service.d/actions.conf")).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(format!("--root={}", root.path().display()))
+        .arg("diskwatch.service")
+        .output()
+        .expect("run systemd-analyze (apt package systemd)");
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let score = report
+        .lines()
+        .find_map(|l| l.split("exposure level for diskwatch.service: ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{report}{}", String::from_utf8_lossy(&out.stderr)));
+    let failing = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("✗ "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    (score, failing)
+}
+
+/// The drop-in loosens the unit only where actions need it, and the unit without it is the
+/// read-only one.
+#[test]
+fn systemd_drop_in_adds_only_what_actions_need() {
+    let (off, off_failing) = exposure(false);
+    let (on, on_failing) = exposure(true);
+    eprintln!("systemd-analyze security: actions off {off}, with the actions drop-in {on}");
+    let added: Vec<&String> = on_failing.difference(&off_failing).collect();
+    let expected = [
+        "CapabilityBoundingSet=~CAP_SYS_ADMIN",
+        "CapabilityBoundingSet=~CAP_SYS_CHROOT",
+        "CapabilityBoundingSet=~CAP_SYS_PTRACE",
+        "CapabilityBoundingSet=~CAP_SYS_RAWIO",
+        "RestrictNamespaces=~mnt",
+        "SystemCallFilter=~@mount",
+    ];
+    assert_eq!(added, expected.iter().collect::<Vec<_>>(), "the drop-in changed other checks too");
+    assert!(off_failing.is_subset(&on_failing));
+    assert!(on < 4.0, "exposure with actions {on} is above 'OK'");
+    assert!(off < on);
+}
