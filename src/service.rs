@@ -143,6 +143,12 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     );
     if config.actions.enabled {
         crate::actions::report_capabilities(&config.actions);
+        if config.http.auth_token.is_none() {
+            warn!(
+                "actions are enabled but http.auth_token_file is not set: the HTTP action routes answer 401 \
+                (they need the token always); Home Assistant's buttons still work"
+            );
+        }
     }
 
     // 2. HTTP: serves what the state holds at any moment.

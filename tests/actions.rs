@@ -686,10 +686,15 @@ fn addon_with_actions_is_a_generated_variant_and_the_plain_one_stays_unprivilege
         assert!(!base_yaml.contains(key), "the plain add-on has {key}");
     }
     let yaml = std::fs::read_to_string(variant.join("config.yaml")).unwrap();
-    for expected in ["slug: diskwatch_actions", "- SYS_ADMIN", "- SYS_PTRACE", "- SYS_RAWIO", "host_pid: true", "full_access: true"] {
+    for expected in
+        ["slug: diskwatch_actions", "- SYS_ADMIN", "- SYS_PTRACE", "- SYS_RAWIO", "host_pid: true", "full_access: true"]
+    {
         assert!(yaml.contains(expected), "the variant lacks {expected}:\n{yaml}");
     }
-    assert_eq!(std::fs::read(variant.join("rootfs/run.sh")).unwrap(), std::fs::read(base.join("rootfs/run.sh")).unwrap());
+    assert_eq!(
+        std::fs::read(variant.join("rootfs/run.sh")).unwrap(),
+        std::fs::read(base.join("rootfs/run.sh")).unwrap()
+    );
 
     let common = r#""log_level":"info","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant""#;
     let (ok, config, log) = addon_config(&format!("{{{common}}}"));

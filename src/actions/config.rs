@@ -61,3 +61,33 @@ impl ActionsConfig {
         ActionKind::ALL.into_iter().filter(|k| self.allows(*k)).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::{Format, Toml};
+
+    fn load(toml: &str) -> Result<ActionsConfig, figment::Error> {
+        figment::Figment::from(figment::providers::Serialized::defaults(ActionsConfig::default()))
+            .merge(Toml::string(toml))
+            .extract()
+    }
+
+    #[test]
+    fn off_by_default_and_allow_takes_only_known_actions() {
+        let c = load("").unwrap();
+        assert!(!c.enabled && c.allow.is_empty());
+        assert!(c.allowed().is_empty());
+        let c = load("enabled = true\nallow = [\"eject\", \"spin_down\"]\n").unwrap();
+        assert_eq!(c.allowed(), [ActionKind::Eject, ActionKind::SpinDown]);
+        assert!(!c.allows(ActionKind::Unmount));
+        let e = load("allow = [\"ejekt\"]").unwrap_err().to_string();
+        assert!(e.contains("unknown variant") && e.contains("spin_down"), "{e}");
+        // Listed but not enabled: nothing runs.
+        assert!(load("allow = [\"eject\"]").unwrap().allowed().is_empty());
+        let mut problems = Vec::new();
+        ActionsConfig { mount_root: "media".into(), timeout: Duration::ZERO, ..Default::default() }
+            .validate(&mut problems);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+}

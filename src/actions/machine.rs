@@ -78,12 +78,13 @@ impl Machine {
                 true
             }
             Err(e) => {
-                return Err(Failure::os(
-                    &format!(
-                        "cannot reach PID 1's mount namespace ({}; the unit's actions drop-in grants CAP_SYS_PTRACE)",
+                return Err(Failure::new(
+                    "permission",
+                    format!(
+                        "cannot reach PID 1's mount namespace ({}: {e}); install the unit's actions drop-in \
+                         (CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_SYS_CHROOT)",
                         host.display()
                     ),
-                    &e,
                 ))
             }
         };
