@@ -9,7 +9,11 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 pub use crate::actions::config::ActionsConfig;
+pub use crate::activity::ActivityConfig;
+pub use crate::arrays::config::ArraysConfig;
 pub use crate::events::config::EventsConfig;
+pub use crate::health::HealthConfig;
+pub use crate::history::HistoryConfig;
 pub use crate::http::config::HttpConfig;
 pub use crate::mounts::config::MountsConfig;
 pub use crate::mqtt::config::{DiscoveryMode, MqttConfig};
@@ -97,8 +101,12 @@ pub struct Config {
     pub udev: UdevConfig,
     pub mounts: MountsConfig,
     pub shares: SharesConfig,
+    pub arrays: ArraysConfig,
     pub mqtt: MqttConfig,
     pub actions: ActionsConfig,
+    pub health: HealthConfig,
+    pub activity: ActivityConfig,
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -114,8 +122,12 @@ impl Default for Config {
             udev: UdevConfig::default(),
             mounts: MountsConfig::default(),
             shares: SharesConfig::default(),
+            arrays: ArraysConfig::default(),
             mqtt: MqttConfig::default(),
             actions: ActionsConfig::default(),
+            health: HealthConfig::default(),
+            activity: ActivityConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -206,8 +218,12 @@ impl Config {
         self.udev.validate(&mut problems);
         self.mounts.validate(&mut problems);
         self.shares.validate(&mut problems);
+        self.arrays.validate(&mut problems);
         self.mqtt.validate(&mut problems);
         self.actions.validate(&mut problems);
+        self.health.validate(&mut problems);
+        self.activity.validate(&mut problems);
+        self.history.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }
@@ -330,6 +346,26 @@ mod tests {
         assert!(e.starts_with("events.ring_size:"), "{e}");
         let e = load("log_level = \"loud\"", &[]).unwrap_err().to_string();
         assert!(e.starts_with("log_level: unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn arrays_keys_layer_are_checked_and_documented_with_their_defaults() {
+        let c = load("[arrays]\nmdstat = \"/tmp/mdstat\"\ninterval = \"5s\"\n", &[("DISKWATCH_ARRAYS__ZPOOL", "")])
+            .unwrap();
+        assert_eq!(c.arrays.mdstat, Path::new("/tmp/mdstat"));
+        assert_eq!(c.arrays.interval, Duration::from_secs(5));
+        assert_eq!(c.arrays.zpool, "");
+        assert_eq!(c.arrays.progress_interval, Duration::from_secs(1));
+        let e = load("[arrays]\nprogress_interval = \"0s\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.progress_interval:"), "{e}");
+        let e = load("[arrays]\nmd = \"/proc/mdstat\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.md: unknown key"), "{e}");
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let c = load(&example, &[]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&c.arrays).unwrap(),
+            serde_json::to_value(crate::arrays::ArraysConfig::default()).unwrap()
+        );
     }
 
     #[test]

@@ -22,16 +22,6 @@ pub struct TypeLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LimitLabel {
-    pub limit: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabel {
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabel {
     pub condition: String,
 }
@@ -108,6 +98,16 @@ pub struct UsageMetrics {
     pub timeouts: Counter,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// Counters and gauges updated by the core and the sinks.
 pub struct Metrics {
     registry: Registry,
@@ -123,16 +123,16 @@ pub struct Metrics {
     pub mqtt_connections: Counter,
     pub last_event_id: Gauge<u64, AtomicU64>,
     pub resident_bytes: Gauge,
-    /// HTTP limit hits: connections, evicted, header_read_timeout, idle_timeout, sse_clients, accept_errors.
-    pub http_limits: Family<LimitLabel, Counter>,
-    /// Requests refused by the guard: allow_from, host, token.
-    pub http_rejected: Family<ReasonLabel, Counter>,
-    pub http_connections: Gauge,
     pub usage: UsageMetrics,
     /// File-system notifications of the share configuration dropped by a full queue (each
     /// overflow is followed by a full re-read).
     pub shares_notify_dropped: Counter,
     pub conditions: Conditions,
+    /// HTTP limit hits: connections, evicted, header_read_timeout, idle_timeout, sse_clients, accept_errors.
+    pub http_limits: Family<LimitLabel, Counter>,
+    /// Requests refused by the guard: allow_from, host, token.
+    pub http_rejected: Family<ReasonLabel, Counter>,
+    pub http_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -175,9 +175,6 @@ impl Metrics {
         registry.register("mqtt_connections", "MQTT connections established", mqtt_connections.clone());
         registry.register("last_event_id", "Sequence number of the last event", last_event_id.clone());
         registry.register("resident_memory_bytes", "Resident memory of the agent", resident_bytes.clone());
-        registry.register("http_limit_hits", "HTTP connection and stream limits hit, by limit", http_limits.clone());
-        registry.register("http_rejected", "HTTP requests refused by the guard, by reason", http_rejected.clone());
-        registry.register("http_connections", "HTTP connections open", http_connections.clone());
         let usage = UsageMetrics::default();
         registry.register("usage_threads", "statvfs threads running, hung ones included", usage.threads.clone());
         registry.register(
@@ -212,6 +209,9 @@ impl Metrics {
             "1 while a degradation condition holds (it is listed in /api/v1/health)",
             conditions.gauge.clone(),
         );
+        registry.register("http_limit_hits", "HTTP connection and stream limits hit, by limit", http_limits.clone());
+        registry.register("http_rejected", "HTTP requests refused by the guard, by reason", http_rejected.clone());
+        registry.register("http_connections", "HTTP connections open", http_connections.clone());
         Self {
             registry,
             events,
@@ -224,12 +224,12 @@ impl Metrics {
             mqtt_connections,
             last_event_id,
             resident_bytes,
-            http_limits,
-            http_rejected,
-            http_connections,
             usage,
             shares_notify_dropped,
             conditions,
+            http_limits,
+            http_rejected,
+            http_connections,
         }
     }
 

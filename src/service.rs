@@ -86,6 +86,15 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     if config.shares.enabled {
         sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
     }
+    if config.health.enabled {
+        sources.push(Box::new(crate::health::HealthSource::new(config.health.clone(), config.activity.interval)));
+    }
+    if config.activity.enabled {
+        sources.push(Box::new(crate::activity::ActivitySource::new(config.activity.clone())));
+    }
+    if config.arrays.enabled {
+        sources.push(Box::new(crate::arrays::ArraysSource::new(config.arrays.clone())));
+    }
     sources
 }
 
@@ -115,6 +124,8 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
             emit_initial: config.emit_initial,
             usage_thresholds: config.mounts.usage_thresholds.clone(),
             usage_step: config.mounts.usage_step,
+            temperature_warn: config.health.temperature_warn,
+            temperature_critical: config.health.temperature_critical,
         },
         recovered.last_seq,
     );
@@ -151,6 +162,11 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         }
     }
 
+    // The history store, loaded before HTTP serves it; recorded from the core's objects.
+    if config.history.enabled {
+        start_history(&tracker, &agent, &config, token.clone());
+    }
+
     // 2. HTTP: serves what the state holds at any moment.
     serve_http(&tracker, agent.clone(), listener, config.http.clone(), actions.clone());
     info!(addr = %local_addr, "serving HTTP");
@@ -184,6 +200,21 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
 pub async fn run(config: Config, token: CancellationToken, options: RunOptions) -> Result<(), StartError> {
     start(config, token, options).await?.wait().await;
     Ok(())
+}
+
+fn start_history(tracker: &TaskTracker, agent: &Arc<Agent>, config: &Config, token: CancellationToken) {
+    let (history, error) = crate::history::History::open(&config.history, Some(config.state_dir.clone()));
+    if let Some(e) = error {
+        warn!(error = %e, "history not loaded: starting empty");
+    }
+    let history = Arc::new(history);
+    agent.set_history(history.clone());
+    let reader = agent.clone();
+    let read = move || {
+        let state = reader.state();
+        (state.disks().cloned().collect(), state.mounts().cloned().collect())
+    };
+    tracker.spawn(crate::history::recorder::run(history, config.history.clone(), token, read));
 }
 
 fn serve_http(

@@ -13,11 +13,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::guard::Access;
 use crate::agent::{Agent, SinkState, SinkStatus};
+use crate::arrays::Array;
 use crate::events::{CloudEvent, TypeFilter};
 use crate::metrics::Degradation;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
-type AgentState = State<Arc<Agent>>;
+pub(super) type AgentState = State<Arc<Agent>>;
 
 /// The whole topology with the id of the last event it reflects.
 #[utoipa::path(get, path = "/api/v1/snapshot", responses((status = 200, body = Snapshot)))]
@@ -53,6 +54,22 @@ pub async fn mounts(State(agent): AgentState) -> Json<Vec<Mount>> {
 #[utoipa::path(get, path = "/api/v1/shares", responses((status = 200, body = Vec<Share>)))]
 pub async fn shares(State(agent): AgentState) -> Json<Vec<Share>> {
     Json(agent.state().shares().cloned().collect())
+}
+
+/// md arrays, multi-device btrfs filesystems and ZFS pools.
+#[utoipa::path(get, path = "/api/v1/arrays", responses((status = 200, body = Vec<Array>)))]
+pub async fn arrays(State(agent): AgentState) -> Json<Vec<Array>> {
+    Json(agent.state().arrays().cloned().collect())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/arrays/{id}",
+    params(("id" = String, Path, description = "array id: md-<uuid>, btrfs-<fsid> or zfs-<guid>")),
+    responses((status = 200, body = Array), (status = 404, body = ErrorBody))
+)]
+pub async fn array(State(agent): AgentState, Path(id): Path<String>) -> Result<Json<Array>, ApiError> {
+    agent.state().array(&id).cloned().map(Json).ok_or_else(|| ApiError::not_found(format!("no array with id {id:?}")))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -8,6 +8,7 @@ pub mod config;
 mod dashboard;
 mod error;
 pub mod guard;
+mod history;
 pub mod limits;
 mod openapi;
 pub mod server;
@@ -70,10 +71,13 @@ pub fn app_with_actions(agent: Arc<Agent>, config: HttpConfig, engine: Option<cr
         .route("/api/v1/partitions", get(api::partitions))
         .route("/api/v1/mounts", get(api::mounts))
         .route("/api/v1/shares", get(api::shares))
+        .route("/api/v1/arrays", get(api::arrays))
+        .route("/api/v1/arrays/{id}", get(api::array))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/types", get(api::event_types))
         .route("/api/v1/events/stream", get(sse::stream))
         .route("/api/v1/health", get(api::health))
+        .route("/api/v1/history", get(history::history))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)

@@ -8,10 +8,16 @@ use super::actions;
 use super::api;
 use super::dashboard;
 use super::error::{ErrorBody, ErrorDetail};
+use super::history;
 use super::sse;
 use crate::agent::{SinkState, SinkStatus};
+use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use crate::events::CloudEvent;
-use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceState, SourceStatus, Usage};
+use crate::history::Series;
+use crate::model::{
+    Disk, DiskIo, Health, HealthSource, Mount, NfsClient, Partition, PowerState, Protocol, Share, Snapshot,
+    SourceState, SourceStatus, Usage,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,16 +37,24 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         api::partitions,
         api::mounts,
         api::shares,
+        api::arrays,
+        api::array,
         api::events,
         api::event_types,
         sse::stream,
         api::health,
+        history::history,
         api::metrics,
         document
     ),
     components(schemas(
         Snapshot,
         Disk,
+        PowerState,
+        Health,
+        HealthSource,
+        DiskIo,
+        Series,
         Partition,
         Mount,
         Usage,
@@ -51,6 +65,12 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         SourceState,
         SinkState,
         SinkStatus,
+        Array,
+        ArrayKind,
+        ArrayState,
+        ArrayMember,
+        MemberRole,
+        ErrorCounts,
         CloudEvent,
         ErrorBody,
         ErrorDetail,
