@@ -120,7 +120,10 @@ fn actions_under_the_real_unit_need_the_drop_in_and_act_in_pid1s_namespace() {
     assert!(holders.iter().any(|h| h["command"] == "sleep" && h["uses"][0] == "cwd"), "{holders:?}");
     // The holder's pid is as the agent's namespace numbers it; the container's is the same
     // PID namespace (the unit has no PrivatePIDs).
-    assert!(holders.iter().any(|h| h["pid"].to_string() == sleeper), "pid {sleeper} not in {holders:?}");
+    assert!(
+        holders.iter().any(|h| h["pid"].as_u64().map(|p| p.to_string()).as_deref() == Some(sleeper.as_str())),
+        "pid {sleeper} not in {holders:?}"
+    );
     c.sh(&format!("kill {sleeper}"));
 
     // Free: unmounted in PID 1's namespace, not only in the service's own.

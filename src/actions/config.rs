@@ -67,6 +67,7 @@ mod tests {
     use super::*;
     use figment::providers::{Format, Toml};
 
+    #[allow(clippy::result_large_err)] // figment::Error is what extract returns
     fn load(toml: &str) -> Result<ActionsConfig, figment::Error> {
         figment::Figment::from(figment::providers::Serialized::defaults(ActionsConfig::default()))
             .merge(Toml::string(toml))

@@ -129,6 +129,7 @@ mod tests {
             part_label: None,
             part_uuid: None,
             mounts: vec![],
+            arrays: vec![],
         }
     }
 

@@ -68,10 +68,10 @@ fn unauthorized(message: &str) -> Response {
     response
 }
 
-/// Who asks: the token's name, when the request carries the token.
-fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, Response> {
+/// Who asks: the token's name, when the request carries the token; else why not (for a 401).
+fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, &'static str> {
     let Some(token) = &config.auth_token else {
-        return Err(unauthorized("actions need the API token, and none is set: set http.auth_token_file"));
+        return Err("actions need the API token, and none is set: set http.auth_token_file");
     };
     let name =
         config.auth_token_file.file_name().map_or_else(|| "token".to_owned(), |n| n.to_string_lossy().into_owned());
@@ -83,7 +83,7 @@ fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, Resp
         if token_matches(token, given) {
             return Ok(Requester::Token(name));
         }
-        return Err(unauthorized("wrong token"));
+        return Err("wrong token");
     }
     let cookie_name = format!("diskwatch_token_{}=", config.listen.port());
     let cookie = headers
@@ -97,10 +97,10 @@ fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, Resp
             if headers.get(ACTION_HEADER).is_some() {
                 Ok(Requester::Token(name))
             } else {
-                Err(unauthorized("a cookie-authenticated action needs the X-Diskwatch-Action header"))
+                Err("a cookie-authenticated action needs the X-Diskwatch-Action header")
             }
         }
-        _ => Err(unauthorized("actions need the token: `Authorization: Bearer <token>`")),
+        _ => Err("actions need the token: `Authorization: Bearer <token>`"),
     }
 }
 
@@ -122,7 +122,7 @@ async fn run(
     }
     let requester = match requester(config, headers) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(why) => return unauthorized(why),
     };
     let after_event_id = agent.log.last_seq();
     let request = Request { kind, object_id: object_id.clone(), read_write, requester };

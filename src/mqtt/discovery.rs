@@ -323,7 +323,15 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
         follow.extend(IO_KEYS);
     }
     if naming.actions.contains(&ActionKind::Eject) && ejectable(d) {
-        entities.push(button(naming, Kind::Disk, &d.id, &name, ActionKind::Eject, format!("Eject {label}"), "mdi:eject"));
+        entities.push(button(
+            naming,
+            Kind::Disk,
+            &d.id,
+            &name,
+            ActionKind::Eject,
+            format!("Eject {label}"),
+            "mdi:eject",
+        ));
         follow.push("eject");
     }
     if naming.actions.contains(&ActionKind::SpinDown) && d.rotational && !d.kernel_name.starts_with("loop") {
