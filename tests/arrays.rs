@@ -557,3 +557,62 @@ async fn pollpri_wakes_on_a_kernfs_notification() {
     tokio::time::timeout(Duration::from_secs(5), set.changed()).await.expect("POLLPRI wake");
     assert!(set.read(&events).expect("read").contains("populated 1"));
 }
+
+/// A mount raises POLLPRI on the mount table: the wake that makes a mounted btrfs appear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mount_wakes_the_watched_mount_table() {
+    if !require_root("a_mount_wakes_the_watched_mount_table") {
+        return;
+    }
+    let _lock = machine_lock();
+    let path = PathBuf::from("/proc/self/mountinfo");
+    let mut set = diskwatch::arrays::read::WatchSet::new();
+    set.set(std::slice::from_ref(&path));
+    assert_eq!(set.counts(), (1, 0));
+    use diskwatch::arrays::read::AttrReader;
+    set.read(&path).expect("read");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _mount = MountGuard::new("dwarrays", &dir.path().join("t"), Some("tmpfs"), Some("size=64k"));
+    tokio::time::timeout(Duration::from_secs(5), set.changed()).await.expect("POLLPRI wake after a mount");
+    assert!(set.read(&path).expect("read").contains("dwarrays"));
+}
+
+/// The degraded mount alone (no re-read interval to fall back on) makes `array.degraded`, and
+/// the unmount `array.removed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_mount_is_seen_through_the_mount_table_wake() {
+    if !require_root("a_degraded_mount_is_seen_through_the_mount_table_wake") {
+        return;
+    }
+    let _lock = machine_lock();
+    let empty = tempfile::tempdir().expect("tempdir");
+    let a = LoopDevice::new(300, &[]);
+    let mut b = LoopDevice::new(300, &[]);
+    sh("mkfs.btrfs", &["-q", "-f", "-d", "raid1", "-m", "raid1", &a.device, &b.device]);
+    let fsid = sh("blkid", &["-s", "UUID", "-o", "value", &a.device]);
+    b.detach();
+    let agent = TestAgent::start(
+        |c| {
+            c.arrays.enabled = true;
+            c.arrays.mdstat = empty.path().join("mdstat");
+            c.arrays.sysfs = empty.path().to_path_buf();
+            c.arrays.zpool = String::new();
+            c.arrays.interval = Duration::from_secs(3600);
+        },
+        vec![],
+    )
+    .await;
+    let mut sse =
+        SseClient::connect(&agent.url("/api/v1/events/stream?types=array.degraded,array.removed"), None).await;
+    let id = format!("btrfs-{fsid}");
+    // Mounted and unmounted several times: the unmount shows on the mount table before the
+    // filesystem leaves sysfs, and must still be seen without the re-read interval.
+    for _ in 0..3 {
+        let mut mount = MountGuard::new(&a.device, &empty.path().join("pool"), Some("btrfs"), Some("degraded,ro"));
+        let msg = expect_array(&mut sse, "array.degraded", &id).await;
+        assert_eq!(array_of(&msg)["degraded_count"], 1);
+        mount.unmount();
+        expect_array(&mut sse, "array.removed", &id).await;
+    }
+    agent.stop().await;
+}

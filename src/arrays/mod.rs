@@ -26,7 +26,7 @@ pub mod zfs;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use tokio::time::{interval, Instant, MissedTickBehavior};
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 use tracing::{debug, info, instrument, warn};
 
 use crate::sources::{Source, SourceContext, SourceFuture};
@@ -37,6 +37,13 @@ use read::{AttrReader, WatchSet};
 
 /// Source name in health and `source.*` events.
 pub const NAME: &str = "arrays";
+
+/// When to read again after a wake (from the wake).
+const FOLLOWUPS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_millis(1000),
+];
 
 /// The arrays source.
 pub struct ArraysSource {
@@ -318,13 +325,23 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
     slow.reset();
     let mut fast = interval(config.progress_interval);
     fast.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Re-reads shortly after a wake: an unmount is announced on the mount table before the
+    // filesystem's sysfs directory goes, and md updates attributes one after the other.
+    let mut followups: Vec<Instant> = Vec::new();
     loop {
         let syncing = scanner.syncing();
+        let next_followup = followups.first().copied();
         tokio::select! {
             biased;
             _ = ctx.token.cancelled() => break,
             woken = scanner.watch.changed() => {
                 debug!(path = %woken.display(), "array input changed");
+                scanner.scan_kernel();
+                let now = Instant::now();
+                followups = FOLLOWUPS.iter().map(|d| now + *d).collect();
+            }
+            _ = sleep_until(next_followup.unwrap_or_else(Instant::now)), if next_followup.is_some() => {
+                followups.remove(0);
                 scanner.scan_kernel();
             }
             _ = fast.tick(), if syncing => scanner.scan_kernel(),

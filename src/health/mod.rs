@@ -8,13 +8,11 @@
 //! - [`config`]: the `[health]` section.
 //! - [`hwmon`]: temperatures from `drivetemp` and NVMe hwmon devices.
 //! - [`source`]: the task.
-//! - [`rules`]: when a reading is news, and temperature bands with hysteresis.
 
 pub mod config;
 pub mod hwmon;
 pub mod poll;
 pub mod poller;
-pub mod rules;
 pub mod runner;
 pub mod smart;
 pub mod source;

@@ -76,7 +76,7 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
     let method = request.method().clone();
     let mut response = match admit(&guard, peer, &mut request) {
         Ok(()) => next.run(request).await,
-        Err(refused) => refused,
+        Err(refused) => *refused,
     };
     let headers = response.headers_mut();
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -86,21 +86,28 @@ pub async fn check(State(guard): State<Arc<Guard>>, mut request: Request, next: 
     response
 }
 
-fn admit(guard: &Guard, peer: Option<IpAddr>, request: &mut Request) -> Result<(), Response> {
+/// A refusal: the response to send instead of running the route (boxed: a `Response` is large).
+type Refused = Box<Response>;
+
+fn admit(guard: &Guard, peer: Option<IpAddr>, request: &mut Request) -> Result<(), Refused> {
     if !guard.allow_from.is_empty() && !peer.is_some_and(|ip| guard.allow_from.iter().any(|n| n.contains(&ip))) {
         guard.count("allow_from");
         guard.refused_network.hit(|| format!("peer {peer:?}"));
-        return Err(error(StatusCode::FORBIDDEN, "forbidden", "this client's address is not in http.allow_from"));
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this client's address is not in http.allow_from",
+        )));
     }
     if let Some(host) = host_of(request.headers(), request.uri()) {
         if !guard.hosts.allows(&host) {
             guard.count("host");
             guard.refused_host.hit(|| format!("Host {host:?}"));
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::MISDIRECTED_REQUEST,
                 "misdirected_request",
                 &format!("Host {host:?} is not a name of this agent; add it to http.allowed_hosts"),
-            ));
+            )));
         }
     }
     let access = authenticate(guard, peer, request)?;
@@ -108,7 +115,7 @@ fn admit(guard: &Guard, peer: Option<IpAddr>, request: &mut Request) -> Result<(
     Ok(())
 }
 
-fn authenticate(guard: &Guard, peer: Option<IpAddr>, request: &Request) -> Result<Access, Response> {
+fn authenticate(guard: &Guard, peer: Option<IpAddr>, request: &Request) -> Result<Access, Refused> {
     let Some(token) = &guard.token else { return Ok(Access::Full) };
     if peer.is_some_and(|ip| guard.anonymous_from.iter().any(|n| n.contains(&ip))) {
         return Ok(Access::Full);
@@ -118,7 +125,7 @@ fn authenticate(guard: &Guard, peer: Option<IpAddr>, request: &Request) -> Resul
         // A token in the URL is moved into a cookie at once; the URL without it is what stays
         // in the address bar and the history. A wrong one is refused like a wrong header.
         if token_matches(token, given.as_bytes()) {
-            return Err(redirect_with_cookie(guard, request, token));
+            return Err(Box::new(redirect_with_cookie(guard, request, token)));
         }
     } else if let Some(given) = bearer(request.headers()) {
         if token_matches(token, given) {
@@ -133,7 +140,7 @@ fn authenticate(guard: &Guard, peer: Option<IpAddr>, request: &Request) -> Resul
     }
     guard.count("token");
     guard.refused_token.hit(|| format!("path {}", request.uri().path()));
-    Err(unauthorized(request.uri().path() == "/"))
+    Err(Box::new(unauthorized(request.uri().path() == "/")))
 }
 
 /// `303 See Other` to the same URL without `token`, relative so it works behind a path-prefix
@@ -287,7 +294,7 @@ impl HostCheck {
         if name.parse::<std::net::Ipv4Addr>().is_ok() {
             return true;
         }
-        self.names.iter().any(|n| *n == name) || self.suffixes.iter().any(|s| name.ends_with(s.as_str()))
+        self.names.contains(&name) || self.suffixes.iter().any(|s| name.ends_with(s.as_str()))
     }
 }
 

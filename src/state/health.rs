@@ -4,9 +4,9 @@
 
 use serde_json::json;
 
+use super::rules::{health_news, temp_level, TempLevel};
 use super::{Draft, DraftData, State};
 use crate::events::EventKind;
-use crate::health::rules::{health_news, temp_level, TempLevel};
 use crate::model::{DiskIo, Health, PowerState};
 
 impl State {
@@ -104,7 +104,6 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::health::smart::{interpret, Answer};
     use crate::model::{Disk, HealthSource};
     use crate::state::{Fact, StateConfig};
 
@@ -119,16 +118,22 @@ mod tests {
         .unwrap()
     }
 
-    /// The health a real fixture parses to, stamped `at`.
-    fn fixture(name: &str, at: &str) -> Health {
-        let path = format!("{}/tests/fixtures/smartctl/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(path).unwrap();
-        let status = serde_json::from_str::<serde_json::Value>(&text).unwrap()["smartctl"]["exit_status"]
-            .as_i64()
-            .unwrap() as i32;
-        match interpret(status, &text) {
-            Answer::Reading(r) => r.into_health(at.into()),
-            other => panic!("{other:?}"),
+    /// A reading with these counts (the parsing of real smartctl outputs is tested in
+    /// health::smart and, through this state, in tests/health.rs).
+    fn reading(at: &str, passed: bool, reallocated: u64) -> Health {
+        Health {
+            passed: Some(passed),
+            temperature_c: Some(32.0),
+            power_on_hours: Some(1730),
+            power_cycles: Some(9),
+            reallocated_sectors: Some(reallocated),
+            pending_sectors: Some(0),
+            uncorrectable: Some(0),
+            nvme_percentage_used: None,
+            nvme_critical_warning: None,
+            nvme_media_errors: None,
+            checked_at: at.into(),
+            source: HealthSource::Smartctl,
         }
     }
 
@@ -151,21 +156,11 @@ mod tests {
     #[test]
     fn failing_then_more_reallocated() {
         let mut s = state_with_disk();
-        assert!(
-            health(&mut s, PowerState::Active, Some(fixture("ata-hdd-st3500418as-realloc-1.json", "t1"))).is_empty()
-        );
+        assert!(health(&mut s, PowerState::Active, Some(reading("t1", true, 1))).is_empty());
         // The same reading again (kept in standby) is no news.
-        assert!(
-            health(&mut s, PowerState::Active, Some(fixture("ata-hdd-st3500418as-realloc-1.json", "t1"))).is_empty()
-        );
-        assert_eq!(
-            health(&mut s, PowerState::Active, Some(fixture("ata-hdd-st3500418as-realloc-304.json", "t2"))),
-            vec!["disk.health_changed"]
-        );
-        assert_eq!(
-            health(&mut s, PowerState::Active, Some(fixture("usb-jmicron-hitachi-failing.json", "t3"))),
-            vec!["disk.health_changed"]
-        );
+        assert!(health(&mut s, PowerState::Active, Some(reading("t1", true, 1))).is_empty());
+        assert_eq!(health(&mut s, PowerState::Active, Some(reading("t2", true, 304))), vec!["disk.health_changed"]);
+        assert_eq!(health(&mut s, PowerState::Active, Some(reading("t3", false, 1975))), vec!["disk.health_changed"]);
         let d = s.disk("d").unwrap();
         assert_eq!(d.health.as_ref().unwrap().passed, Some(false));
         // udev re-describing the disk keeps what the health source reported, silently.
@@ -177,7 +172,7 @@ mod tests {
     #[test]
     fn power_state_transitions() {
         let mut s = state_with_disk();
-        let h = fixture("ata-hdd-wd140edfz.json", "t1");
+        let h = reading("t1", true, 0);
         assert!(health(&mut s, PowerState::Standby, None).is_empty(), "first sight is not a transition");
         assert_eq!(health(&mut s, PowerState::Active, Some(h.clone())), vec!["disk.power_state"]);
         assert!(health(&mut s, PowerState::Idle, Some(h.clone())).is_empty());
@@ -196,7 +191,7 @@ mod tests {
                 temperature_c: Some(t),
                 checked_at: format!("t{at}"),
                 source: HealthSource::Hwmon,
-                ..fixture("ata-hdd-wd140edfz.json", "")
+                ..reading("", true, 0)
             };
             let events = s.apply(
                 Fact::DiskHealth { id: "d".into(), power_state: PowerState::Active, health: Some(h), note: None },

@@ -6,6 +6,7 @@ mod diff;
 mod fact;
 mod health;
 mod link;
+pub mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -77,7 +78,7 @@ pub struct State {
     /// whether the first sample should be announced (not for coldplugged mounts).
     usage_marks: HashMap<String, UsageMark>,
     /// Per disk: the temperature band last announced by `disk.temperature`.
-    temp_levels: HashMap<String, crate::health::rules::TempLevel>,
+    temp_levels: HashMap<String, rules::TempLevel>,
 }
 
 #[derive(Debug, Clone, Copy)]

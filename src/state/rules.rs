@@ -1,4 +1,4 @@
-//! The pure rules behind the health events: when a new reading is news
+//! The pure rules behind the health events (SPEC §8): when a new reading is news
 //! (`disk.health_changed`), and which temperature band a disk is in, with hysteresis so a
 //! disk hovering at a threshold does not flap.
 
