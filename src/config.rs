@@ -8,6 +8,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::actions::config::ActionsConfig;
 pub use crate::activity::ActivityConfig;
 pub use crate::arrays::config::ArraysConfig;
 pub use crate::events::config::EventsConfig;
@@ -102,6 +103,7 @@ pub struct Config {
     pub shares: SharesConfig,
     pub arrays: ArraysConfig,
     pub mqtt: MqttConfig,
+    pub actions: ActionsConfig,
     pub health: HealthConfig,
     pub activity: ActivityConfig,
     pub history: HistoryConfig,
@@ -122,6 +124,7 @@ impl Default for Config {
             shares: SharesConfig::default(),
             arrays: ArraysConfig::default(),
             mqtt: MqttConfig::default(),
+            actions: ActionsConfig::default(),
             health: HealthConfig::default(),
             activity: ActivityConfig::default(),
             history: HistoryConfig::default(),
@@ -217,6 +220,7 @@ impl Config {
         self.shares.validate(&mut problems);
         self.arrays.validate(&mut problems);
         self.mqtt.validate(&mut problems);
+        self.actions.validate(&mut problems);
         self.health.validate(&mut problems);
         self.activity.validate(&mut problems);
         self.history.validate(&mut problems);

@@ -18,6 +18,7 @@
 //! - [`udev`]: the block-device source (netlink, sysfs, blkid).
 //! - [`mounts`]: the mount-table source with usage sampling.
 //! - [`shares`]: the Samba and NFS share source.
+//! - [`actions`]: unmount, eject, spin down and mount on request (off by default).
 //! - [`health`]: SMART, temperature and power state without waking disks.
 //! - [`activity`]: I/O rates and idle time from `/sys/block/*/stat`.
 //! - [`history`]: per-object series of usage, temperature and I/O, persisted.
@@ -27,6 +28,7 @@
 //! - [`systemd`]: readiness, watchdog and status notifications.
 //! - [`node`]: the node id (configured, remembered, or from the machine id).
 
+pub mod actions;
 pub mod activity;
 pub mod agent;
 pub mod arrays;

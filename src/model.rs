@@ -350,6 +350,90 @@ pub struct DiskIo {
     pub idle_seconds: u64,
 }
 
+/// What an action does (`[actions] allow`, the POST routes, the MQTT command topics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Unmount a mount (never lazily).
+    Unmount,
+    /// Unmount every mount of a removable disk, flush it and power it off (or detach a loop device).
+    Eject,
+    /// Put a rotational disk in standby (ATA STANDBY IMMEDIATE).
+    SpinDown,
+    /// Mount a partition below `actions.mount_root`.
+    Mount,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 4] = [ActionKind::Unmount, ActionKind::Eject, ActionKind::SpinDown, ActionKind::Mount];
+
+    /// The wire name: `unmount`, `eject`, `spin_down`, `mount`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Unmount => "unmount",
+            ActionKind::Eject => "eject",
+            ActionKind::SpinDown => "spin_down",
+            ActionKind::Mount => "mount",
+        }
+    }
+
+    pub fn from_wire(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The kind of object the action takes: `disk`, `mount` or `partition`.
+    pub const fn object(self) -> &'static str {
+        match self {
+            ActionKind::Unmount => "mount",
+            ActionKind::Eject | ActionKind::SpinDown => "disk",
+            ActionKind::Mount => "partition",
+        }
+    }
+}
+
+/// A process that keeps a mount busy, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Holder {
+    pub pid: u32,
+    /// `comm` of the process.
+    pub command: String,
+    /// The command line, space-separated (empty for kernel threads).
+    pub cmdline: String,
+    /// What it holds: `cwd`, `root`, `exe`, `fd 3 /mnt/x/file`, `mmap /mnt/x/lib.so`,
+    /// or `mount /mnt/x/sub` for a mount on top of it.
+    pub uses: Vec<String>,
+}
+
+/// The outcome of one action (the `data.action` of `action.succeeded` / `action.failed`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ActionRecord {
+    /// The id the request was answered with.
+    pub id: String,
+    pub action: ActionKind,
+    /// `disk/<id>`, `mount/<id>` or `partition/<id>`.
+    pub object: String,
+    /// Who asked: `token:<token name>` (HTTP) or `mqtt`.
+    pub requested_by: String,
+    pub succeeded: bool,
+    /// Why it failed, as a stable code: `busy`, `holds_root`, `holds_system_mount`, `swap`,
+    /// `array_member`, `in_use`, `not_removable`, `not_rotational`, `not_mounted`,
+    /// `already_mounted`, `unsupported_filesystem`, `unsupported`, `timeout`, `busy_object`,
+    /// `not_allowed`, `not_found`, `permission`, `error`.
+    pub reason: Option<String>,
+    /// One sentence for people.
+    pub message: String,
+    /// For `busy`: the processes (and mounts) holding it.
+    #[serde(default)]
+    pub holders: Vec<Holder>,
+    /// Mount points unmounted on the way (unmount, eject), even when a later step failed.
+    #[serde(default)]
+    pub unmounted: Vec<String>,
+    /// Where a `mount` action mounted the partition.
+    pub mount_point: Option<String>,
+    /// From the request to the outcome.
+    pub duration_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,13 +145,30 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let watchdog = crate::systemd::Watchdog::from_env();
     tracker.spawn(crate::core::run(agent.clone(), journal, fact_rx, token.clone(), watchdog));
 
+    // The action engine (refuses everything unless `[actions] enabled`).
+    let actions = crate::actions::Actions::new(
+        config.actions.clone(),
+        crate::actions::machine::Machine::default(),
+        facts.clone(),
+        agent.storage(),
+    );
+    if config.actions.enabled {
+        crate::actions::report_capabilities(&config.actions);
+        if config.http.auth_token.is_none() {
+            warn!(
+                "actions are enabled but http.auth_token_file is not set: the HTTP action routes answer 401 \
+                (they need the token always); Home Assistant's buttons still work"
+            );
+        }
+    }
+
     // The history store, loaded before HTTP serves it; recorded from the core's objects.
     if config.history.enabled {
         start_history(&tracker, &agent, &config, token.clone());
     }
 
     // 2. HTTP: serves what the state holds at any moment.
-    serve_http(&tracker, agent.clone(), listener, config.http.clone());
+    serve_http(&tracker, agent.clone(), listener, config.http.clone(), actions.clone());
     info!(addr = %local_addr, "serving HTTP");
 
     // 3. The sources. Each is registered before it starts, so readiness waits for it.
@@ -175,7 +192,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     }
 
     // 4. After the start-up facts: `agent.started`, the MQTT sink, readiness.
-    tracker.spawn(finish_startup(agent.clone(), facts.clone(), config, tracker.clone(), token));
+    tracker.spawn(finish_startup(agent.clone(), facts.clone(), config, tracker.clone(), token, actions));
     Ok(Running { agent, local_addr, facts, started_after: recovered.last_seq, tracker })
 }
 
@@ -205,10 +222,11 @@ fn serve_http(
     agent: Arc<Agent>,
     listener: TcpListener,
     config: crate::http::config::HttpConfig,
+    actions: crate::actions::Actions,
 ) {
     let done = agent.streams_done.clone();
     let limits = crate::http::server::Limits::from(&config);
-    let app = crate::http::app(agent.clone(), config);
+    let app = crate::http::app_with_actions(agent.clone(), config, Some(actions));
     tracker.spawn(crate::http::serve(listener, app, agent, limits, done));
 }
 
@@ -220,6 +238,7 @@ async fn finish_startup(
     config: Config,
     tracker: TaskTracker,
     token: CancellationToken,
+    actions: crate::actions::Actions,
 ) {
     let started = tokio::time::Instant::now();
     let mut topology = agent.topology();
@@ -245,7 +264,7 @@ async fn finish_startup(
         }
     }
     if config.mqtt.enabled {
-        tracker.spawn(crate::mqtt::run(agent.clone(), config.mqtt.clone(), config.state_dir.clone()));
+        tracker.spawn(crate::mqtt::run(agent.clone(), config.mqtt.clone(), config.state_dir.clone(), actions));
     } else {
         let disabled = SinkStatus { name: "mqtt".into(), status: SinkState::Disabled, message: None, required: false };
         agent.set_sink_status(disabled);

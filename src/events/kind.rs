@@ -74,6 +74,8 @@ kinds! {
     AgentStopping = "agent.stopping": "the agent is shutting down",
     SourceFailed = "source.failed": "a source failed",
     SourceRecovered = "source.recovered": "a failed source works again",
+    ActionSucceeded = "action.succeeded": "an action (unmount, eject, spin down, mount) finished",
+    ActionFailed = "action.failed": "an action was refused or failed (with the reason, and the processes holding a busy mount)",
 }
 
 impl EventKind {

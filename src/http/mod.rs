@@ -1,6 +1,7 @@
 //! The HTTP side (SPEC §4): REST, SSE, Prometheus metrics and the OpenAPI
 //! document, built by [`app`] so tests can drive it on any listener.
 
+pub mod actions;
 mod api;
 pub mod auth;
 pub mod config;
@@ -16,7 +17,7 @@ mod sse;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Extension, Router};
 
 use crate::agent::Agent;
@@ -47,7 +48,13 @@ impl FromRef<AppState> for Arc<HttpConfig> {
 
 /// The router of every endpoint, sharing one agent, behind the [`guard`] (network, Host
 /// header, token), which also covers the fallback: an unknown path without a token is a 401.
+/// Without an action engine every action route answers 403.
 pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
+    app_with_actions(agent, config, None)
+}
+
+/// [`app`] with the action engine behind the POST routes.
+pub fn app_with_actions(agent: Arc<Agent>, config: HttpConfig, engine: Option<crate::actions::Actions>) -> Router {
     let config = Arc::new(config);
     let guard = Arc::new(guard::Guard::new(agent.clone(), &config));
     let sse_slots = Arc::new(limits::SseSlots::new(config.max_sse_clients));
@@ -56,6 +63,11 @@ pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
         .route("/api/v1/snapshot", get(api::snapshot))
         .route("/api/v1/disks", get(api::disks))
         .route("/api/v1/disks/{id}", get(api::disk))
+        .route("/api/v1/actions", get(actions::info))
+        .route("/api/v1/disks/{id}/eject", post(actions::eject))
+        .route("/api/v1/disks/{id}/spin_down", post(actions::spin_down))
+        .route("/api/v1/mounts/{id}/unmount", post(actions::unmount))
+        .route("/api/v1/partitions/{id}/mount", post(actions::mount))
         .route("/api/v1/partitions", get(api::partitions))
         .route("/api/v1/mounts", get(api::mounts))
         .route("/api/v1/shares", get(api::shares))
@@ -71,6 +83,7 @@ pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(Extension(sse_slots))
+        .layer(Extension(actions::ActionsHandle(engine)))
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .with_state(AppState { agent, config })
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::actions;
 use super::api;
 use super::dashboard;
 use super::error::{ErrorBody, ErrorDetail};
@@ -28,6 +29,11 @@ use crate::model::{
         api::snapshot,
         api::disks,
         api::disk,
+        actions::info,
+        actions::eject,
+        actions::spin_down,
+        actions::unmount,
+        actions::mount,
         api::partitions,
         api::mounts,
         api::shares,
@@ -71,6 +77,12 @@ use crate::model::{
         api::EventsPage,
         api::EventType,
         api::Health,
+        actions::Accepted,
+        actions::MountBody,
+        actions::ActionsInfo,
+        crate::model::ActionKind,
+        crate::model::ActionRecord,
+        crate::model::Holder,
         crate::metrics::Degradation
     ))
 )]

@@ -8,7 +8,7 @@ use super::config::DiscoveryMode;
 use super::topics::{Kind, Naming};
 use crate::arrays::{Array, ArrayKind, ArrayState};
 use crate::events::EventKind;
-use crate::model::{Disk, Mount, Share, Snapshot};
+use crate::model::{ActionKind, Disk, Mount, Share, Snapshot};
 
 /// Object key of the host's own messages; it is never removed.
 pub const HOST: &str = "host";
@@ -322,6 +322,24 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
         entities.extend(io_entities(&name, &label, &state));
         follow.extend(IO_KEYS);
     }
+    if naming.actions.contains(&ActionKind::Eject) && ejectable(d) {
+        entities.push(button(
+            naming,
+            Kind::Disk,
+            &d.id,
+            &name,
+            ActionKind::Eject,
+            format!("Eject {label}"),
+            "mdi:eject",
+        ));
+        follow.push("eject");
+    }
+    if naming.actions.contains(&ActionKind::SpinDown) && d.rotational && !d.kernel_name.starts_with("loop") {
+        let b =
+            button(naming, Kind::Disk, &d.id, &name, ActionKind::SpinDown, format!("Spin down {label}"), "mdi:sleep");
+        entities.push(b);
+        follow.push("spin_down");
+    }
     DiscoveryObject {
         object: object_key(Kind::Disk, &d.id),
         name,
@@ -401,11 +419,24 @@ fn mount_object(m: &Mount, label: &str, device: Value, naming: &Naming) -> Disco
             }),
         ),
     ];
+    let mut entities = entities;
+    let system = crate::actions::machine::SYSTEM_MOUNTS.contains(&m.mount_point.as_str());
+    if naming.actions.contains(&ActionKind::Unmount) && !system {
+        entities.push(button(
+            naming,
+            Kind::Mount,
+            &m.id,
+            &name,
+            ActionKind::Unmount,
+            format!("Unmount {label}"),
+            "mdi:eject-outline",
+        ));
+    }
     DiscoveryObject {
         object: object_key(Kind::Mount, &m.id),
         name,
         device,
-        entities: with_object_availability(entities, &avail, &["read_only", "used", "free"]),
+        entities: with_object_availability(entities, &avail, &["read_only", "used", "free", "unmount"]),
     }
 }
 
@@ -434,6 +465,36 @@ fn share_object(sh: &Share, device: Value, naming: &Naming) -> DiscoveryObject {
         device,
         entities: with_object_availability(entities, &avail, &["available"]),
     }
+}
+
+/// Disks an eject button is offered for: removable, on USB, or a loop device.
+pub fn ejectable(d: &Disk) -> bool {
+    d.removable || d.bus.as_deref() == Some("usb") || d.kernel_name.starts_with("loop")
+}
+
+/// A button publishing `PRESS` to the action's command topic; the outcome arrives on the
+/// event stream (the host's event entity) as `action.succeeded` / `action.failed`.
+fn button(
+    naming: &Naming,
+    kind: Kind,
+    id: &str,
+    object_name: &str,
+    action: ActionKind,
+    name: String,
+    icon: &str,
+) -> Entity {
+    entity(
+        "button",
+        action.as_str(),
+        object_name,
+        name,
+        json!({
+            "command_topic": naming.command(kind, id, action),
+            "payload_press": "PRESS",
+            "retain": false,
+            "icon": icon,
+        }),
+    )
 }
 
 /// "md0 raid1", "btrfs data raid1", "zfs tank raidz1".

@@ -52,6 +52,8 @@ enum Notice {
     Incoming {
         topic: String,
         payload: bytes::Bytes,
+        /// Delivered from the broker's retained store (never a button press).
+        retain: bool,
     },
     /// A publish left for the broker with this packet id (in the order they were handed over).
     Written(u16),
@@ -83,7 +85,9 @@ async fn drive(mut eventloop: EventLoop, notices: mpsc::Sender<Notice>, token: C
                 attempt = 0;
                 Notice::ConnAck
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => Notice::Incoming { topic: p.topic, payload: p.payload },
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                Notice::Incoming { topic: p.topic, payload: p.payload, retain: p.retain }
+            }
             Ok(Event::Incoming(Packet::PubAck(ack))) => Notice::Acked(ack.pkid),
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => Notice::Written(pkid),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
@@ -321,8 +325,10 @@ impl Sink {
 
 /// Runs the MQTT sink until the agent has published its last event.
 #[instrument(name = "mqtt", skip_all)]
-pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf) {
-    let naming = Naming::new(&config, &agent.node_id);
+pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, actions: crate::actions::Actions) {
+    let mut naming = Naming::new(&config, &agent.node_id);
+    // Buttons only for actions that may run, and only those Home Assistant shows as buttons.
+    naming.actions = actions.config().allowed().into_iter().filter(|k| *k != crate::model::ActionKind::Mount).collect();
     let opts = match options(&config, &agent.node_id, &naming.availability()) {
         Ok(o) => o,
         Err(e) => {
@@ -398,12 +404,19 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf) {
                     if let Err(e) = sink.client.try_subscribe(sink.naming.ha_status(), QoS::AtLeastOnce) {
                         warn!(error = %e, "cannot subscribe to Home Assistant's status");
                     }
+                    if !sink.naming.actions.is_empty() {
+                        if let Err(e) = sink.client.try_subscribe(sink.naming.commands(), QoS::AtLeastOnce) {
+                            warn!(error = %e, "cannot subscribe to the action command topics");
+                        }
+                    }
                     sink.retainer.forget_published();
                     sink.reconcile(true);
                     reannounce_at = None;
                 }
-                Some(Notice::Incoming { topic, payload }) => {
-                    if topic == sink.naming.ha_status() && payload.as_ref() == b"online" && reannounce_at.is_none() {
+                Some(Notice::Incoming { topic, payload, retain }) => {
+                    if let Some((kind, id, action)) = sink.naming.parse_command(&topic) {
+                        press(&actions, kind, id, action, &payload, retain);
+                    } else if topic == sink.naming.ha_status() && payload.as_ref() == b"online" && reannounce_at.is_none() {
                         let delay = Duration::from_millis(rand::rng().random_range(REANNOUNCE_MIN_MS..REANNOUNCE_MAX_MS));
                         debug!(?delay, "Home Assistant is online: re-announcing soon");
                         reannounce_at = Some(Instant::now() + delay);
@@ -486,6 +499,41 @@ async fn drain(sink: &mut Sink, notices: &mut mpsc::Receiver<Notice>) {
         }
     }
     info!(overflow = sink.overflow, "MQTT sink stopped");
+}
+
+/// A publish on a command topic: a button press runs the action (a refusal is reported as
+/// `action.failed`). Retained messages are ignored, so a stray retained `PRESS` cannot eject
+/// a disk again at every reconnect; so are commands for another kind of object.
+fn press(
+    actions: &crate::actions::Actions,
+    kind: &str,
+    id: &str,
+    action: crate::model::ActionKind,
+    payload: &[u8],
+    retain: bool,
+) {
+    if retain {
+        warn!(kind, id, action = action.as_str(), "retained message on a command topic ignored (clear it)");
+        return;
+    }
+    if kind != action.object() {
+        warn!(kind, id, action = action.as_str(), "command topic not for this action's object: ignored");
+        return;
+    }
+    if payload != b"PRESS" {
+        warn!(kind, id, action = action.as_str(), "command payload is not PRESS: ignored");
+        return;
+    }
+    let request = crate::actions::Request {
+        kind: action,
+        object_id: id.to_owned(),
+        read_write: false,
+        requester: crate::actions::Requester::Mqtt,
+    };
+    let actions = actions.clone();
+    tokio::spawn(async move {
+        let _ = actions.request_reporting(request).await;
+    });
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -34,6 +34,8 @@ pub struct Naming {
     pub discovery_prefix: String,
     pub mode: DiscoveryMode,
     pub version: String,
+    /// Actions announced as Home Assistant buttons (empty unless actions are enabled).
+    pub actions: Vec<crate::model::ActionKind>,
 }
 
 impl Naming {
@@ -44,6 +46,7 @@ impl Naming {
             discovery_prefix: config.discovery_prefix.trim_end_matches('/').to_owned(),
             mode: config.discovery,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            actions: Vec::new(),
         }
     }
 
@@ -67,6 +70,27 @@ impl Naming {
 
     pub fn object_availability(&self, kind: Kind, id: &str) -> String {
         format!("{}/{}/{}/availability", self.base, kind.as_str(), id)
+    }
+
+    /// The command topic of a button: `<base>/<kind>/<id>/<action>/set`.
+    pub fn command(&self, kind: Kind, id: &str, action: crate::model::ActionKind) -> String {
+        format!("{}/{}/{}/{}/set", self.base, kind.as_str(), id, action.as_str())
+    }
+
+    /// The subscription covering every command topic.
+    pub fn commands(&self) -> String {
+        format!("{}/+/+/+/set", self.base)
+    }
+
+    /// The action a command topic asks for: (object kind, object id, action).
+    pub fn parse_command<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str, crate::model::ActionKind)> {
+        let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?.strip_suffix("/set")?;
+        let mut parts = rest.split('/');
+        let (kind, id, action) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        Some((kind, id, crate::model::ActionKind::from_wire(action)?))
     }
 
     /// Where Home Assistant announces itself (`online` after a restart).
@@ -108,6 +132,17 @@ mod tests {
         assert_eq!(n.object_availability(Kind::Disk, "wwn-1"), "diskwatch/nas1/disk/wwn-1/availability");
         assert_eq!(n.events(), "diskwatch/nas1/events");
         assert_eq!(n.ha_status(), "homeassistant/status");
+        use crate::model::ActionKind;
+        let cmd = n.command(Kind::Disk, "usb-X", ActionKind::Eject);
+        assert_eq!(cmd, "diskwatch/nas1/disk/usb-X/eject/set");
+        assert_eq!(n.parse_command(&cmd), Some(("disk", "usb-X", ActionKind::Eject)));
+        assert_eq!(
+            n.parse_command("diskwatch/nas1/mount/mnt_x/spin_down/set"),
+            Some(("mount", "mnt_x", ActionKind::SpinDown))
+        );
+        assert_eq!(n.parse_command("diskwatch/nas1/disk/a/explode/set"), None);
+        assert_eq!(n.parse_command("diskwatch/nas2/disk/a/eject/set"), None);
+        assert_eq!(n.commands(), "diskwatch/nas1/+/+/+/set");
         assert_eq!(n.device_config("diskwatch_nas1"), "homeassistant/device/diskwatch_nas1/config");
         assert_eq!(
             n.component_config("sensor", "diskwatch_nas1", "last_event"),

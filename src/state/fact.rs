@@ -2,7 +2,7 @@
 //! the state model decides which events that makes.
 
 use crate::arrays::Array;
-use crate::model::{Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
+use crate::model::{ActionRecord, Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
 
 /// One observation sent by a source to the core.
 #[derive(Debug, Clone)]
@@ -48,4 +48,6 @@ pub enum Fact {
     AgentStarted { version: String },
     /// The agent is shutting down.
     AgentStopping { reason: String },
+    /// An action finished, was refused or timed out (the action engine, not a source).
+    ActionFinished(Box<ActionRecord>),
 }

@@ -255,6 +255,15 @@ impl State {
                 });
                 false
             }
+            Fact::ActionFinished(record) => {
+                let kind = if record.succeeded { EventKind::ActionSucceeded } else { EventKind::ActionFailed };
+                drafts.push(Draft {
+                    kind,
+                    subject: record.object.clone(),
+                    data: DraftData::Ready(json!({ "action": record })),
+                });
+                false
+            }
             Fact::AgentStopping { reason } => {
                 drafts.push(Draft {
                     kind: EventKind::AgentStopping,

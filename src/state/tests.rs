@@ -371,6 +371,8 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     }
     run(&mut s, Fact::PartitionRemoved { id: "p1".into() });
     run(&mut s, Fact::DiskRemoved { id: "d1".into() });
+    run(&mut s, Fact::ActionFinished(Box::new(action_record(true))));
+    run(&mut s, Fact::ActionFinished(Box::new(action_record(false))));
     run(&mut s, Fact::AgentStopping { reason: "test".into() });
     for kind in &seen {
         assert!(crate::events::EventKind::from_wire(kind).is_some(), "{kind} is emitted but not in the catalogue");
@@ -378,6 +380,50 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     let catalogue: BTreeSet<String> = crate::events::EventKind::ALL.iter().map(|k| k.wire().to_owned()).collect();
     let never: Vec<&String> = catalogue.difference(&seen).collect();
     assert!(never.is_empty(), "catalogue entries never emitted: {never:?}");
+}
+
+fn action_record(succeeded: bool) -> crate::model::ActionRecord {
+    crate::model::ActionRecord {
+        id: "1-1".into(),
+        action: crate::model::ActionKind::Unmount,
+        object: "mount/mnt_data".into(),
+        requested_by: "mqtt".into(),
+        succeeded,
+        reason: (!succeeded).then(|| "busy".into()),
+        message: if succeeded { "unmounted /mnt/data".into() } else { "/mnt/data is busy".into() },
+        holders: if succeeded {
+            vec![]
+        } else {
+            vec![crate::model::Holder {
+                pid: 42,
+                command: "sleep".into(),
+                cmdline: "sleep 60".into(),
+                uses: vec!["cwd".into()],
+            }]
+        },
+        unmounted: vec![],
+        mount_point: None,
+        duration_ms: 3,
+    }
+}
+
+/// An action's outcome is an event about the object acted on, with the whole record, and
+/// changes nothing in the topology.
+#[test]
+fn action_outcomes_are_events_on_the_object() {
+    let mut s = state();
+    let generation = s.topology_generation();
+    let events = s.apply(Fact::ActionFinished(Box::new(action_record(false))), T);
+    assert_eq!(types(&events), ["action.failed"]);
+    assert_eq!(events[0].subject, "mount/mnt_data");
+    let data = serde_json::to_value(&events[0].data).unwrap();
+    assert_eq!(data["action"]["reason"], "busy");
+    assert_eq!(data["action"]["action"], "unmount");
+    assert_eq!(data["action"]["holders"][0]["pid"], 42);
+    assert_eq!(data["action"]["requested_by"], "mqtt");
+    let events = s.apply(Fact::ActionFinished(Box::new(action_record(true))), T);
+    assert_eq!(types(&events), ["action.succeeded"]);
+    assert_eq!(s.topology_generation(), generation);
 }
 
 #[test]

@@ -85,6 +85,28 @@ if bashio::var.true "${include_loop}"; then
     udev_include='["loop*"]'
 fi
 
+# Actions: only the "with actions" variant of the add-on has these options (and the
+# privileges they need); packaging/homeassistant/actions_variant.py makes it from this one.
+actions_section="[actions]
+enabled = false"
+allow=""
+for action in unmount eject spin_down mount; do
+    if bashio::config.has_value "action_${action}" && bashio::var.true "$(bashio::config "action_${action}")"; then
+        allow="${allow:+${allow}, }\"${action}\""
+    fi
+done
+if [ -n "${allow}" ]; then
+    mount_root="/media/diskwatch"
+    if bashio::config.has_value 'mount_root'; then
+        mount_root="$(bashio::config 'mount_root')"
+    fi
+    actions_section="[actions]
+enabled = true
+allow = [${allow}]
+mount_root = $(toml_str "${mount_root}")"
+    bashio::log.info "Actions enabled: ${allow} (Home Assistant buttons; HTTP needs the API token)"
+fi
+
 mkdir -p "$(dirname "${CONFIG}")" "${STATE_DIR}"
 umask 077
 cat > "${CONFIG}" <<TOML
@@ -113,6 +135,8 @@ url = $(toml_str "${mqtt_url:-mqtt://127.0.0.1:1883}")
 username = $(toml_str "${mqtt_user}")
 password = $(toml_str "${mqtt_pass}")
 discovery_prefix = $(toml_str "${discovery_prefix}")
+
+${actions_section}
 TOML
 
 bashio::log.info "Starting diskwatch (HTTP ${listen}, log level ${log_level})"

@@ -1,0 +1,334 @@
+//! The action engine: unmount, eject, spin down and mount, on request of an HTTP client
+//! (with the token) or of Home Assistant (an MQTT button). Off unless `[actions] enabled`
+//! and the action is in `allow`.
+//!
+//! A request is checked at once (enabled, allowed, the object exists, nothing else running
+//! on its disk) and answered with an action id; the work runs on a thread of its own in the
+//! host's mount namespace, within `actions.timeout`; its outcome becomes an
+//! `action.succeeded` / `action.failed` event through the core, like every other event. One
+//! action at a time per disk (a mount's or partition's action locks its disk). Every request
+//! and outcome is written to the log with who asked (target `diskwatch::audit`).
+//!
+//! - [`machine`]: the kernel's interfaces and the host mount namespace.
+//! - [`holders`]: who keeps a mount busy.
+//! - [`unmount`], [`eject`], [`spin`], [`mount`]: the operations.
+
+pub mod config;
+pub mod eject;
+pub mod holders;
+pub mod machine;
+pub mod mount;
+pub mod spin;
+pub mod unmount;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::{oneshot, watch};
+use tracing::{info, warn};
+
+use crate::agent::StorageView;
+use crate::model::{ActionKind, ActionRecord, Disk, Mount, Partition};
+use crate::state::Fact;
+pub use config::ActionsConfig;
+use machine::{Failure, Machine, Progress};
+
+/// Who asked for an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    /// An HTTP client with the API token; the token's name (its file name).
+    Token(String),
+    /// A Home Assistant button (a publish on the command topic).
+    Mqtt,
+}
+
+impl std::fmt::Display for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Requester::Token(name) => write!(f, "token:{name}"),
+            Requester::Mqtt => f.write_str("mqtt"),
+        }
+    }
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub kind: ActionKind,
+    /// The id of the disk, mount or partition (by `kind`).
+    pub object_id: String,
+    /// For `mount`: read-write instead of read-only.
+    pub read_write: bool,
+    pub requester: Requester,
+}
+
+/// Why a request was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("actions are disabled ([actions] enabled = false)")]
+    Disabled,
+    #[error("the action {0:?} is not in [actions] allow")]
+    NotAllowed(&'static str),
+    #[error("read-write mounts are not allowed ([actions] mount_read_write = false)")]
+    ReadWriteNotAllowed,
+    #[error("no {object} with id {id:?}")]
+    NotFound { object: &'static str, id: String },
+    #[error("action {running} is still running on this disk")]
+    Busy { running: String },
+}
+
+impl Refusal {
+    /// The reason code used in `action.failed` for a refused MQTT request.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Disabled | Refusal::NotAllowed(_) | Refusal::ReadWriteNotAllowed => "not_allowed",
+            Refusal::NotFound { .. } => "not_found",
+            Refusal::Busy { .. } => "busy_object",
+        }
+    }
+}
+
+/// The object an action works on, as the core knew it when the request came.
+enum Target {
+    Disk(Disk),
+    Mount(Mount),
+    Partition(Partition),
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Actions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ActionsConfig,
+    machine: Machine,
+    facts: tokio::sync::mpsc::Sender<Fact>,
+    storage: watch::Receiver<Arc<StorageView>>,
+    /// Lock key (`disk/<id>` or the object) → the id of the action holding it.
+    running: Mutex<HashMap<String, String>>,
+    /// Action ids: `<start of this run in ms>-<n>`, unique across restarts.
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl Actions {
+    pub fn new(
+        config: ActionsConfig,
+        machine: Machine,
+        facts: tokio::sync::mpsc::Sender<Fact>,
+        storage: watch::Receiver<Arc<StorageView>>,
+    ) -> Self {
+        let prefix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                machine,
+                facts,
+                storage,
+                running: Mutex::new(HashMap::new()),
+                prefix,
+                next: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ActionsConfig {
+        &self.inner.config
+    }
+
+    /// Checks a request and starts it: its action id, or why not.
+    pub fn request(&self, request: Request) -> Result<String, Refusal> {
+        let inner = &self.inner;
+        if !inner.config.enabled {
+            return Err(Refusal::Disabled);
+        }
+        if !inner.config.allows(request.kind) {
+            return Err(Refusal::NotAllowed(request.kind.as_str()));
+        }
+        if request.read_write && !inner.config.mount_read_write {
+            return Err(Refusal::ReadWriteNotAllowed);
+        }
+        let (target, lock) = self.resolve(request.kind, &request.object_id)?;
+        let id = format!("{}-{}", inner.prefix, inner.next.fetch_add(1, Ordering::Relaxed));
+        {
+            let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(other) = running.get(&lock) {
+                return Err(Refusal::Busy { running: other.clone() });
+            }
+            running.insert(lock.clone(), id.clone());
+        }
+        info!(
+            target: "diskwatch::audit",
+            action_id = %id,
+            action = request.kind.as_str(),
+            object = %format!("{}/{}", request.kind.object(), request.object_id),
+            requested_by = %request.requester,
+            "action requested"
+        );
+        tokio::spawn(self.clone().execute(id.clone(), request, target, lock));
+        Ok(id)
+    }
+
+    /// As [`Self::request`], but a refusal is also published as `action.failed` (for MQTT,
+    /// where there is no one to answer).
+    pub async fn request_reporting(&self, request: Request) -> Result<String, Refusal> {
+        let kind = request.kind;
+        let object = format!("{}/{}", kind.object(), request.object_id);
+        let requested_by = request.requester.to_string();
+        match self.request(request) {
+            Ok(id) => Ok(id),
+            Err(refusal) => {
+                warn!(target: "diskwatch::audit", action = kind.as_str(), %object, %requested_by,
+                    reason = refusal.reason(), "action refused: {refusal}");
+                let record = ActionRecord {
+                    id: String::new(),
+                    action: kind,
+                    object,
+                    requested_by,
+                    succeeded: false,
+                    reason: Some(refusal.reason().to_owned()),
+                    message: refusal.to_string(),
+                    holders: Vec::new(),
+                    unmounted: Vec::new(),
+                    mount_point: None,
+                    duration_ms: 0,
+                };
+                let _ = self.inner.facts.send(Fact::ActionFinished(Box::new(record))).await;
+                Err(refusal)
+            }
+        }
+    }
+
+    /// The object and the key of the lock it takes.
+    fn resolve(&self, kind: ActionKind, id: &str) -> Result<(Target, String), Refusal> {
+        let view = self.inner.storage.borrow().clone();
+        let not_found = || Refusal::NotFound { object: kind.object(), id: id.to_owned() };
+        match kind {
+            ActionKind::Eject | ActionKind::SpinDown => {
+                let disk = view.disks.iter().find(|d| d.id == id).ok_or_else(not_found)?;
+                Ok((Target::Disk(disk.clone()), format!("disk/{}", disk.id)))
+            }
+            ActionKind::Unmount => {
+                let mount = view.mounts.iter().find(|m| m.id == id).ok_or_else(not_found)?;
+                let lock = match &mount.disk_id {
+                    Some(disk) => format!("disk/{disk}"),
+                    None => format!("mount/{}", mount.id),
+                };
+                Ok((Target::Mount(mount.clone()), lock))
+            }
+            ActionKind::Mount => {
+                let partition = view.partitions.iter().find(|p| p.id == id).ok_or_else(not_found)?;
+                Ok((Target::Partition(partition.clone()), format!("disk/{}", partition.disk_id)))
+            }
+        }
+    }
+
+    async fn execute(self, id: String, request: Request, target: Target, lock: String) {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        let thread_id = id.clone();
+        let read_write = request.read_write;
+        let spawned = std::thread::Builder::new().name(format!("action-{}", request.kind.as_str())).spawn(move || {
+            let mut progress = Progress::default();
+            let result = inner.machine.enter_host_mounts().and_then(|()| {
+                let root = &inner.config.mount_root;
+                match &target {
+                    Target::Mount(m) => unmount::unmount(&inner.machine, m, root, &mut progress),
+                    Target::Disk(d) if request.kind == ActionKind::Eject => {
+                        eject::eject(&inner.machine, d, root, &mut progress)
+                    }
+                    Target::Disk(d) => spin::spin_down(&inner.machine, d),
+                    Target::Partition(p) => mount::mount(&inner.machine, p, root, read_write, &mut progress),
+                }
+            });
+            // The disk is free again only now, even when the caller stopped waiting.
+            inner.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&lock);
+            if let Err((result, _)) = tx.send((result, progress)) {
+                warn!(target: "diskwatch::audit", action_id = %thread_id, outcome = ?result.map_err(|f| f.message),
+                    "action finished after its time limit");
+            }
+        });
+        let outcome = match spawned {
+            Err(e) => Err((Failure::new("error", format!("cannot start the action's thread: {e}")), Progress::default())),
+            Ok(_) => match tokio::time::timeout(self.inner.config.timeout, rx).await {
+                Ok(Ok((Ok(message), progress))) => Ok((message, progress)),
+                Ok(Ok((Err(failure), progress))) => Err((failure, progress)),
+                Ok(Err(_)) => Err((Failure::new("error", "the action's thread ended without an answer"), Progress::default())),
+                Err(_) => Err((
+                    Failure::new(
+                        "timeout",
+                        format!(
+                            "no outcome within {} (actions.timeout); the disk stays locked until the kernel call returns",
+                            humantime::format_duration(self.inner.config.timeout)
+                        ),
+                    ),
+                    Progress::default(),
+                )),
+            },
+        };
+        let (succeeded, message, failure, progress) = match outcome {
+            Ok((message, progress)) => (true, message, None, progress),
+            Err((failure, progress)) => (false, failure.message.clone(), Some(failure), progress),
+        };
+        let record = ActionRecord {
+            id: id.clone(),
+            action: request.kind,
+            object: format!("{}/{}", request.kind.object(), request.object_id),
+            requested_by: request.requester.to_string(),
+            succeeded,
+            reason: failure.as_ref().map(|f| f.reason.to_owned()),
+            message,
+            holders: failure.map(|f| f.holders).unwrap_or_default(),
+            unmounted: progress.unmounted,
+            mount_point: progress.mount_point,
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        if succeeded {
+            info!(target: "diskwatch::audit", action_id = %id, object = %record.object, requested_by = %record.requested_by,
+                duration_ms = record.duration_ms, "action succeeded: {}", record.message);
+        } else {
+            warn!(target: "diskwatch::audit", action_id = %id, object = %record.object, requested_by = %record.requested_by,
+                reason = record.reason.as_deref().unwrap_or(""), duration_ms = record.duration_ms,
+                "action failed: {}", record.message);
+        }
+        let _ = self.inner.facts.send(Fact::ActionFinished(Box::new(record))).await;
+    }
+}
+
+/// Capabilities (bit, name) the allowed actions need: mount/umount/BLKFLSBUF/LOOP_CLR_FD and
+/// entering PID 1's mount namespace (CAP_SYS_ADMIN, CAP_SYS_CHROOT), seeing other processes'
+/// files and PID 1's namespace (CAP_SYS_PTRACE), ATA commands through SG_IO (CAP_SYS_RAWIO).
+pub fn needed_capabilities(config: &ActionsConfig) -> Vec<(u32, &'static str)> {
+    let mut caps = vec![(21, "CAP_SYS_ADMIN"), (18, "CAP_SYS_CHROOT"), (19, "CAP_SYS_PTRACE")];
+    if config.allows(ActionKind::SpinDown) {
+        caps.push((17, "CAP_SYS_RAWIO"));
+    }
+    caps
+}
+
+/// The needed capabilities this process lacks (from `CapEff` in `/proc/self/status`).
+pub fn missing_capabilities(config: &ActionsConfig) -> Vec<&'static str> {
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned())))
+        .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
+        .unwrap_or(0);
+    needed_capabilities(config).into_iter().filter(|(bit, _)| effective & (1u64 << bit) == 0).map(|(_, n)| n).collect()
+}
+
+/// Says at start-up which actions are on, and warns when the process lacks what they need
+/// (the unit's drop-in `actions.conf` grants it).
+pub fn report_capabilities(config: &ActionsConfig) {
+    let allowed: Vec<&str> = config.allowed().iter().map(|k| k.as_str()).collect();
+    info!(target: "diskwatch::audit", allowed = ?allowed, mount_root = %config.mount_root.display(), "actions enabled");
+    let missing = missing_capabilities(config);
+    if !missing.is_empty() {
+        warn!(missing = ?missing, "actions are enabled but this process lacks capabilities they need: they will fail \
+            with reason \"permission\" (under systemd, install the drop-in diskwatch.service.d/actions.conf)");
+    }
+}
