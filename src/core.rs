@@ -10,11 +10,11 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, instrument, warn};
+use tracing::{debug, error, info, instrument};
 
 use crate::config::Config;
-use crate::events::journal::{Journal, JournalError};
-use crate::events::log::EventLog;
+use crate::events::journal::{Journal, JournalError, JournalOptions, JournalSync};
+use crate::events::log::{EventLog, RingLimits};
 use crate::events::Published;
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
@@ -25,6 +25,8 @@ use crate::state::{Fact, State, StateConfig};
 const FACT_QUEUE: usize = 4096;
 /// Facts applied per batch (one journal write per batch).
 const BATCH: usize = 256;
+/// Event ids reserved per write of the journal's high-water mark: a crash skips at most this many.
+const HWM_BLOCK: u64 = 1000;
 
 /// Health of a sink (the MQTT connection, say).
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -120,14 +122,22 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let node_id = config.node_id();
     let (journal, recovered) = Journal::open(
         &config.state_dir,
-        config.events.journal_max_bytes,
-        config.events.journal_keep,
-        config.events.ring_size,
+        JournalOptions {
+            max_bytes: config.events.journal_max_bytes,
+            keep: config.events.journal_keep,
+            sync: config.events.journal_sync,
+            hwm_block: HWM_BLOCK,
+            ring_events: config.events.ring_size,
+            ring_bytes: config.events.ring_max_bytes,
+        },
     )?;
-    if recovered.skipped > 0 {
-        warn!(skipped = recovered.skipped, "journal had unreadable records");
-    }
-    info!(last_event_id = recovered.last_seq, held = recovered.events.len(), "journal loaded");
+    let start_after = recovered.start_after();
+    info!(
+        last_event_id = recovered.last_seq,
+        high_water_mark = recovered.hwm,
+        held = recovered.events.len(),
+        "journal loaded"
+    );
     let state = State::new(
         StateConfig {
             node_id: node_id.clone(),
@@ -135,7 +145,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
             usage_thresholds: config.mounts.usage_thresholds.clone(),
             usage_step: config.mounts.usage_step,
         },
-        recovered.last_seq,
+        start_after,
     );
     let listener = match options.listener {
         Some(l) => l,
@@ -146,7 +156,12 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http.listen, source })?;
     let config = Arc::new(config);
     let agent = Arc::new(Agent {
-        log: EventLog::new(config.events.ring_size, config.events.client_buffer, recovered.events),
+        log: EventLog::new(
+            RingLimits { events: config.events.ring_size, bytes: config.events.ring_max_bytes },
+            config.events.client_buffer,
+            recovered.events,
+        )
+        .with_journal(journal.files(), start_after),
         config: config.clone(),
         node_id,
         state: RwLock::new(state),
@@ -155,6 +170,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         started: Instant::now(),
         streams_done: CancellationToken::new(),
     });
+    set_journal_status(&agent, None);
     let (facts, fact_rx) = mpsc::channel(FACT_QUEUE);
     let tracker = TaskTracker::new();
 
@@ -200,7 +216,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let _ = facts.send(Fact::AgentStarted { version: env!("CARGO_PKG_VERSION").to_owned() }).await;
     let watchdog = crate::systemd::Watchdog::from_env();
     tracker.spawn(core_loop(agent.clone(), journal, fact_rx, token, watchdog));
-    Ok(Running { agent, local_addr, facts, started_after: recovered.last_seq, tracker })
+    Ok(Running { agent, local_addr, facts, started_after: start_after, tracker })
 }
 
 /// Runs the agent until `token` is cancelled, then shuts it down.
@@ -221,6 +237,12 @@ async fn core_loop(
     // Pinged from this loop, so a core stuck in publish stops the pings and systemd restarts us.
     let mut watchdog_tick = tokio::time::interval(watchdog.map_or(std::time::Duration::from_secs(3600), |w| w.period));
     watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sync_every = match agent.config.events.journal_sync {
+        JournalSync::Interval(every) => Some(every),
+        JournalSync::Batch => None,
+    };
+    let mut sync_tick = tokio::time::interval(sync_every.unwrap_or(std::time::Duration::from_secs(3600)));
+    sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -230,6 +252,7 @@ async fn core_loop(
                     w.ping();
                 }
             }
+            _ = sync_tick.tick(), if sync_every.is_some() => journal.sync_in_background(),
             n = facts.recv_many(&mut batch, BATCH) => {
                 if n == 0 {
                     break;
@@ -244,7 +267,7 @@ async fn core_loop(
     }
     batch.push(Fact::AgentStopping { reason: "shutdown".to_owned() });
     publish(&agent, &mut journal, batch.drain(..));
-    if let Err(e) = journal.sync() {
+    if let Err(e) = journal.close(agent.state().last_seq()) {
         error!(error = %e, "journal sync failed at shutdown");
     }
     info!(last_event_id = agent.state().last_seq(), "core stopped");
@@ -255,7 +278,7 @@ async fn core_loop(
 fn publish(agent: &Agent, journal: &mut Journal, facts: impl Iterator<Item = Fact>) {
     let now = SystemTime::now();
     let mut out: Vec<Arc<Published>> = Vec::new();
-    {
+    let last = {
         let mut state = agent.state.write().unwrap_or_else(|p| p.into_inner());
         for fact in facts {
             agent.metrics.facts.inc();
@@ -264,21 +287,47 @@ fn publish(agent: &Agent, journal: &mut Journal, facts: impl Iterator<Item = Fac
                 out.push(Arc::new(Published::new(event)));
             }
         }
-    }
+        state.last_seq()
+    };
     if out.is_empty() {
         return;
     }
+    let failing_before = journal.failing().map(str::to_owned);
+    // The ids are reserved on disk before any of them leaves the core.
+    if let Err(e) = journal.reserve(last) {
+        agent.metrics.journal_errors.inc();
+        error!(error = %e, "cannot reserve event ids: a crash now may reuse some");
+    }
     for event in &out {
-        debug!(id = event.seq, kind = %event.event.kind, subject = %event.event.subject, "event emitted");
-        agent.metrics.events.get_or_create(&crate::metrics::TypeLabel { r#type: event.event.kind.clone() }).inc();
+        debug!(id = event.seq, kind = %event.kind(), subject = %event.subject(), "event emitted");
+        agent.metrics.events.get_or_create(&crate::metrics::TypeLabel { r#type: event.kind().to_owned() }).inc();
     }
     if let Some(last) = out.last() {
         agent.metrics.last_event_id.set(last.seq);
     }
     if let Err(e) = journal.append(&out) {
-        // History on disk is lost for these events; the live stream goes on.
+        // History on disk is lost for these events; the live stream goes on, and the
+        // next batch tries again (reopening the file if need be).
         agent.metrics.journal_errors.inc();
+        if matches!(e, JournalError::Open { .. }) {
+            agent.metrics.journal_reopen_failures.inc();
+        }
         error!(error = %e, "journal write failed");
     }
+    if journal.failing() != failing_before.as_deref() {
+        set_journal_status(agent, journal.failing());
+    }
     agent.log.append(&out);
+    agent.metrics.ring_events.set(agent.log.len() as i64);
+    agent.metrics.ring_bytes.set(agent.log.held_bytes() as i64);
+}
+
+/// The journal as health shows it: `ok`, or `failed` (health `degraded`) while it cannot write.
+fn set_journal_status(agent: &Agent, failing: Option<&str>) {
+    agent.set_sink_status(SinkStatus {
+        name: "journal".into(),
+        status: if failing.is_some() { "failed" } else { "ok" }.into(),
+        message: failing.map(str::to_owned),
+        required: false,
+    });
 }

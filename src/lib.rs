@@ -10,6 +10,7 @@
 //! - [`model`]: disks, partitions, mounts, shares, snapshots.
 //! - [`state`]: the pure state model.
 //! - [`events`]: CloudEvents, the type catalogue, ring and journal.
+//! - [`fsutil`]: crash-safe replacement of state files.
 //! - [`core`]: the loop that applies facts and publishes events.
 //! - [`http`]: REST, SSE, metrics and OpenAPI with axum.
 //! - [`sources`]: what a source gets to work with.
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
+pub mod fsutil;
 pub mod http;
 pub mod metrics;
 pub mod model;

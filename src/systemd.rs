@@ -69,7 +69,7 @@ pub async fn notify_ready_when_started(running: &Running, timeout: Duration) {
     let after = running.started_after;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let started = !agent.log.query(1, |p| p.seq > after && p.event.kind == "agent.started").is_empty();
+        let started = !agent.log.recent(after, |p| p.kind() == "agent.started").is_empty();
         if started || tokio::time::Instant::now() >= deadline {
             break;
         }

@@ -61,7 +61,7 @@ impl Sink {
             return;
         }
         self.last_seq = event.seq;
-        debug!(id = event.seq, kind = %event.event.kind, "event queued for MQTT");
+        debug!(id = event.seq, kind = %event.kind(), "event queued for MQTT");
         if self.queue.len() >= self.queue_size {
             self.queue.pop_front();
             self.overflow += 1;
@@ -140,7 +140,7 @@ impl Sink {
         }
         let topic = self.naming.events();
         while let Some(event) = self.queue.front() {
-            match self.client.try_publish(&topic, QoS::AtLeastOnce, false, event.json.clone()) {
+            match self.client.try_publish(&topic, QoS::AtLeastOnce, false, event.json_bytes().to_vec()) {
                 Ok(()) => {
                     debug!(id = event.seq, "event handed to MQTT");
                     self.queue.pop_front();

@@ -129,7 +129,7 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
 }
 
 fn is_mount_change(published: &Arc<Published>) -> bool {
-    matches!(published.event.kind.as_str(), "mount.mounted" | "mount.unmounted")
+    matches!(published.kind(), "mount.mounted" | "mount.unmounted")
 }
 
 impl Tracker {
