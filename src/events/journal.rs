@@ -254,8 +254,11 @@ impl Journal {
             buf.extend_from_slice(event.json().as_bytes());
             buf.push(b'\n');
         }
+        let mut rotation = Ok(());
         if self.file.is_some() && self.size > 0 && self.size + buf.len() as u64 > self.options.max_bytes {
-            self.rotate()?;
+            // A rotation that cannot rename leaves the current file in place: the batch is
+            // still written (past the cap), the failure reported, and the next batch retries.
+            rotation = self.rotate();
         }
         if self.file.is_none() {
             self.reopen()?;
@@ -278,7 +281,7 @@ impl Journal {
                 self.sync.synced_seq.store(last.seq, Ordering::Relaxed);
             }
         }
-        Ok(())
+        rotation
     }
 
     /// Starts a background fsync of what was written since the last one (the interval
@@ -329,14 +332,16 @@ impl Journal {
     fn rotate(&mut self) -> Result<(), JournalError> {
         let current = self.files.current();
         // The old file's data first, so rotation never loses synced history.
-        if let Some(file) = self.file.take() {
+        if let Some(file) = &self.file {
             let _ = file.sync_data();
         }
         {
             let _guard = self.files.rotation_guard();
             let keep = self.files.keep();
             if keep == 0 {
-                let _ = fs::remove_file(&current);
+                if let Err(source) = fs::remove_file(&current) {
+                    return Err(JournalError::Write { path: current, source });
+                }
             } else {
                 let _ = fs::remove_file(self.files.rotated(keep));
                 for n in (1..keep).rev() {
@@ -352,6 +357,8 @@ impl Journal {
                 }
             }
         }
+        // Renamed: from here on a failure leaves no file open, and the next batch reopens.
+        self.file = None;
         self.size = 0;
         self.reopen()?;
         let _ = fsutil::sync_dir(self.files.dir());
