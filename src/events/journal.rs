@@ -15,6 +15,7 @@
 //!   batch; while it fails the journal reports itself failing (health
 //!   `degraded`) and the events live on in the ring and the streams only.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -145,23 +146,34 @@ impl Journal {
         let files = Arc::new(JournalFiles::new(dir, options.keep));
         let current = files.current();
         let mut recovered = Recovered { events: Vec::new(), last_seq: 0, hwm: 0, skipped: 0 };
-        let mut ring = std::collections::VecDeque::new();
+        // Newest file first: the ring wants the newest events, and the newest file holds the
+        // last id; older files are read only while the ring still has room.
+        let mut ring: VecDeque<Arc<Published>> = VecDeque::new();
         let mut ring_bytes = 0usize;
-        for path in files.paths().iter().filter(|p| p.exists()) {
+        for path in files.paths().iter().rev().filter(|p| p.exists()) {
+            let room = options.ring_events.saturating_sub(ring.len());
+            let room_bytes = options.ring_bytes.saturating_sub(ring_bytes);
+            if recovered.last_seq > 0 && (room == 0 || room_bytes == 0) && *path != current {
+                break;
+            }
+            let mut part: VecDeque<Arc<Published>> = VecDeque::new();
+            let mut part_bytes = 0usize;
             let complete = for_each_line(path, |event| {
                 let Some(event) = event else {
                     recovered.skipped += 1;
                     return;
                 };
                 recovered.last_seq = recovered.last_seq.max(event.seq);
-                if ring.back().is_some_and(|last: &Arc<Published>| last.seq >= event.seq) || options.ring_events == 0 {
+                if room == 0 || part.back().is_some_and(|last| last.seq >= event.seq) {
                     return;
                 }
-                ring_bytes += event.held_bytes();
-                ring.push_back(Arc::new(event));
-                while ring.len() > options.ring_events || ring_bytes > options.ring_bytes && ring.len() > 1 {
-                    if let Some(old) = ring.pop_front() {
-                        ring_bytes -= old.held_bytes();
+                part_bytes += event.held_bytes();
+                part.push_back(Arc::new(event));
+                // As in the ring itself, the newest event stays whatever its size.
+                while part.len() > room || part_bytes > room_bytes && !(part.len() == 1 && ring.is_empty()) {
+                    match part.pop_front() {
+                        Some(old) => part_bytes -= old.held_bytes(),
+                        None => break,
                     }
                 }
             })
@@ -173,6 +185,13 @@ impl Journal {
                     recovered.skipped += 1;
                     truncate(path, complete)?;
                 }
+            }
+            for event in part.into_iter().rev() {
+                if ring.front().is_some_and(|first| first.seq <= event.seq) {
+                    continue;
+                }
+                ring_bytes += event.held_bytes();
+                ring.push_front(event);
             }
         }
         if recovered.skipped > 0 {
@@ -279,6 +298,7 @@ impl Journal {
             if let Some(file) = &self.file {
                 file.sync_data().map_err(|source| JournalError::Write { path, source })?;
                 self.sync.synced_seq.store(last.seq, Ordering::Relaxed);
+                debug!(target: "diskwatch::journal_sync", synced_through = last.seq, "journal synced");
             }
         }
         rotation

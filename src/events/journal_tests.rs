@@ -162,3 +162,20 @@ fn sync_policy_parses() {
     assert!(parse("0s").is_err());
     assert!(parse("often").unwrap_err().to_string().contains("neither"));
 }
+
+#[test]
+fn loading_reads_the_newest_files_first_and_only_as_far_as_the_ring_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut j, _) = Journal::open(dir.path(), options(4096, 3, 10)).unwrap();
+    for seq in 1..=100 {
+        j.append(&[ev(seq)]).unwrap();
+    }
+    drop(j);
+    let mut oldest = OpenOptions::new().append(true).open(dir.path().join("events.jsonl.3")).unwrap();
+    oldest.write_all(b"garbage in the oldest file\n").unwrap();
+    assert!(fs::read_to_string(dir.path().join("events.jsonl")).unwrap().lines().count() < 30);
+    let (_, r) = Journal::open(dir.path(), options(4096, 3, 30)).unwrap();
+    assert_eq!(r.last_seq, 100);
+    assert_eq!(seqs(&r.events), (71..=100).collect::<Vec<_>>(), "the ring spans files");
+    assert_eq!(r.skipped, 0, "the oldest file was not needed, so not read");
+}
