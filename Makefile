@@ -16,7 +16,10 @@ install:
 	sed 's#/usr/bin/diskwatch#$(PREFIX)/bin/diskwatch#' systemd/diskwatch.service > diskwatch.service.tmp
 	install -D -m 0644 diskwatch.service.tmp $(DESTDIR)$(UNITDIR)/diskwatch.service
 	rm -f diskwatch.service.tmp
-	test -e $(DESTDIR)/etc/diskwatch/config.toml || install -D -m 0644 config.example.toml $(DESTDIR)/etc/diskwatch/config.toml
+	# The configuration may hold the MQTT password: root-only.
+	test -e $(DESTDIR)/etc/diskwatch/config.toml || install -D -m 0640 config.example.toml $(DESTDIR)/etc/diskwatch/config.toml
+	# The unit loads credentials from here (LoadCredential=); systemd refuses to start without it.
+	install -d -m 0700 $(DESTDIR)/etc/diskwatch/credentials
 	install -d -m 0750 $(DESTDIR)/var/lib/diskwatch
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload && systemctl enable --now diskwatch; fi
 

@@ -17,10 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diskwatch::config::Config;
-use diskwatch::core::{start, RunOptions, Running};
 use diskwatch::mqtt::discovery::plan;
 use diskwatch::mqtt::retained::Retainer;
 use diskwatch::mqtt::topics::Naming;
+use diskwatch::service::{start, RunOptions, Running};
 use diskwatch::state::Fact;
 use mosquitto::{Mosquitto, Recorder};
 use tokio_util::sync::CancellationToken;
@@ -139,7 +139,7 @@ async fn reannounce(broker: &Mosquitto) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let snap = running.agent.snapshot();
     // The pure part: payloads for the whole topology and the full message list.
-    let naming = Naming::new(&running.agent.config, "bench");
+    let naming = Naming::new(&diskwatch::mqtt::config::MqttConfig::default(), "bench");
     let rounds = 50;
     let t = Instant::now();
     let mut n = 0;
@@ -208,7 +208,7 @@ async fn outage(broker: &mut Mosquitto, secs: u64, rate: u64) {
     while rec.latest("diskwatch/bench/availability").as_deref() != Some("online") && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let queue = running.agent.config.mqtt.queue_size;
+    let queue = diskwatch::mqtt::config::MqttConfig::default().queue_size;
     println!(
         "outage: {secs} s broker outage, {i} events at {rate}/s (queue_size {queue}): RSS before {} KiB, \
          peak {} KiB (+{} KiB); reconnected after restart: {}",

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use diskwatch::config::Config;
-use diskwatch::core::{start, RunOptions};
 use diskwatch::model::Disk;
+use diskwatch::service::{start, RunOptions};
 use diskwatch::state::Fact;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -2,13 +2,18 @@
 //! environment → command-line flags, merged with figment. Unknown keys and
 //! bad values are errors that name the key.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+pub use crate::events::config::EventsConfig;
+pub use crate::http::config::HttpConfig;
+pub use crate::mounts::config::MountsConfig;
+pub use crate::mqtt::config::{DiscoveryMode, MqttConfig};
+pub use crate::shares::config::SharesConfig;
+pub use crate::udev::config::{UdevConfig, UdevMode};
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/diskwatch/config.toml";
@@ -79,220 +84,6 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HttpConfig {
-    pub listen: SocketAddr,
-    /// Interval of SSE keep-alive comments.
-    #[serde(with = "humantime_serde")]
-    pub keepalive: Duration,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8377)), keepalive: Duration::from_secs(15) }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EventsConfig {
-    /// Events held in memory for resume and history (older ones are read from the journal).
-    pub ring_size: usize,
-    /// Bytes the events held in memory may take, whatever their count.
-    pub ring_max_bytes: usize,
-    /// How many events a streaming client may fall behind before it is resynced.
-    pub client_buffer: usize,
-    /// Size of the journal file at which it is rotated.
-    pub journal_max_bytes: u64,
-    /// Rotated journal files kept besides the current one.
-    pub journal_keep: usize,
-    /// When journal writes reach stable storage: `"batch"` (before clients see
-    /// the events) or an interval such as `"1s"` (the most history a power loss takes).
-    pub journal_sync: crate::events::journal::JournalSync,
-}
-
-impl Default for EventsConfig {
-    fn default() -> Self {
-        Self {
-            ring_size: 10_000,
-            ring_max_bytes: 2 << 20,
-            client_buffer: 1024,
-            journal_max_bytes: 16 << 20,
-            journal_keep: 3,
-            journal_sync: crate::events::journal::JournalSync::Interval(Duration::from_secs(1)),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UdevMode {
-    Auto,
-    Udev,
-    Kernel,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UdevConfig {
-    pub enabled: bool,
-    pub source: UdevMode,
-    /// Kernel-name globs left out.
-    pub exclude: Vec<String>,
-    /// Kernel-name globs kept even when excluded.
-    pub include: Vec<String>,
-    /// Netlink socket receive buffer in bytes.
-    pub receive_buffer: usize,
-    /// Change events for one device arriving within this window are coalesced.
-    #[serde(with = "humantime_serde")]
-    pub coalesce: Duration,
-    /// Root of sysfs (a test can point it elsewhere).
-    pub sysfs: PathBuf,
-}
-
-impl Default for UdevConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            source: UdevMode::Auto,
-            exclude: vec!["ram*".into(), "zram*".into(), "loop*".into()],
-            include: Vec::new(),
-            receive_buffer: 16 << 20,
-            coalesce: Duration::from_millis(50),
-            sysfs: PathBuf::from("/sys"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MountsConfig {
-    pub enabled: bool,
-    pub mountinfo: PathBuf,
-    #[serde(with = "humantime_serde")]
-    pub usage_interval: Duration,
-    /// A usage query taking longer marks the mount stale.
-    #[serde(with = "humantime_serde")]
-    pub usage_timeout: Duration,
-    /// Safety re-read of the mount table when no change notification came.
-    #[serde(with = "humantime_serde")]
-    pub reread_interval: Duration,
-    /// Usage percentages whose crossing raises `mount.usage`.
-    pub usage_thresholds: Vec<f64>,
-    /// A move of at least this many percentage points raises `mount.usage`.
-    pub usage_step: f64,
-    /// Filesystem types kept even when excluded (e.g. "squashfs").
-    pub include_fs_types: Vec<String>,
-    /// Filesystem types left out, besides the built-in pseudo filesystems.
-    pub exclude_fs_types: Vec<String>,
-    /// Mount-point globs kept even when excluded.
-    pub include_paths: Vec<String>,
-    /// Mount-point globs left out.
-    pub exclude_paths: Vec<String>,
-}
-
-impl Default for MountsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            mountinfo: PathBuf::from("/proc/self/mountinfo"),
-            usage_interval: Duration::from_secs(30),
-            usage_timeout: Duration::from_secs(2),
-            reread_interval: Duration::from_secs(60),
-            usage_thresholds: vec![80.0, 90.0, 95.0],
-            usage_step: 1.0,
-            include_fs_types: Vec::new(),
-            exclude_fs_types: Vec::new(),
-            include_paths: Vec::new(),
-            exclude_paths: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SharesConfig {
-    pub enabled: bool,
-    /// Samba configuration files.
-    pub samba: Vec<PathBuf>,
-    /// NFS exports files and directories (`*.exports` inside).
-    pub nfs: Vec<PathBuf>,
-    #[serde(with = "humantime_serde")]
-    pub debounce: Duration,
-    /// Share paths are checked again this often (besides on every mount change), so a
-    /// removed or re-created share directory is noticed.
-    #[serde(with = "humantime_serde")]
-    pub recheck_interval: Duration,
-}
-
-impl Default for SharesConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            samba: vec![PathBuf::from("/etc/samba/smb.conf")],
-            nfs: vec![PathBuf::from("/etc/exports"), PathBuf::from("/etc/exports.d")],
-            debounce: Duration::from_millis(500),
-            recheck_interval: Duration::from_secs(30),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DiscoveryMode {
-    /// `homeassistant/device/<id>/config` with `cmps` (HA 2024.11+).
-    Device,
-    /// One topic per entity, for older Home Assistant.
-    Component,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MqttConfig {
-    pub enabled: bool,
-    /// `mqtt://host:port` or `mqtts://host:port`.
-    pub url: String,
-    pub username: String,
-    pub password: String,
-    /// Read the password from this file (wins over `password`).
-    pub password_file: Option<PathBuf>,
-    /// CA bundle for mqtts; empty: the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// Empty: `diskwatch-<node_id>`.
-    pub client_id: String,
-    pub discovery_prefix: String,
-    pub base_topic: String,
-    pub discovery: DiscoveryMode,
-    #[serde(with = "humantime_serde")]
-    pub keep_alive: Duration,
-    /// Events kept while the broker is unreachable.
-    pub queue_size: usize,
-    /// How long a removed object's discovery stays before it is cleared.
-    #[serde(with = "humantime_serde")]
-    pub retention: Duration,
-}
-
-impl Default for MqttConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            url: "mqtt://127.0.0.1:1883".into(),
-            username: String::new(),
-            password: String::new(),
-            password_file: None,
-            ca_file: None,
-            client_id: String::new(),
-            discovery_prefix: "homeassistant".into(),
-            base_topic: "diskwatch".into(),
-            discovery: DiscoveryMode::Device,
-            keep_alive: Duration::from_secs(30),
-            queue_size: 1000,
-            retention: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-}
-
 /// Values given on the command line; each one set overrides every other layer.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -351,58 +142,23 @@ impl Config {
         if overrides.emit_initial {
             figment = figment.merge(("emit_initial", true));
         }
-        let config: Config =
+        let mut config: Config =
             figment.extract().map_err(|e| ConfigError { messages: e.into_iter().map(|e| describe(&e)).collect() })?;
+        // Under systemd, the MQTT password may come as a credential (LoadCredential=).
+        config.mqtt.use_credentials(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from).as_deref());
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        if self.events.ring_size == 0 {
-            problems.push("events.ring_size: must be at least 1".to_owned());
-        }
-        if self.events.ring_max_bytes < 64 * 1024 {
-            problems.push("events.ring_max_bytes: must be at least 65536".to_owned());
-        }
-        if self.events.client_buffer == 0 {
-            problems.push("events.client_buffer: must be at least 1".to_owned());
-        }
-        if self.mounts.usage_interval.is_zero() {
-            problems.push("mounts.usage_interval: must be longer than 0s".to_owned());
-        }
-        if self.mounts.usage_timeout.is_zero() {
-            problems.push("mounts.usage_timeout: must be longer than 0s".to_owned());
-        }
-        if self.mounts.reread_interval.is_zero() {
-            problems.push("mounts.reread_interval: must be longer than 0s".to_owned());
-        }
-        if let Err(e) = crate::mounts::filter::Filter::new(&self.mounts) {
-            problems.push(e.to_string());
-        }
-        if self.mounts.usage_step <= 0.0 {
-            problems.push("mounts.usage_step: must be above 0".to_owned());
-        }
-        for t in &self.mounts.usage_thresholds {
-            if !(0.0..=100.0).contains(t) {
-                problems.push(format!("mounts.usage_thresholds: {t} is not a percentage (0-100)"));
-            }
-        }
-        for (key, globs) in [("udev.include", &self.udev.include), ("udev.exclude", &self.udev.exclude)] {
-            for g in globs {
-                if let Err(e) = globset::Glob::new(g) {
-                    problems.push(format!("{key}: invalid glob {g:?}: {e}"));
-                }
-            }
-        }
-        if self.shares.recheck_interval.is_zero() {
-            problems.push("shares.recheck_interval: must be longer than 0s".to_owned());
-        }
+        self.events.validate(&mut problems);
+        self.udev.validate(&mut problems);
+        self.mounts.validate(&mut problems);
+        self.shares.validate(&mut problems);
+        self.mqtt.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
-        }
-        if !(self.mqtt.url.starts_with("mqtt://") || self.mqtt.url.starts_with("mqtts://")) {
-            problems.push(format!("mqtt.url: {:?} must start with mqtt:// or mqtts://", self.mqtt.url));
         }
         if problems.is_empty() {
             Ok(())
@@ -449,6 +205,7 @@ fn describe(e: &figment::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Loads `toml` as the config file with `env` set, in figment's jail (env is process-wide).
     #[allow(clippy::result_large_err)] // figment::Error is what the jail API returns
@@ -464,6 +221,28 @@ mod tests {
             Ok(())
         });
         out.expect("the jail ran the closure")
+    }
+
+    #[test]
+    fn mqtt_password_comes_from_systemd_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().to_str().unwrap();
+        // No credential there: nothing changes.
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, None);
+        // The unit's directory form names it diskwatch_mqtt_password; it wins over `password`.
+        std::fs::write(dir.path().join("diskwatch_mqtt_password"), "s3cret\n").unwrap();
+        let c = load("[mqtt]\npassword = \"inline\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("diskwatch_mqtt_password")));
+        // A plain LoadCredential=mqtt_password:... comes first.
+        std::fs::write(dir.path().join("mqtt_password"), "other").unwrap();
+        let c = load("", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(dir.path().join("mqtt_password")));
+        // An explicit password_file is kept.
+        let c = load("[mqtt]\npassword_file = \"/run/secrets/mqtt\"\n", &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert_eq!(c.mqtt.password_file, Some(PathBuf::from("/run/secrets/mqtt")));
+        // Outside systemd (no CREDENTIALS_DIRECTORY) nothing is looked up.
+        assert_eq!(load("", &[]).unwrap().mqtt.password_file, None);
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! - [`model`]: disks, partitions, mounts, shares, snapshots.
 //! - [`state`]: the pure state model.
 //! - [`events`]: CloudEvents, the type catalogue, ring and journal.
+//! - [`agent`]: the handle the core and sinks share (state, log, metrics, typed watches).
 //! - [`fsutil`]: crash-safe replacement of state files.
 //! - [`core`]: the loop that applies facts and publishes events.
+//! - [`service`]: starts everything in order (core, HTTP, sources, MQTT, readiness).
 //! - [`http`]: REST, SSE, metrics and OpenAPI with axum.
 //! - [`sources`]: what a source gets to work with.
 //! - [`udev`]: the block-device source (netlink, sysfs, blkid).
@@ -21,6 +23,7 @@
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
 
+pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -32,10 +35,13 @@ pub mod metrics;
 pub mod model;
 pub mod mounts;
 pub mod mqtt;
+pub mod service;
 pub mod shares;
 pub mod sources;
 pub mod state;
 pub mod systemd;
+pub mod text;
 pub mod udev;
 
-pub use crate::core::{run, Agent, RunOptions};
+pub use crate::agent::Agent;
+pub use crate::service::{run, start, RunOptions, Running};

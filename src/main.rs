@@ -14,8 +14,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration errors (EX_CONFIG from sysexits.h).
 const EXIT_CONFIG: u8 = 78;
-/// How long shutdown may take after a signal.
+/// How long the tasks may take to drain after a signal (the core publishes `agent.stopping`
+/// and syncs the journal, SSE streams end, MQTT says offline).
 const DRAIN: Duration = Duration::from_secs(2);
+/// How long the runtime then waits for blocking calls still running (a read stuck on a dead
+/// network filesystem, say) before the process exits without them: DRAIN plus this bounds the
+/// whole stop, well inside systemd's TimeoutStopSec.
+const BLOCKING_GRACE: Duration = Duration::from_millis(500);
 /// Longest wait for the sources' start-up facts before telling systemd we are ready.
 const READY_WAIT: Duration = Duration::from_secs(30);
 
@@ -112,9 +117,9 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let token = CancellationToken::new();
-        let running = match diskwatch::core::start(config, token.clone(), Default::default()).await {
+        let running = match diskwatch::service::start(config, token.clone(), Default::default()).await {
             Ok(running) => running,
             Err(e) => {
                 error!(error = %e, "start-up failed");
@@ -123,7 +128,12 @@ fn run(config: Config) -> ExitCode {
         };
         systemd::status("starting sources");
         tokio::select! {
-            _ = systemd::notify_ready_when_started(&running, READY_WAIT) => {}
+            ready = tokio::time::timeout(READY_WAIT, running.ready()) => {
+                if ready.is_err() {
+                    warn!("start-up took longer than {READY_WAIT:?}; telling systemd we are ready anyway");
+                }
+                systemd::ready(&systemd::ready_status(&running.agent.snapshot(), running.local_addr));
+            }
             signal = wait_for_signal() => {
                 info!(signal, "shutting down before start-up finished");
                 systemd::stopping();
@@ -140,7 +150,11 @@ fn run(config: Config) -> ExitCode {
             warn!("shutdown took longer than {DRAIN:?}; exiting anyway");
         }
         ExitCode::SUCCESS
-    })
+    });
+    // Dropping the runtime would wait for every blocking task, forever for one stuck in the
+    // kernel; leave those behind (the process exit ends their threads).
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    code
 }
 
 async fn wait_for_signal() -> &'static str {

@@ -1,7 +1,7 @@
 //! The storage objects diskwatch reports (SPEC §2): disks, partitions, mounts and shares.
 //!
 //! Sources fill in what they observe; the fields marked *derived* are owned by
-//! [`crate::state::State`], which links the topology both ways after every fact.
+//! the state model (`state::State`), which links the topology both ways after every fact.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,12 +23,19 @@ pub fn mount_id(mount_point: &str) -> String {
     }
 }
 
+fn stable_by_default() -> bool {
+    true
+}
+
 /// A whole block device (DEVTYPE=disk): a drive, an md array, a dm device, a loop device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Disk {
-    /// Stable id: WWN, else bus+model+serial, else `dev-<kernel name>`.
+    /// Stable id: WWN, else bus+model+serial, else `dev-<kernel name>`; a twin (another disk
+    /// present with the same WWN or serial, as a cloned disk or sticks from one batch) gets
+    /// `<that id>-<kernel name>`.
     pub id: String,
-    /// False when the id falls back to the kernel name and may change on re-plug.
+    /// False when the id falls back to the kernel name and may change on re-plug, or a twin with
+    /// the same identity is present (both are then marked).
     pub stable: bool,
     pub kernel_name: String,
     pub devpath: String,
@@ -67,8 +74,13 @@ pub struct Disk {
 /// A partition of a disk (DEVTYPE=partition).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Partition {
-    /// Partition UUID, else filesystem UUID, else `<disk id>-part<N>`.
+    /// Partition UUID, else filesystem UUID, else `<disk id>-part<N>`; a twin (another partition
+    /// present with the same UUID, as on a cloned disk) gets `<that id>-<kernel name>`.
     pub id: String,
+    /// False when the id may change: it falls back to an unstable disk's kernel name, or a twin
+    /// with the same UUID is present (both are then marked).
+    #[serde(default = "stable_by_default")]
+    pub stable: bool,
     pub kernel_name: String,
     pub devpath: String,
     pub devnode: String,
@@ -133,7 +145,8 @@ pub struct Mount {
     /// Last usage sample; absent until the first one.
     #[serde(default)]
     pub usage: Option<Usage>,
-    /// True while the last usage query timed out (dead network server).
+    /// True while the last usage query timed out (dead network server), or could not run
+    /// within the timeout because every usage thread hangs: `usage` is then an old value.
     #[serde(default)]
     pub stale: bool,
 }
@@ -208,12 +221,21 @@ impl Share {
     }
 }
 
+/// What a source is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    /// Started; its facts are applied.
+    Running,
+    /// Failed; the last good state it reported is kept.
+    Failed,
+}
+
 /// Health of one source as the core last heard it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SourceStatus {
     pub name: String,
-    /// `running`, `failed` or `disabled`.
-    pub status: String,
+    pub status: SourceState,
     pub message: Option<String>,
     /// Whether the agent is unhealthy (HTTP 503) while this source is failed.
     pub required: bool,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tracing::{debug, warn};
 
-use crate::core::Running;
+use crate::model::Snapshot;
 
 /// Sends states to the service manager; a failure is logged and survived,
 /// because the agent's job does not depend on systemd hearing about it.
@@ -60,29 +60,14 @@ impl Watchdog {
     }
 }
 
-/// Waits until the agent has published its `agent.started` event (sources
-/// are started and their start-up facts are queued ahead of it), then sends
-/// `READY=1`. Gives up waiting after `timeout` and reports ready anyway, so a
-/// slow source cannot make systemd kill a working agent at start-up.
-pub async fn notify_ready_when_started(running: &Running, timeout: Duration) {
-    let agent = &running.agent;
-    let after = running.started_after;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let started = !agent.log.recent(after, |p| p.kind() == "agent.started").is_empty();
-        if started || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let snapshot = agent.snapshot();
-    ready(&format!(
-        "watching {} disks, {} mounts, {} shares; HTTP on {}",
+/// The `STATUS=` line sent with `READY=1`.
+pub fn ready_status(snapshot: &Snapshot, http: std::net::SocketAddr) -> String {
+    format!(
+        "watching {} disks, {} mounts, {} shares; HTTP on {http}",
         snapshot.disks.len(),
         snapshot.mounts.len(),
-        snapshot.shares.len(),
-        running.local_addr
-    ));
+        snapshot.shares.len()
+    )
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ async fn dashboard_works_below_an_ingress_prefix() {
 
     const PREFIX: &str = "/api/hassio_ingress/t0ken";
     let agent = TestAgent::start(|_| {}, vec![]).await;
-    let inner = diskwatch::http::app(agent.running.as_ref().expect("running").agent.clone());
+    let inner = diskwatch::http::app(agent.running.as_ref().expect("running").agent.clone(), Default::default());
     let outside = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = outside.clone();
     let proxy = tower::util::MapRequestLayer::new(move |mut req: axum::extract::Request| {

@@ -7,7 +7,8 @@ through the steps Home Assistant's MQTT discovery takes (topic matcher,
 abbreviation expansion, device-discovery schema, origin schema, shared-option
 merge) and then the platform's DISCOVERY_SCHEMA. Keys that the schema would
 silently drop (REMOVE_EXTRA) are reported as errors too, except keys this
-Home Assistant release predates (listed in NEWER_KEYS).
+Home Assistant release predates (listed in NEWER_KEYS with the release that
+brought them: a release that should know such a key and drops it fails).
 
 Usage: ha_validate.py <messages.json> [discovery_prefix]. Exit 0 when all pass.
 """
@@ -19,16 +20,22 @@ import json
 import sys
 import tempfile
 
-import voluptuous as vol
-
+# Home Assistant first: recent releases install their own voluptuous replacement on import.
 from homeassistant.const import __version__ as HA_VERSION
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import frame
 from homeassistant.components.mqtt import discovery as disc
 from homeassistant.components.mqtt.schemas import DEVICE_DISCOVERY_SCHEMA, MQTT_ORIGIN_INFO_SCHEMA, SHARED_OPTIONS
 
-# Options newer than some Home Assistant releases: dropped, not rejected, by older ones.
-NEWER_KEYS = {"default_entity_id"}
+import voluptuous as vol  # noqa: E402 (after homeassistant, see above)
+
+# Options newer than some Home Assistant releases, with the release that brought them:
+# dropped, not rejected, by older ones.
+NEWER_KEYS = {"default_entity_id": (2025, 10)}
+
+
+def release(version):
+    return tuple(int(part) for part in version.split(".")[:2])
 
 
 def platform_schema(component):
@@ -44,7 +51,7 @@ def check_entity(component, config, where, errors, notes):
         return
     dropped = set(config) - set(validated)
     for key in sorted(dropped):
-        if key in NEWER_KEYS:
+        if key in NEWER_KEYS and release(HA_VERSION) < NEWER_KEYS[key]:
             notes.add(f"{key} (not known to Home Assistant {HA_VERSION}, ignored by it)")
         else:
             errors.append(f"{where}: {component}: key {key!r} is not part of the schema")

@@ -35,15 +35,26 @@ async fn feed_topology(agent: &TestAgent) {
     agent.facts.send(Fact::Shares { shares, initial: false }).await.unwrap();
 }
 
-/// The Python with the `homeassistant` package: $DISKWATCH_HA_PYTHON, else the venv scripts/ha-venv makes.
-fn ha_python() -> Option<String> {
-    let python = std::env::var("DISKWATCH_HA_PYTHON").unwrap_or_else(|_| "/opt/diskwatch-ha-venv/bin/python".into());
+/// A Python with the `homeassistant` package: `$var`, else `default` (scripts/ha-venv writes both
+/// defaults: wrappers that run Home Assistant's Python in its Debian unstable chroot).
+fn ha_python_from(var: &str, default: &str) -> Option<String> {
+    let python = std::env::var(var).unwrap_or_else(|_| default.into());
     if Path::new(&python).exists() {
         return Some(python);
     }
     assert!(!common::in_ci(), "{python} missing: CI must run scripts/ha-venv so discovery is validated");
     eprintln!("skipping Home Assistant schema validation: {python} missing (run scripts/ha-venv)");
     None
+}
+
+/// Home Assistant's current release (device-based and per-component discovery).
+fn ha_python() -> Option<String> {
+    ha_python_from("DISKWATCH_HA_PYTHON", "/opt/diskwatch-ha-venv/bin/python")
+}
+
+/// One older release, kept to validate per-component discovery.
+fn ha_python_old() -> Option<String> {
+    ha_python_from("DISKWATCH_HA_PYTHON_OLD", "/opt/diskwatch-ha-venv/bin/python-old")
 }
 
 fn run_validator(python: &str, messages: &BTreeMap<String, String>, dir: &Path) {
@@ -61,6 +72,7 @@ fn run_validator(python: &str, messages: &BTreeMap<String, String>, dir: &Path) 
 #[tokio::test]
 async fn discovery_payloads_pass_home_assistant_schemas() {
     let Some(python) = ha_python() else { return };
+    let old = ha_python_old();
     for mode in [DiscoveryMode::Device, DiscoveryMode::Component] {
         let broker = Mosquitto::start();
         let agent = TestAgent::start(
@@ -84,6 +96,9 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         let configs = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
         assert_eq!(configs.len(), expected, "{mode:?}: {:#?}", configs.keys());
         run_validator(&python, &configs, agent.state_dir.path());
+        if let (DiscoveryMode::Component, Some(old)) = (mode, &old) {
+            run_validator(old, &configs, agent.state_dir.path());
+        }
         agent.stop().await;
     }
 }
@@ -159,7 +174,7 @@ async fn broker_outage_loses_no_event_and_states_converge() {
     agent.facts.send(Fact::MountUsage { id: mount_id, usage, stale: false }).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = running_agent(&agent).sink_statuses().into_iter().find(|s| s.name == "mqtt").unwrap().status;
-    assert_ne!(status, "connected", "health shows the broker down");
+    assert_ne!(status, diskwatch::agent::SinkState::Connected, "health shows the broker down");
     broker.restart();
     ticks(90..120).await;
     let end_seq = running_agent(&agent).log.last_seq();
@@ -196,7 +211,10 @@ async fn broker_outage_loses_no_event_and_states_converge() {
         m.iter().filter(|r| r.topic == avail && r.payload == "online").count() >= 2
     })
     .await;
-    assert_eq!(running_agent(&agent).sink_statuses().iter().find(|s| s.name == "mqtt").unwrap().status, "connected");
+    assert_eq!(
+        running_agent(&agent).sink_statuses().iter().find(|s| s.name == "mqtt").unwrap().status,
+        diskwatch::agent::SinkState::Connected
+    );
     assert_states_match_snapshot(&broker, &agent).await;
     agent.stop().await;
 }
@@ -311,6 +329,17 @@ fn sysfs(path: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().to_owned()
 }
 
+/// The id of the object of `kind` (`disks`, `partitions`) with this kernel name, once the agent has it.
+async fn id_of(agent: &TestAgent, kind: &str, kernel_name: &str) -> String {
+    let snap = agent
+        .wait_snapshot(WAIT, |s| s[kind].as_array().unwrap().iter().any(|o| o["kernel_name"] == kernel_name))
+        .await;
+    let found = snap[kind].as_array().unwrap().iter().find(|o| o["kernel_name"] == kernel_name).unwrap().clone();
+    found["id"].as_str().unwrap().to_owned()
+}
+
+/// A loop device's life through the real udev (kernel mode) and mount-table sources, as
+/// Home Assistant sees it on the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loop_device_plugged_mounted_unmounted_unplugged() {
     if !common::require_root("loop_device_plugged_mounted_unmounted_unplugged") {
@@ -318,63 +347,66 @@ async fn loop_device_plugged_mounted_unmounted_unplugged() {
     }
     let _lock = common::machine_lock();
     let broker = Mosquitto::start();
-    let agent = TestAgent::start(|c| mqtt_config(c, &broker), vec![]).await;
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("mnt");
+    let point = target.to_str().unwrap().to_owned();
+    let agent = TestAgent::start(
+        |c| {
+            mqtt_config(c, &broker);
+            c.udev.enabled = true;
+            c.udev.source = diskwatch::config::UdevMode::Kernel;
+            c.udev.include = vec!["loop*".into()];
+            c.mounts.enabled = true;
+            c.mounts.include_paths = vec![format!("{point}*")];
+            c.mounts.usage_interval = Duration::from_millis(200);
+        },
+        vec![],
+    )
+    .await;
     let rec = Recorder::start(broker.port, "t-loop", &["diskwatch/test/#", "homeassistant/#"]).await;
 
-    // Plugged: a real loop device with one ext4 partition. The udev source is not in this
-    // branch, so the facts it would send are built from the device's sysfs entries.
+    // Plugged: a real loop device with one ext4 partition, seen by the kernel-mode udev source.
     let mut dev = common::LoopDevice::new(64, &[32]);
     let name = dev.name();
     let part_name = format!("{name}p1");
     common::sh("mkfs.ext4", &["-q", "-F", "-L", "DwData", &dev.partition(1)]);
     let size = sysfs(&format!("/sys/class/block/{name}/size")).parse::<u64>().unwrap() * 512;
-    let disk_id = format!("dev-{name}");
-    let mut disk = mosquitto::disk(&disk_id, &name, &sysfs(&format!("/sys/class/block/{name}/dev")), size);
-    disk.stable = false;
-    let part_dev = sysfs(&format!("/sys/class/block/{part_name}/dev"));
-    let part_id = format!("{disk_id}-part1");
-    let part = mosquitto::partition(&part_id, &disk_id, &part_name, &part_dev, "DwData");
-    agent.facts.send(Fact::BlockDevices { disks: vec![disk], partitions: vec![part], initial: false }).await.unwrap();
+    let disk_id = id_of(&agent, "disks", &name).await;
+    let part_id = id_of(&agent, "partitions", &part_name).await;
     let disk_avail = format!("diskwatch/test/disk/{disk_id}/availability");
     let disk_config = format!("homeassistant/device/diskwatch_test_disk_{disk_id}/config");
     rec.wait_for(WAIT, "disk discovered", |m| m.iter().any(|r| r.topic == disk_config)).await;
     let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
     assert_eq!(held[&disk_avail], "online");
     let state: Value = serde_json::from_str(&held[&format!("diskwatch/test/disk/{disk_id}/state")]).unwrap();
-    assert_eq!(state["size_bytes"], size);
+    assert_eq!(state["size_bytes"], size, "the size the kernel reports");
     assert_eq!(state["partitions"][0], part_id.as_str());
 
-    // Mounted.
-    let target = agent.state_dir.path().join("mnt");
+    // Mounted: the mount-table source sees it and samples its usage.
     let mut guard = common::MountGuard::new(&dev.partition(1), &target, Some("ext4"), None);
-    let point = target.to_str().unwrap().to_owned();
     let vfs = nix::sys::statvfs::statvfs(target.as_path()).unwrap();
     let total = vfs.blocks() * vfs.fragment_size();
-    let avail = vfs.blocks_available() * vfs.fragment_size();
-    let mut m = mosquitto::mount(&point, &dev.partition(1), &part_dev, 0.0);
-    if let Some(u) = m.usage.as_mut() {
-        u.total_bytes = total;
-        u.available_bytes = avail;
-        u.used_bytes = total - vfs.blocks_free() * vfs.fragment_size();
-        u.percent = (u.used_bytes as f64 * 100.0 / (u.used_bytes + avail) as f64 * 10.0).round() / 10.0;
-    }
-    let mount_id = m.id.clone();
-    agent.facts.send(Fact::Mounts { mounts: vec![m], initial: false }).await.unwrap();
+    let mount_id = diskwatch::model::mount_id(&point);
     let mount_avail = format!("diskwatch/test/mount/{mount_id}/availability");
     let mount_config = format!("homeassistant/device/diskwatch_test_mount_{mount_id}/config");
     rec.wait_for(WAIT, "mount discovered", |m| m.iter().any(|r| r.topic == mount_config)).await;
+    let state_topic = format!("diskwatch/test/mount/{mount_id}/state");
+    rec.wait_for(WAIT, "mount usage", |m| {
+        m.iter()
+            .any(|r| r.topic == state_topic && serde_json::from_str::<Value>(&r.payload).unwrap()["usage"].is_object())
+    })
+    .await;
     let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
     assert_eq!(held[&mount_avail], "online");
     let config: Value = serde_json::from_str(&held[&mount_config]).unwrap();
     assert_eq!(config["device"]["identifiers"][0], format!("diskwatch_test_disk_{disk_id}"), "mount on its disk");
     assert_eq!(config["cmps"]["used"]["name"], format!("DwData ({part_name}) used"));
-    let state: Value = serde_json::from_str(&held[&format!("diskwatch/test/mount/{mount_id}/state")]).unwrap();
+    let state: Value = serde_json::from_str(&held[&state_topic]).unwrap();
     assert_eq!(state["partition_id"], part_id.as_str());
-    assert_eq!(state["usage"]["total_bytes"], total);
+    assert_eq!(state["usage"]["total_bytes"], total, "statvfs of the real filesystem");
 
     // Unmounted: the mount's availability flips, its discovery stays (retention).
     guard.unmount();
-    agent.facts.send(Fact::Mounts { mounts: vec![], initial: false }).await.unwrap();
     rec.wait_for(WAIT, "mount offline", |m| m.iter().any(|r| r.topic == mount_avail && r.payload == "offline")).await;
     let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
     assert_eq!(held[&mount_avail], "offline");
@@ -383,7 +415,6 @@ async fn loop_device_plugged_mounted_unmounted_unplugged() {
 
     // Unplugged.
     dev.detach();
-    agent.facts.send(Fact::BlockDevices { disks: vec![], partitions: vec![], initial: false }).await.unwrap();
     rec.wait_for(WAIT, "disk offline", |m| m.iter().any(|r| r.topic == disk_avail && r.payload == "offline")).await;
     let held = mosquitto::retained(broker.port, &["diskwatch/test/#"]).await;
     assert_eq!(held[&disk_avail], "offline");

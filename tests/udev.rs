@@ -250,3 +250,97 @@ async fn overflow_resyncs_to_the_truth() {
     drop(kept);
     agent.stop().await;
 }
+
+/// A loop device over a copy of another's content (`dd` of the device), so both carry the same
+/// GPT (disk and partition UUIDs) and the same filesystem UUID: a cloned disk. Detached on drop.
+struct ClonedLoop {
+    device: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ClonedLoop {
+    fn of(source: &LoopDevice) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("clone.img");
+        sh("dd", &[&format!("if={}", source.device), &format!("of={}", image.display()), "bs=1M", "status=none"]);
+        let device = sh("losetup", &["-f", "--show", "-P", image.to_str().unwrap()]);
+        // This kernel has no partition-table parsers: add the partitions by hand.
+        let _ = std::process::Command::new("partx").args(["-a", &device]).output();
+        Self { device, _dir: dir }
+    }
+
+    fn name(&self) -> String {
+        self.device.trim_start_matches("/dev/").to_owned()
+    }
+
+    fn detach(&mut self) {
+        if !self.device.is_empty() {
+            let _ = std::process::Command::new("losetup").args(["-d", &self.device]).output();
+            self.device.clear();
+        }
+    }
+}
+
+impl Drop for ClonedLoop {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloned_disk_is_kept_apart_and_unplugging_it_leaves_the_original() {
+    if !require_root("a_cloned_disk_is_kept_apart_and_unplugging_it_leaves_the_original") {
+        return;
+    }
+    let _lock = machine_lock();
+    let (agent, _stats) = start_agent(UdevMode::Kernel, |_| {}).await;
+    let original = LoopDevice::new(32, &[20]);
+    sh("mkfs.ext4", &["-q", "-F", "-L", "twin", &original.partition(1)]);
+    let (orig_part, uuid) = (format!("{}p1", original.name()), fs_uuid(&original.partition(1)));
+    let snap = agent
+        .wait_snapshot(WAIT, |s| partition_named(s, &orig_part).is_some_and(|p| p["fs_uuid"] == uuid.as_str()))
+        .await;
+    let first_id = partition_named(&snap, &orig_part).unwrap()["id"].as_str().unwrap().to_owned();
+
+    let before_clone = snap["last_event_id"].as_u64().unwrap();
+    let mut clone = ClonedLoop::of(&original);
+    let clone_part = format!("{}p1", clone.name());
+    assert_eq!(fs_uuid(&format!("{}p1", clone.device)), uuid, "the clone carries the same filesystem UUID");
+    let snap = agent
+        .wait_snapshot(WAIT, |s| {
+            partition_named(s, &clone_part).is_some_and(|p| p["fs_uuid"] == uuid.as_str())
+                && partition_named(s, &orig_part).is_some_and(|p| p["stable"] == false)
+        })
+        .await;
+    let orig = partition_named(&snap, &orig_part).unwrap();
+    let twin = partition_named(&snap, &clone_part).unwrap();
+    assert_eq!(orig["id"], first_id.as_str(), "the first keeps its id: {orig}");
+    assert_eq!(twin["id"], format!("{first_id}-{clone_part}").as_str(), "{twin}");
+    assert_eq!(twin["stable"], false);
+    assert_eq!(orig["part_uuid"], twin["part_uuid"], "same GPT entry UUID on both");
+    assert_ne!(orig["disk_id"], twin["disk_id"]);
+    let same_uuid = snap["partitions"].as_array().unwrap().iter().filter(|p| p["fs_uuid"] == uuid.as_str()).count();
+    assert_eq!(same_uuid, 2, "both listed");
+
+    // Unplugging the clone removes the clone only; the original is stable again.
+    let clone_disk = clone.name();
+    clone.detach();
+    let snap = agent
+        .wait_snapshot(WAIT, |s| {
+            disk_named(s, &clone_disk).is_none()
+                && partition_named(s, &clone_part).is_none()
+                && partition_named(s, &orig_part).is_some_and(|p| p["stable"] == true)
+        })
+        .await;
+    assert_eq!(partition_named(&snap, &orig_part).unwrap()["id"], first_id.as_str());
+    assert!(disk_named(&snap, &original.name()).is_some());
+    let page = agent.get_json(&format!("/api/v1/events?types=partition.removed&after_id={before_clone}")).await;
+    let removed: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["partition"]["kernel_name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(removed, vec![clone_part.as_str()], "only the clone's partition was removed");
+    agent.stop().await;
+}

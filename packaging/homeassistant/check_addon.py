@@ -157,7 +157,8 @@ def check_option(key, element, value):
         return isinstance(value, str) and re.fullmatch(m.group("match"), value) is not None
     if m.group("list") is not None:
         return value in m.group("list").split("|")
-    return True
+    # A schema element this checker does not know cannot be vouched for.
+    raise ValueError(f"option {key!r}: unknown schema element {element!r}")
 
 
 def check(addon_dir):

@@ -121,7 +121,7 @@ pub async fn follow(
                     };
                     let Some(Ok(frame)) = frame else { break };
                     let Ok(data) = frame.into_data() else { continue };
-                    for message in parser.feed(&String::from_utf8_lossy(&data)) {
+                    for message in parser.feed(&data) {
                         handle(&message, &mut last_id, options.json, out)?;
                     }
                 }

@@ -158,7 +158,7 @@ pub fn render(s: &Snapshot) -> String {
         .collect();
     table(&mut out, "SHARES", &["PROTO", "NAME", "PATH", "AVAILABLE", "ENABLED", "MODE", "MOUNT"], &rows);
 
-    let failed: Vec<_> = s.sources.iter().filter(|src| src.status == "failed").collect();
+    let failed: Vec<_> = s.sources.iter().filter(|src| src.status == crate::model::SourceState::Failed).collect();
     for src in failed {
         let _ = writeln!(out, "warning: source {} failed: {}", src.name, src.message.as_deref().unwrap_or("-"));
     }

@@ -223,7 +223,7 @@ mod tests {
         let e = CloudEvent::new(
             seq,
             "diskwatch://t",
-            "disk.changed",
+            crate::events::EventKind::DiskChanged,
             std::time::SystemTime::UNIX_EPOCH,
             "disk/x".into(),
             serde_json::json!({"pad": "x".repeat(pad)}),

@@ -220,6 +220,11 @@ impl Journal {
         Ok((journal, recovered))
     }
 
+    /// When writes are forced to stable storage.
+    pub fn sync_policy(&self) -> JournalSync {
+        self.options.sync
+    }
+
     /// The files, for readers of history.
     pub fn files(&self) -> Arc<JournalFiles> {
         self.files.clone()

@@ -5,7 +5,7 @@ fn ev(seq: u64) -> Arc<Published> {
     Arc::new(Published::new(CloudEvent::new(
         seq,
         "diskwatch://t",
-        "disk.added",
+        crate::events::EventKind::DiskAdded,
         std::time::SystemTime::UNIX_EPOCH,
         "disk/x".into(),
         serde_json::json!({"n": seq}),

@@ -219,7 +219,7 @@ mod tests {
         Arc::new(Published::new(CloudEvent::new(
             seq,
             "diskwatch://t",
-            "disk.added",
+            crate::events::EventKind::DiskAdded,
             std::time::SystemTime::UNIX_EPOCH,
             "disk/x".into(),
             serde_json::Value::Null,

@@ -2,9 +2,13 @@
 //! envelope (SPEC §3), the compact published form, and the event log
 //! (in-memory ring + on-disk journal, read back for history).
 
+pub mod config;
 pub mod history;
 pub mod journal;
+pub mod kind;
 pub mod log;
+
+pub use kind::EventKind;
 
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -14,30 +18,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Every event type the agent emits, with its meaning (served by `/api/v1/events/types`).
-pub const CATALOGUE: &[(&str, &str)] = &[
-    ("disk.added", "a block device (DEVTYPE=disk) appeared"),
-    ("disk.removed", "a block device disappeared"),
-    ("disk.changed", "a disk's properties or media changed"),
-    ("partition.added", "a partition appeared"),
-    ("partition.removed", "a partition disappeared"),
-    ("partition.changed", "a partition's filesystem identity or properties changed"),
-    ("mount.mounted", "the mount table gained a mount"),
-    ("mount.unmounted", "the mount table lost a mount"),
-    ("mount.remounted", "a mount's options changed (e.g. rw to ro)"),
-    ("mount.usage", "usage crossed a threshold, moved by the configured step, or went stale"),
-    ("share.created", "a share appeared in the share configuration"),
-    ("share.updated", "a share's configuration changed"),
-    ("share.deleted", "a share left the share configuration"),
-    ("share.enabled", "a share's enabled flag turned on"),
-    ("share.disabled", "a share's enabled flag turned off"),
-    ("share.available", "a share's backing storage appeared"),
-    ("share.unavailable", "a share's backing storage went away"),
-    ("agent.started", "the agent started"),
-    ("agent.stopping", "the agent is shutting down"),
-    ("source.failed", "a source failed"),
-    ("source.recovered", "a failed source works again"),
-];
+/// Every event type with its meaning, in catalogue order (derived from [`EventKind`]).
+pub fn catalogue() -> impl Iterator<Item = (&'static str, &'static str)> {
+    EventKind::ALL.iter().map(|k| (k.wire(), k.meaning()))
+}
 
 /// A CloudEvents 1.0 event as published on SSE, MQTT and in the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -60,12 +44,19 @@ pub struct CloudEvent {
 }
 
 impl CloudEvent {
-    pub fn new(seq: u64, source: &str, kind: &str, time: SystemTime, subject: String, data: serde_json::Value) -> Self {
+    pub fn new(
+        seq: u64,
+        source: &str,
+        kind: EventKind,
+        time: SystemTime,
+        subject: String,
+        data: serde_json::Value,
+    ) -> Self {
         Self {
             specversion: "1.0".to_owned(),
             id: seq.to_string(),
             source: source.to_owned(),
-            kind: kind.to_owned(),
+            kind: kind.wire().to_owned(),
             time: humantime::format_rfc3339_millis(time).to_string(),
             subject,
             datacontenttype: "application/json".to_owned(),
@@ -204,7 +195,7 @@ impl Published {
 
 /// The catalogue's own `&'static str` for a known type, so held events need no copy of it.
 fn static_kind(kind: &str) -> Option<&'static str> {
-    CATALOGUE.iter().map(|(k, _)| *k).find(|k| *k == kind)
+    EventKind::from_wire(kind).map(EventKind::wire)
 }
 
 fn parse_time_ms(time: &str) -> u64 {
@@ -258,7 +249,7 @@ mod tests {
         let e = CloudEvent::new(
             42,
             "diskwatch://nas1",
-            "mount.mounted",
+            EventKind::MountMounted,
             SystemTime::UNIX_EPOCH,
             "mount/mnt_data".into(),
             serde_json::json!({"mount": {}}),

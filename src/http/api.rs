@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use crate::core::{Agent, SinkStatus};
-use crate::events::{CloudEvent, TypeFilter, CATALOGUE};
+use crate::agent::{Agent, SinkState, SinkStatus};
+use crate::events::{CloudEvent, TypeFilter};
+use crate::metrics::Degradation;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
 type AgentState = State<Arc<Agent>>;
@@ -137,9 +138,8 @@ pub struct EventType {
 #[utoipa::path(get, path = "/api/v1/events/types", responses((status = 200, body = Vec<EventType>)))]
 pub async fn event_types() -> Json<Vec<EventType>> {
     Json(
-        CATALOGUE
-            .iter()
-            .map(|(kind, description)| EventType { kind: (*kind).to_owned(), description: (*description).to_owned() })
+        crate::events::catalogue()
+            .map(|(kind, description)| EventType { kind: kind.to_owned(), description: description.to_owned() })
             .collect(),
     )
 }
@@ -154,6 +154,9 @@ pub struct Health {
     pub last_event_id: u64,
     pub sources: Vec<SourceStatus>,
     pub sinks: Vec<SinkStatus>,
+    /// Conditions that make the agent `degraded` while they hold: journal writes failing, every
+    /// usage thread hung. Each is also `diskwatch_degraded{condition}` in /metrics.
+    pub degraded: Vec<Degradation>,
 }
 
 /// Per-source and per-sink status; 503 when a required part is down.
@@ -168,11 +171,12 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         (state.sources().cloned().collect::<Vec<_>>(), state.last_seq())
     };
     let sinks = agent.sink_statuses();
-    let source_down = |s: &SourceStatus| s.status == "failed";
-    let sink_down = |s: &SinkStatus| !matches!(s.status.as_str(), "connected" | "disabled" | "ok");
+    let source_down = |s: &SourceStatus| s.status == crate::model::SourceState::Failed;
+    let sink_down = |s: &SinkStatus| !matches!(s.status, SinkState::Connected | SinkState::Disabled);
     let required_down =
         sources.iter().any(|s| s.required && source_down(s)) || sinks.iter().any(|s| s.required && sink_down(s));
-    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down);
+    let degraded = agent.metrics.conditions.list();
+    let any_down = sources.iter().any(source_down) || sinks.iter().any(sink_down) || !degraded.is_empty();
     let (code, status) = match (required_down, any_down) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "down"),
         (false, true) => (StatusCode::OK, "degraded"),
@@ -186,6 +190,7 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         last_event_id,
         sources,
         sinks,
+        degraded,
     };
     (code, Json(body))
 }
@@ -193,7 +198,6 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
 /// Prometheus metrics in the OpenMetrics text format.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(agent): AgentState) -> Response {
-    agent.metrics.sse_clients.set(agent.log.subscribers() as i64);
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], agent.metrics.render())
         .into_response()
 }

@@ -2,6 +2,7 @@
 //! document, built by [`app`] so tests can drive it on any listener.
 
 mod api;
+pub mod config;
 mod dashboard;
 mod error;
 mod openapi;
@@ -9,15 +10,36 @@ mod sse;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::Router;
 
-use crate::core::Agent;
+use crate::agent::Agent;
+use config::HttpConfig;
 pub use error::ApiError;
 pub use openapi::ApiDoc;
 
+/// What every handler may extract: the agent, and the HTTP configuration.
+#[derive(Clone)]
+pub struct AppState {
+    pub agent: Arc<Agent>,
+    pub config: Arc<HttpConfig>,
+}
+
+impl FromRef<AppState> for Arc<Agent> {
+    fn from_ref(state: &AppState) -> Self {
+        state.agent.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<HttpConfig> {
+    fn from_ref(state: &AppState) -> Self {
+        state.config.clone()
+    }
+}
+
 /// The router of every endpoint, sharing one agent.
-pub fn app(agent: Arc<Agent>) -> Router {
+pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
     Router::new()
         .route("/", get(dashboard::index))
         .route("/api/v1/snapshot", get(api::snapshot))
@@ -34,5 +56,5 @@ pub fn app(agent: Arc<Agent>) -> Router {
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .with_state(agent)
+        .with_state(AppState { agent, config: Arc::new(config) })
 }

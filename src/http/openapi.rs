@@ -6,9 +6,9 @@ use utoipa::OpenApi;
 use super::api;
 use super::error::{ErrorBody, ErrorDetail};
 use super::sse;
-use crate::core::SinkStatus;
+use crate::agent::{SinkState, SinkStatus};
 use crate::events::CloudEvent;
-use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceStatus, Usage};
+use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot, SourceState, SourceStatus, Usage};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,13 +37,16 @@ use crate::model::{Disk, Mount, NfsClient, Partition, Protocol, Share, Snapshot,
         NfsClient,
         Protocol,
         SourceStatus,
+        SourceState,
+        SinkState,
         SinkStatus,
         CloudEvent,
         ErrorBody,
         ErrorDetail,
         api::EventsPage,
         api::EventType,
-        api::Health
+        api::Health,
+        crate::metrics::Degradation
     ))
 )]
 pub struct ApiDoc;

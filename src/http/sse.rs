@@ -30,8 +30,9 @@ use tokio::time::{Instant, Interval};
 use tracing::debug;
 use utoipa::IntoParams;
 
+use super::config::HttpConfig;
 use super::error::{ApiError, ErrorBody};
-use crate::core::Agent;
+use crate::agent::Agent;
 use crate::events::history::ReadLimit;
 use crate::events::{Published, TypeFilter};
 
@@ -67,6 +68,7 @@ pub struct StreamQuery {
 )]
 pub async fn stream(
     State(agent): State<Arc<Agent>>,
+    State(config): State<Arc<HttpConfig>>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -90,7 +92,7 @@ pub async fn stream(
         filter,
         notify_only: q.notify_only,
         last_sent: 0,
-        keepalive: keepalive(agent.config.http.keepalive),
+        keepalive: keepalive(config.keepalive),
         done: false,
     };
     let run_start_after = agent.log.run_start_after();

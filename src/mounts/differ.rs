@@ -190,7 +190,7 @@ fn line_hash(line: &str) -> (u64, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MountsConfig;
+    use crate::mounts::config::MountsConfig;
 
     fn filter() -> Filter {
         Filter::new(&MountsConfig::default()).unwrap()

@@ -3,7 +3,7 @@
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::config::MountsConfig;
+use crate::mounts::config::MountsConfig;
 
 /// Kernel-internal and virtual filesystems: they hold no user data.
 pub const PSEUDO_FS_TYPES: &[&str] = &[

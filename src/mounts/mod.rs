@@ -7,6 +7,7 @@
 //! - [`table`]: the watched file.
 //! - [`usage`] and [`pool`]: statvfs sampling with timeouts on plain threads.
 
+pub mod config;
 pub mod differ;
 pub mod filter;
 pub mod fxhash;
@@ -21,10 +22,10 @@ use std::time::Duration;
 use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::MountsConfig;
 use crate::model::Mount;
 use crate::sources::{Source, SourceContext, SourceFuture};
 use crate::state::Fact;
+use config::MountsConfig;
 use differ::{Delta, Differ};
 use filter::Filter;
 use table::Table;
@@ -152,14 +153,16 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
         }
     };
     let mut watch = Watch {
-        table: Table::new(config.mountinfo.clone()),
+        table: Table::for_setting(&config.mountinfo),
         filter,
         differ: Differ::new(),
         failed: false,
         whole: true,
         initial: true,
     };
-    let (mut sampler, mut answers) = Sampler::new(config.usage_timeout);
+    let metrics = &ctx.metrics;
+    let (mut sampler, mut answers) =
+        Sampler::new(config.usage_timeout, metrics.usage.clone(), metrics.conditions.clone());
     let mut reread = interval(config.reread_interval.max(Duration::from_millis(10)));
     reread.set_missed_tick_behavior(MissedTickBehavior::Delay);
     reread.reset();
@@ -171,6 +174,7 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
     tokio::pin!(retry);
     let mut next_check = Instant::now();
     let mut outcome = watch.refresh(false);
+    let mut ready_sent = false;
     loop {
         let mut facts = Vec::new();
         match std::mem::replace(&mut outcome, Outcome::Nothing) {
@@ -196,6 +200,13 @@ async fn run(config: MountsConfig, ctx: SourceContext) {
         }
         for fact in facts {
             if ctx.facts.send(fact).await.is_err() {
+                return;
+            }
+        }
+        // The first read's table (or its failure) is this source's start-up fact.
+        if !ready_sent {
+            ready_sent = true;
+            if !ctx.ready(NAME).await {
                 return;
             }
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use crate::metrics::UsageMetrics;
 use crate::model::Usage;
 
 /// Threads that are neither idle-exited nor counted as hung: enough for bursts of new mounts.
@@ -84,13 +85,21 @@ pub struct Pool {
     busy: Vec<Arc<AtomicU64>>,
     results: mpsc::UnboundedSender<Done>,
     timeout: Duration,
+    /// Every thread is hung and the cap allows no more: queued jobs wait for a hung call to end.
+    saturated: bool,
+    metrics: UsageMetrics,
 }
 
 impl Pool {
-    pub fn new(results: mpsc::UnboundedSender<Done>, timeout: Duration) -> Self {
+    pub fn new(results: mpsc::UnboundedSender<Done>, timeout: Duration, metrics: UsageMetrics) -> Self {
         let (tx, rx) = std_mpsc::channel();
         let shared = Arc::new(Shared { jobs: Mutex::new(rx), alive: AtomicUsize::new(0), epoch: Instant::now() });
-        Self { tx, shared, busy: Vec::new(), results, timeout }
+        Self { tx, shared, busy: Vec::new(), results, timeout, saturated: false, metrics }
+    }
+
+    /// Whether the pool is at its cap with every thread hung (see [`Pool::ensure_threads`]).
+    pub fn saturated(&self) -> bool {
+        self.saturated
     }
 
     /// Microseconds since the pool's epoch plus one (0 means "not started").
@@ -109,13 +118,16 @@ impl Pool {
 
     /// Queues a job, starting a thread first when too few are free to take it.
     pub fn submit(&mut self, job: Job) {
-        self.ensure_threads();
+        if !self.ensure_threads() {
+            self.metrics.saturated.inc();
+        }
         // The receiver lives in `shared`, which this pool holds: the send cannot fail.
         let _ = self.tx.send(job);
     }
 
     /// Starts threads until [`HEALTHY`] of them are not stuck in a call older than the timeout.
-    pub fn ensure_threads(&mut self) {
+    /// False when the cap stopped it with no thread free: the pool is saturated.
+    pub fn ensure_threads(&mut self) -> bool {
         let now = self.now_stamp();
         let timeout = self.timeout.as_micros() as u64;
         self.busy.retain(|b| Arc::strong_count(b) > 1);
@@ -127,29 +139,70 @@ impl Pool {
                 since == 0 || now.saturating_sub(since) < timeout
             })
             .count();
+        self.metrics.threads_hung.set((self.busy.len() - healthy) as i64);
+        let ok = self.start_threads(healthy);
+        self.metrics.threads.set(self.busy.len() as i64);
+        ok
+    }
+
+    fn start_threads(&mut self, healthy: usize) -> bool {
         for _ in healthy..HEALTHY {
-            if self.busy.len() >= MAX_THREADS {
-                warn!(threads = self.busy.len(), "usage threads all hung: sampling waits");
-                return;
-            }
-            let busy = Arc::new(AtomicU64::new(0));
-            let shared = self.shared.clone();
-            let results = self.results.clone();
-            let mine = busy.clone();
-            let spawned = std::thread::Builder::new()
-                .name("diskwatch-statvfs".into())
-                .spawn(move || worker(shared, mine, results));
-            match spawned {
-                Ok(_) => {
-                    self.shared.alive.fetch_add(1, Ordering::Relaxed);
-                    self.busy.push(busy);
+            let started = self.busy.len() < MAX_THREADS && self.spawn_one();
+            if !started {
+                let saturated = healthy == 0;
+                if saturated && !self.saturated {
+                    warn!(threads = self.busy.len(), "usage threads all hung: queued queries wait and go stale");
                 }
-                Err(e) => {
-                    warn!(error = %e, "cannot start a usage thread");
-                    return;
-                }
+                self.saturated = saturated;
+                return !saturated;
             }
         }
+        self.saturated = false;
+        true
+    }
+
+    /// Starts up to `n` more threads, within the cap, for jobs that have waited too long in the
+    /// queue: the threads ahead of them are most likely hanging, just not past the timeout yet.
+    /// Without this a burst of dead mounts would be worked through at [`HEALTHY`] per timeout.
+    pub fn grow(&mut self, n: usize) {
+        let room = MAX_THREADS.saturating_sub(self.busy.len());
+        for _ in 0..n.min(room) {
+            if !self.spawn_one() {
+                break;
+            }
+        }
+        self.metrics.threads.set(self.busy.len() as i64);
+    }
+
+    fn spawn_one(&mut self) -> bool {
+        let busy = Arc::new(AtomicU64::new(0));
+        let shared = self.shared.clone();
+        let results = self.results.clone();
+        let mine = busy.clone();
+        let spawned =
+            std::thread::Builder::new().name("diskwatch-statvfs".into()).spawn(move || worker(shared, mine, results));
+        match spawned {
+            Ok(_) => {
+                self.shared.alive.fetch_add(1, Ordering::Relaxed);
+                self.busy.push(busy);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot start a usage thread");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+impl Pool {
+    /// Pretends `n` threads are stuck in calls that started at stamp 1; they stay "alive" while
+    /// the caller holds the returned handles. No job is ever taken by them.
+    pub fn fake_hung(&mut self, n: usize) -> Vec<Arc<AtomicU64>> {
+        let stuck: Vec<Arc<AtomicU64>> = (0..n).map(|_| Arc::new(AtomicU64::new(1))).collect();
+        self.busy.extend(stuck.iter().cloned());
+        stuck
     }
 }
 
@@ -196,7 +249,7 @@ mod tests {
     #[tokio::test]
     async fn samples_a_real_filesystem() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let mut pool = Pool::new(tx, Duration::from_secs(2));
+        let mut pool = Pool::new(tx, Duration::from_secs(2), UsageMetrics::default());
         let dir = std::env::temp_dir();
         let started = Arc::new(AtomicU64::new(0));
         pool.submit(Job { id: "tmp".into(), path: dir, started: started.clone() });

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 
+use super::config::MqttConfig;
 use super::MqttError;
-use crate::config::MqttConfig;
 
 /// Where the system keeps its CA roots on Debian and derivatives.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";

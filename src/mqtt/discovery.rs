@@ -4,9 +4,9 @@
 
 use serde_json::{json, Map, Value};
 
+use super::config::DiscoveryMode;
 use super::topics::{Kind, Naming};
-use crate::config::DiscoveryMode;
-use crate::events::CATALOGUE;
+use crate::events::EventKind;
 use crate::model::{Disk, Mount, Share, Snapshot};
 
 /// Object key of the host's own messages; it is never removed.
@@ -86,8 +86,7 @@ fn host_state(s: &Snapshot) -> Value {
 
 /// Wraps one object's entities in discovery messages of the configured form.
 fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
-    let origin =
-        json!({"name": "diskwatch", "sw_version": naming.version, "support_url": "https://example.invalid/diskwatch"});
+    let origin = json!({"name": "diskwatch", "sw_version": naming.version});
     // Every entity needs the agent online; most also need their object present ("all").
     let entity_config = |e: &Entity| {
         let mut c = e.config.clone();
@@ -187,7 +186,7 @@ fn host_object(naming: &Naming) -> DiscoveryObject {
     let name = naming.host_device();
     let events = naming.events();
     let host_state = naming.host_state();
-    let event_types: Vec<&str> = CATALOGUE.iter().map(|(t, _)| *t).collect();
+    let event_types: Vec<&str> = EventKind::ALL.iter().map(|k| k.wire()).collect();
     let mut entities = vec![
         entity(
             "event",

@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use super::*;
-use crate::config::Config;
 use crate::model::{Partition, Protocol, Usage};
+use crate::mqtt::config::MqttConfig;
 
 pub(crate) fn disk() -> Disk {
     Disk {
@@ -37,6 +37,7 @@ pub(crate) fn disk() -> Disk {
 pub(crate) fn snapshot() -> Snapshot {
     let partition = Partition {
         id: "p-1".into(),
+        stable: true,
         kernel_name: "sdb1".into(),
         devpath: "/devices/x/sdb/sdb1".into(),
         devnode: "/dev/sdb1".into(),
@@ -113,8 +114,7 @@ pub(crate) fn snapshot() -> Snapshot {
 }
 
 fn naming(mode: DiscoveryMode) -> Naming {
-    let mut config = Config::default();
-    config.mqtt.discovery = mode;
+    let config = MqttConfig { discovery: mode, ..MqttConfig::default() };
     Naming::new(&config, "nas1")
 }
 

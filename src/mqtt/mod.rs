@@ -8,6 +8,7 @@
 //! - [`connection`]: client options (URL, TLS, credentials, will) and backoff.
 //! - [`sink`]: the task that owns the event loop.
 
+pub mod config;
 pub mod connection;
 pub mod discovery;
 pub mod retained;
@@ -20,7 +21,7 @@ pub use sink::run;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
-    #[error("mqtt.url {url:?}: {reason}")]
+    #[error("mqtt.url: {url:?}: {reason}")]
     Url { url: String, reason: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },

@@ -34,6 +34,9 @@ pub struct ObjectRecord {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct File {
     objects: BTreeMap<String, ObjectRecord>,
+    /// Topics whose clearing the broker has not acknowledged yet.
+    #[serde(default)]
+    clearing: BTreeSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -41,7 +44,10 @@ pub struct Retainer {
     /// Payload last sent per topic in this connection's view of the broker.
     published: HashMap<String, String>,
     objects: BTreeMap<String, ObjectRecord>,
-    /// Whether `objects` changed since the last save.
+    /// Topics to clear until the broker acknowledges the empty retained message: an object
+    /// forgotten before that would leave its discovery on the broker for good.
+    clearing: BTreeSet<String>,
+    /// Whether `objects` or `clearing` changed since the last save.
     dirty: bool,
 }
 
@@ -58,12 +64,13 @@ impl Retainer {
 
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let file: File = serde_json::from_str(text)?;
-        Ok(Self { published: HashMap::new(), objects: file.objects, dirty: false })
+        Ok(Self { published: HashMap::new(), objects: file.objects, clearing: file.clearing, dirty: false })
     }
 
     pub fn to_json(&self) -> String {
         // A map of strings, sets and numbers always serialises.
-        serde_json::to_string_pretty(&File { objects: self.objects.clone() }).unwrap_or_default()
+        serde_json::to_string_pretty(&File { objects: self.objects.clone(), clearing: self.clearing.clone() })
+            .unwrap_or_default()
     }
 
     /// Writes the memory if it changed, atomically and durably (a crash leaves the old
@@ -103,6 +110,7 @@ impl Retainer {
                 record.availability = Some(msg.topic.clone());
                 self.dirty = true;
             }
+            self.revive(&msg.topic);
             if full || self.published.get(&msg.topic) != Some(&msg.payload) {
                 self.published.insert(msg.topic.clone(), msg.payload.clone());
                 out.push(Outgoing { topic: msg.topic, payload: msg.payload });
@@ -120,6 +128,7 @@ impl Retainer {
                         record.topics.remove(&topic);
                         self.published.remove(&topic);
                         self.dirty = true;
+                        self.clearing.insert(topic.clone());
                         out.push(Outgoing { topic, payload: String::new() });
                     }
                 }
@@ -154,11 +163,31 @@ impl Retainer {
                 self.dirty = true;
                 for topic in record.topics {
                     self.published.remove(&topic);
+                    self.clearing.insert(topic.clone());
                     out.push(Outgoing { topic, payload: String::new() });
                 }
             }
         }
         out
+    }
+
+    /// Every clear not yet acknowledged, to send again on a new connection.
+    pub fn pending_clears(&self) -> Vec<Outgoing> {
+        self.clearing.iter().map(|topic| Outgoing { topic: topic.clone(), payload: String::new() }).collect()
+    }
+
+    /// The broker acknowledged the clearing of `topic`.
+    pub fn cleared(&mut self, topic: &str) {
+        if self.clearing.remove(topic) {
+            self.dirty = true;
+        }
+    }
+
+    /// A topic is published again (an object came back): it is no longer being cleared.
+    fn revive(&mut self, topic: &str) {
+        if self.clearing.remove(topic) {
+            self.dirty = true;
+        }
     }
 
     /// The earliest time an expiry is due, if any object is waiting.
@@ -211,6 +240,12 @@ mod tests {
         assert!(cleared.iter().all(|o| o.payload.is_empty()));
         assert!(!r.objects().contains_key("disk/a"));
         assert_eq!(r.next_expiry_ms(5_000), None);
+        // The clears are kept, across a restart too, until the broker acknowledges each.
+        assert_eq!(r.pending_clears().len(), 3);
+        let again = Retainer::parse(&r.to_json()).unwrap();
+        assert_eq!(again.pending_clears(), r.pending_clears());
+        r.cleared("b/disk/a/state");
+        assert_eq!(r.pending_clears().len(), 2);
     }
 
     #[test]

@@ -1,28 +1,39 @@
-//! The sink task: owns the rumqttc event loop, follows the event log, queues
-//! events while the broker is away and publishes them in order afterwards,
-//! keeps retained state and discovery in step with the snapshot.
+//! The sink task: follows the event log and the topology, queues events while
+//! the broker is away and publishes them in order afterwards, keeps retained
+//! state and discovery in step with the snapshot. The rumqttc event loop runs
+//! in its own task ([`drive`]) and reports to the sink over a channel, because
+//! `EventLoop::poll` is not cancel-safe and must never lose a `select!` race.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rumqttc::{AsyncClient, ClientError, Event, EventLoop, Packet, QoS};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
+use super::config::MqttConfig;
 use super::connection::{backoff, options};
 use super::discovery::plan;
 use super::retained::{Outgoing, Retainer};
 use super::topics::Naming;
-use crate::core::{Agent, SinkStatus};
+use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::events::Published;
 
 /// Requests the client may hand the event loop before `try_publish` reports full.
 const CHANNEL: usize = 512;
 /// How long shutdown waits for the last messages and the goodbye to leave.
 const DRAIN: Duration = Duration::from_secs(3);
+/// Re-announce delay after Home Assistant's birth message: random in this range (a fleet
+/// spreads out), and never pushed back by further births, so repeated births cannot
+/// postpone it forever.
+const REANNOUNCE_MIN_MS: u64 = 200;
+const REANNOUNCE_MAX_MS: u64 = 2000;
 /// Name of the file in `state_dir` that remembers published objects.
 pub const STATE_FILE: &str = "mqtt-objects.json";
 
@@ -30,24 +41,112 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn status(agent: &Agent, status: &str, message: Option<String>) {
-    agent.set_sink_status(SinkStatus { name: "mqtt".into(), status: status.into(), message, required: false });
+fn status(agent: &Agent, status: SinkState, message: Option<String>) {
+    agent.set_sink_status(SinkStatus { name: "mqtt".into(), status, message, required: false });
+}
+
+/// What the event-loop task tells the sink.
+#[derive(Debug)]
+enum Notice {
+    ConnAck,
+    Incoming {
+        topic: String,
+        payload: bytes::Bytes,
+    },
+    /// A publish left for the broker with this packet id (in the order they were handed over).
+    Written(u16),
+    /// The broker acknowledged a publish.
+    Acked(u16),
+    /// The connection failed. The loop reconnects after `delay`, once `resume` is answered
+    /// (or dropped): by then the sink has taken back what it handed over, and the loop drops
+    /// rumqttc's own copies so nothing is sent twice.
+    Lost {
+        error: String,
+        delay: Duration,
+        resume: oneshot::Sender<()>,
+    },
+    /// The clean disconnect at shutdown went out.
+    Disconnected,
+}
+
+/// Runs the rumqttc event loop until `token` is cancelled or the disconnect is sent.
+async fn drive(mut eventloop: EventLoop, notices: mpsc::Sender<Notice>, token: CancellationToken) {
+    let mut attempt: u32 = 0;
+    loop {
+        // Cancelling `poll` abandons the loop for good, which is the only safe way to cancel it.
+        let polled = tokio::select! {
+            _ = token.cancelled() => return,
+            polled = eventloop.poll() => polled,
+        };
+        let notice = match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                attempt = 0;
+                Notice::ConnAck
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => Notice::Incoming { topic: p.topic, payload: p.payload },
+            Ok(Event::Incoming(Packet::PubAck(ack))) => Notice::Acked(ack.pkid),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => Notice::Written(pkid),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                let _ = notices.send(Notice::Disconnected).await;
+                return;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                let delay = backoff(attempt, rand::rng().random::<f64>());
+                attempt = attempt.saturating_add(1);
+                let (resume, resumed) = oneshot::channel();
+                if notices.send(Notice::Lost { error: e.to_string(), delay, resume }).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                let _ = resumed.await;
+                // The sink queues again what was not acknowledged; rumqttc's retry copies would
+                // duplicate it.
+                eventloop.clean();
+                eventloop.pending.clear();
+                continue;
+            }
+        };
+        if notices.send(notice).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A publish handed to the client, until the broker acknowledges it.
+#[derive(Debug)]
+enum Tracked {
+    Event(Arc<Published>),
+    /// A retained state or discovery message: sent again by the next full announce if lost.
+    Retained,
+    /// An empty retained message clearing this topic.
+    Clear(String),
 }
 
 /// Everything the task keeps between loop turns.
 struct Sink {
     agent: Arc<Agent>,
+    config: MqttConfig,
     naming: Naming,
     client: AsyncClient,
     retainer: Retainer,
-    state_path: std::path::PathBuf,
+    state_path: PathBuf,
     /// Events not yet handed to the client, oldest first.
     queue: VecDeque<Arc<Published>>,
     queue_size: usize,
     /// Events dropped because the queue was full.
     overflow: u64,
+    /// Clears not yet handed to the client.
+    clears: VecDeque<Outgoing>,
     /// Retained messages not yet handed to the client.
     outbox: VecDeque<Outgoing>,
+    /// Handed to the client, not yet written (no packet id yet), in order.
+    handed: VecDeque<Tracked>,
+    /// Written, waiting for the broker's acknowledgement.
+    inflight: HashMap<u16, Tracked>,
     /// Sequence number of the newest event taken from the log.
     last_seq: u64,
     connected: bool,
@@ -64,15 +163,18 @@ impl Sink {
         debug!(id = event.seq, kind = %event.kind(), "event queued for MQTT");
         if self.queue.len() >= self.queue_size {
             self.queue.pop_front();
-            self.overflow += 1;
-            warn!(
-                overflow = self.overflow,
-                queue_size = self.queue_size,
-                "MQTT event queue full: oldest event dropped"
-            );
+            self.drop_events(1);
         }
         self.queue.push_back(event);
         self.dirty = true;
+    }
+
+    fn drop_events(&mut self, n: u64) {
+        if self.overflow == 0 {
+            warn!(queue_size = self.queue_size, "MQTT event queue full: oldest events dropped (counted in /metrics)");
+        }
+        self.overflow += n;
+        self.agent.metrics.mqtt_events_dropped.inc_by(n);
     }
 
     /// After a lag on the broadcast channel: take the missed events from the ring.
@@ -84,7 +186,7 @@ impl Sink {
                 }
             }
             Err(_) => {
-                self.overflow += missed;
+                self.drop_events(missed);
                 warn!(missed, "MQTT sink fell behind the event ring: events lost, states resynced");
                 self.last_seq = self.agent.log.last_seq();
             }
@@ -97,21 +199,30 @@ impl Sink {
         let snapshot = self.agent.snapshot();
         let msgs = self.retainer.update(plan(&snapshot, &self.naming), now_ms(), full);
         if full {
+            // Retained messages not yet handed over are superseded by the full set; clears are
+            // not (they are kept until acknowledged) and go first.
             self.outbox.clear();
+            self.clears = self.retainer.pending_clears().into();
             self.outbox.push_back(Outgoing { topic: self.naming.availability(), payload: "online".into() });
-            info!(messages = msgs.len(), "MQTT: announcing discovery and states");
+            info!(messages = msgs.len(), clears = self.clears.len(), "MQTT: announcing discovery and states");
         }
-        self.outbox.extend(msgs);
+        for msg in msgs {
+            if msg.payload.is_empty() {
+                self.clears.push_back(msg);
+            } else {
+                self.outbox.push_back(msg);
+            }
+        }
         self.dirty = false;
         self.save();
     }
 
     fn expire(&mut self) {
-        let retention = self.agent.config.mqtt.retention.as_millis() as u64;
+        let retention = self.config.retention.as_millis() as u64;
         let cleared = self.retainer.expire(now_ms(), retention);
         if !cleared.is_empty() {
             info!(topics = cleared.len(), "MQTT: clearing topics of objects removed past the retention");
-            self.outbox.extend(cleared);
+            self.clears.extend(cleared);
             self.save();
         }
     }
@@ -122,36 +233,87 @@ impl Sink {
         }
     }
 
+    fn publish(&mut self, topic: &str, payload: &str, retain: bool, tracked: Tracked) -> bool {
+        // QoS 1 for retained messages too: rumqttc cannot set TCP_NODELAY, and without
+        // PUBACKs carrying the broker's TCP acknowledgements back, Nagle's algorithm meets
+        // delayed ACKs and stalls the following writes (events included) by up to 40 ms.
+        match self.client.try_publish(topic, QoS::AtLeastOnce, retain, payload.to_owned()) {
+            Ok(()) => {
+                self.handed.push_back(tracked);
+                true
+            }
+            Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => false,
+        }
+    }
+
     /// Hands queued messages to the client until its channel is full.
     fn flush(&mut self) {
         if !self.connected {
             return;
         }
-        while let Some(msg) = self.outbox.front() {
-            // QoS 1 for retained messages too: rumqttc cannot set TCP_NODELAY, and without
-            // PUBACKs carrying the broker's TCP acknowledgements back, Nagle's algorithm meets
-            // delayed ACKs and stalls the following writes (events included) by up to 40 ms.
-            match self.client.try_publish(&msg.topic, QoS::AtLeastOnce, true, msg.payload.clone()) {
-                Ok(()) => {
-                    self.outbox.pop_front();
-                }
-                Err(ClientError::TryRequest(_)) | Err(ClientError::Request(_)) => return,
+        while let Some(msg) = self.clears.front().cloned() {
+            if !self.publish(&msg.topic, "", true, Tracked::Clear(msg.topic.clone())) {
+                return;
             }
+            self.clears.pop_front();
+        }
+        while let Some(msg) = self.outbox.front().cloned() {
+            if !self.publish(&msg.topic, &msg.payload, true, Tracked::Retained) {
+                return;
+            }
+            self.outbox.pop_front();
         }
         let topic = self.naming.events();
-        while let Some(event) = self.queue.front() {
-            match self.client.try_publish(&topic, QoS::AtLeastOnce, false, event.json_bytes().to_vec()) {
-                Ok(()) => {
-                    debug!(id = event.seq, "event handed to MQTT");
-                    self.queue.pop_front();
-                }
-                Err(_) => return,
+        while let Some(event) = self.queue.front().cloned() {
+            if !self.publish(&topic, event.json(), false, Tracked::Event(event.clone())) {
+                return;
             }
+            debug!(id = event.seq, "event handed to MQTT");
+            self.queue.pop_front();
         }
     }
 
+    fn written(&mut self, pkid: u16) {
+        match self.handed.pop_front() {
+            Some(Tracked::Retained) => {}
+            Some(tracked) => {
+                self.inflight.insert(pkid, tracked);
+            }
+            None => debug!(pkid, "MQTT publish written that the sink did not hand over"),
+        }
+    }
+
+    fn acked(&mut self, pkid: u16) {
+        if let Some(Tracked::Clear(topic)) = self.inflight.remove(&pkid) {
+            self.retainer.cleared(&topic);
+            self.save();
+        }
+    }
+
+    /// The connection is gone: events not acknowledged go back to the front of the queue
+    /// (in order), clears stay pending in the retainer; retained state is re-sent in full.
+    fn lost(&mut self) {
+        self.connected = false;
+        let mut events: Vec<Arc<Published>> = Vec::new();
+        for tracked in self.handed.drain(..).chain(self.inflight.drain().map(|(_, t)| t)) {
+            if let Tracked::Event(e) = tracked {
+                events.push(e);
+            }
+        }
+        events.sort_by_key(|e| e.seq);
+        for event in events.into_iter().rev() {
+            self.queue.push_front(event);
+        }
+        while self.queue.len() > self.queue_size {
+            self.queue.pop_front();
+            self.drop_events(1);
+        }
+        self.clears.clear();
+        self.outbox.clear();
+    }
+
     fn next_expiry(&self) -> Option<Instant> {
-        let retention = self.agent.config.mqtt.retention.as_millis() as u64;
+        let retention = self.config.retention.as_millis() as u64;
         let at = self.retainer.next_expiry_ms(retention)?;
         Some(Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())))
     }
@@ -159,43 +321,49 @@ impl Sink {
 
 /// Runs the MQTT sink until the agent has published its last event.
 #[instrument(name = "mqtt", skip_all)]
-pub async fn run(agent: Arc<Agent>) {
-    let naming = Naming::new(&agent.config, &agent.node_id);
-    let cfg = agent.config.mqtt.clone();
-    let opts = match options(&cfg, &agent.node_id, &naming.availability()) {
+pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf) {
+    let naming = Naming::new(&config, &agent.node_id);
+    let opts = match options(&config, &agent.node_id, &naming.availability()) {
         Ok(o) => o,
         Err(e) => {
             warn!(error = %e, "MQTT sink cannot start");
-            status(&agent, "disconnected", Some(e.to_string()));
+            status(&agent, SinkState::Disconnected, Some(e.to_string()));
             return;
         }
     };
-    let (client, mut eventloop) = AsyncClient::new(opts, CHANNEL);
-    let state_path = agent.config.state_dir.join(STATE_FILE);
+    let (client, eventloop) = AsyncClient::new(opts, CHANNEL);
+    let (notice_tx, mut notices) = mpsc::channel(CHANNEL);
+    let driver = CancellationToken::new();
+    let driver_task = tokio::spawn(drive(eventloop, notice_tx, driver.clone()));
+    let state_path = state_dir.join(STATE_FILE);
     let retainer = Retainer::load(&state_path).unwrap_or_else(|e| {
         warn!(error = %e, "MQTT object memory unreadable: starting afresh");
         Retainer::default()
     });
     let mut events = agent.log.subscribe();
+    let mut topology = agent.topology();
     let last_seq = agent.log.last_seq();
+    let url = config.url.clone();
     let mut sink = Sink {
         agent: agent.clone(),
+        queue_size: config.queue_size.max(1),
+        config,
         naming,
         client,
         retainer,
         state_path,
         queue: VecDeque::new(),
-        queue_size: cfg.queue_size.max(1),
         overflow: 0,
+        clears: VecDeque::new(),
         outbox: VecDeque::new(),
+        handed: VecDeque::new(),
+        inflight: HashMap::new(),
         last_seq,
         connected: false,
         dirty: true,
     };
-    status(&agent, "connecting", Some(cfg.url.clone()));
-    info!(url = %cfg.url, "MQTT sink starting");
-    let mut attempt: u32 = 0;
-    let mut retry_at: Option<Instant> = None;
+    status(&agent, SinkState::Connecting, Some(url.clone()));
+    info!(url = %url, "MQTT sink starting");
     let mut reannounce_at: Option<Instant> = None;
     // The cancellation this loop follows is `streams_done`: it fires once the core has
     // published `agent.stopping` after the agent's token, so that last event still goes out.
@@ -215,43 +383,51 @@ pub async fn run(agent: Arc<Agent>) {
                 Err(RecvError::Lagged(n)) => sink.catch_up(n),
                 Err(RecvError::Closed) => break,
             },
-            polled = eventloop.poll(), if retry_at.is_none() => match polled {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    info!(attempts = attempt, "MQTT connected");
-                    attempt = 0;
+            // Objects added without an event (start-up facts) are announced too.
+            changed = topology.changed() => {
+                if changed.is_ok() {
+                    sink.dirty = true;
+                }
+            }
+            notice = notices.recv() => match notice {
+                Some(Notice::ConnAck) => {
+                    info!("MQTT connected");
+                    agent.metrics.mqtt_connections.inc();
                     sink.connected = true;
-                    status(&agent, "connected", None);
+                    status(&agent, SinkState::Connected, None);
                     if let Err(e) = sink.client.try_subscribe(sink.naming.ha_status(), QoS::AtLeastOnce) {
                         warn!(error = %e, "cannot subscribe to Home Assistant's status");
                     }
                     sink.retainer.forget_published();
                     sink.reconcile(true);
+                    reannounce_at = None;
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if p.topic == sink.naming.ha_status() && p.payload.as_ref() == b"online" {
-                        let delay = Duration::from_millis(rand::rng().random_range(200..2000));
+                Some(Notice::Incoming { topic, payload }) => {
+                    if topic == sink.naming.ha_status() && payload.as_ref() == b"online" && reannounce_at.is_none() {
+                        let delay = Duration::from_millis(rand::rng().random_range(REANNOUNCE_MIN_MS..REANNOUNCE_MAX_MS));
                         debug!(?delay, "Home Assistant is online: re-announcing soon");
                         reannounce_at = Some(Instant::now() + delay);
                     }
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    let delay = backoff(attempt, rand::rng().random::<f64>());
-                    attempt = attempt.saturating_add(1);
+                Some(Notice::Written(pkid)) => sink.written(pkid),
+                Some(Notice::Acked(pkid)) => sink.acked(pkid),
+                Some(Notice::Lost { error, delay, resume }) => {
                     if sink.connected {
-                        warn!(error = %e, "MQTT connection lost");
+                        warn!(error = %error, "MQTT connection lost");
                     } else {
-                        debug!(error = %e, attempt, ?delay, "MQTT connect failed");
+                        debug!(error = %error, ?delay, "MQTT connect failed");
                     }
-                    sink.connected = false;
-                    status(&agent, "disconnected", Some(e.to_string()));
-                    retry_at = Some(Instant::now() + delay);
+                    sink.lost();
+                    let message = if sink.overflow > 0 {
+                        format!("{error}; {} events dropped while the broker was away", sink.overflow)
+                    } else {
+                        error
+                    };
+                    status(&agent, SinkState::Disconnected, Some(message));
+                    let _ = resume.send(());
                 }
+                Some(Notice::Disconnected) | None => break,
             },
-            _ = sleep_until(retry_at) => {
-                retry_at = None;
-                status(&agent, "connecting", Some(cfg.url.clone()));
-            }
             _ = sleep_until(reannounce_at) => {
                 reannounce_at = None;
                 if sink.connected {
@@ -268,12 +444,14 @@ pub async fn run(agent: Arc<Agent>) {
     while let Ok(event) = events.try_recv() {
         sink.enqueue(event);
     }
-    drain(&mut sink, &mut eventloop).await;
-    status(&agent, "disconnected", Some("stopped".into()));
+    drain(&mut sink, &mut notices).await;
+    driver.cancel();
+    let _ = driver_task.await;
+    status(&agent, SinkState::Disconnected, Some("stopped".into()));
 }
 
 /// Sends what is queued, then `offline` and a clean disconnect, within [`DRAIN`].
-async fn drain(sink: &mut Sink, eventloop: &mut EventLoop) {
+async fn drain(sink: &mut Sink, notices: &mut mpsc::Receiver<Notice>) {
     if !sink.connected {
         if !sink.queue.is_empty() {
             warn!(events = sink.queue.len(), "MQTT broker unreachable at shutdown: queued events not sent");
@@ -285,19 +463,22 @@ async fn drain(sink: &mut Sink, eventloop: &mut EventLoop) {
     let mut said_goodbye = false;
     loop {
         sink.flush();
-        if !said_goodbye && sink.queue.is_empty() && sink.outbox.is_empty() {
+        if !said_goodbye && sink.queue.is_empty() && sink.outbox.is_empty() && sink.clears.is_empty() {
             let availability = sink.naming.availability();
-            let _ = sink.client.try_publish(availability, QoS::AtLeastOnce, true, "offline");
-            let _ = sink.client.try_disconnect();
-            said_goodbye = true;
+            if sink.publish(&availability, "offline", true, Tracked::Retained) {
+                let _ = sink.client.try_disconnect();
+                said_goodbye = true;
+            }
         }
-        match tokio::time::timeout_at(deadline, eventloop.poll()).await {
-            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                debug!(error = %e, "MQTT drain ended");
+        match tokio::time::timeout_at(deadline, notices.recv()).await {
+            Ok(Some(Notice::Disconnected)) | Ok(None) => break,
+            Ok(Some(Notice::Written(pkid))) => sink.written(pkid),
+            Ok(Some(Notice::Acked(pkid))) => sink.acked(pkid),
+            Ok(Some(Notice::Lost { error, .. })) => {
+                debug!(error = %error, "MQTT drain ended");
                 break;
             }
+            Ok(Some(_)) => {}
             Err(_) => {
                 warn!("MQTT drain timed out");
                 break;

@@ -1,7 +1,7 @@
 //! Topic names of the MQTT sink (SPEC §5): agent availability, per-object state
 //! and availability, the event stream, and Home Assistant discovery topics.
 
-use crate::config::{Config, DiscoveryMode};
+use super::config::{DiscoveryMode, MqttConfig};
 
 /// Object kinds that get their own state topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,12 +35,12 @@ pub struct Naming {
 }
 
 impl Naming {
-    pub fn new(config: &Config, node_id: &str) -> Self {
+    pub fn new(config: &MqttConfig, node_id: &str) -> Self {
         Self {
             node_id: node_id.to_owned(),
-            base: format!("{}/{}", config.mqtt.base_topic.trim_end_matches('/'), node_id),
-            discovery_prefix: config.mqtt.discovery_prefix.trim_end_matches('/').to_owned(),
-            mode: config.mqtt.discovery,
+            base: format!("{}/{}", config.base_topic.trim_end_matches('/'), node_id),
+            discovery_prefix: config.discovery_prefix.trim_end_matches('/').to_owned(),
+            mode: config.discovery,
             version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }
@@ -99,8 +99,7 @@ mod tests {
 
     #[test]
     fn topics_follow_the_spec() {
-        let mut config = Config::default();
-        config.mqtt.base_topic = "diskwatch/".into();
+        let config = MqttConfig { base_topic: "diskwatch/".into(), ..MqttConfig::default() };
         let n = Naming::new(&config, "nas1");
         assert_eq!(n.availability(), "diskwatch/nas1/availability");
         assert_eq!(n.state(Kind::Mount, "mnt_data"), "diskwatch/nas1/mount/mnt_data/state");

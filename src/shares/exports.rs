@@ -140,7 +140,7 @@ fn split_options(opts: &str) -> Vec<String> {
 
 /// Decodes `\ooo` octal escapes (exportfs writes a blank as `\040`), as in mountinfo.
 fn unescape(raw: &str) -> String {
-    crate::mounts::mountinfo::unescape(raw).into_owned()
+    crate::text::unescape(raw).into_owned()
 }
 
 fn strip_cr(line: &str) -> &str {

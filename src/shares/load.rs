@@ -153,10 +153,48 @@ fn exports_files(dir: &Path) -> Result<Vec<PathBuf>, ShareError> {
 
 /// The exports in `file`; none when it does not exist.
 fn read_exports(file: &Path) -> Result<Vec<Export>, ShareError> {
-    match File::open(file) {
+    match open_regular(file) {
         Ok(f) => exports::parse(&read_text(f, file, "")?, file),
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(ShareError::Read { path: file.to_path_buf(), context: String::new(), source }),
+    }
+}
+
+/// Opens a configuration file for reading, refusing anything but a regular file: opening a FIFO
+/// for reading waits for a writer (forever, holding the reader), and a device node may be
+/// endless or have side effects on open. The open itself is non-blocking, and the type is checked
+/// again on the open file, so a file swapped for a FIFO between the two checks is refused too.
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let not_regular = |kind: std::fs::FileType| {
+        std::io::Error::new(ErrorKind::InvalidInput, format!("not a regular file (a {})", file_type_name(kind)))
+    };
+    let kind = std::fs::metadata(path)?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    let file = File::options().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(not_regular(kind));
+    }
+    Ok(file)
+}
+
+fn file_type_name(kind: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_char_device() {
+        "character device"
+    } else {
+        "special file"
     }
 }
 
@@ -169,7 +207,7 @@ struct FsResolver {
 impl IncludeResolver for FsResolver {
     fn read(&mut self, path: &Path, context: &str) -> Result<Option<String>, ShareError> {
         self.requested.push(path.to_path_buf());
-        match File::open(path) {
+        match open_regular(path) {
             Ok(f) => read_text(f, path, context).map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ShareError::Read { path: path.to_path_buf(), context: context.to_owned(), source }),
@@ -341,5 +379,27 @@ mod tests {
         std::fs::create_dir(d.join("smb.conf")).unwrap();
         let e = load(&[d.join("smb.conf")], &[]).shares.unwrap_err().to_string();
         assert!(e.starts_with(&format!("cannot read {}", d.join("smb.conf").display())), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_or_device_named_as_a_file_fails_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let fifo = d.join("inc.conf");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(d.join("smb.conf"), "[a]\npath=/a\ninclude = inc.conf\n").unwrap();
+        // Without the check this read waits for a writer of the FIFO forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (smb, f) = (d.join("smb.conf"), fifo.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send((load(&[smb], &[]).shares.map(|_| ()), load(&[], &[f]).shares.map(|_| ())));
+        });
+        let (samba, nfs) = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the reader blocked on a FIFO");
+        let e = samba.unwrap_err().to_string();
+        assert!(e.contains("inc.conf") && e.contains("not a regular file (a FIFO)"), "{e}");
+        let e = nfs.unwrap_err().to_string();
+        assert!(e.contains("not a regular file (a FIFO)"), "{e}");
+        let e = load(&[], &[PathBuf::from("/dev/null")]).shares.unwrap_err().to_string();
+        assert!(e.contains("not a regular file (a character device)"), "{e}");
     }
 }

@@ -6,6 +6,7 @@
 //! - `watch`: the task: initial read, then debounced re-reads on file changes and path
 //!   re-checks when mounts come and go.
 
+pub mod config;
 mod error;
 pub mod exports;
 mod load;

@@ -4,16 +4,17 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::SharesConfig;
-use crate::events::Published;
+use super::config::SharesConfig;
+use crate::agent::StorageView;
 use crate::model::Share;
 use crate::sources::{Source, SourceContext, SourceFuture};
 use crate::state::Fact;
@@ -21,6 +22,10 @@ use crate::state::Fact;
 use super::load::{load, recheck_paths, Loaded, WatchSet};
 
 const NAME: &str = "shares";
+/// File-system notifications held for the task. A burst beyond this (a package upgrade rewriting
+/// /etc) is not queued without bound: the overflow is counted and turned into one full re-read,
+/// which is all the dropped notifications could have asked for.
+const NOTIFY_QUEUE: usize = 256;
 
 /// The `shares` source (not required: the agent stays healthy without it).
 pub struct SharesSource {
@@ -61,10 +66,18 @@ struct Tracker {
 
 #[instrument(name = "shares", skip_all)]
 async fn run(config: SharesConfig, ctx: SourceContext) {
-    let (tx, mut changes) = mpsc::unbounded_channel();
-    let watcher = match notify::recommended_watcher(move |res| {
+    let (tx, mut changes) = mpsc::channel(NOTIFY_QUEUE);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let overflow = overflowed.clone();
+    let dropped = ctx.metrics.shares_notify_dropped.clone();
+    let watcher = match notify::recommended_watcher(move |res| match tx.try_send(res) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            dropped.inc();
+            overflow.store(true, Ordering::Release);
+        }
         // The receiver is gone only when the task ended; nothing is left to tell.
-        let _ = tx.send(res);
+        Err(mpsc::error::TrySendError::Closed(_)) => {}
     }) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -72,8 +85,10 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
             None
         }
     };
-    let mut mounts = ctx.agent.log.subscribe();
-    let mut mounts_open = true;
+    // The core's mount table: share paths are re-checked whenever its set of mount points changes.
+    let mut storage = ctx.storage.clone();
+    let mut known_mounts = mount_points(&storage.borrow_and_update());
+    let mut storage_open = true;
     let mut recheck = tokio::time::interval(config.recheck_interval);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.reset();
@@ -89,6 +104,9 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
         writing: BTreeSet::new(),
     };
     tracker.reload().await;
+    if !ctx.ready(NAME).await {
+        return;
+    }
     // A burst of changes is read once, `debounce` after its last change (later while a file is
     // still open for writing), and at most 4 × `debounce` after its first, so a file rewritten
     // without pause, or held open by its writer, is still read.
@@ -105,7 +123,9 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
         tokio::select! {
             _ = ctx.token.cancelled() => break,
             Some(change) = changes.recv() => {
-                if tracker.is_relevant(change) {
+                // A full queue dropped notifications: they may have been relevant.
+                let lost = overflowed.swap(false, Ordering::AcqRel);
+                if tracker.is_relevant(change) || lost {
                     let now = Instant::now();
                     pending = Some((pending.map_or(now, |(first, _)| first), now));
                 }
@@ -115,12 +135,15 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
                 tracker.writing.clear();
                 tracker.reload().await;
             }
-            event = mounts.recv(), if mounts_open => match event {
-                Ok(published) if is_mount_change(&published) => tracker.recheck().await,
-                Ok(_) => {}
-                // Missed events may have been mount changes: just look again.
-                Err(broadcast::error::RecvError::Lagged(_)) => tracker.recheck().await,
-                Err(broadcast::error::RecvError::Closed) => mounts_open = false,
+            changed = storage.changed(), if storage_open => match changed {
+                Ok(()) => {
+                    let now = mount_points(&storage.borrow_and_update());
+                    if now != known_mounts {
+                        known_mounts = now;
+                        tracker.recheck().await;
+                    }
+                }
+                Err(_) => storage_open = false,
             },
             _ = recheck.tick() => tracker.recheck().await,
         }
@@ -128,8 +151,9 @@ async fn run(config: SharesConfig, ctx: SourceContext) {
     debug!("shares source stopped");
 }
 
-fn is_mount_change(published: &Arc<Published>) -> bool {
-    matches!(published.kind(), "mount.mounted" | "mount.unmounted")
+/// The mount points (with their devices) of a storage view: what share availability depends on.
+fn mount_points(view: &StorageView) -> BTreeSet<(String, String)> {
+    view.mounts.iter().map(|m| (m.mount_point.clone(), m.dev.clone())).collect()
 }
 
 impl Tracker {
@@ -177,7 +201,14 @@ impl Tracker {
     async fn reload(&mut self) {
         let (samba, nfs) = (self.config.samba.clone(), self.config.nfs.clone());
         // canonicalize may block on a dead network filesystem: keep it off the runtime threads.
-        let loaded = match tokio::task::spawn_blocking(move || load(&samba, &nfs)).await {
+        let reading = tokio::task::spawn_blocking(move || load(&samba, &nfs));
+        // A read stuck on a dead filesystem must not hold up shutdown: the task ends, and the
+        // blocking thread is left to the runtime's bounded shutdown.
+        let loaded = tokio::select! {
+            loaded = reading => loaded,
+            _ = self.ctx.token.cancelled() => return,
+        };
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
                 warn!(error = %e, "share configuration reader panicked");
@@ -218,11 +249,14 @@ impl Tracker {
     /// Re-checks share paths; sends the share set again when one changed.
     async fn recheck(&mut self) {
         let Some(mut shares) = self.last_good.clone() else { return };
-        let checked = tokio::task::spawn_blocking(move || {
+        let checking = tokio::task::spawn_blocking(move || {
             let changed = recheck_paths(&mut shares);
             (changed, shares)
-        })
-        .await;
+        });
+        let checked = tokio::select! {
+            checked = checking => checked,
+            _ = self.ctx.token.cancelled() => return,
+        };
         match checked {
             Ok((true, shares)) => {
                 debug!("share paths changed");

@@ -1,17 +1,20 @@
 //! What a source works with, and the list of built-in sources.
 //!
 //! A source is one task that owns its OS handle, observes the machine and
-//! sends [`Fact`]s to the core. It stops when its token is cancelled.
+//! sends [`Fact`]s to the core. Once its start-up facts are sent it sends
+//! [`Fact::SourceReady`] (readiness waits for every source's). It stops when
+//! its token is cancelled. It gets only what it needs: never the agent, the
+//! event log or another source's configuration.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::core::Agent;
+use crate::agent::StorageView;
+use crate::metrics::Metrics;
 use crate::state::Fact;
 
 /// The channel into the core.
@@ -23,8 +26,16 @@ pub struct SourceContext {
     pub facts: FactSender,
     /// Cancelled at shutdown.
     pub token: CancellationToken,
-    /// The agent, for sources that follow other sources' events or read the snapshot.
-    pub agent: Arc<Agent>,
+    pub metrics: Arc<Metrics>,
+    /// The core's disks, partitions and mounts, replaced after every change.
+    pub storage: watch::Receiver<Arc<StorageView>>,
+}
+
+impl SourceContext {
+    /// Tells the core this source's start-up facts are all sent. False when the core is gone.
+    pub async fn ready(&self, source: &str) -> bool {
+        self.facts.send(Fact::SourceReady { source: source.to_owned() }).await.is_ok()
+    }
 }
 
 pub type SourceFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -37,21 +48,6 @@ pub trait Source: Send {
     fn required(&self) -> bool {
         false
     }
-    /// The source's task: coldplug, then follow changes until cancelled.
+    /// The source's task: coldplug, [`SourceContext::ready`], then follow changes until cancelled.
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture;
-}
-
-/// The sources the configuration enables.
-pub fn builtin(config: &Config) -> Vec<Box<dyn Source>> {
-    let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    if config.udev.enabled {
-        sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone())));
-    }
-    if config.mounts.enabled {
-        sources.push(Box::new(crate::mounts::MountsSource::new(config.mounts.clone())));
-    }
-    if config.shares.enabled {
-        sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
-    }
-    sources
 }

@@ -29,6 +29,8 @@ pub enum Fact {
     Shares { shares: Vec<Share>, initial: bool },
     /// A source is up (registers it in health; no event).
     SourceRunning { source: String, required: bool },
+    /// A source has sent its start-up facts (coldplug done): readiness waits for every source's.
+    SourceReady { source: String },
     /// A source failed; the last good state it reported is kept.
     SourceFailed { source: String, message: String },
     /// A failed source works again.

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::{current_draft, Draft, State};
+use crate::events::EventKind;
 
 impl State {
     /// Recomputes every derived link, then raises `share.available` /
@@ -82,7 +83,7 @@ impl State {
             share.mount_id = link;
             if let Some(before) = availability_before.get(&id) {
                 if *before != share.available {
-                    let kind = if share.available { "share.available" } else { "share.unavailable" };
+                    let kind = if share.available { EventKind::ShareAvailable } else { EventKind::ShareUnavailable };
                     drafts.push(current_draft(kind, "share", &id, Some(vec!["available".to_owned()])));
                 }
             }

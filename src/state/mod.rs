@@ -15,8 +15,8 @@ use serde_json::json;
 
 pub use fact::Fact;
 
-use crate::events::CloudEvent;
-use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
+use crate::events::{CloudEvent, EventKind};
+use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceState, SourceStatus};
 use diff::{changed_fields, DERIVED};
 
 /// What the state model needs to know about the configuration.
@@ -55,6 +55,10 @@ pub struct State {
     mounts: BTreeMap<String, Mount>,
     shares: BTreeMap<String, Share>,
     sources: BTreeMap<String, SourceStatus>,
+    /// Sources that have sent their start-up facts (or failed trying).
+    settled: std::collections::BTreeSet<String>,
+    /// Bumped whenever disks, partitions, mounts or shares change, with or without an event.
+    topology_generation: u64,
     /// Per mount: the usage percent last announced by `mount.usage`, and
     /// whether the first sample should be announced (not for coldplugged mounts).
     usage_marks: HashMap<String, UsageMark>,
@@ -68,7 +72,7 @@ struct UsageMark {
 
 /// An event before it is stamped with a sequence number.
 struct Draft {
-    kind: &'static str,
+    kind: EventKind,
     subject: String,
     data: DraftData,
 }
@@ -92,12 +96,25 @@ impl State {
             mounts: BTreeMap::new(),
             shares: BTreeMap::new(),
             sources: BTreeMap::new(),
+            settled: std::collections::BTreeSet::new(),
+            topology_generation: 0,
             usage_marks: HashMap::new(),
         }
     }
 
     pub fn last_seq(&self) -> u64 {
         self.last_seq
+    }
+
+    /// Changes whenever the topology (disks, partitions, mounts, shares) may have changed,
+    /// silent start-up additions included: sinks that mirror the topology follow it.
+    pub fn topology_generation(&self) -> u64 {
+        self.topology_generation
+    }
+
+    /// Whether every registered source has sent its start-up facts or failed.
+    pub fn sources_settled(&self) -> bool {
+        self.sources.keys().all(|name| self.settled.contains(name))
     }
 
     /// Applies one fact and returns the events it makes, in order, stamped
@@ -151,23 +168,28 @@ impl State {
             Fact::SourceRunning { source, required } => {
                 self.sources.insert(
                     source.clone(),
-                    SourceStatus { name: source, status: "running".into(), message: None, required },
+                    SourceStatus { name: source, status: SourceState::Running, message: None, required },
                 );
                 false
             }
+            Fact::SourceReady { source } => {
+                self.settled.insert(source);
+                false
+            }
             Fact::SourceFailed { source, message } => {
+                self.settled.insert(source.clone());
                 let entry = self.sources.entry(source.clone()).or_insert_with(|| SourceStatus {
                     name: source.clone(),
-                    status: "running".into(),
+                    status: SourceState::Running,
                     message: None,
                     required: false,
                 });
-                let already = entry.status == "failed" && entry.message.as_deref() == Some(&message);
-                entry.status = "failed".into();
+                let already = entry.status == SourceState::Failed && entry.message.as_deref() == Some(&message);
+                entry.status = SourceState::Failed;
                 entry.message = Some(message.clone());
                 if !already {
                     drafts.push(Draft {
-                        kind: "source.failed",
+                        kind: EventKind::SourceFailed,
                         subject: format!("source/{source}"),
                         data: DraftData::Ready(json!({"source": source, "message": message})),
                     });
@@ -176,11 +198,11 @@ impl State {
             }
             Fact::SourceRecovered { source } => {
                 if let Some(entry) = self.sources.get_mut(&source) {
-                    if entry.status == "failed" {
-                        entry.status = "running".into();
+                    if entry.status == SourceState::Failed {
+                        entry.status = SourceState::Running;
                         entry.message = None;
                         drafts.push(Draft {
-                            kind: "source.recovered",
+                            kind: EventKind::SourceRecovered,
                             subject: format!("source/{source}"),
                             data: DraftData::Ready(json!({"source": source})),
                         });
@@ -190,7 +212,7 @@ impl State {
             }
             Fact::AgentStarted { version } => {
                 drafts.push(Draft {
-                    kind: "agent.started",
+                    kind: EventKind::AgentStarted,
                     subject: format!("agent/{}", self.config.node_id),
                     data: DraftData::Ready(json!({"node_id": self.config.node_id, "version": version})),
                 });
@@ -198,7 +220,7 @@ impl State {
             }
             Fact::AgentStopping { reason } => {
                 drafts.push(Draft {
-                    kind: "agent.stopping",
+                    kind: EventKind::AgentStopping,
                     subject: format!("agent/{}", self.config.node_id),
                     data: DraftData::Ready(json!({"node_id": self.config.node_id, "reason": reason})),
                 });
@@ -207,6 +229,7 @@ impl State {
         };
         if structural {
             self.relink(&availability_before, &mut drafts);
+            self.topology_generation += 1;
         }
         drafts
             .into_iter()
@@ -309,10 +332,10 @@ impl State {
                 disk.mounts = old.mounts.clone();
                 let changed = changed_fields(old, &disk, DERIVED);
                 if !changed.is_empty() {
-                    drafts.push(current_draft("disk.changed", "disk", &disk.id, Some(changed)));
+                    drafts.push(current_draft(EventKind::DiskChanged, "disk", &disk.id, Some(changed)));
                 }
             }
-            None if !quiet => drafts.push(current_draft("disk.added", "disk", &disk.id, None)),
+            None if !quiet => drafts.push(current_draft(EventKind::DiskAdded, "disk", &disk.id, None)),
             None => {}
         }
         self.disks.insert(disk.id.clone(), disk);
@@ -325,7 +348,7 @@ impl State {
             self.remove_partition(&child, drafts);
         }
         if let Some(disk) = self.disks.remove(id) {
-            drafts.push(ready_draft("disk.removed", "disk", id, &disk));
+            drafts.push(ready_draft(EventKind::DiskRemoved, "disk", id, &disk));
         }
     }
 
@@ -336,10 +359,10 @@ impl State {
                 partition.mounts = old.mounts.clone();
                 let changed = changed_fields(old, &partition, DERIVED);
                 if !changed.is_empty() {
-                    drafts.push(current_draft("partition.changed", "partition", &partition.id, Some(changed)));
+                    drafts.push(current_draft(EventKind::PartitionChanged, "partition", &partition.id, Some(changed)));
                 }
             }
-            None if !quiet => drafts.push(current_draft("partition.added", "partition", &partition.id, None)),
+            None if !quiet => drafts.push(current_draft(EventKind::PartitionAdded, "partition", &partition.id, None)),
             None => {}
         }
         self.partitions.insert(partition.id.clone(), partition);
@@ -347,7 +370,7 @@ impl State {
 
     fn remove_partition(&mut self, id: &str, drafts: &mut Vec<Draft>) {
         if let Some(partition) = self.partitions.remove(id) {
-            drafts.push(ready_draft("partition.removed", "partition", id, &partition));
+            drafts.push(ready_draft(EventKind::PartitionRemoved, "partition", id, &partition));
         }
     }
 
@@ -369,7 +392,7 @@ impl State {
     fn remove_mount(&mut self, id: &str, drafts: &mut Vec<Draft>) {
         if let Some(mount) = self.mounts.remove(id) {
             self.usage_marks.remove(id);
-            drafts.push(ready_draft("mount.unmounted", "mount", id, &mount));
+            drafts.push(ready_draft(EventKind::MountUnmounted, "mount", id, &mount));
         }
     }
 
@@ -387,20 +410,20 @@ impl State {
                 if !changed.is_empty() {
                     // A different filesystem on the same mount point is a new mount.
                     if changed.iter().any(|f| f == "dev" || f == "fs_type" || f == "source" || f == "mount_point") {
-                        drafts.push(ready_draft("mount.unmounted", "mount", &id, old));
+                        drafts.push(ready_draft(EventKind::MountUnmounted, "mount", &id, old));
                         mount.usage = None;
                         mount.stale = false;
                         self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: true });
-                        drafts.push(current_draft("mount.mounted", "mount", &id, None));
+                        drafts.push(current_draft(EventKind::MountMounted, "mount", &id, None));
                     } else {
-                        drafts.push(current_draft("mount.remounted", "mount", &id, Some(changed)));
+                        drafts.push(current_draft(EventKind::MountRemounted, "mount", &id, Some(changed)));
                     }
                 }
             }
             None => {
                 self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: !quiet });
                 if !quiet {
-                    drafts.push(current_draft("mount.mounted", "mount", &id, None));
+                    drafts.push(current_draft(EventKind::MountMounted, "mount", &id, None));
                 }
             }
         }
@@ -436,7 +459,7 @@ impl State {
             mount.usage = Some(usage);
         }
         if !changed.is_empty() {
-            drafts.push(current_draft("mount.usage", "mount", id, Some(changed)));
+            drafts.push(current_draft(EventKind::MountUsage, "mount", id, Some(changed)));
         }
     }
 
@@ -449,7 +472,7 @@ impl State {
         let gone: Vec<String> = self.shares.keys().filter(|id| !next.contains_key(*id)).cloned().collect();
         for id in gone {
             if let Some(share) = self.shares.remove(&id) {
-                drafts.push(ready_draft("share.deleted", "share", &id, &share));
+                drafts.push(ready_draft(EventKind::ShareDeleted, "share", &id, &share));
             }
         }
         for (id, mut share) in next {
@@ -464,17 +487,17 @@ impl State {
                     share.available = old.available;
                     let mut changed = changed_fields(old, &share, DERIVED);
                     if old.enabled != share.enabled {
-                        let kind = if share.enabled { "share.enabled" } else { "share.disabled" };
+                        let kind = if share.enabled { EventKind::ShareEnabled } else { EventKind::ShareDisabled };
                         drafts.push(current_draft(kind, "share", &id, Some(vec!["enabled".into()])));
                         changed.retain(|f| f != "enabled");
                     }
                     // Existence of the path is reported through availability, not as a config change.
                     changed.retain(|f| f != "path_exists");
                     if !changed.is_empty() {
-                        drafts.push(current_draft("share.updated", "share", &id, Some(changed)));
+                        drafts.push(current_draft(EventKind::ShareUpdated, "share", &id, Some(changed)));
                     }
                 }
-                None if !quiet => drafts.push(current_draft("share.created", "share", &id, None)),
+                None if !quiet => drafts.push(current_draft(EventKind::ShareCreated, "share", &id, None)),
                 None => {}
             }
             self.shares.insert(id, share);
@@ -482,12 +505,12 @@ impl State {
     }
 }
 
-fn ready_draft<T: Serialize>(kind: &'static str, object: &'static str, id: &str, value: &T) -> Draft {
+fn ready_draft<T: Serialize>(kind: EventKind, object: &'static str, id: &str, value: &T) -> Draft {
     let mut data = serde_json::Map::new();
     data.insert(object.to_owned(), serde_json::to_value(value).unwrap_or_default());
     Draft { kind, subject: format!("{object}/{id}"), data: DraftData::Ready(serde_json::Value::Object(data)) }
 }
 
-fn current_draft(kind: &'static str, object: &'static str, id: &str, changed: Option<Vec<String>>) -> Draft {
+fn current_draft(kind: EventKind, object: &'static str, id: &str, changed: Option<Vec<String>>) -> Draft {
     Draft { kind, subject: format!("{object}/{id}"), data: DraftData::Current { object, id: id.to_owned(), changed } }
 }

@@ -36,6 +36,7 @@ fn disk(id: &str, dev: &str) -> Disk {
 fn partition(id: &str, disk_id: &str, dev: &str) -> Partition {
     Partition {
         id: id.into(),
+        stable: true,
         kernel_name: "sdb1".into(),
         devpath: "/devices/virtual/block/sdb/sdb1".into(),
         devnode: "/dev/sdb1".into(),
@@ -284,4 +285,52 @@ fn source_health_events_only_on_transitions() {
     assert!(s.apply(fail, T).is_empty());
     assert_eq!(types(&s.apply(Fact::SourceRecovered { source: "shares".into() }, T)), ["source.recovered"]);
     assert!(s.apply(Fact::SourceRecovered { source: "shares".into() }, T).is_empty());
+}
+
+/// Every kind the state emits is in the catalogue, and every catalogue entry can be emitted:
+/// a new `EventKind` needs a fact here that raises it.
+#[test]
+fn every_catalogue_kind_is_emitted_and_nothing_else() {
+    use std::collections::BTreeSet;
+    let mut s = state();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut run = |s: &mut State, fact: Fact| {
+        for e in s.apply(fact, T) {
+            seen.insert(e.kind.clone());
+        }
+    };
+    let root = mount("/", "254:1", "rw");
+    let data = mount("/mnt/data", "8:17", "rw");
+    run(&mut s, Fact::AgentStarted { version: "1".into() });
+    run(&mut s, Fact::SourceRunning { source: "shares".into(), required: false });
+    run(&mut s, Fact::SourceFailed { source: "shares".into(), message: "bad".into() });
+    run(&mut s, Fact::SourceRecovered { source: "shares".into() });
+    run(&mut s, Fact::DiskUpsert(disk("d1", "8:16")));
+    let mut bigger = disk("d1", "8:16");
+    bigger.size_bytes *= 2;
+    run(&mut s, Fact::DiskUpsert(bigger));
+    run(&mut s, Fact::PartitionUpsert(partition("p1", "d1", "8:17")));
+    let mut labelled = partition("p1", "d1", "8:17");
+    labelled.fs_label = Some("data".into());
+    run(&mut s, Fact::PartitionUpsert(labelled));
+    run(&mut s, Fact::Mounts { mounts: vec![root.clone(), data.clone()], initial: false });
+    run(&mut s, Fact::MountsChanged { upserts: vec![mount("/mnt/data", "8:17", "ro")], removed: vec![] });
+    run(&mut s, Fact::MountUsage { id: "mnt_data".into(), usage: Some(usage(50.0)), stale: false });
+    run(&mut s, Fact::MountUsage { id: "mnt_data".into(), usage: Some(usage(85.0)), stale: false });
+    run(&mut s, Fact::Shares { shares: vec![share("media", "/mnt/data/media", true, true)], initial: false });
+    run(&mut s, Fact::Shares { shares: vec![share("media", "/mnt/data/media", false, true)], initial: false });
+    run(&mut s, Fact::Shares { shares: vec![share("media", "/mnt/data/media", true, true)], initial: false });
+    run(&mut s, Fact::Shares { shares: vec![share("media", "/mnt/data/movies", true, true)], initial: false });
+    run(&mut s, Fact::Mounts { mounts: vec![root.clone()], initial: false });
+    run(&mut s, Fact::Mounts { mounts: vec![root.clone(), data.clone()], initial: false });
+    run(&mut s, Fact::Shares { shares: vec![], initial: false });
+    run(&mut s, Fact::PartitionRemoved { id: "p1".into() });
+    run(&mut s, Fact::DiskRemoved { id: "d1".into() });
+    run(&mut s, Fact::AgentStopping { reason: "test".into() });
+    for kind in &seen {
+        assert!(crate::events::EventKind::from_wire(kind).is_some(), "{kind} is emitted but not in the catalogue");
+    }
+    let catalogue: BTreeSet<String> = crate::events::EventKind::ALL.iter().map(|k| k.wire().to_owned()).collect();
+    let never: Vec<&String> = catalogue.difference(&seen).collect();
+    assert!(never.is_empty(), "catalogue entries never emitted: {never:?}");
 }

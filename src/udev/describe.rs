@@ -61,8 +61,10 @@ pub fn partition(sys: &SysDevice, props: &Props, disk_id: &str) -> Partition {
         sys.partition.or_else(|| prop(props, "ID_PART_ENTRY_NUMBER").and_then(|n| n.parse().ok())).unwrap_or(0);
     let part_uuid = prop(props, "ID_PART_ENTRY_UUID").or_else(|| prop(&sys.uevent, "PARTUUID"));
     let fs_uuid = prop(props, "ID_FS_UUID");
+    let by_uuid = part_uuid.as_deref().or(fs_uuid.as_deref()).is_some_and(|u| !u.is_empty());
     Partition {
         id: identity::partition_id(disk_id, number, part_uuid.as_deref(), fs_uuid.as_deref()),
+        stable: by_uuid || !identity::is_fallback_disk_id(disk_id),
         kernel_name: sys.kernel_name.clone(),
         devpath: sys.devpath.clone(),
         devnode: devnode(sys),

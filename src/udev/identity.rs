@@ -54,6 +54,17 @@ pub fn disk_id(kernel_name: &str, wwn: Option<&str>, bus: Option<&str>, serial_i
     }
 }
 
+/// Whether a disk id is the kernel-name fallback (`dev-<kernel name>`), which may change on re-plug.
+pub fn is_fallback_disk_id(id: &str) -> bool {
+    id.starts_with("dev-")
+}
+
+/// The id of a device whose identity another present device already holds (a cloned disk, two
+/// sticks flashed from one image): the identity plus the kernel name, unique while both are present.
+pub fn twin_id(id: &str, kernel_name: &str) -> String {
+    sanitize_id(&format!("{id}-{kernel_name}"))
+}
+
 /// The partition id.
 pub fn partition_id(disk_id: &str, number: u32, part_uuid: Option<&str>, fs_uuid: Option<&str>) -> String {
     match part_uuid.filter(|u| !u.is_empty()).or(fs_uuid.filter(|u| !u.is_empty())) {
@@ -123,6 +134,13 @@ mod tests {
             Some("SanDisk_Ultra_4C53"),
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn twins_get_the_kernel_name_appended() {
+        assert_eq!(twin_id("wwn-0x5000c500a", "sdc"), "wwn-0x5000c500a-sdc");
+        assert_eq!(twin_id("5f3c-aa", "loop7p1"), "5f3c-aa-loop7p1");
+        assert!(is_fallback_disk_id("dev-loop3") && !is_fallback_disk_id("wwn-0x1"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   [`parallel`]: probing several devices at once.
 
 pub mod coalesce;
+pub mod config;
 pub mod describe;
 pub mod error;
 pub mod filter;
@@ -26,8 +27,8 @@ mod task;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::config::{UdevConfig, UdevMode};
 use crate::sources::{Source, SourceContext, SourceFuture};
+use config::{UdevConfig, UdevMode};
 
 pub use error::UdevError;
 

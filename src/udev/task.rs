@@ -8,7 +8,7 @@ use std::time::Instant;
 use tokio::time::sleep_until;
 use tracing::{debug, info, instrument, warn};
 
-use crate::config::{UdevConfig, UdevMode};
+use super::config::{UdevConfig, UdevMode};
 use crate::sources::SourceContext;
 use crate::state::Fact;
 
@@ -95,7 +95,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
     stats.devices.store(tracker.len() as u64, Ordering::Relaxed);
     info!(devices = tracker.len(), micros, "coldplug enumeration done");
     sync_watches(&tracker, &mut watcher);
-    if ctx.facts.send(fact).await.is_err() {
+    if ctx.facts.send(fact).await.is_err() || !ctx.ready("udev").await {
         return;
     }
     stats.ready.store(true, Ordering::Release);
@@ -119,7 +119,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                 Received::Overflow => {
                     events.clear();
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
-                    ctx.agent.metrics.udev_resyncs.inc();
+                    ctx.metrics.udev_resyncs.inc();
                     warn!(receive_buffer = config.receive_buffer, "event socket overflowed (ENOBUFS): re-enumerating");
                     facts.push(tracker.enumerate(false));
                     coalescer = Coalescer::new(config.coalesce);

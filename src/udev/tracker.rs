@@ -1,6 +1,11 @@
 //! The source's memory of what it reported: devpath → id, so removals can be
 //! sent and id changes (a partition gaining a filesystem UUID) are seen.
 //! Turns device events and full enumerations into facts.
+//!
+//! Two devices present with one identity (a cloned disk shares its partitions' UUIDs, two sticks
+//! from one batch share a serial) are kept apart: the first keeps the id, the twin gets the id
+//! plus its kernel name, both are reported `stable: false` while the other is present, and each
+//! is removed by its own device path, so unplugging one never removes the other.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -12,6 +17,7 @@ use crate::state::Fact;
 
 use super::describe;
 use super::filter::NameFilter;
+use super::identity;
 use super::parallel::parallel_map;
 use super::probe::{self, kernel_props};
 use super::sysfs::{Kind, SysDevice, Sysfs};
@@ -26,9 +32,60 @@ pub enum PropSource {
     Udev,
 }
 
+/// The object last sent for a device, so a twin's arrival or departure can re-send it.
+#[derive(Debug, Clone)]
+enum Reported {
+    Disk(Disk),
+    Partition(Partition),
+}
+
+impl Reported {
+    fn id(&self) -> &str {
+        match self {
+            Reported::Disk(d) => &d.id,
+            Reported::Partition(p) => &p.id,
+        }
+    }
+
+    fn kernel_name(&self) -> &str {
+        match self {
+            Reported::Disk(d) => &d.kernel_name,
+            Reported::Partition(p) => &p.kernel_name,
+        }
+    }
+
+    fn stable(&self) -> bool {
+        match self {
+            Reported::Disk(d) => d.stable,
+            Reported::Partition(p) => p.stable,
+        }
+    }
+
+    fn set(&mut self, id: &str, stable: bool) {
+        match self {
+            Reported::Disk(d) => (d.id, d.stable) = (id.to_owned(), stable),
+            Reported::Partition(p) => (p.id, p.stable) = (id.to_owned(), stable),
+        }
+    }
+
+    fn upsert(&self) -> Fact {
+        match self {
+            Reported::Disk(d) => Fact::DiskUpsert(d.clone()),
+            Reported::Partition(p) => Fact::PartitionUpsert(p.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Known {
+    /// The id reported (the identity's, or a twin's `<identity>-<kernel name>`).
     id: String,
+    /// The identity the device itself gives (WWN, serial, UUID, …), before any twin suffix.
+    base: String,
+    /// Whether the identity is stable when no twin is present.
+    natural_stable: bool,
+    /// The object last reported, with the id and stability as sent.
+    reported: Option<Reported>,
     kind: Kind,
     /// A partition's disk devpath.
     parent: Option<String>,
@@ -98,18 +155,34 @@ impl Tracker {
         self.known.clear();
         self.removed.clear();
         // Probing waits on device I/O; probe several devices at once.
-        let disk_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Disk)).collect();
-        let disks: Vec<Disk> = parallel_map(&disk_devs, |sys| describe::disk(sys, &self.props(sys, None)));
-        for (sys, disk) in disk_devs.iter().zip(&disks) {
-            self.remember(sys, &disk.id);
+        let mut disk_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Disk)).collect();
+        // In name order, so which of two twins keeps the plain id does not depend on sysfs order.
+        disk_devs.sort_by(|a, b| a.devpath.cmp(&b.devpath));
+        let described: Vec<Disk> = parallel_map(&disk_devs, |sys| describe::disk(sys, &self.props(sys, None)));
+        for (sys, disk) in disk_devs.iter().zip(described) {
+            self.adopt(sys, Reported::Disk(disk));
         }
-        let part_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Partition)).collect();
+        let mut part_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Partition)).collect();
+        part_devs.sort_by(|a, b| a.devpath.cmp(&b.devpath));
         let described = parallel_map(&part_devs, |sys| self.describe_partition(sys, None));
-        let mut partitions = Vec::new();
         for (sys, p) in part_devs.iter().zip(described) {
             if let Some(p) = p {
-                self.remember(sys, &p.id);
-                partitions.push(p);
+                self.adopt(sys, Reported::Partition(p));
+            }
+        }
+        // Twins are marked unstable both, whichever came first.
+        let mut ignored = Vec::new();
+        let bases: Vec<(Kind, String)> = self.known.values().map(|k| (k.kind, k.base.clone())).collect();
+        for (kind, base) in bases {
+            self.mark_twins(kind, &base, &mut ignored);
+        }
+        let mut disks = Vec::new();
+        let mut partitions = Vec::new();
+        for sys in disk_devs.iter().chain(&part_devs) {
+            match self.known.get(&sys.devpath).and_then(|k| k.reported.clone()) {
+                Some(Reported::Disk(d)) => disks.push(d),
+                Some(Reported::Partition(p)) => partitions.push(p),
+                None => {}
             }
         }
         Fact::BlockDevices { disks, partitions, initial }
@@ -148,23 +221,23 @@ impl Tracker {
                     self.unprobed.push(devpath.to_owned());
                 }
                 let disk = describe::disk(&sys, &props);
-                let renamed = self.known.get(devpath).is_some_and(|k| k.id != disk.id);
+                // A table rewrite or an id change touches the partitions too; taken before a
+                // rename forgets them with the old id (the state drops them with the old disk).
+                let children: Vec<String> = self
+                    .known
+                    .iter()
+                    .filter(|(_, k)| k.parent.as_deref() == Some(devpath))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                let renamed = self.known.get(devpath).is_some_and(|k| k.base != disk.id);
                 if renamed {
                     self.forget(devpath, out);
                 }
-                self.remember(&sys, &disk.id);
-                out.push(Fact::DiskUpsert(disk));
+                self.report(&sys, Reported::Disk(disk), out);
                 if action == Action::Add {
                     self.refresh_members(&sys.slaves, out);
                 }
-                // A table rewrite or an id change touches the partitions too.
                 if action != Action::Add {
-                    let children: Vec<String> = self
-                        .known
-                        .iter()
-                        .filter(|(_, k)| k.parent.as_deref() == Some(devpath))
-                        .map(|(p, _)| p.clone())
-                        .collect();
                     for child in children {
                         self.handle(Action::Change, &child, None, out);
                     }
@@ -172,11 +245,10 @@ impl Tracker {
             }
             Some(Kind::Partition) => {
                 let Some(p) = self.describe_partition(&sys, event_props) else { return };
-                if self.known.get(devpath).is_some_and(|k| k.id != p.id) {
+                if self.known.get(devpath).is_some_and(|k| k.base != p.id) {
                     self.forget(devpath, out);
                 }
-                self.remember(&sys, &p.id);
-                out.push(Fact::PartitionUpsert(p));
+                self.report(&sys, Reported::Partition(p), out);
             }
             None => {}
         }
@@ -208,16 +280,44 @@ impl Tracker {
     pub fn finish_probe(&mut self, probed: Vec<(SysDevice, Props)>, out: &mut Vec<Fact>) {
         for (sys, props) in probed {
             let disk = describe::disk(&sys, &props);
-            if self.known.get(&sys.devpath).is_some_and(|k| k.id == disk.id) {
-                out.push(Fact::DiskUpsert(disk));
+            if self.known.get(&sys.devpath).is_some_and(|k| k.base == disk.id) {
+                self.report(&sys, Reported::Disk(disk), out);
             }
         }
     }
 
-    fn remember(&mut self, sys: &SysDevice, id: &str) {
+    /// Remembers a device under the id it may claim and sends its upsert; a twin already present
+    /// is re-sent as unstable.
+    fn report(&mut self, sys: &SysDevice, object: Reported, out: &mut Vec<Fact>) {
+        let (kind, base) = (sys.kind.unwrap_or(Kind::Disk), object.id().to_owned());
+        self.adopt(sys, object);
+        if let Some(upsert) = self.known.get(&sys.devpath).and_then(|k| k.reported.as_ref()).map(Reported::upsert) {
+            out.push(upsert);
+        }
+        self.mark_twins(kind, &base, out);
+    }
+
+    /// Gives a device its id and remembers it: the identity's own id, unless another present
+    /// device of the same kind holds it; then `<id>-<kernel name>`, and unstable.
+    fn adopt(&mut self, sys: &SysDevice, mut object: Reported) {
+        let kind = sys.kind.unwrap_or(Kind::Disk);
+        let base = object.id().to_owned();
+        let natural_stable = object.stable();
+        let mut twins = self.known.iter().filter(|(p, k)| **p != sys.devpath && k.kind == kind && k.base == base);
+        let id = match self.known.get(&sys.devpath) {
+            // Already reported under this identity: keep the id it has.
+            Some(k) if k.base == base => k.id.clone(),
+            _ if twins.any(|(_, k)| k.id == base) => identity::twin_id(&base, object.kernel_name()),
+            _ => base.clone(),
+        };
+        let has_twin = self.known.iter().any(|(p, k)| *p != sys.devpath && k.kind == kind && k.base == base);
+        object.set(&id, natural_stable && !has_twin);
         let known = Known {
-            id: id.to_owned(),
-            kind: sys.kind.unwrap_or(Kind::Disk),
+            id,
+            base,
+            natural_stable,
+            reported: Some(object),
+            kind,
             parent: sys.parent_devpath().map(str::to_owned),
             devnode: describe::devnode(sys),
             members: sys.slaves.clone(),
@@ -225,16 +325,47 @@ impl Tracker {
         self.known.insert(sys.devpath.clone(), known);
     }
 
+    /// Re-sends every device of identity `base` whose stability is not what it should be now:
+    /// unstable while two or more share the identity, its own stability once alone again.
+    fn mark_twins(&mut self, kind: Kind, base: &str, out: &mut Vec<Fact>) {
+        let holders: Vec<String> =
+            self.known.iter().filter(|(_, k)| k.kind == kind && k.base == base).map(|(p, _)| p.clone()).collect();
+        let alone = holders.len() == 1;
+        for path in holders {
+            let Some(k) = self.known.get_mut(&path) else { continue };
+            // A twin's suffixed id lasts only while its twin does (a restart may hand it the plain
+            // id): it stays unstable even alone.
+            let stable = alone && k.natural_stable && k.id == k.base;
+            let id = k.id.clone();
+            if let Some(object) = k.reported.as_mut().filter(|o| o.stable() != stable) {
+                object.set(&id, stable);
+                out.push(object.upsert());
+            }
+        }
+    }
+
     fn forget(&mut self, devpath: &str, out: &mut Vec<Fact>) {
         let Some(known) = self.known.remove(devpath) else { return };
         match known.kind {
             Kind::Disk => {
                 // The state drops a disk's partitions with it.
-                self.known.retain(|_, k| k.parent.as_deref() != Some(devpath));
+                let mut bases = Vec::new();
+                self.known.retain(|_, k| {
+                    let child = k.parent.as_deref() == Some(devpath);
+                    if child {
+                        bases.push(k.base.clone());
+                    }
+                    !child
+                });
                 out.push(Fact::DiskRemoved { id: known.id });
+                for base in bases {
+                    self.mark_twins(Kind::Partition, &base, out);
+                }
             }
             Kind::Partition => out.push(Fact::PartitionRemoved { id: known.id }),
         }
+        // A twin left alone is stable again (if its identity is).
+        self.mark_twins(known.kind, &known.base, out);
         self.refresh_members(&known.members, out);
     }
 
@@ -469,6 +600,115 @@ mod tests {
         tr.handle(Action::Remove, &format!("/{md}"), None, &mut out);
         assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "dev-loop95"));
         assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
+    }
+
+    fn props_of(kv: &[(&str, &str)]) -> Props {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// Adds an attached loop disk `name` with one partition to the fake sysfs.
+    fn add_loop(root: &Path, name: &str, minor: u32) -> (String, String) {
+        let rel = format!("devices/virtual/block/{name}");
+        write(root, &format!("{rel}/uevent"), &format!("MAJOR=7\nMINOR={minor}\nDEVNAME={name}\nDEVTYPE=disk\n"));
+        write(root, &format!("{rel}/size"), "2048\n");
+        write(root, &format!("{rel}/loop/backing_file"), "/clone.img\n");
+        let part = format!("{name}p1");
+        write(
+            root,
+            &format!("{rel}/{part}/uevent"),
+            &format!("MAJOR=259\nMINOR={minor}\nDEVNAME={part}\nDEVTYPE=partition\nPARTN=1\n"),
+        );
+        write(root, &format!("{rel}/{part}/size"), "1024\n");
+        std::os::unix::fs::symlink(root.join(&rel), root.join("class/block").join(name)).unwrap();
+        std::os::unix::fs::symlink(root.join(format!("{rel}/{part}")), root.join("class/block").join(&part)).unwrap();
+        (format!("/{rel}"), format!("/{rel}/{part}"))
+    }
+
+    #[test]
+    fn twin_partitions_are_kept_apart_and_removed_by_device_path() {
+        let t = fake();
+        let (_, first) = add_loop(t.path(), "loop92", 92);
+        let (_, second) = add_loop(t.path(), "loop93", 93);
+        let mut tr = tracker(t.path());
+        tr.enumerate(true);
+        // A cloned disk: both partitions carry the same partition and filesystem UUIDs.
+        let clone = props_of(&[("ID_PART_ENTRY_UUID", "c10e-1"), ("ID_FS_UUID", "f5-1"), ("ID_FS_TYPE", "ext4")]);
+        let mut out = Vec::new();
+        tr.handle(Action::Change, &first, Some(&clone), &mut out);
+        assert!(
+            matches!(&out[..], [Fact::PartitionRemoved { .. }, Fact::PartitionUpsert(p)] if p.id == "c10e-1" && p.stable)
+        );
+        out.clear();
+        tr.handle(Action::Change, &second, Some(&clone), &mut out);
+        match &out[..] {
+            [Fact::PartitionRemoved { id }, Fact::PartitionUpsert(twin), Fact::PartitionUpsert(first)] => {
+                assert_eq!(id, "dev-loop93-part1");
+                assert_eq!(
+                    (twin.id.as_str(), twin.stable, twin.kernel_name.as_str()),
+                    ("c10e-1-loop93p1", false, "loop93p1")
+                );
+                assert_eq!(
+                    (first.id.as_str(), first.stable, first.kernel_name.as_str()),
+                    ("c10e-1", false, "loop92p1")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        out.clear();
+        // Unplugging the twin removes the twin, and the first is stable again.
+        tr.handle(Action::Remove, &second, None, &mut out);
+        match &out[..] {
+            [Fact::PartitionRemoved { id }, Fact::PartitionUpsert(first)] => {
+                assert_eq!(id, "c10e-1-loop93p1");
+                assert_eq!((first.id.as_str(), first.stable), ("c10e-1", true));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Back, then the first goes: the twin keeps its id, unstable (a restart may rename it).
+        out.clear();
+        tr.handle(Action::Add, &second, Some(&clone), &mut out);
+        out.clear();
+        tr.handle(Action::Remove, &first, None, &mut out);
+        assert!(matches!(&out[..], [Fact::PartitionRemoved { id }] if id == "c10e-1"), "{out:?}");
+    }
+
+    #[test]
+    fn twin_disks_with_one_serial_are_kept_apart() {
+        let t = fake();
+        let (a, _) = add_loop(t.path(), "loop92", 92);
+        let (b, _) = add_loop(t.path(), "loop93", 93);
+        let mut tr = tracker(t.path());
+        tr.enumerate(true);
+        let stick = props_of(&[("ID_BUS", "usb"), ("ID_SERIAL", "Generic_Flash_0001"), ("ID_SERIAL_SHORT", "0001")]);
+        let mut out = Vec::new();
+        tr.handle(Action::Change, &a, Some(&stick), &mut out);
+        tr.handle(Action::Change, &b, Some(&stick), &mut out);
+        let upserts: Vec<(String, bool)> = out
+            .iter()
+            .filter_map(|f| match f {
+                Fact::DiskUpsert(d) => Some((d.id.clone(), d.stable)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            upserts,
+            vec![
+                ("usb-Generic_Flash_0001".into(), true),
+                ("usb-Generic_Flash_0001-loop93".into(), false),
+                ("usb-Generic_Flash_0001".into(), false),
+            ]
+        );
+        // The twin's partition hangs under the twin's id.
+        let twin_part = out.iter().find_map(|f| match f {
+            Fact::PartitionUpsert(p) if p.kernel_name == "loop93p1" => Some(p.disk_id.clone()),
+            _ => None,
+        });
+        assert_eq!(twin_part.as_deref(), Some("usb-Generic_Flash_0001-loop93"));
+        out.clear();
+        tr.handle(Action::Remove, &b, None, &mut out);
+        assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "usb-Generic_Flash_0001-loop93"), "{out:?}");
+        assert!(out.iter().any(|f| matches!(f, Fact::DiskUpsert(d) if d.id == "usb-Generic_Flash_0001" && d.stable)));
+        assert!(!out.iter().any(|f| matches!(f, Fact::DiskRemoved { id } if id == "usb-Generic_Flash_0001")));
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub fn partition(disk: &Disk, number: u32) -> Partition {
     let minor: u32 = minor.parse().expect("minor");
     Partition {
         id: format!("{}-part{number}", disk.id),
+        stable: true,
         kernel_name: format!("{}{number}", disk.kernel_name),
         devpath: format!("{}/{}{number}", disk.devpath, disk.kernel_name),
         devnode: format!("{}{number}", disk.devnode),

@@ -1,7 +1,11 @@
 //! A tiny FUSE filesystem spoken over raw /dev/fuse, whose statfs answer can be held back:
 //! a stand-in for a dead network server that makes statvfs block.
 //!
-//! It answers INIT, GETATTR of the root and STATFS, and ENOSYS to everything else.
+//! It answers INIT, GETATTR of the root and STATFS, and ENOSYS to everything else. Frozen
+//! ([`BlockingFuse::freeze`]), it stops reading requests at all, like a stopped daemon: any call
+//! into it (stat, open) waits. Such a waiting call can still be killed (the kernel drops a request
+//! the daemon never read), whereas a request read and held back, as `hang` does, keeps its
+//! caller in the kernel until answered, even through SIGKILL.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -24,6 +28,8 @@ const IN_HEADER: usize = 40;
 #[derive(Default)]
 struct Control {
     hang: AtomicBool,
+    /// Read no requests at all.
+    frozen: AtomicBool,
     stop: AtomicBool,
     /// STATFS requests received while hanging and not answered yet.
     pending: Mutex<Vec<u64>>,
@@ -34,6 +40,8 @@ struct Control {
 /// A mounted test FUSE filesystem; unmounted (lazily) and its daemon stopped on drop.
 pub struct BlockingFuse {
     pub target: PathBuf,
+    /// A second handle on the connection, to see whether requests wait unread.
+    dev: File,
     control: Arc<Control>,
     thread: Option<JoinHandle<()>>,
 }
@@ -54,8 +62,9 @@ impl BlockingFuse {
         .expect("mount the test FUSE filesystem");
         let control = Arc::new(Control::default());
         let c = control.clone();
+        let watch = dev.try_clone().expect("dup /dev/fuse");
         let thread = std::thread::spawn(move || serve(dev, &c));
-        Self { target: target.to_path_buf(), control, thread: Some(thread) }
+        Self { target: target.to_path_buf(), dev: watch, control, thread: Some(thread) }
     }
 
     /// From now on statfs requests are held back.
@@ -63,8 +72,20 @@ impl BlockingFuse {
         self.control.hang.store(true, Ordering::SeqCst);
     }
 
+    /// From now on no request is read (after the mount's INIT, which came first).
+    pub fn freeze(&self) {
+        self.control.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a request waits unread (only while frozen does one stay).
+    pub fn request_waiting(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(self.dev.as_fd(), nix::poll::PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, 0u16), Ok(n) if n > 0)
+    }
+
     /// Answers the held-back requests and every later one.
     pub fn release(&self) {
+        self.control.frozen.store(false, Ordering::SeqCst);
         self.control.hang.store(false, Ordering::SeqCst);
     }
 
@@ -143,6 +164,10 @@ fn serve(mut dev: File, control: &Control) {
     loop {
         if control.stop.load(Ordering::SeqCst) {
             return;
+        }
+        if control.frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
         }
         if !control.hang.load(Ordering::SeqCst) {
             let held: Vec<u64> = std::mem::take(&mut *control.pending.lock().unwrap());

@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod facts;
 pub mod fuse;
 pub mod mosquitto;
+pub mod nspawn;
 pub mod shares;
 pub mod sse;
 pub mod udevd;
@@ -20,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use diskwatch::config::Config;
-use diskwatch::core::{start, RunOptions, Running};
+use diskwatch::service::{start, RunOptions, Running};
 use diskwatch::sources::{FactSender, Source};
 use tokio_util::sync::CancellationToken;
 
@@ -211,6 +212,8 @@ impl TestAgent {
             start(config, token.clone(), RunOptions { listener: Some(listener), sources, ..Default::default() })
                 .await
                 .expect("agent starts");
+        // As under systemd: the agent is used once every source's start-up facts are applied.
+        tokio::time::timeout(Duration::from_secs(30), running.ready()).await.expect("agent ready within 30 s");
         let addr = running.local_addr;
         let facts = running.facts.clone();
         Self { running: Some(running), token, addr, facts, state_dir }

@@ -37,6 +37,9 @@ impl Mosquitto {
         let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let config = dir.path().join("mosquitto.conf");
         let persistence = if persistent {
+            // Started as root, Mosquitto drops to its own user: it must be able to write here.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod broker dir");
             format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.path().display())
         } else {
             "persistence false\n".to_owned()
@@ -250,6 +253,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
 pub fn partition(id: &str, disk_id: &str, kernel: &str, dev: &str, label: &str) -> Partition {
     Partition {
         id: id.into(),
+        stable: true,
         kernel_name: kernel.into(),
         devpath: format!("/devices/virtual/block/x/{kernel}"),
         devnode: format!("/dev/{kernel}"),

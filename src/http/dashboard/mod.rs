@@ -5,8 +5,18 @@
 use axum::http::header;
 use axum::response::IntoResponse;
 
-/// The page, embedded at build time.
-pub const PAGE: &str = include_str!("index.html");
+use std::sync::LazyLock;
+
+/// The page as embedded at build time, with a placeholder for the event types.
+const TEMPLATE: &str = include_str!("index.html");
+const TYPES_PLACEHOLDER: &str = "__DISKWATCH_EVENT_TYPES__";
+
+/// The page as served: the template with the event catalogue's wire names filled in.
+pub static PAGE: LazyLock<String> = LazyLock::new(|| {
+    let types: Vec<&str> = crate::events::EventKind::ALL.iter().map(|k| k.wire()).collect();
+    // A list of plain strings always serialises.
+    TEMPLATE.replacen(TYPES_PLACEHOLDER, &serde_json::to_string(&types).unwrap_or_default(), 1)
+});
 
 /// `GET /`: the dashboard.
 pub async fn index() -> impl IntoResponse {
@@ -21,13 +31,13 @@ pub async fn index() -> impl IntoResponse {
                 "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:",
             ),
         ],
-        PAGE,
+        PAGE.as_str(),
     )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::PAGE;
+    use super::{PAGE, TEMPLATE, TYPES_PLACEHOLDER};
 
     #[test]
     fn page_is_small_and_self_contained() {
@@ -40,5 +50,14 @@ mod tests {
         // Absolute API paths would break behind Home Assistant ingress.
         assert!(!PAGE.contains("\"/api/"), "dashboard uses an absolute API path");
         assert!(PAGE.contains("\"api/v1/events/stream?snapshot=true\""));
+    }
+
+    #[test]
+    fn page_lists_every_event_type_of_the_catalogue() {
+        assert!(TEMPLATE.contains(TYPES_PLACEHOLDER));
+        assert!(!PAGE.contains(TYPES_PLACEHOLDER));
+        for kind in crate::events::EventKind::ALL {
+            assert!(PAGE.contains(&format!("\"{}\"", kind.wire())), "{kind} missing from the dashboard");
+        }
     }
 }

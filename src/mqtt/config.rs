@@ -1,0 +1,89 @@
+//! Configuration of the MQTT sink (`[mqtt]`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoveryMode {
+    /// `homeassistant/device/<id>/config` with `cmps` (HA 2024.11+).
+    Device,
+    /// One topic per entity, for older Home Assistant.
+    Component,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub enabled: bool,
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    /// Read the password from this file (wins over `password`).
+    pub password_file: Option<PathBuf>,
+    /// CA bundle for mqtts; empty: the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Empty: `diskwatch-<node_id>`.
+    pub client_id: String,
+    pub discovery_prefix: String,
+    pub base_topic: String,
+    pub discovery: DiscoveryMode,
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Events kept while the broker is unreachable.
+    pub queue_size: usize,
+    /// How long a removed object's discovery stays before it is cleared.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            url: "mqtt://127.0.0.1:1883".into(),
+            username: String::new(),
+            password: String::new(),
+            password_file: None,
+            ca_file: None,
+            client_id: String::new(),
+            discovery_prefix: "homeassistant".into(),
+            base_topic: "diskwatch".into(),
+            discovery: DiscoveryMode::Device,
+            keep_alive: Duration::from_secs(30),
+            queue_size: 1000,
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// Names of the systemd credential (`LoadCredential=`, `SetCredentialEncrypted=`) that holds the
+/// MQTT password: `mqtt_password`, or `diskwatch_mqtt_password`, the name the shipped unit's
+/// `LoadCredential=diskwatch:/etc/diskwatch/credentials` gives to the file
+/// `/etc/diskwatch/credentials/mqtt_password` (docs/systemd.md).
+pub const MQTT_PASSWORD_CREDENTIALS: [&str; 2] = ["mqtt_password", "diskwatch_mqtt_password"];
+
+impl MqttConfig {
+    /// Takes the password from systemd's credentials directory (`$CREDENTIALS_DIRECTORY`) when
+    /// one of [`MQTT_PASSWORD_CREDENTIALS`] is there and no `password_file` is configured: it
+    /// then wins over `password`, as `password_file` does.
+    pub fn use_credentials(&mut self, dir: Option<&Path>) {
+        if self.password_file.is_some() {
+            return;
+        }
+        if let Some(dir) = dir {
+            self.password_file = MQTT_PASSWORD_CREDENTIALS.iter().map(|n| dir.join(n)).find(|p| p.is_file());
+        }
+    }
+
+    /// Adds one line per invalid value to `problems`.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        // The whole URL is parsed now, so a bad port fails at start-up and not in the sink.
+        if let Err(e) = super::connection::parse_url(&self.url) {
+            problems.push(e.to_string());
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Wiring: starts the whole agent in order and stops it. The core loop first
+//! (so no source can fill the fact channel before anything reads it), then
+//! HTTP, then the sources; once every source's start-up facts are applied,
+//! `agent.started` is published, the MQTT sink starts and the agent is ready
+//! (`READY=1` under systemd).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::agent::{Agent, SinkState, SinkStatus};
+use crate::config::Config;
+use crate::events::journal::{Journal, JournalError, JournalOptions};
+use crate::events::log::{EventLog, RingLimits};
+use crate::metrics::Metrics;
+use crate::sources::{FactSender, Source, SourceContext};
+use crate::state::{Fact, State, StateConfig};
+
+/// Facts the channel into the core holds before sources wait.
+const FACT_QUEUE: usize = 4096;
+/// Longest wait for the sources' start-up facts: a source that never reports is not waited for
+/// longer, so a slow source cannot keep the agent from announcing what the others found.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(20);
+
+/// What the caller of [`start`] may add to a configured agent.
+#[derive(Default)]
+pub struct RunOptions {
+    /// An already bound listener (tests bind port 0); otherwise `http.listen` is bound.
+    pub listener: Option<TcpListener>,
+    /// Sources started besides the configured built-in ones.
+    pub sources: Vec<Box<dyn Source>>,
+    /// Leave out the built-in sources (tests feed facts themselves).
+    pub no_builtin_sources: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A started agent.
+pub struct Running {
+    pub agent: Arc<Agent>,
+    pub local_addr: SocketAddr,
+    /// Feeds facts into the core, as a source would.
+    pub facts: FactSender,
+    /// Ids up to this may have been issued by an earlier run: events of this run come after it.
+    pub started_after: u64,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Waits until every source's start-up facts are applied and `agent.started` is published.
+    pub async fn ready(&self) {
+        let mut ready = self.agent.ready();
+        // The sender lives in the agent, which this handle holds: the wait cannot see it closed.
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// Waits until shutdown has finished: the core drained, the journal synced, streams ended.
+    pub async fn wait(self) {
+        drop(self.facts);
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+/// The sources the configuration enables.
+pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    if config.udev.enabled {
+        sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone())));
+    }
+    if config.mounts.enabled {
+        sources.push(Box::new(crate::mounts::MountsSource::new(config.mounts.clone())));
+    }
+    if config.shares.enabled {
+        sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
+    }
+    sources
+}
+
+/// Starts the agent: loads the journal, starts the core, HTTP and the sources; readiness and
+/// the MQTT sink follow in the background once the sources' start-up facts are applied.
+pub async fn start(config: Config, token: CancellationToken, options: RunOptions) -> Result<Running, StartError> {
+    let node_id = config.node_id();
+    let (journal, recovered) = Journal::open(
+        &config.state_dir,
+        JournalOptions {
+            max_bytes: config.events.journal_max_bytes,
+            keep: config.events.journal_keep,
+            sync: config.events.journal_sync,
+            hwm_block: crate::core::HWM_BLOCK,
+            ring_events: config.events.ring_size,
+            ring_bytes: config.events.ring_max_bytes,
+        },
+    )?;
+    // This run's ids come after every id an earlier run may have issued.
+    let start_after = recovered.start_after();
+    info!(
+        last_event_id = recovered.last_seq,
+        high_water_mark = recovered.hwm,
+        held = recovered.events.len(),
+        "journal loaded"
+    );
+    let state = State::new(
+        StateConfig {
+            node_id: node_id.clone(),
+            emit_initial: config.emit_initial,
+            usage_thresholds: config.mounts.usage_thresholds.clone(),
+            usage_step: config.mounts.usage_step,
+        },
+        start_after,
+    );
+    let listener = match options.listener {
+        Some(l) => l,
+        None => TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: config.http.listen, source })?,
+    };
+    let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http.listen, source })?;
+    let log = EventLog::new(
+        RingLimits { events: config.events.ring_size, bytes: config.events.ring_max_bytes },
+        config.events.client_buffer,
+        recovered.events,
+    )
+    .with_journal(journal.files(), start_after);
+    let agent = Arc::new(Agent::new(node_id, state, log, Arc::new(Metrics::new())));
+    let tracker = TaskTracker::new();
+
+    // 1. The core loop, before anything can send facts.
+    let (facts, fact_rx) = mpsc::channel(FACT_QUEUE);
+    let watchdog = crate::systemd::Watchdog::from_env();
+    tracker.spawn(crate::core::run(agent.clone(), journal, fact_rx, token.clone(), watchdog));
+
+    // 2. HTTP: serves what the state holds at any moment.
+    serve_http(&tracker, agent.clone(), listener, config.http.clone());
+    info!(addr = %local_addr, "serving HTTP");
+
+    // 3. The sources. Each is registered before it starts, so readiness waits for it.
+    let sources_token = token.child_token();
+    let mut sources = if options.no_builtin_sources { Vec::new() } else { builtin_sources(&config) };
+    sources.extend(options.sources);
+    if sources.is_empty() {
+        info!("no sources configured: the agent serves what is fed to it");
+    }
+    for source in sources {
+        let name = source.name();
+        let _ = facts.send(Fact::SourceRunning { source: name.to_owned(), required: source.required() }).await;
+        let ctx = SourceContext {
+            facts: facts.clone(),
+            token: sources_token.clone(),
+            metrics: agent.metrics.clone(),
+            storage: agent.storage(),
+        };
+        info!(source = name, "starting source");
+        tracker.spawn(source.run(ctx));
+    }
+
+    // 4. After the start-up facts: `agent.started`, the MQTT sink, readiness.
+    tracker.spawn(finish_startup(agent.clone(), facts.clone(), config, tracker.clone(), token));
+    Ok(Running { agent, local_addr, facts, started_after: start_after, tracker })
+}
+
+/// Runs the agent until `token` is cancelled, then shuts it down.
+pub async fn run(config: Config, token: CancellationToken, options: RunOptions) -> Result<(), StartError> {
+    start(config, token, options).await?.wait().await;
+    Ok(())
+}
+
+fn serve_http(
+    tracker: &TaskTracker,
+    agent: Arc<Agent>,
+    listener: TcpListener,
+    config: crate::http::config::HttpConfig,
+) {
+    let http_done = agent.streams_done.clone();
+    let app = crate::http::app(agent, config);
+    // Small SSE frames must leave at once: Nagle plus delayed ACKs would hold them for up to 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    tracker.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_done.cancelled().await });
+        if let Err(e) = serve.await {
+            error!(error = %e, "HTTP server failed");
+        }
+    });
+}
+
+/// Waits for every source's start-up facts (bounded by [`STARTUP_WAIT`]), publishes
+/// starts the MQTT sink and sends `agent.started` (the core marks the agent ready once applied).
+async fn finish_startup(
+    agent: Arc<Agent>,
+    facts: FactSender,
+    config: Config,
+    tracker: TaskTracker,
+    token: CancellationToken,
+) {
+    let started = tokio::time::Instant::now();
+    let mut topology = agent.topology();
+    let settled = async {
+        // `SourceReady` is applied in a batch like any fact; the generation watch wakes us
+        // after batches that changed the topology, and the poll catches ready-only batches.
+        loop {
+            if agent.state().sources_settled() {
+                return;
+            }
+            tokio::select! {
+                _ = topology.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = token.cancelled() => return,
+        waited = tokio::time::timeout(STARTUP_WAIT, settled) => {
+            if waited.is_err() {
+                warn!(waited = ?STARTUP_WAIT, "not every source reported its start-up facts; starting anyway");
+            }
+        }
+    }
+    if config.mqtt.enabled {
+        tracker.spawn(crate::mqtt::run(agent.clone(), config.mqtt.clone(), config.state_dir.clone()));
+    } else {
+        let disabled = SinkStatus { name: "mqtt".into(), status: SinkState::Disabled, message: None, required: false };
+        agent.set_sink_status(disabled);
+    }
+    let snapshot = agent.snapshot();
+    info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        disks = snapshot.disks.len(),
+        mounts = snapshot.mounts.len(),
+        shares = snapshot.shares.len(),
+        "start-up facts applied"
+    );
+    // The core marks the agent ready once it has published this.
+    let _ = facts.send(Fact::AgentStarted { version: env!("CARGO_PKG_VERSION").to_owned() }).await;
+}
