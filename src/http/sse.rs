@@ -108,7 +108,7 @@ pub async fn stream(
         }
         Some(after) => {
             client.last_sent = after;
-            if let Some(buf) = client.from_ring() {
+            if let Some(buf) = client.follow_from_ring() {
                 client.pending.push_back(buf);
             }
         }
@@ -179,7 +179,7 @@ impl Client {
     /// When the ring holds every event after `last_sent`: follows the channel from
     /// there and returns the held ones as frames (`Some` even when empty). `None`
     /// leaves the client replaying from the journal.
-    fn from_ring(&mut self) -> Option<Bytes> {
+    fn follow_from_ring(&mut self) -> Option<Bytes> {
         if !self.agent.log.holds_after(self.last_sent) {
             return None;
         }
@@ -195,7 +195,7 @@ impl Client {
     /// One step of a replay: the next chunk from the journal, or the switch to
     /// the ring once it holds the rest. A hole in the journal ends in a resync.
     async fn replay_step(&mut self) -> Bytes {
-        if let Some(buf) = self.from_ring() {
+        if let Some(buf) = self.follow_from_ring() {
             return buf;
         }
         let after = self.last_sent;
@@ -213,7 +213,7 @@ impl Client {
         }
         if !contiguous {
             // The ring may have caught the rest meanwhile; otherwise history has a hole.
-            match self.from_ring() {
+            match self.follow_from_ring() {
                 Some(held) => buf.extend_from_slice(&held),
                 None => {
                     debug!(after = self.last_sent, "history after this id is not in the journal");
@@ -293,7 +293,7 @@ impl Client {
         }
         let mut buf = BytesMut::new();
         loop {
-            let Some(receiver) = self.receiver.as_mut() else { return None };
+            let receiver = self.receiver.as_mut()?;
             tokio::select! {
                 biased;
                 received = receiver.recv() => match received {
