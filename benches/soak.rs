@@ -214,7 +214,7 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
     std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
     let config = format!(
         "[udev]\nsource = \"kernel\"\ninclude = [\"loop*\"]\n\
-         [mounts]\nusage_interval = \"100ms\"\ninclude_paths = [\"{base}/**\"]\n\
+         [mounts]\nmountinfo = \"/proc/self/mountinfo\"\nusage_interval = \"100ms\"\ninclude_paths = [\"{base}/**\"]\n\
          [shares]\nenabled = false\n\
          [mqtt]\nurl = \"{url}\"\n",
         base = base.display(),
@@ -225,11 +225,12 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
     let pid = agent.pid();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start_rss = rss_kib(pid);
-    let seen = Arc::new(Seen::default());
-    tokio::spawn(follow(agent.url("/api/v1/events/stream"), seen.clone()));
     let mqtt = Arc::new(AtomicU64::new(0));
     tokio::spawn(mqtt_counter(broker.port, mqtt.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = Arc::new(Seen::default());
+    tokio::spawn(follow(agent.url("/api/v1/events/stream"), seen.clone()));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mqtt_before = mqtt.load(Ordering::Relaxed);
     let snapshot: serde_json::Value = reqwest::get(agent.url("/api/v1/snapshot")).await.unwrap().json().await.unwrap();
     let first_id = snapshot["last_event_id"].as_u64().unwrap();
     println!(
@@ -274,7 +275,11 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
     let elapsed = started.elapsed();
     let total = seen.events.load(Ordering::Relaxed);
     let last_id = seen.last_id.load(Ordering::Relaxed);
-    wait_until("MQTT to catch up", || mqtt.load(Ordering::Relaxed) >= total).await;
+    // The MQTT subscriber counts what reaches the broker (QoS 1) after it subscribed.
+    let deadline = Instant::now() + WAIT;
+    while mqtt.load(Ordering::Relaxed) - mqtt_before < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let end_rss = rss_kib(pid);
     series.push((total, end_rss));
@@ -285,7 +290,7 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
         total as f64 / elapsed.as_secs_f64(),
         seen.gaps.load(Ordering::Relaxed),
         seen.resyncs.load(Ordering::Relaxed),
-        mqtt.load(Ordering::Relaxed)
+        mqtt.load(Ordering::Relaxed) - mqtt_before
     );
     println!("RSS series (events -> KiB):");
     for (events, kib) in &series {
@@ -357,7 +362,7 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
 fn kill_once(dir: &Path, sync: &str, after: Duration) -> (u64, u64) {
     let base = dir.join("mnt");
     let config = format!(
-        "[udev]\nenabled = false\n[mounts]\ninclude_paths = [\"{}/**\"]\n[shares]\nenabled = false\n[mqtt]\nenabled = false\n[events]\njournal_sync = \"{sync}\"\n",
+        "log_format = \"json\"\n[udev]\nenabled = false\n[mounts]\nmountinfo = \"/proc/self/mountinfo\"\ninclude_paths = [\"{}/**\"]\n[shares]\nenabled = false\n[mqtt]\nenabled = false\n[events]\njournal_sync = \"{sync}\"\n",
         base.display()
     );
     let mut agent = Agent::start(dir, &config, &[("RUST_LOG", "warn,diskwatch::journal_sync=debug")]);
@@ -379,11 +384,12 @@ fn kill_once(dir: &Path, sync: &str, after: Duration) -> (u64, u64) {
     agent.signal(nix::sys::signal::Signal::SIGKILL);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
+    // JSON log lines: `..."synced_through":1234...`, written after each fsync returned.
     let synced: u64 = agent
         .log()
         .lines()
-        .filter_map(|l| l.split("synced_through=").nth(1))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| l.split("\"synced_through\":").nth(1))
+        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .max()
         .unwrap_or(0);
     let mut written: Vec<(u64, SystemTime)> = Vec::new();

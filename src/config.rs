@@ -302,7 +302,7 @@ mod tests {
     fn event_memory_and_journal_durability_keys() {
         use crate::events::journal::JournalSync;
         let c = load("", &[]).unwrap();
-        assert_eq!(c.events.ring_max_bytes, 2 << 20);
+        assert_eq!(c.events.ring_max_bytes, 1 << 20);
         assert_eq!(c.events.journal_sync, JournalSync::Interval(Duration::from_secs(1)));
         let c = load("[events]\nring_max_bytes = 1048576\njournal_sync = \"batch\"\n", &[]).unwrap();
         assert_eq!((c.events.ring_max_bytes, c.events.journal_sync), (1 << 20, JournalSync::Batch));
