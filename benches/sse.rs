@@ -49,6 +49,11 @@ fn disk(size: u64) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -66,7 +71,10 @@ fn bench_config(dir: &Path) -> Config {
 /// A raw SSE client: connects, then records the receive time of every event id.
 async fn client(addr: SocketAddr, base: u64, sent: Arc<Vec<AtomicU64>>, epoch: Instant, lat: bool) -> (Vec<u64>, u64) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(b"GET /api/v1/events/stream?types=disk.* HTTP/1.1\r\nhost: bench\r\n\r\n").await.expect("request");
+    stream
+        .write_all(b"GET /api/v1/events/stream?types=disk.* HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("request");
     let mut buf = vec![0u8; 256 * 1024];
     let mut carry: Vec<u8> = Vec::new();
     let mut latencies = Vec::new();
@@ -217,7 +225,7 @@ fn free_port() -> u16 {
 fn healthy(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = s.write_all(b"GET /api/v1/health HTTP/1.1\r\nhost: b\r\nconnection: close\r\n\r\n");
+    let _ = s.write_all(b"GET /api/v1/health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     text.starts_with("HTTP/1.1 200")
@@ -265,7 +273,9 @@ fn binary_figures(quick: bool) {
         let mut streams = Vec::new();
         for _ in 0..n {
             let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-            s.write_all(b"GET /api/v1/events/stream?snapshot=true HTTP/1.1\r\nhost: b\r\n\r\n").await.expect("write");
+            s.write_all(b"GET /api/v1/events/stream?snapshot=true HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .await
+                .expect("write");
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
             streams.push(s);

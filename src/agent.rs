@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use crate::events::log::EventLog;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::model::{Disk, Mount, Partition, Snapshot};
 use crate::state::State;
@@ -63,6 +64,8 @@ pub struct Agent {
     topology: watch::Sender<u64>,
     /// Flips to true once every source's start-up facts are applied and `agent.started` is out.
     ready: watch::Sender<bool>,
+    /// The history store, when `[history]` is enabled (set once at start).
+    history: std::sync::OnceLock<Arc<History>>,
 }
 
 impl Agent {
@@ -78,7 +81,18 @@ impl Agent {
             storage: watch::Sender::new(Arc::new(StorageView::default())),
             topology: watch::Sender::new(0),
             ready: watch::Sender::new(false),
+            history: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The history store, if enabled.
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.get()
+    }
+
+    /// Sets the history store (once, at start).
+    pub fn set_history(&self, history: Arc<History>) {
+        let _ = self.history.set(history);
     }
 
     /// Read access to the state; hold it briefly.

@@ -54,6 +54,11 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         url: Option<String>,
     },
+    /// Manage the API token (`http.auth_token_file`)
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
     /// Print a running agent's recent events, or follow them live
     Events {
         /// Keep following the live stream (Ctrl-C stops)
@@ -71,6 +76,22 @@ pub enum Command {
         /// The agent's address [default: http://<http.listen from the configuration>]
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a new random token to a file only its owner can read (mode 0600)
+    Generate {
+        /// Where to write it [default: http.auth_token_file from the configuration]
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Replace an existing token file
+        #[arg(long)]
+        force: bool,
+        /// Also print the token on standard output
+        #[arg(long)]
+        print: bool,
     },
 }
 

@@ -8,12 +8,48 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+pub use crate::activity::ActivityConfig;
+pub use crate::arrays::config::ArraysConfig;
 pub use crate::events::config::EventsConfig;
+pub use crate::health::HealthConfig;
+pub use crate::history::HistoryConfig;
 pub use crate::http::config::HttpConfig;
 pub use crate::mounts::config::MountsConfig;
 pub use crate::mqtt::config::{DiscoveryMode, MqttConfig};
 pub use crate::shares::config::SharesConfig;
 pub use crate::udev::config::{UdevConfig, UdevMode};
+
+/// A secret string (token, password): its `Debug` never shows it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/diskwatch/config.toml";
@@ -52,7 +88,8 @@ pub enum LogFormat {
 pub struct Config {
     pub log_level: LogLevel,
     pub log_format: LogFormat,
-    /// Empty: the sanitised hostname.
+    /// Empty: the id remembered in `state_dir`, else the sanitised hostname plus a
+    /// hash of the machine id (see [`crate::node`]).
     pub node_id: String,
     /// Journal and persisted agent state.
     pub state_dir: PathBuf,
@@ -63,7 +100,11 @@ pub struct Config {
     pub udev: UdevConfig,
     pub mounts: MountsConfig,
     pub shares: SharesConfig,
+    pub arrays: ArraysConfig,
     pub mqtt: MqttConfig,
+    pub health: HealthConfig,
+    pub activity: ActivityConfig,
+    pub history: HistoryConfig,
 }
 
 impl Default for Config {
@@ -79,7 +120,11 @@ impl Default for Config {
             udev: UdevConfig::default(),
             mounts: MountsConfig::default(),
             shares: SharesConfig::default(),
+            arrays: ArraysConfig::default(),
             mqtt: MqttConfig::default(),
+            health: HealthConfig::default(),
+            activity: ActivityConfig::default(),
+            history: HistoryConfig::default(),
         }
     }
 }
@@ -114,7 +159,20 @@ impl Config {
         Self::load_from(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
     }
 
+    /// Loads and checks the layers, but neither reads the token file nor applies the
+    /// exposure rule: for `diskwatch token generate`, which creates that file.
+    pub fn load_without_token(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::extract(path, overrides, Env::prefixed("DISKWATCH_").split("__"))
+    }
+
     fn load_from(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
+        let mut config = Self::extract(path, overrides, env)?;
+        config.http.load_token().map_err(ConfigError::one)?;
+        config.http.check_exposure().map_err(ConfigError::one)?;
+        Ok(config)
+    }
+
+    fn extract(path: Option<&Path>, overrides: &Overrides, env: Env) -> Result<Self, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         let file = match path {
             Some(p) => Some(p.to_path_buf()),
@@ -152,11 +210,16 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        self.http.validate(&mut problems);
         self.events.validate(&mut problems);
         self.udev.validate(&mut problems);
         self.mounts.validate(&mut problems);
         self.shares.validate(&mut problems);
+        self.arrays.validate(&mut problems);
         self.mqtt.validate(&mut problems);
+        self.health.validate(&mut problems);
+        self.activity.validate(&mut problems);
+        self.history.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }
@@ -167,16 +230,9 @@ impl Config {
         }
     }
 
-    /// The node id in force: the configured one, or the sanitised hostname.
+    /// The node id in force (see [`crate::node::resolve`]); nothing is written.
     pub fn node_id(&self) -> String {
-        if !self.node_id.is_empty() {
-            return self.node_id.clone();
-        }
-        let host = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".to_owned());
-        crate::model::sanitize_id(host.split('.').next().unwrap_or("localhost"))
+        crate::node::resolve(self, crate::node::MACHINE_ID_FILES).id
     }
 }
 
@@ -286,6 +342,26 @@ mod tests {
         assert!(e.starts_with("events.ring_size:"), "{e}");
         let e = load("log_level = \"loud\"", &[]).unwrap_err().to_string();
         assert!(e.starts_with("log_level: unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn arrays_keys_layer_are_checked_and_documented_with_their_defaults() {
+        let c = load("[arrays]\nmdstat = \"/tmp/mdstat\"\ninterval = \"5s\"\n", &[("DISKWATCH_ARRAYS__ZPOOL", "")])
+            .unwrap();
+        assert_eq!(c.arrays.mdstat, Path::new("/tmp/mdstat"));
+        assert_eq!(c.arrays.interval, Duration::from_secs(5));
+        assert_eq!(c.arrays.zpool, "");
+        assert_eq!(c.arrays.progress_interval, Duration::from_secs(1));
+        let e = load("[arrays]\nprogress_interval = \"0s\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.progress_interval:"), "{e}");
+        let e = load("[arrays]\nmd = \"/proc/mdstat\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("arrays.md: unknown key"), "{e}");
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let c = load(&example, &[]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&c.arrays).unwrap(),
+            serde_json::to_value(crate::arrays::ArraysConfig::default()).unwrap()
+        );
     }
 
     #[test]

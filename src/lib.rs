@@ -19,22 +19,32 @@
 //! - [`udev`]: the block-device source (netlink, sysfs, blkid).
 //! - [`mounts`]: the mount-table source with usage sampling.
 //! - [`shares`]: the Samba and NFS share source.
+//! - [`health`]: SMART, temperature and power state without waking disks.
+//! - [`activity`]: I/O rates and idle time from `/sys/block/*/stat`.
+//! - [`history`]: per-object series of usage, temperature and I/O, persisted.
+//! - [`arrays`]: the md RAID, multi-device btrfs and ZFS source.
 //! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
 //! - [`systemd`]: readiness, watchdog and status notifications.
+//! - [`node`]: the node id (configured, remembered, or from the machine id).
 
+pub mod activity;
 pub mod agent;
+pub mod arrays;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
 pub mod fsutil;
+pub mod health;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod mounts;
 pub mod mqtt;
+pub mod node;
 pub mod service;
 pub mod shares;
 pub mod sources;

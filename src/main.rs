@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use diskwatch::cli::{normalize_args, Cli, Command};
+use diskwatch::cli::{normalize_args, Cli, Command, TokenCommand};
 use diskwatch::config::{Config, LogFormat};
 use diskwatch::{client, systemd};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,9 @@ fn main() -> ExitCode {
         println!("diskwatch {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Token { action: TokenCommand::Generate { file, force, print } }) = &cli.command {
+        return token_generate(&cli, file.clone(), *force, *print);
+    }
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
         Err(e) => {
@@ -39,11 +42,26 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(token) = &config.http.auth_token {
+        client::use_token(token.clone());
+    }
     match cli.command {
         Some(Command::CheckConfig) => {
-            println!("configuration OK (node_id {}, HTTP on {})", config.node_id(), config.http.listen);
+            // Never the token or the MQTT password: only whether they are set.
+            let auth = match (&config.http.auth_token, config.http.allow_anonymous) {
+                (Some(_), _) => "token required",
+                (None, true) => "anonymous allowed",
+                (None, false) => "loopback only, no token",
+            };
+            println!(
+                "configuration OK (node_id {}, HTTP on {}, {auth}, MQTT {})",
+                config.node_id(),
+                config.http.listen,
+                if config.mqtt.enabled { config.mqtt.url.as_str() } else { "disabled" }
+            );
             ExitCode::SUCCESS
         }
+        Some(Command::Token { .. }) => ExitCode::SUCCESS,
         Some(Command::Run) | None => run(config),
         Some(Command::Version) => ExitCode::SUCCESS,
         Some(Command::Snapshot { json, url }) => {
@@ -61,6 +79,40 @@ fn main() -> ExitCode {
                     client::history(&url, &options, &mut out).await
                 }
             })
+        }
+    }
+}
+
+/// `diskwatch token generate`: a new token in a 0600 file; the path on stderr, the token on
+/// stdout only with `--print`.
+fn token_generate(cli: &Cli, file: Option<std::path::PathBuf>, force: bool, print: bool) -> ExitCode {
+    let path = match file {
+        Some(path) => path,
+        None => match Config::load_without_token(cli.config.as_deref(), &cli.overrides()) {
+            Ok(config) if !config.http.auth_token_file.as_os_str().is_empty() => config.http.auth_token_file,
+            Ok(_) => {
+                eprintln!("diskwatch: no token file: pass --file PATH or set http.auth_token_file");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            Err(e) => {
+                for line in &e.messages {
+                    eprintln!("diskwatch: configuration error: {line}");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    match diskwatch::http::auth::write_token_file(&path, force) {
+        Ok(token) => {
+            eprintln!("diskwatch: new token written to {} (mode 0600); restart the agent to use it", path.display());
+            if print {
+                println!("{}", token.expose());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("diskwatch: {e}");
+            ExitCode::FAILURE
         }
     }
 }

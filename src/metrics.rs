@@ -98,6 +98,16 @@ pub struct UsageMetrics {
     pub timeouts: Counter,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
 /// Counters and gauges updated by the core and the sinks.
 pub struct Metrics {
     registry: Registry,
@@ -121,6 +131,11 @@ pub struct Metrics {
     /// overflow is followed by a full re-read).
     pub shares_notify_dropped: Counter,
     pub conditions: Conditions,
+    /// HTTP limit hits: connections, evicted, header_read_timeout, idle_timeout, sse_clients, accept_errors.
+    pub http_limits: Family<LimitLabel, Counter>,
+    /// Requests refused by the guard: allow_from, host, token.
+    pub http_rejected: Family<ReasonLabel, Counter>,
+    pub http_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -145,6 +160,9 @@ impl Metrics {
         let mqtt_connections = Counter::default();
         let last_event_id = Gauge::<u64, AtomicU64>::default();
         let resident_bytes = Gauge::default();
+        let http_limits = Family::<LimitLabel, Counter>::default();
+        let http_rejected = Family::<ReasonLabel, Counter>::default();
+        let http_connections = Gauge::default();
         registry.register("events", "Events emitted, by type", events.clone());
         registry.register("facts", "Facts received from sources", facts.clone());
         registry.register("sse_clients", "SSE clients connected", sse_clients.clone());
@@ -204,6 +222,9 @@ impl Metrics {
             "1 while a degradation condition holds (it is listed in /api/v1/health)",
             conditions.gauge.clone(),
         );
+        registry.register("http_limit_hits", "HTTP connection and stream limits hit, by limit", http_limits.clone());
+        registry.register("http_rejected", "HTTP requests refused by the guard, by reason", http_rejected.clone());
+        registry.register("http_connections", "HTTP connections open", http_connections.clone());
         Self {
             registry,
             events,
@@ -222,6 +243,9 @@ impl Metrics {
             usage,
             shares_notify_dropped,
             conditions,
+            http_limits,
+            http_rejected,
+            http_connections,
         }
     }
 

@@ -69,6 +69,23 @@ pub struct Disk {
     /// *Derived*: ids of mounts of the whole device.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// Power state as last seen without waking the disk (`null` where health is not watched).
+    #[serde(default)]
+    pub power_state: Option<PowerState>,
+    /// Last SMART health; a disk in standby keeps its last reading (see `checked_at`).
+    /// (Boxed: most disks in a fact carry none, and a `Fact` stays small.)
+    #[serde(default)]
+    pub health: Option<Box<Health>>,
+    /// Why `health` is what it is when it is not a fresh reading (standby, no I/O since the
+    /// last read, SMART unavailable, smartctl failed).
+    #[serde(default)]
+    pub health_note: Option<String>,
+    /// I/O activity over the last sampling interval (boxed like `health`).
+    #[serde(default)]
+    pub io: Option<Box<DiskIo>>,
+    /// *Derived*: ids of the arrays this whole device is a member of.
+    #[serde(default)]
+    pub arrays: Vec<String>,
 }
 
 /// A partition of a disk (DEVTYPE=partition).
@@ -98,6 +115,9 @@ pub struct Partition {
     /// *Derived*: ids of the mounts of this partition.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// *Derived*: ids of the arrays this partition is a member of.
+    #[serde(default)]
+    pub arrays: Vec<String>,
 }
 
 /// Space usage of a mounted filesystem, from statvfs.
@@ -142,6 +162,9 @@ pub struct Mount {
     /// *Derived*: ids of the shares whose storage is this mount.
     #[serde(default)]
     pub shares: Vec<String>,
+    /// *Derived*: the array (md device, btrfs filesystem, ZFS pool) mounted here.
+    #[serde(default)]
+    pub array_id: Option<String>,
     /// Last usage sample; absent until the first one.
     #[serde(default)]
     pub usage: Option<Usage>,
@@ -252,6 +275,79 @@ pub struct Snapshot {
     pub mounts: Vec<Mount>,
     pub shares: Vec<Share>,
     pub sources: Vec<SourceStatus>,
+    /// md arrays, multi-device btrfs filesystems and ZFS pools (SPEC §8).
+    #[serde(default)]
+    pub arrays: Vec<crate::arrays::Array>,
+}
+
+/// A disk's power state as last seen without waking it (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerState {
+    Active,
+    Idle,
+    Standby,
+    Sleeping,
+    #[default]
+    Unknown,
+}
+
+impl PowerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerState::Active => "active",
+            PowerState::Idle => "idle",
+            PowerState::Standby => "standby",
+            PowerState::Sleeping => "sleeping",
+            PowerState::Unknown => "unknown",
+        }
+    }
+
+    /// Standby and sleeping: the disk is spun down (or its link suspended) and must not be touched.
+    pub fn is_asleep(self) -> bool {
+        matches!(self, PowerState::Standby | PowerState::Sleeping)
+    }
+}
+
+/// Where a disk's health was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthSource {
+    Smartctl,
+    Hwmon,
+}
+
+/// SMART health of a disk (SPEC §8); every counter is `null` where the drive does not report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// The drive's own overall assessment (`smart_status.passed`).
+    pub passed: Option<bool>,
+    pub temperature_c: Option<f64>,
+    pub power_on_hours: Option<u64>,
+    pub power_cycles: Option<u64>,
+    /// ATA attribute 5, SCSI grown defect list.
+    pub reallocated_sectors: Option<u64>,
+    /// ATA attribute 197, SCSI pending defects.
+    pub pending_sectors: Option<u64>,
+    /// ATA attribute 198 (else 187), SCSI uncorrected read/write/verify errors.
+    pub uncorrectable: Option<u64>,
+    pub nvme_percentage_used: Option<u64>,
+    pub nvme_critical_warning: Option<u64>,
+    pub nvme_media_errors: Option<u64>,
+    /// When these values were read (RFC 3339); a disk in standby keeps its last reading.
+    pub checked_at: String,
+    pub source: HealthSource,
+}
+
+/// I/O activity of a disk from `/sys/block/<dev>/stat` over the last sampling interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiskIo {
+    pub read_bytes_per_s: f64,
+    pub write_bytes_per_s: f64,
+    /// Share of the interval the device had I/O in flight, 0–100.
+    pub busy_percent: f64,
+    /// Seconds since the counters last moved (as far as the agent has watched).
+    pub idle_seconds: u64,
 }
 
 #[cfg(test)]

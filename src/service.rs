@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
 
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::config::Config;
@@ -86,13 +86,23 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     if config.shares.enabled {
         sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
     }
+    if config.health.enabled {
+        sources.push(Box::new(crate::health::HealthSource::new(config.health.clone(), config.activity.interval)));
+    }
+    if config.activity.enabled {
+        sources.push(Box::new(crate::activity::ActivitySource::new(config.activity.clone())));
+    }
+    if config.arrays.enabled {
+        sources.push(Box::new(crate::arrays::ArraysSource::new(config.arrays.clone())));
+    }
     sources
 }
 
 /// Starts the agent: loads the journal, starts the core, HTTP and the sources; readiness and
 /// the MQTT sink follow in the background once the sources' start-up facts are applied.
 pub async fn start(config: Config, token: CancellationToken, options: RunOptions) -> Result<Running, StartError> {
-    let node_id = config.node_id();
+    let node = crate::node::resolve(&config, crate::node::MACHINE_ID_FILES);
+    let node_id = node.id.clone();
     let (journal, recovered) = Journal::open(
         &config.state_dir,
         JournalOptions {
@@ -112,12 +122,19 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         held = recovered.events.len(),
         "journal loaded"
     );
+    // After the journal opened (it creates state_dir), so the id is remembered next to it.
+    match crate::node::remember(&config.state_dir, &node) {
+        Ok(()) => info!(node_id = %node.id, origin = ?node.origin, "node id"),
+        Err(e) => warn!(node_id = %node.id, error = %e, "cannot remember the node id in the state directory"),
+    }
     let state = State::new(
         StateConfig {
             node_id: node_id.clone(),
             emit_initial: config.emit_initial,
             usage_thresholds: config.mounts.usage_thresholds.clone(),
             usage_step: config.mounts.usage_step,
+            temperature_warn: config.health.temperature_warn,
+            temperature_critical: config.health.temperature_critical,
         },
         start_after,
     );
@@ -141,6 +158,11 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let (facts, fact_rx) = mpsc::channel(FACT_QUEUE);
     let watchdog = crate::systemd::Watchdog::from_env();
     tracker.spawn(crate::core::run(agent.clone(), journal, fact_rx, token.clone(), watchdog));
+
+    // The history store, loaded before HTTP serves it; recorded from the core's objects.
+    if config.history.enabled {
+        start_history(&tracker, &agent, &config, token.clone());
+    }
 
     // 2. HTTP: serves what the state holds at any moment.
     serve_http(&tracker, agent.clone(), listener, config.http.clone());
@@ -177,26 +199,31 @@ pub async fn run(config: Config, token: CancellationToken, options: RunOptions) 
     Ok(())
 }
 
+fn start_history(tracker: &TaskTracker, agent: &Arc<Agent>, config: &Config, token: CancellationToken) {
+    let (history, error) = crate::history::History::open(&config.history, Some(config.state_dir.clone()));
+    if let Some(e) = error {
+        warn!(error = %e, "history not loaded: starting empty");
+    }
+    let history = Arc::new(history);
+    agent.set_history(history.clone());
+    let reader = agent.clone();
+    let read = move || {
+        let state = reader.state();
+        (state.disks().cloned().collect(), state.mounts().cloned().collect())
+    };
+    tracker.spawn(crate::history::recorder::run(history, config.history.clone(), token, read));
+}
+
 fn serve_http(
     tracker: &TaskTracker,
     agent: Arc<Agent>,
     listener: TcpListener,
     config: crate::http::config::HttpConfig,
 ) {
-    let http_done = agent.streams_done.clone();
-    let app = crate::http::app(agent, config);
-    // Small SSE frames must leave at once: Nagle plus delayed ACKs would hold them for up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-        if let Err(e) = stream.set_nodelay(true) {
-            debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    tracker.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move { http_done.cancelled().await });
-        if let Err(e) = serve.await {
-            error!(error = %e, "HTTP server failed");
-        }
-    });
+    let done = agent.streams_done.clone();
+    let limits = crate::http::server::Limits::from(&config);
+    let app = crate::http::app(agent.clone(), config);
+    tracker.spawn(crate::http::serve(listener, app, agent, limits, done));
 }
 
 /// Waits for every source's start-up facts (bounded by [`STARTUP_WAIT`]), publishes

@@ -504,6 +504,7 @@ async fn ten_thousand_mounts_appearing_at_once() {
     let baseline = mounts.as_array().unwrap().len();
     let mounted_before = agent.metric("diskwatch_events_total{type=\"mount.mounted\"}").await;
     let rss_before = agent.metric("diskwatch_resident_memory_bytes").await;
+    let usage_before = agent.metric("diskwatch_events_total{type=\"mount.usage\"}").await;
     let target = base.clone();
     let made = in_mount_namespace(agent.pid(), move || {
         use nix::mount::{mount, MsFlags};
@@ -533,12 +534,21 @@ async fn ten_thousand_mounts_appearing_at_once() {
     let (mounts, _) =
         agent.wait_json("/api/v1/mounts", WAIT, |m| m.as_array().is_some_and(|a| a.len() == baseline + N + 1)).await;
     let sampled = mounts.as_array().unwrap().iter().filter(|m| !m["usage"].is_null()).count();
-    let (_, all_sampled) = agent
-        .wait_json("/api/v1/mounts", Duration::from_secs(120), |m| {
-            m.as_array().is_some_and(|a| a.iter().all(|m| !m["usage"].is_null()))
-        })
+    // Every new mount's first usage sample is announced (`mount.usage`); counting those is light,
+    // where polling 10 000 mounts as JSON would itself slow the agent down.
+    let usage_want = usage_before + (N + 1) as f64;
+    loop {
+        if agent.metric("diskwatch_events_total{type=\"mount.usage\"}").await >= usage_want {
+            break;
+        }
+        assert!(flood_at.elapsed() < Duration::from_secs(180), "not every mount got its usage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_sampled = flood_at.elapsed();
+    let (mounts, _) = agent
+        .wait_json("/api/v1/mounts", WAIT, |m| m.as_array().is_some_and(|a| a.iter().all(|m| !m["usage"].is_null())))
         .await;
-    let all_sampled = all_sampled + seen_after;
+    assert_eq!(mounts.as_array().unwrap().len(), baseline + N + 1);
     let health = agent.json("/api/v1/health").await;
     let rss_after = agent.metric("diskwatch_resident_memory_bytes").await;
     assert_eq!(health["status"], "ok", "{health:#}");

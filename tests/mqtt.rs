@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
+use common::ha::{ha_python, ha_python_old, run_validator};
 use common::mosquitto::{self, Mosquitto, Recorder};
 use common::TestAgent;
 use diskwatch::config::{Config, DiscoveryMode};
@@ -35,38 +35,22 @@ async fn feed_topology(agent: &TestAgent) {
     agent.facts.send(Fact::Shares { shares, initial: false }).await.unwrap();
 }
 
-/// A Python with the `homeassistant` package: `$var`, else `default` (scripts/ha-venv writes both
-/// defaults: wrappers that run Home Assistant's Python in its Debian unstable chroot).
-fn ha_python_from(var: &str, default: &str) -> Option<String> {
-    let python = std::env::var(var).unwrap_or_else(|_| default.into());
-    if Path::new(&python).exists() {
-        return Some(python);
-    }
-    assert!(!common::in_ci(), "{python} missing: CI must run scripts/ha-venv so discovery is validated");
-    eprintln!("skipping Home Assistant schema validation: {python} missing (run scripts/ha-venv)");
-    None
-}
-
-/// Home Assistant's current release (device-based and per-component discovery).
-fn ha_python() -> Option<String> {
-    ha_python_from("DISKWATCH_HA_PYTHON", "/opt/diskwatch-ha-venv/bin/python")
-}
-
-/// One older release, kept to validate per-component discovery.
-fn ha_python_old() -> Option<String> {
-    ha_python_from("DISKWATCH_HA_PYTHON_OLD", "/opt/diskwatch-ha-venv/bin/python-old")
-}
-
-fn run_validator(python: &str, messages: &BTreeMap<String, String>, dir: &Path) {
-    let list: Vec<Value> =
-        messages.iter().map(|(t, p)| serde_json::json!({"topic": t, "payload": p})).collect::<Vec<_>>();
-    let file = dir.join("discovery.json");
-    std::fs::write(&file, serde_json::to_string(&list).unwrap()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ha_validate.py");
-    let out = std::process::Command::new(python).arg(&script).arg(&file).output().expect("run ha_validate.py");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{text}");
-    assert!(out.status.success(), "Home Assistant rejected discovery payloads:\n{text}");
+/// A degraded raid1 rebuilding onto sdz: every array entity has a value to show.
+async fn feed_array(agent: &TestAgent) {
+    use diskwatch::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+    let mut array = Array::new(ArrayKind::Md, "md0", Some("0fbf5f2c-add2-43c2-bd78-a4be3ab709ef".into()));
+    array.level = Some("raid1".into());
+    array.raid_disks = Some(2);
+    array.members = vec![
+        ArrayMember::new(Some("sdx".into()), MemberRole::Active, Some(0)),
+        ArrayMember::new(Some("sdz".into()), MemberRole::Spare, Some(1)),
+    ];
+    array.members[1].rebuilding = true;
+    array.degraded_count = 1;
+    array.state = ArrayState::Recovering;
+    array.sync_action = Some("recover".into());
+    array.sync_percent = Some(42.5);
+    agent.facts.send(Fact::Arrays { arrays: vec![array], initial: true }).await.unwrap();
 }
 
 #[tokio::test]
@@ -84,10 +68,12 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         )
         .await;
         feed_topology(&agent).await;
+        feed_array(&agent).await;
         let rec = Recorder::start(broker.port, "t-schema", &["homeassistant/#"]).await;
+        // host, disk, two mounts, share, array (device form); their entities (component form)
         let expected = match mode {
-            DiscoveryMode::Device => 5,
-            DiscoveryMode::Component => 7 + 2 + 2 * 4 + 1,
+            DiscoveryMode::Device => 6,
+            DiscoveryMode::Component => 7 + 2 + 2 * 4 + 1 + 3,
         };
         rec.wait_for(WAIT, "all discovery configs", |m| {
             m.iter().map(|r| r.topic.as_str()).collect::<std::collections::BTreeSet<_>>().len() >= expected

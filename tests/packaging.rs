@@ -151,15 +151,34 @@ fn ha_run_script_writes_a_configuration_the_agent_accepts() {
     assert!(config.contains(r#"password = "p\"w\\x""#), "{config}");
     assert!(config.contains(r#"include = ["loop*"]"#), "{config}");
     assert!(config.contains(r#"listen = "172.30.32.1:8377""#), "{config}");
+    // Only the ingress proxy may ask, without a token.
+    assert!(config.contains("allow_anonymous = true\nallow_from = [\"172.30.32.2\"]"), "{config}");
+
+    // On the LAN the token is required: without one the script stops before the agent runs.
+    let (status, _, log) = run_addon_script(
+        r#"{"log_level":"info","emit_initial":false,"include_loop_devices":false,"api_on_lan":true,"discovery_prefix":"ha"}"#,
+        None,
+    );
+    assert!(!status.success());
+    assert!(log.contains("api_on_lan needs api_token"), "{log}");
+    // A token shorter than the agent accepts is refused by the agent itself (78).
+    let (status, _, log) = run_addon_script(
+        r#"{"log_level":"info","emit_initial":false,"include_loop_devices":false,"api_on_lan":true,"api_token":"short","discovery_prefix":"ha"}"#,
+        None,
+    );
+    assert_eq!(status.code(), Some(78), "{log}");
+    assert!(log.contains("http.auth_token_file") && !log.contains("short\""), "{log}");
 
     // A custom broker wins over the service; no service and no broker turns MQTT off.
     let (status, config, log) = run_addon_script(
-        r#"{"log_level":"info","emit_initial":true,"include_loop_devices":false,"api_on_lan":true,"discovery_prefix":"ha","mqtt_url":"mqtts://broker.lan:8883","mqtt_username":"me","node_id":"nas-1"}"#,
+        r#"{"log_level":"info","emit_initial":true,"include_loop_devices":false,"api_on_lan":true,"api_token":"0123456789abcdef0123456789abcdef","discovery_prefix":"ha","mqtt_url":"mqtts://broker.lan:8883","mqtt_username":"me","node_id":"nas-1"}"#,
         Some(r#"{"host":"core-mosquitto","port":1883,"ssl":false,"username":"a","password":"b"}"#),
     );
     assert!(status.success(), "check-config rejected:\n{config}\n{log}");
     assert!(config.contains(r#"url = "mqtts://broker.lan:8883""#) && config.contains(r#"username = "me""#));
     assert!(config.contains(r#"listen = "0.0.0.0:8377""#) && config.contains(r#"node_id = "nas-1""#));
+    assert!(config.contains("anonymous_from = [\"172.30.32.2\"]") && !config.contains("allow_anonymous"), "{config}");
+    assert!(!config.contains("0123456789abcdef"), "the token belongs in its own file: {config}");
     let (status, config, log) = run_addon_script(
         r#"{"log_level":"warn","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant"}"#,
         None,

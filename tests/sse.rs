@@ -168,7 +168,7 @@ async fn snapshot_and_notify_only_modes() {
 async fn keep_alive_comments_flow_while_idle() {
     let agent = TestAgent::start(|c| c.http.keepalive = Duration::from_millis(50), vec![]).await;
     let mut stream = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
-    stream.write_all(b"GET /api/v1/events/stream HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    stream.write_all(b"GET /api/v1/events/stream HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
     let mut text = String::new();
     while !text.contains(": keep-alive") {
@@ -189,7 +189,7 @@ async fn a_stalled_client_never_holds_back_99_others() {
     let total = 10_000u64;
     // The stalled client: connects, then never reads a byte.
     let mut stalled = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
-    stalled.write_all(b"GET /api/v1/events/stream?types=disk.* HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    stalled.write_all(b"GET /api/v1/events/stream?types=disk.* HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
     let url = agent.url("/api/v1/events/stream?types=disk.*");
     let mut readers = Vec::new();
     for _ in 0..99 {

@@ -17,8 +17,17 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::config::Secret;
 use crate::model::Snapshot;
 pub use events::{follow, history, EventsOptions};
+
+/// The API token the client sends (from `http.auth_token_file`), set once by `main`.
+static TOKEN: std::sync::OnceLock<Secret> = std::sync::OnceLock::new();
+
+/// Sends `token` as `Authorization: Bearer` with every request of this process.
+pub fn use_token(token: Secret) {
+    let _ = TOKEN.set(token);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -76,6 +85,9 @@ impl AgentClient {
         let mut request = Request::get(&url);
         for (name, value) in headers {
             request = request.header(*name, value);
+        }
+        if let Some(token) = TOKEN.get() {
+            request = request.header("authorization", format!("Bearer {}", token.expose()));
         }
         let request =
             request.body(Empty::new()).map_err(|e| ClientError::Url { url: url.clone(), message: e.to_string() })?;

@@ -61,6 +61,30 @@ fn yes(flag: bool, word: &str) -> String {
     }
 }
 
+/// `ok`, `FAILING`, `ok, 8 realloc` (counts that are not zero), or `-` when not read.
+fn health_cell(d: &crate::model::Disk) -> String {
+    let Some(h) = &d.health else { return "-".to_owned() };
+    let mut cell = match h.passed {
+        Some(true) => "ok".to_owned(),
+        Some(false) => "FAILING".to_owned(),
+        None => "?".to_owned(),
+    };
+    for (n, what) in [
+        (h.reallocated_sectors, "realloc"),
+        (h.pending_sectors, "pending"),
+        (h.uncorrectable, "uncorr"),
+        (h.nvme_media_errors, "media err"),
+    ] {
+        if let Some(n) = n.filter(|n| *n > 0) {
+            let _ = write!(cell, ", {n} {what}");
+        }
+    }
+    if h.nvme_critical_warning.is_some_and(|w| w != 0) {
+        cell.push_str(", critical warning");
+    }
+    cell
+}
+
 /// The whole snapshot: disks, partitions, mounts and shares.
 pub fn render(s: &Snapshot) -> String {
     let mut out = format!("node {}  last event {}\n\n", s.node_id, s.last_event_id);
@@ -81,12 +105,20 @@ pub fn render(s: &Snapshot) -> String {
                 opt(&d.bus),
                 if model.is_empty() { "-".to_owned() } else { model },
                 d.partitions.len().to_string(),
+                health_cell(d),
+                d.health.as_ref().and_then(|h| h.temperature_c).map_or("-".to_owned(), |t| format!("{t:.0}°C")),
+                d.power_state.map_or("-".to_owned(), |p| p.as_str().to_owned()),
                 if flags.is_empty() { "-".to_owned() } else { flags },
                 d.id.clone(),
             ]
         })
         .collect();
-    table(&mut out, "DISKS", &["NAME", "SIZE", "BUS", "MODEL", "PARTS", "FLAGS", "ID"], &rows);
+    table(
+        &mut out,
+        "DISKS",
+        &["NAME", "SIZE", "BUS", "MODEL", "PARTS", "HEALTH", "TEMP", "POWER", "FLAGS", "ID"],
+        &rows,
+    );
 
     let mut parts: Vec<_> = s.partitions.iter().collect();
     parts.sort_by(|a, b| a.kernel_name.cmp(&b.kernel_name));
@@ -171,6 +203,39 @@ mod tests {
     use crate::model::{Mount, Usage};
 
     #[test]
+    fn disk_health_columns() {
+        let mut d: crate::model::Disk = serde_json::from_value(serde_json::json!({
+            "id": "wwn-1", "stable": true, "kernel_name": "sdb", "devpath": "/d", "devnode": "/dev/sdb",
+            "dev": "8:16", "vendor": null, "model": "WD40EFRX", "serial": null, "wwn": null, "bus": "ata",
+            "size_bytes": 4000000000000u64, "removable": false, "rotational": true, "read_only": false,
+            "partition_table": null, "fs_type": null, "fs_label": null, "fs_uuid": null,
+            "members": [], "holders": [], "power_state": "standby",
+            "health": {"passed": false, "temperature_c": 41.0, "power_on_hours": 1, "power_cycles": 1,
+                "reallocated_sectors": 8, "pending_sectors": 0, "uncorrectable": null, "nvme_percentage_used": null,
+                "nvme_critical_warning": null, "nvme_media_errors": null, "checked_at": "t", "source": "smartctl"}
+        }))
+        .unwrap();
+        let snap = Snapshot {
+            node_id: "n".into(),
+            last_event_id: 0,
+            disks: vec![d.clone()],
+            partitions: vec![],
+            mounts: vec![],
+            shares: vec![],
+            arrays: vec![],
+            sources: vec![],
+        };
+        let text = render(&snap);
+        let header = text.lines().find(|l| l.contains("HEALTH")).unwrap();
+        assert!(header.contains("TEMP") && header.contains("POWER"), "{text}");
+        let row = text.lines().find(|l| l.trim_start().starts_with("sdb")).unwrap();
+        assert!(row.contains("FAILING, 8 realloc") && row.contains("41°C") && row.contains("standby"), "{row}");
+        d.health = None;
+        d.power_state = None;
+        assert_eq!(health_cell(&d), "-");
+    }
+
+    #[test]
     fn sizes() {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(1536), "1.5 KiB");
@@ -203,6 +268,7 @@ mod tests {
                 inodes_free: 0,
             }),
             stale: false,
+            array_id: None,
         };
         let snap = Snapshot {
             node_id: "nas".into(),
@@ -212,6 +278,7 @@ mod tests {
             mounts: vec![mount],
             shares: vec![],
             sources: vec![],
+            arrays: vec![],
         };
         let text = render(&snap);
         assert!(text.starts_with("node nas  last event 7\n"), "{text}");

@@ -6,17 +6,19 @@ use std::time::SystemTime;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::guard::Access;
 use crate::agent::{Agent, SinkState, SinkStatus};
+use crate::arrays::Array;
 use crate::events::{CloudEvent, TypeFilter};
 use crate::metrics::Degradation;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceStatus};
 
-type AgentState = State<Arc<Agent>>;
+pub(super) type AgentState = State<Arc<Agent>>;
 
 /// The whole topology with the id of the last event it reflects.
 #[utoipa::path(get, path = "/api/v1/snapshot", responses((status = 200, body = Snapshot)))]
@@ -52,6 +54,22 @@ pub async fn mounts(State(agent): AgentState) -> Json<Vec<Mount>> {
 #[utoipa::path(get, path = "/api/v1/shares", responses((status = 200, body = Vec<Share>)))]
 pub async fn shares(State(agent): AgentState) -> Json<Vec<Share>> {
     Json(agent.state().shares().cloned().collect())
+}
+
+/// md arrays, multi-device btrfs filesystems and ZFS pools.
+#[utoipa::path(get, path = "/api/v1/arrays", responses((status = 200, body = Vec<Array>)))]
+pub async fn arrays(State(agent): AgentState) -> Json<Vec<Array>> {
+    Json(agent.state().arrays().cloned().collect())
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/arrays/{id}",
+    params(("id" = String, Path, description = "array id: md-<uuid>, btrfs-<fsid> or zfs-<guid>")),
+    responses((status = 200, body = Array), (status = 404, body = ErrorBody))
+)]
+pub async fn array(State(agent): AgentState, Path(id): Path<String>) -> Result<Json<Array>, ApiError> {
+    agent.state().array(&id).cloned().map(Json).ok_or_else(|| ApiError::not_found(format!("no array with id {id:?}")))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -159,13 +177,14 @@ pub struct Health {
     pub degraded: Vec<Degradation>,
 }
 
-/// Per-source and per-sink status; 503 when a required part is down.
+/// Per-source and per-sink status; 503 when a required part is down. Open without the token,
+/// but then only `{"status": ...}` is answered.
 #[utoipa::path(
     get,
     path = "/api/v1/health",
     responses((status = 200, body = Health), (status = 503, body = Health))
 )]
-pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
+pub async fn health(State(agent): AgentState, access: Option<Extension<Access>>) -> Response {
     let (sources, last_event_id) = {
         let state = agent.state();
         (state.sources().cloned().collect::<Vec<_>>(), state.last_seq())
@@ -182,6 +201,9 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         (false, true) => (StatusCode::OK, "degraded"),
         _ => (StatusCode::OK, "ok"),
     };
+    if matches!(access, Some(Extension(Access::StatusOnly))) {
+        return (code, Json(serde_json::json!({ "status": status }))).into_response();
+    }
     let body = Health {
         status: status.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -192,7 +214,7 @@ pub async fn health(State(agent): AgentState) -> (StatusCode, Json<Health>) {
         sinks,
         degraded,
     };
-    (code, Json(body))
+    (code, Json(body)).into_response()
 }
 
 /// Prometheus metrics in the OpenMetrics text format.

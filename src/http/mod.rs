@@ -2,22 +2,29 @@
 //! document, built by [`app`] so tests can drive it on any listener.
 
 mod api;
+pub mod auth;
 pub mod config;
 mod dashboard;
 mod error;
+pub mod guard;
+mod history;
+pub mod limits;
 mod openapi;
+pub mod server;
 mod sse;
 
 use std::sync::Arc;
 
 use axum::extract::FromRef;
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 
 use crate::agent::Agent;
 use config::HttpConfig;
 pub use error::ApiError;
 pub use openapi::ApiDoc;
+
+pub use server::serve;
 
 /// What every handler may extract: the agent, and the HTTP configuration.
 #[derive(Clone)]
@@ -38,8 +45,12 @@ impl FromRef<AppState> for Arc<HttpConfig> {
     }
 }
 
-/// The router of every endpoint, sharing one agent.
+/// The router of every endpoint, sharing one agent, behind the [`guard`] (network, Host
+/// header, token), which also covers the fallback: an unknown path without a token is a 401.
 pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
+    let config = Arc::new(config);
+    let guard = Arc::new(guard::Guard::new(agent.clone(), &config));
+    let sse_slots = Arc::new(limits::SseSlots::new(config.max_sse_clients));
     Router::new()
         .route("/", get(dashboard::index))
         .route("/api/v1/snapshot", get(api::snapshot))
@@ -48,13 +59,18 @@ pub fn app(agent: Arc<Agent>, config: HttpConfig) -> Router {
         .route("/api/v1/partitions", get(api::partitions))
         .route("/api/v1/mounts", get(api::mounts))
         .route("/api/v1/shares", get(api::shares))
+        .route("/api/v1/arrays", get(api::arrays))
+        .route("/api/v1/arrays/{id}", get(api::array))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/types", get(api::event_types))
         .route("/api/v1/events/stream", get(sse::stream))
         .route("/api/v1/health", get(api::health))
+        .route("/api/v1/history", get(history::history))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/metrics", get(api::metrics))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .with_state(AppState { agent, config: Arc::new(config) })
+        .layer(Extension(sse_slots))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
+        .with_state(AppState { agent, config })
 }

@@ -20,21 +20,25 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::broadcast::Receiver;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Interval};
 use tracing::debug;
 use utoipa::IntoParams;
 
 use super::config::HttpConfig;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::limits::{SseSlots, SSE_RETRY_AFTER_SECS};
 use crate::agent::Agent;
 use crate::events::history::ReadLimit;
 use crate::events::{Published, TypeFilter};
+use crate::metrics::LimitLabel;
 
 /// Events sent in one chunk at most, so one busy client cannot hog a worker.
 const CHUNK_EVENTS: usize = 256;
@@ -63,15 +67,29 @@ pub struct StreamQuery {
     params(StreamQuery, ("Last-Event-ID" = Option<u64>, Header, description = "resume after this id")),
     responses(
         (status = 200, content_type = "text/event-stream", description = "the event stream", body = String),
-        (status = 400, body = ErrorBody)
+        (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "http.max_sse_clients streams are open (see Retry-After)")
     )
 )]
 pub async fn stream(
     State(agent): State<Arc<Agent>>,
     State(config): State<Arc<HttpConfig>>,
+    Extension(slots): Extension<Arc<SseSlots>>,
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Some(slot) = slots.try_acquire() else {
+        agent.metrics.http_limits.get_or_create(&LimitLabel { limit: "sse_clients".into() }).inc();
+        slots.refused.hit(|| format!("max {}", config.max_sse_clients));
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: "too_many_streams".into(),
+                message: "http.max_sse_clients streams are open; try again later".into(),
+            },
+        };
+        let retry = SSE_RETRY_AFTER_SECS.to_string();
+        return Ok((StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, retry)], Json(body)).into_response());
+    };
     let Query(q) = query?;
     let filter = TypeFilter::parse(q.types.as_deref()).map_err(|e| ApiError::bad_request(format!("types: {e}")))?;
     let header_id = match headers.get("last-event-id") {
@@ -94,6 +112,7 @@ pub async fn stream(
         last_sent: 0,
         keepalive: keepalive(config.keepalive),
         done: false,
+        _slot: slot,
     };
     let run_start_after = agent.log.run_start_after();
     match resume_after {
@@ -162,6 +181,8 @@ struct Client {
     last_sent: u64,
     keepalive: Interval,
     done: bool,
+    /// This stream's place among `http.max_sse_clients`, given back when it ends.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for Client {

@@ -211,6 +211,7 @@ impl Entry {
             shares: Vec::new(),
             usage: None,
             stale: false,
+            array_id: None,
         }
     }
 }

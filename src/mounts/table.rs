@@ -61,8 +61,13 @@ impl Table {
         }
     }
 
-    /// The path read: the configured one, or the fallback while that one is hidden.
+    /// The configured path.
     pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path read: the configured one, or the fallback while that one is hidden.
+    pub fn reading(&self) -> &Path {
         &self.active
     }
 
@@ -173,12 +178,12 @@ mod tests {
         std::fs::write(&own, LINE).unwrap();
         let mut table = Table::with_fallback(main.clone(), own.clone());
         assert_eq!(table.read(false).unwrap(), LINE);
-        assert_eq!(table.path(), own);
+        assert_eq!(table.reading(), own);
         // Once the configured table is readable, it is read again.
         std::fs::write(&main, LINE.replace("sda2", "sdb1")).unwrap();
         table.close();
         assert!(table.read(false).unwrap().contains("sdb1"));
-        assert_eq!(table.path(), main);
+        assert_eq!(table.reading(), main);
     }
 
     #[tokio::test]

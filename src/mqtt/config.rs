@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::Secret;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DiscoveryMode {
@@ -21,11 +23,16 @@ pub struct MqttConfig {
     /// `mqtt://host:port` or `mqtts://host:port`.
     pub url: String,
     pub username: String,
-    pub password: String,
+    /// Shown nowhere (health, logs, check-config); prefer `password_file`.
+    pub password: Secret,
     /// Read the password from this file (wins over `password`).
     pub password_file: Option<PathBuf>,
-    /// CA bundle for mqtts; empty: the system's roots.
+    /// CA bundle (PEM) for mqtts; empty: the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that authenticate clients by certificate.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub client_key: Option<PathBuf>,
     /// Empty: `diskwatch-<node_id>`.
     pub client_id: String,
     pub discovery_prefix: String,
@@ -46,9 +53,11 @@ impl Default for MqttConfig {
             enabled: true,
             url: "mqtt://127.0.0.1:1883".into(),
             username: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             password_file: None,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             client_id: String::new(),
             discovery_prefix: "homeassistant".into(),
             base_topic: "diskwatch".into(),
@@ -84,6 +93,14 @@ impl MqttConfig {
         // The whole URL is parsed now, so a bad port fails at start-up and not in the sink.
         if let Err(e) = super::connection::parse_url(&self.url) {
             problems.push(e.to_string());
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            problems.push("mqtt.client_cert and mqtt.client_key: set both or neither".to_owned());
+        } else if self.enabled && self.url.starts_with("mqtts://") {
+            // The TLS files are read now, so a wrong path fails check-config, not the handshake.
+            if let Err(e) = super::connection::tls(self) {
+                problems.push(e.to_string());
+            }
         }
     }
 }

@@ -26,9 +26,20 @@ pub struct BrokerUrl {
     pub port: u16,
 }
 
-/// `mqtt://host[:port]` or `mqtts://host[:port]` (IPv6 hosts in brackets).
+/// The URL with any `user:password@` part replaced, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// `mqtt://host[:port]` or `mqtts://host[:port]` (IPv6 hosts in brackets). Credentials in
+/// the URL are refused: they would show wherever the URL does (health, logs, process lists).
 pub fn parse_url(url: &str) -> Result<BrokerUrl, MqttError> {
-    let bad = |why: &str| MqttError::Url { url: url.to_owned(), reason: why.to_owned() };
+    let bad = |why: &str| MqttError::Url { url: redact_url(url), reason: why.to_owned() };
     let (tls, rest) = if let Some(r) = url.strip_prefix("mqtts://") {
         (true, r)
     } else if let Some(r) = url.strip_prefix("mqtt://") {
@@ -37,6 +48,9 @@ pub fn parse_url(url: &str) -> Result<BrokerUrl, MqttError> {
         return Err(bad("must start with mqtt:// or mqtts://"));
     };
     let rest = rest.trim_end_matches('/');
+    if rest.contains('@') {
+        return Err(bad("credentials in the URL are not accepted: set mqtt.username and mqtt.password_file"));
+    }
     let default_port = if tls { 8883 } else { 1883 };
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
@@ -74,17 +88,45 @@ pub fn options(config: &MqttConfig, node_id: &str, availability_topic: &str) -> 
             .map_err(|source| MqttError::Io { path: path.clone(), source })?
             .trim_end_matches(['\r', '\n'])
             .to_owned(),
-        None => config.password.clone(),
+        None => config.password.expose().to_owned(),
     };
     if !config.username.is_empty() {
         options.set_credentials(config.username.clone(), password);
     }
     if url.tls {
-        let path = config.ca_file.clone().unwrap_or_else(|| SYSTEM_ROOTS.into());
-        let ca = std::fs::read(&path).map_err(|source| MqttError::Io { path, source })?;
-        options.set_transport(Transport::Tls(TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
+        options.set_transport(Transport::Tls(tls(config)?));
     }
     Ok(options)
+}
+
+/// TLS settings for mqtts: the CA bundle, and the client certificate with its key when set.
+/// The files are read (and their PEM checked) here, and by `check-config`, so a wrong path is
+/// reported at start-up with its key and name rather than as a handshake failure later.
+pub fn tls(config: &MqttConfig) -> Result<TlsConfiguration, MqttError> {
+    let read = |key: &'static str, path: &std::path::Path, label: &str| {
+        let bad = |reason: String| MqttError::Tls { key, path: path.into(), reason };
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        if !contains_pem(&bytes, label) {
+            return Err(bad(format!("no PEM {} in it", label.to_lowercase())));
+        }
+        Ok(bytes)
+    };
+    let ca_path = config.ca_file.clone().unwrap_or_else(|| SYSTEM_ROOTS.into());
+    let ca = read("mqtt.ca_file", &ca_path, "CERTIFICATE")?;
+    let client_auth = match (&config.client_cert, &config.client_key) {
+        (Some(cert), Some(key)) => {
+            Some((read("mqtt.client_cert", cert, "CERTIFICATE")?, read("mqtt.client_key", key, "PRIVATE KEY")?))
+        }
+        _ => None,
+    };
+    Ok(TlsConfiguration::Simple { ca, alpn: None, client_auth })
+}
+
+/// Whether `pem` holds a `-----BEGIN ...<label>-----` block (`PRIVATE KEY` also matches
+/// `RSA PRIVATE KEY` and `EC PRIVATE KEY`).
+fn contains_pem(pem: &[u8], label: &str) -> bool {
+    let text = String::from_utf8_lossy(pem);
+    text.lines().any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{label}-----")))
 }
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential, capped, with
@@ -111,6 +153,47 @@ mod tests {
         for bad in ["http://x", "mqtt://", "mqtt://h:port", "mqtt://[::1", "mqtt://h/x:1"] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_and_never_echoed() {
+        for url in ["mqtt://user:hunter2@broker:1883", "mqtts://hunter2@broker", "mqtt://u:hunter2@[::1]:1"] {
+            let e = parse_url(url).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("mqtt.password_file"), "{e}");
+        }
+        assert_eq!(redact_url("mqtt://u:p@h:1/x@y"), "mqtt://<redacted>@h:1/x@y");
+        assert_eq!(redact_url("mqtt://h:1"), "mqtt://h:1");
+    }
+
+    #[test]
+    fn tls_reads_ca_and_client_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = |name: &str, label: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n")).unwrap();
+            p
+        };
+        let config = MqttConfig {
+            url: "mqtts://broker".into(),
+            ca_file: Some(pem("ca.pem", "CERTIFICATE")),
+            client_cert: Some(pem("c.pem", "CERTIFICATE")),
+            client_key: Some(pem("k.pem", "EC PRIVATE KEY")),
+            ..MqttConfig::default()
+        };
+        match tls(&config).unwrap() {
+            TlsConfiguration::Simple { client_auth: Some((cert, key)), .. } => {
+                assert!(cert.starts_with(b"-----BEGIN CERTIFICATE"));
+                assert!(key.starts_with(b"-----BEGIN EC PRIVATE KEY"));
+            }
+            _ => panic!("no client auth"),
+        }
+        let swapped = MqttConfig { client_key: config.client_cert.clone(), ..config.clone() };
+        let e = tls(&swapped).unwrap_err().to_string();
+        assert!(e.starts_with("mqtt.client_key") && e.contains("c.pem") && e.contains("private key"), "{e}");
+        let missing = MqttConfig { ca_file: Some(dir.path().join("none.pem")), ..config };
+        let e = tls(&missing).unwrap_err().to_string();
+        assert!(e.starts_with("mqtt.ca_file") && e.contains("none.pem"), "{e}");
     }
 
     #[test]

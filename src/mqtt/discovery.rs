@@ -6,6 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::config::DiscoveryMode;
 use super::topics::{Kind, Naming};
+use crate::arrays::{Array, ArrayKind, ArrayState};
 use crate::events::EventKind;
 use crate::model::{Disk, Mount, Share, Snapshot};
 
@@ -56,6 +57,9 @@ pub fn plan(snapshot: &Snapshot, naming: &Naming) -> Vec<Retained> {
     }
     for s in &snapshot.shares {
         push_object(&mut out, naming, Kind::Share, &s.id, json!(s));
+    }
+    for a in &snapshot.arrays {
+        push_object(&mut out, naming, Kind::Array, &a.id, json!(a));
     }
     for object in discovery_objects(snapshot, naming) {
         out.extend(render(&object, naming));
@@ -170,6 +174,8 @@ fn discovery_objects(s: &Snapshot, naming: &Naming) -> Vec<DiscoveryObject> {
         let device = attached_device(sh.disk_id.as_deref(), s, naming);
         out.push(share_object(sh, device, naming));
     }
+    // An array spans disks: its entities live on the host device.
+    out.extend(s.arrays.iter().map(|a| array_object(a, naming)));
     out
 }
 
@@ -279,7 +285,7 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
             device[key] = json!(v);
         }
     }
-    let entities = vec![
+    let mut entities = vec![
         // State and availability in one: the entity stays available and shows off when unplugged.
         entity(
             "binary_sensor",
@@ -307,12 +313,21 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
             }),
         ),
     ];
+    let mut follow = vec!["size"];
+    if d.power_state.is_some() {
+        entities.extend(health_entities(&name, &label, &state));
+        follow.extend(HEALTH_KEYS);
+    }
+    if d.io.is_some() {
+        entities.extend(io_entities(&name, &label, &state));
+        follow.extend(IO_KEYS);
+    }
     DiscoveryObject {
         object: object_key(Kind::Disk, &d.id),
         name,
         device,
         // The connected sensor reads the availability topic itself; the others follow it.
-        entities: with_object_availability(entities, &avail, &["size"]),
+        entities: with_object_availability(entities, &avail, &follow),
     }
 }
 
@@ -421,6 +436,73 @@ fn share_object(sh: &Share, device: Value, naming: &Naming) -> DiscoveryObject {
     }
 }
 
+/// "md0 raid1", "btrfs data raid1", "zfs tank raidz1".
+pub fn array_label(a: &Array) -> String {
+    let name = if a.kind == ArrayKind::Md { a.name.clone() } else { format!("{} {}", a.kind.as_str(), a.name) };
+    match a.level.as_deref() {
+        Some(level) => format!("{name} {level}"),
+        None => name,
+    }
+}
+
+fn array_object(a: &Array, naming: &Naming) -> DiscoveryObject {
+    let name = format!("diskwatch_{}_array_{}", naming.node_id, a.id);
+    let state = naming.state(Kind::Array, &a.id);
+    let avail = naming.object_availability(Kind::Array, &a.id);
+    let label = array_label(a);
+    let options: Vec<&str> = ArrayState::ALL.iter().map(|s| s.as_str()).collect();
+    let entities = vec![
+        entity(
+            "sensor",
+            "state",
+            &name,
+            format!("{label} state"),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.state }}",
+                "device_class": "enum",
+                "options": options,
+                "icon": "mdi:harddisk-plus",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'kind': value_json.kind, 'level': value_json.level, 'members': value_json.members | length, 'sync_action': value_json.sync_action} | to_json }}",
+            }),
+        ),
+        entity(
+            "binary_sensor",
+            "degraded",
+            &name,
+            format!("{label} degraded"),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ 'ON' if value_json.state in ['degraded', 'recovering', 'failed'] else 'OFF' }}",
+                "device_class": "problem",
+                "json_attributes_topic": state,
+                "json_attributes_template": "{{ {'degraded_count': value_json.degraded_count} | to_json }}",
+            }),
+        ),
+        entity(
+            "sensor",
+            "sync",
+            &name,
+            format!("{label} sync progress"),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.sync_percent if value_json.sync_percent is not none else None }}",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                "icon": "mdi:progress-wrench",
+            }),
+        ),
+    ];
+    DiscoveryObject {
+        object: object_key(Kind::Array, &a.id),
+        name,
+        device: json!({"identifiers": [naming.host_device()]}),
+        entities: with_object_availability(entities, &avail, &["state", "degraded", "sync"]),
+    }
+}
+
 /// Entities named in `keys` also depend on the object's availability topic, so
 /// they show unavailable, not stale, the moment the object goes away.
 fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str]) -> Vec<Entity> {
@@ -431,6 +513,10 @@ fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str
     }
     entities
 }
+
+#[path = "discovery_health.rs"]
+mod health;
+use health::{health_entities, io_entities, HEALTH_KEYS, IO_KEYS};
 
 #[cfg(test)]
 #[path = "discovery_tests.rs"]

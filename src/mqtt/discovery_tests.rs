@@ -31,6 +31,11 @@ pub(crate) fn disk() -> Disk {
         holders: vec![],
         partitions: vec!["p-1".into()],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -52,6 +57,7 @@ pub(crate) fn snapshot() -> Snapshot {
         part_label: None,
         part_uuid: Some("p-1".into()),
         mounts: vec!["mnt_data".into()],
+        arrays: Vec::new(),
     };
     let mount = |id: &str, point: &str, source: &str, disk: Option<&str>| Mount {
         id: id.into(),
@@ -77,6 +83,7 @@ pub(crate) fn snapshot() -> Snapshot {
             inodes_free: 9,
         }),
         stale: false,
+        array_id: None,
     };
     let share = Share {
         id: "smb-media".into(),
@@ -110,6 +117,7 @@ pub(crate) fn snapshot() -> Snapshot {
         ],
         shares: vec![share],
         sources: vec![],
+        arrays: vec![],
     }
 }
 
@@ -208,4 +216,29 @@ fn labels_and_slugs() {
     let mut d = disk();
     d.model = None;
     assert_eq!(disk_label(&d), "sdb");
+}
+
+#[test]
+fn arrays_get_state_degraded_and_progress_entities_on_the_host() {
+    use crate::arrays::{Array, ArrayKind, ArrayState};
+    let mut s = snapshot();
+    let mut array = Array::new(ArrayKind::Btrfs, "pool", Some("8a0e6f3c-0000-4000-8000-000000000001".into()));
+    array.level = Some("raid1".into());
+    array.state = ArrayState::Degraded;
+    s.arrays.push(array);
+    let msgs = plan(&s, &naming(DiscoveryMode::Device));
+    let state = json(find(&msgs, "diskwatch/nas1/array/btrfs-8a0e6f3c-0000-4000-8000-000000000001/state"));
+    assert_eq!(state["state"], "degraded");
+    let config = json(find(
+        &msgs,
+        "homeassistant/device/diskwatch_nas1_array_btrfs-8a0e6f3c-0000-4000-8000-000000000001/config",
+    ));
+    assert_eq!(config["device"]["identifiers"][0], "diskwatch_nas1", "arrays live on the host device");
+    assert_eq!(config["cmps"]["state"]["device_class"], "enum");
+    assert_eq!(config["cmps"]["state"]["options"].as_array().map(Vec::len), Some(7));
+    assert_eq!(config["cmps"]["state"]["name"], "btrfs pool raid1 state");
+    assert_eq!(config["cmps"]["degraded"]["device_class"], "problem");
+    assert_eq!(config["cmps"]["degraded"]["platform"], "binary_sensor");
+    assert_eq!(config["cmps"]["sync"]["unit_of_measurement"], "%");
+    assert_eq!(config["cmps"]["sync"]["availability"].as_array().map(Vec::len), Some(2));
 }

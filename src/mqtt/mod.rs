@@ -25,6 +25,8 @@ pub enum MqttError {
     Url { url: String, reason: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{key}: {path}: {reason}")]
+    Tls { key: &'static str, path: PathBuf, reason: String },
     #[error("{path}: not a diskwatch MQTT state file: {source}")]
     StateFile { path: PathBuf, source: serde_json::Error },
 }

@@ -10,6 +10,7 @@ pub enum Kind {
     Partition,
     Mount,
     Share,
+    Array,
 }
 
 impl Kind {
@@ -19,6 +20,7 @@ impl Kind {
             Kind::Partition => "partition",
             Kind::Mount => "mount",
             Kind::Share => "share",
+            Kind::Array => "array",
         }
     }
 }

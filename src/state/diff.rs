@@ -5,8 +5,23 @@ use serde::Serialize;
 
 /// Fields the state model derives itself; a change in them is not a change
 /// the source reported, so it never makes a `*.changed` event on its own.
-pub const DERIVED: &[&str] =
-    &["partitions", "mounts", "partition_id", "disk_id", "shares", "usage", "stale", "mount_id", "available"];
+pub const DERIVED: &[&str] = &[
+    "partitions",
+    "mounts",
+    "partition_id",
+    "disk_id",
+    "shares",
+    "usage",
+    "stale",
+    "mount_id",
+    "available",
+    "power_state",
+    "health",
+    "health_note",
+    "io",
+    "arrays",
+    "array_id",
+];
 
 /// Names of the top-level fields whose values differ, in serialisation order,
 /// leaving out `ignore`.

@@ -1,7 +1,8 @@
 //! Facts: what sources tell the core. A fact says what a source sees now;
 //! the state model decides which events that makes.
 
-use crate::model::{Disk, Mount, Partition, Share, Usage};
+use crate::arrays::Array;
+use crate::model::{Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
 
 /// One observation sent by a source to the core.
 #[derive(Debug, Clone)]
@@ -25,8 +26,16 @@ pub enum Fact {
     MountsChanged { upserts: Vec<Mount>, removed: Vec<String> },
     /// A usage sample for one mount: `usage` is `None` and `stale` true when the query timed out.
     MountUsage { id: String, usage: Option<Usage>, stale: bool },
+    /// What the health source knows of a disk after a poll: its power state, its last SMART
+    /// health (kept while the disk sleeps) and why it is not fresh.
+    DiskHealth { id: String, power_state: PowerState, health: Option<Health>, note: Option<String> },
+    /// I/O activity samples of disks (no event; fields only).
+    DiskIo { samples: Vec<(String, DiskIo)> },
     /// The complete share set after a re-parse.
     Shares { shares: Vec<Share>, initial: bool },
+    /// The complete set of arrays (md, btrfs, ZFS) after a re-read. Arrays missing from it
+    /// are removed. With `initial`, additions are silent unless `emit_initial` is configured.
+    Arrays { arrays: Vec<Array>, initial: bool },
     /// A source is up (registers it in health; no event).
     SourceRunning { source: String, required: bool },
     /// A source has sent its start-up facts (coldplug done): readiness waits for every source's.

@@ -50,6 +50,7 @@ impl State {
             disk.mounts = disk_mounts.remove(&disk.id).unwrap_or_default();
         }
         self.relink_shares(availability_before, drafts);
+        self.relink_arrays();
     }
 
     fn relink_shares(&mut self, availability_before: &HashMap<String, bool>, drafts: &mut Vec<Draft>) {

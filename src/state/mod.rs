@@ -1,9 +1,12 @@
 //! The state model: the only writer of the topology. [`State::apply`] turns a
 //! [`Fact`] into events, assigns each its sequence number, and does no I/O.
 
+mod arrays;
 mod diff;
 mod fact;
+mod health;
 mod link;
+pub mod rules;
 #[cfg(test)]
 mod tests;
 
@@ -13,8 +16,12 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde_json::json;
 
+/// Field-level comparison, shared with the array transitions.
+pub(crate) use diff::changed_fields as diff_fields;
 pub use fact::Fact;
 
+use crate::arrays::transitions::ProgressMark;
+use crate::arrays::Array;
 use crate::events::{CloudEvent, EventKind};
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceState, SourceStatus};
 use diff::{changed_fields, DERIVED};
@@ -29,6 +36,9 @@ pub struct StateConfig {
     pub usage_thresholds: Vec<f64>,
     /// A move of at least this many percentage points raises `mount.usage`.
     pub usage_step: f64,
+    /// °C thresholds of `disk.temperature`.
+    pub temperature_warn: f64,
+    pub temperature_critical: f64,
 }
 
 impl Default for StateConfig {
@@ -38,6 +48,8 @@ impl Default for StateConfig {
             emit_initial: false,
             usage_thresholds: vec![80.0, 90.0, 95.0],
             usage_step: 1.0,
+            temperature_warn: 50.0,
+            temperature_critical: 60.0,
         }
     }
 }
@@ -55,6 +67,9 @@ pub struct State {
     mounts: BTreeMap<String, Mount>,
     shares: BTreeMap<String, Share>,
     sources: BTreeMap<String, SourceStatus>,
+    arrays: BTreeMap<String, Array>,
+    /// Per array: the sync progress last announced (throttles `array.changed`).
+    progress_marks: HashMap<String, ProgressMark>,
     /// Sources that have sent their start-up facts (or failed trying).
     settled: std::collections::BTreeSet<String>,
     /// Bumped whenever disks, partitions, mounts or shares change, with or without an event.
@@ -62,6 +77,8 @@ pub struct State {
     /// Per mount: the usage percent last announced by `mount.usage`, and
     /// whether the first sample should be announced (not for coldplugged mounts).
     usage_marks: HashMap<String, UsageMark>,
+    /// Per disk: the temperature band last announced by `disk.temperature`.
+    temp_levels: HashMap<String, rules::TempLevel>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +113,12 @@ impl State {
             mounts: BTreeMap::new(),
             shares: BTreeMap::new(),
             sources: BTreeMap::new(),
+            arrays: BTreeMap::new(),
+            progress_marks: HashMap::new(),
             settled: std::collections::BTreeSet::new(),
             topology_generation: 0,
             usage_marks: HashMap::new(),
+            temp_levels: HashMap::new(),
         }
     }
 
@@ -161,8 +181,25 @@ impl State {
                 self.mount_usage(&id, usage, stale, &mut drafts);
                 false
             }
+            Fact::DiskHealth { id, power_state, health, note } => {
+                if self.disk_health(&id, power_state, health, note, &mut drafts) {
+                    // Not structural (no relink), but sinks mirroring disks follow it.
+                    self.topology_generation += 1;
+                }
+                false
+            }
+            Fact::DiskIo { samples } => {
+                if self.disk_io(samples) {
+                    self.topology_generation += 1;
+                }
+                false
+            }
             Fact::Shares { shares, initial } => {
                 self.replace_shares(shares, initial, &mut drafts);
+                true
+            }
+            Fact::Arrays { arrays, initial } => {
+                self.replace_arrays(arrays, initial, now, &mut drafts);
                 true
             }
             Fact::SourceRunning { source, required } => {
@@ -251,6 +288,7 @@ impl State {
             "disk" => self.disks.get(&id).map(serde_json::to_value),
             "partition" => self.partitions.get(&id).map(serde_json::to_value),
             "mount" => self.mounts.get(&id).map(serde_json::to_value),
+            "array" => self.arrays.get(&id).map(serde_json::to_value),
             _ => self.shares.get(&id).map(serde_json::to_value),
         };
         let mut map = serde_json::Map::new();
@@ -271,6 +309,7 @@ impl State {
             mounts: self.mounts.values().cloned().collect(),
             shares: self.shares.values().cloned().collect(),
             sources: self.sources.values().cloned().collect(),
+            arrays: self.arrays.values().cloned().collect(),
         }
     }
 
@@ -288,6 +327,12 @@ impl State {
     }
     pub fn shares(&self) -> impl Iterator<Item = &Share> {
         self.shares.values()
+    }
+    pub fn arrays(&self) -> impl Iterator<Item = &Array> {
+        self.arrays.values()
+    }
+    pub fn array(&self, id: &str) -> Option<&Array> {
+        self.arrays.get(id)
     }
     pub fn sources(&self) -> impl Iterator<Item = &SourceStatus> {
         self.sources.values()
@@ -330,6 +375,12 @@ impl State {
             Some(old) => {
                 disk.partitions = old.partitions.clone();
                 disk.mounts = old.mounts.clone();
+                // Owned by the health and activity sources, not by udev.
+                disk.power_state = old.power_state;
+                disk.health = old.health.clone();
+                disk.health_note = old.health_note.clone();
+                disk.io = old.io.clone();
+                disk.arrays = old.arrays.clone();
                 let changed = changed_fields(old, &disk, DERIVED);
                 if !changed.is_empty() {
                     drafts.push(current_draft(EventKind::DiskChanged, "disk", &disk.id, Some(changed)));
@@ -348,6 +399,7 @@ impl State {
             self.remove_partition(&child, drafts);
         }
         if let Some(disk) = self.disks.remove(id) {
+            self.temp_levels.remove(id);
             drafts.push(ready_draft(EventKind::DiskRemoved, "disk", id, &disk));
         }
     }
@@ -357,6 +409,7 @@ impl State {
         match self.partitions.get(&partition.id) {
             Some(old) => {
                 partition.mounts = old.mounts.clone();
+                partition.arrays = old.arrays.clone();
                 let changed = changed_fields(old, &partition, DERIVED);
                 if !changed.is_empty() {
                     drafts.push(current_draft(EventKind::PartitionChanged, "partition", &partition.id, Some(changed)));
@@ -403,6 +456,7 @@ impl State {
                 mount.partition_id = old.partition_id.clone();
                 mount.disk_id = old.disk_id.clone();
                 mount.shares = old.shares.clone();
+                mount.array_id = old.array_id.clone();
                 mount.usage = old.usage.clone();
                 mount.stale = old.stale;
                 // Equal (derived fields copied above) is the common case: skip the field diff.

@@ -30,6 +30,11 @@ fn disk(id: &str, dev: &str) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -51,6 +56,7 @@ fn partition(id: &str, disk_id: &str, dev: &str) -> Partition {
         part_label: None,
         part_uuid: None,
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -71,6 +77,7 @@ fn mount(point: &str, dev: &str, options: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        array_id: None,
     }
 }
 
@@ -309,6 +316,24 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     let mut bigger = disk("d1", "8:16");
     bigger.size_bytes *= 2;
     run(&mut s, Fact::DiskUpsert(bigger));
+    let hot = |at: &str, passed: bool, t: f64| crate::model::Health {
+        passed: Some(passed),
+        temperature_c: Some(t),
+        power_on_hours: None,
+        power_cycles: None,
+        reallocated_sectors: None,
+        pending_sectors: None,
+        uncorrectable: None,
+        nvme_percentage_used: None,
+        nvme_critical_warning: None,
+        nvme_media_errors: None,
+        checked_at: at.into(),
+        source: crate::model::HealthSource::Smartctl,
+    };
+    use crate::model::PowerState;
+    let health = |p: PowerState, h| Fact::DiskHealth { id: "d1".into(), power_state: p, health: Some(h), note: None };
+    run(&mut s, health(PowerState::Standby, hot("t0", true, 30.0)));
+    run(&mut s, health(PowerState::Active, hot("t1", false, 55.0)));
     run(&mut s, Fact::PartitionUpsert(partition("p1", "d1", "8:17")));
     let mut labelled = partition("p1", "d1", "8:17");
     labelled.fs_label = Some("data".into());
@@ -324,6 +349,26 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     run(&mut s, Fact::Mounts { mounts: vec![root.clone()], initial: false });
     run(&mut s, Fact::Mounts { mounts: vec![root.clone(), data.clone()], initial: false });
     run(&mut s, Fact::Shares { shares: vec![], initial: false });
+    {
+        use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+        let md = |state: ArrayState, degraded: u32, mismatches: u64| {
+            let mut a = Array::new(ArrayKind::Md, "md0", Some("u1".into()));
+            a.level = Some("raid1".into());
+            a.raid_disks = Some(2);
+            a.members = vec![ArrayMember::new(Some("sdb".into()), MemberRole::Active, Some(0))];
+            a.state = state;
+            a.degraded_count = degraded;
+            a.mismatch_count = Some(mismatches);
+            Fact::Arrays { arrays: vec![a], initial: false }
+        };
+        run(&mut s, md(ArrayState::Clean, 0, 0));
+        run(&mut s, md(ArrayState::Degraded, 1, 0));
+        run(&mut s, md(ArrayState::Recovering, 1, 0));
+        run(&mut s, md(ArrayState::Clean, 0, 0));
+        run(&mut s, md(ArrayState::Clean, 0, 8));
+        run(&mut s, md(ArrayState::Failed, 2, 8));
+        run(&mut s, Fact::Arrays { arrays: vec![], initial: false });
+    }
     run(&mut s, Fact::PartitionRemoved { id: "p1".into() });
     run(&mut s, Fact::DiskRemoved { id: "d1".into() });
     run(&mut s, Fact::AgentStopping { reason: "test".into() });
@@ -333,4 +378,41 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     let catalogue: BTreeSet<String> = crate::events::EventKind::ALL.iter().map(|k| k.wire().to_owned()).collect();
     let never: Vec<&String> = catalogue.difference(&seen).collect();
     assert!(never.is_empty(), "catalogue entries never emitted: {never:?}");
+}
+
+#[test]
+fn arrays_link_members_and_mounts_both_ways() {
+    use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+    let mut s = State::new(StateConfig::default(), 0);
+    let d = disk("wwn-a", "8:0");
+    let p = partition("p-a1", "wwn-a", "8:1");
+    s.apply(Fact::BlockDevices { disks: vec![d], partitions: vec![p], initial: true }, T);
+    let mut m = mount("/srv/pool", "8:1", "rw");
+    m.fs_type = "btrfs".into();
+    m.super_options = vec!["rw".into(), "degraded".into()];
+    s.apply(Fact::Mounts { mounts: vec![m], initial: true }, T);
+    let mut array = Array::new(ArrayKind::Btrfs, "pool", Some("f5".into()));
+    array.state = ArrayState::Degraded;
+    array.degraded_count = 1;
+    array.members = vec![
+        ArrayMember::new(Some("sdb1".into()), MemberRole::Active, Some(1)),
+        ArrayMember::new(Some("sdc1".into()), MemberRole::Missing, Some(2)),
+    ];
+    let events = s.apply(Fact::Arrays { arrays: vec![array], initial: false }, T);
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["array.added", "array.degraded"]);
+    let a = s.array("btrfs-f5").expect("array");
+    assert_eq!(a.members[0].partition_id.as_deref(), Some("p-a1"));
+    assert_eq!(a.members[0].disk_id.as_deref(), Some("wwn-a"));
+    assert_eq!(a.members[1].disk_id, None, "a missing member links to nothing");
+    assert_eq!(a.mounts, vec!["srv_pool".to_owned()]);
+    assert!(a.degraded_mount);
+    assert_eq!(s.partitions().next().expect("partition").arrays, vec!["btrfs-f5".to_owned()]);
+    assert_eq!(s.mounts().next().expect("mount").array_id.as_deref(), Some("btrfs-f5"));
+    // The event data carries the links.
+    assert_eq!(events[0].data["array"]["mounts"][0], "srv_pool");
+    let events = s.apply(Fact::Arrays { arrays: vec![], initial: false }, T);
+    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["array.removed"]);
+    assert!(s.partitions().next().expect("partition").arrays.is_empty());
+    assert_eq!(s.mounts().next().expect("mount").array_id, None);
 }

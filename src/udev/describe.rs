@@ -53,6 +53,11 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         holders: sys.holders.clone(),
         partitions: Vec::new(),
         mounts: Vec::new(),
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -79,6 +84,7 @@ pub fn partition(sys: &SysDevice, props: &Props, disk_id: &str) -> Partition {
         part_label: prop(props, "ID_PART_ENTRY_NAME").or_else(|| prop(&sys.uevent, "PARTNAME")),
         part_uuid,
         mounts: Vec::new(),
+        arrays: Vec::new(),
     }
 }
 

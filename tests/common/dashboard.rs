@@ -109,6 +109,11 @@ pub fn disk(n: usize) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -148,6 +153,7 @@ pub fn partition(disk: &Disk, number: u32) -> Partition {
         part_label: None,
         part_uuid: None,
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -169,6 +175,7 @@ pub fn mount(partition: &Partition, mount_point: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        array_id: None,
     }
 }
 

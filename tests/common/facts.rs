@@ -28,6 +28,11 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -58,5 +63,10 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }

@@ -8,6 +8,7 @@
 pub mod dashboard;
 pub mod facts;
 pub mod fuse;
+pub mod ha;
 pub mod mosquitto;
 pub mod nspawn;
 pub mod shares;
@@ -188,6 +189,10 @@ pub fn test_config(state_dir: &Path) -> Config {
     config.udev.enabled = false;
     config.mounts.enabled = false;
     config.shares.enabled = false;
+    config.health.enabled = false;
+    config.activity.enabled = false;
+    config.history.enabled = false;
+    config.arrays.enabled = false;
     config
 }
 

@@ -247,6 +247,11 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         holders: vec![],
         partitions: vec![],
         mounts: vec![],
+        power_state: None,
+        health: None,
+        health_note: None,
+        io: None,
+        arrays: Vec::new(),
     }
 }
 
@@ -268,6 +273,7 @@ pub fn partition(id: &str, disk_id: &str, kernel: &str, dev: &str, label: &str) 
         part_label: None,
         part_uuid: Some(id.into()),
         mounts: vec![],
+        arrays: Vec::new(),
     }
 }
 
@@ -296,6 +302,7 @@ pub fn mount(point: &str, source: &str, dev: &str, used_percent: f64) -> Mount {
             inodes_free: 990,
         }),
         stale: false,
+        array_id: None,
     }
 }
 

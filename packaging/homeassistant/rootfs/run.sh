@@ -31,11 +31,25 @@ if bashio::config.has_value 'node_id'; then
     node_id="$(bashio::config 'node_id')"
 fi
 
-# Ingress reaches a host-network add-on on the hassio bridge's host address;
-# without api_on_lan nothing else on the LAN can reach the API.
+# Ingress reaches a host-network add-on on the hassio bridge's host address. Only the
+# ingress proxy (172.30.32.2, which authenticates Home Assistant users itself) may
+# ask: other add-ons on the hassio network are refused by allow_from.
+INGRESS_PROXY="172.30.32.2"
 listen="172.30.32.1:8377"
+http_security="allow_anonymous = true
+allow_from = [\"${INGRESS_PROXY}\"]"
 if bashio::var.true "${api_on_lan}"; then
+    # On the LAN every client needs the token from the add-on options; the ingress
+    # proxy still needs none (the sidebar panel keeps working).
+    if ! bashio::config.has_value 'api_token'; then
+        bashio::exit.nok "api_on_lan needs api_token (at least 32 characters, e.g. from: openssl rand -hex 32)"
+    fi
     listen="0.0.0.0:8377"
+    token_file="${STATE_DIR}/api_token"
+    mkdir -p "${STATE_DIR}"
+    (umask 077 && bashio::config 'api_token' > "${token_file}")
+    http_security="auth_token_file = $(toml_str "${token_file}")
+anonymous_from = [\"${INGRESS_PROXY}\"]"
 fi
 
 mqtt_enabled=false
@@ -82,6 +96,7 @@ emit_initial = ${emit_initial}
 
 [http]
 listen = $(toml_str "${listen}")
+${http_security}
 
 [udev]
 include = ${udev_include}

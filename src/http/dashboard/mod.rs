@@ -18,7 +18,8 @@ pub static PAGE: LazyLock<String> = LazyLock::new(|| {
     TEMPLATE.replacen(TYPES_PLACEHOLDER, &serde_json::to_string(&types).unwrap_or_default(), 1)
 });
 
-/// `GET /`: the dashboard.
+/// The dashboard: one self-contained HTML page.
+#[utoipa::path(get, path = "/", responses((status = 200, content_type = "text/html", description = "the dashboard", body = String)))]
 pub async fn index() -> impl IntoResponse {
     (
         [

@@ -1,0 +1,78 @@
+//! The health source (SPEC §8): SMART health, temperature and power state of every disk,
+//! without ever waking a sleeping disk or keeping an idle one awake.
+//!
+//! - [`smart`]: what `smartctl --json` printed, as a typed answer (ATA, SAT, SCSI/SAS, NVMe).
+//! - [`runner`]: smartctl with a timeout, at most one run per disk.
+//! - [`poll`]: one disk's bookkeeping and the rules deciding what it is sent.
+//! - [`poller`]: a round over all disks.
+//! - [`config`]: the `[health]` section.
+//! - [`hwmon`]: temperatures from `drivetemp` and NVMe hwmon devices.
+//! - [`source`]: the task.
+
+pub mod config;
+pub mod hwmon;
+pub mod poll;
+pub mod poller;
+pub mod runner;
+pub mod smart;
+pub mod source;
+
+pub use source::HealthSource;
+
+use std::time::SystemTime;
+
+pub use config::HealthConfig;
+
+/// Source name in health and `source.*` events.
+pub const NAME: &str = "health";
+
+/// Kernel-name include/exclude globs (include wins).
+#[derive(Debug, Clone)]
+pub struct KernelNameFilter {
+    include: globset::GlobSet,
+    exclude: globset::GlobSet,
+}
+
+impl KernelNameFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, globset::Error> {
+        let build = |globs: &[String]| -> Result<globset::GlobSet, globset::Error> {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in globs {
+                b.add(globset::Glob::new(g)?);
+            }
+            b.build()
+        };
+        Ok(KernelNameFilter { include: build(include)?, exclude: build(exclude)? })
+    }
+
+    pub fn keeps(&self, kernel_name: &str) -> bool {
+        self.include.is_match(kernel_name) || !self.exclude.is_match(kernel_name)
+    }
+}
+
+/// The current time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_filter_works() {
+        let c = HealthConfig::default();
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let f = KernelNameFilter::new(&c.include, &c.exclude).unwrap();
+        assert!(f.keeps("sda") && f.keeps("nvme0n1"));
+        assert!(!f.keeps("loop0") && !f.keeps("dm-1") && !f.keeps("md127"));
+        let f = KernelNameFilter::new(&["loop*".into()], &c.exclude).unwrap();
+        assert!(f.keeps("loop3"));
+        let bad = HealthConfig { temperature_warn: 70.0, ..HealthConfig::default() };
+        let mut p = Vec::new();
+        bad.validate(&mut p);
+        assert_eq!(p.len(), 1);
+    }
+}

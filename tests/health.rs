@@ -1,0 +1,600 @@
+//! Disk health without waking disks (issue 10), honestly: smartctl is replaced by
+//! tests/fixtures/smartctl/recorder.sh, which logs every invocation and replays real
+//! `smartctl --json` outputs of real drives, mapped onto loop devices so the whole pipeline
+//! (udev → health source → state → REST/SSE/MQTT) runs. Debian's real smartctl is run once
+//! against this machine's virtio disk.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::ha::{ha_python, run_validator};
+use common::mosquitto::{self, Mosquitto, Recorder};
+use common::sse::SseClient;
+use common::{machine_lock, require_root, LoopDevice, TestAgent};
+use diskwatch::config::{Config, UdevMode};
+use diskwatch::health::poller::{Poller, Target};
+use diskwatch::health::runner::Runner;
+use diskwatch::model::{DiskIo, PowerState};
+use diskwatch::state::Fact;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The recorder in a temp dir: `smartctl` (the script), `map`, `argv.log`.
+struct Replay {
+    dir: tempfile::TempDir,
+}
+
+impl Replay {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl");
+        std::fs::copy(fixtures.join("recorder.sh"), dir.path().join("smartctl")).unwrap();
+        std::fs::write(dir.path().join("fixtures"), fixtures.to_str().unwrap()).unwrap();
+        std::fs::write(dir.path().join("map"), "").unwrap();
+        Replay { dir }
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("smartctl")
+    }
+
+    /// What `device` answers from now on.
+    fn map(&self, device: &str, mode: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(self.dir.path().join("map")).unwrap();
+        writeln!(f, "{device} {mode}").unwrap();
+    }
+
+    /// Every logged invocation for `device` (WOKE lines included).
+    fn calls(&self, device: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("argv.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {device}")))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// An agent following loop devices through the kernel-mode udev source, with the health and
+/// activity sources on, smartctl replaced by `replay`.
+async fn agent(replay: &Replay, configure: impl FnOnce(&mut Config)) -> TestAgent {
+    let bin = replay.bin();
+    TestAgent::start(
+        |c| {
+            c.udev.enabled = true;
+            c.udev.source = UdevMode::Kernel;
+            c.udev.include = vec!["loop*".into()];
+            c.health.enabled = true;
+            c.health.smartctl = bin;
+            c.health.include = vec!["loop*".into()];
+            c.health.interval = Duration::from_millis(300);
+            c.activity.enabled = true;
+            c.activity.interval = Duration::from_millis(200);
+            configure(c);
+        },
+        vec![],
+    )
+    .await
+}
+
+fn disk<'a>(snap: &'a Value, kernel_name: &str) -> Option<&'a Value> {
+    snap["disks"].as_array().unwrap().iter().find(|d| d["kernel_name"] == kernel_name)
+}
+
+/// Waits until the disk `kernel_name` satisfies `check`; returns it.
+async fn wait_disk(agent: &TestAgent, kernel_name: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let snap = agent.wait_snapshot(WAIT, |s| disk(s, kernel_name).is_some_and(&check)).await;
+    disk(&snap, kernel_name).unwrap().clone()
+}
+
+/// The read and write completion counters of a block device.
+fn io_counters(name: &str) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/sys/class/block/{name}/stat")).unwrap();
+    let f: Vec<u64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    (f[0], f[4])
+}
+
+/// Real I/O on a partition (direct, so it reaches the device): moves its counters.
+fn touch(partition: &str) {
+    common::sh(
+        "dd",
+        &["if=/dev/zero", &format!("of={partition}"), "bs=4096", "count=1", "oflag=direct", "status=none"],
+    );
+}
+
+async fn health_events(agent: &TestAgent, kernel_name: &str) -> Vec<Value> {
+    let page = agent.get_json("/api/v1/events?types=disk.health_changed&limit=1000").await;
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["disk"]["kernel_name"] == kernel_name)
+        .cloned()
+        .collect()
+}
+
+/// Four loop devices replaying an ATA HDD, an NVMe SSD, a SAS drive and a failing drive behind
+/// a USB bridge, plus one in standby: REST, SSE and MQTT (with Home Assistant's schemas) agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_drives_through_the_whole_pipeline() {
+    if !require_root("replayed_drives_through_the_whole_pipeline") {
+        return;
+    }
+    let _lock = machine_lock();
+    let broker = Mosquitto::start();
+    let replay = Replay::new();
+    let drives = [
+        ("ata-hdd-wd140edfz.json", Some(true)),
+        ("nvme-corsair-mp510.json", Some(true)),
+        ("sas-seagate-st1200mm0088.json", Some(true)),
+        ("usb-jmicron-hitachi-failing.json", Some(false)),
+        ("standby", None),
+    ];
+    let devs: Vec<LoopDevice> = drives.iter().map(|_| LoopDevice::new(16, &[8])).collect();
+    for (dev, (mode, _)) in devs.iter().zip(&drives) {
+        replay.map(&dev.device, mode);
+    }
+    let port = broker.port;
+    let url = broker.url();
+    let agent = agent(&replay, |c| {
+        c.mqtt.enabled = true;
+        c.mqtt.url = url;
+    })
+    .await;
+    let rec = Recorder::start(port, "t-health", &["diskwatch/test/#", "homeassistant/#"]).await;
+    let mut sse = SseClient::connect(&agent.url("/api/v1/events/stream?types=disk.*"), None).await;
+
+    for (dev, (mode, passed)) in devs.iter().zip(&drives) {
+        let d = wait_disk(&agent, &dev.name(), |d| !d["power_state"].is_null() && !d["io"].is_null()).await;
+        match passed {
+            Some(p) => {
+                let d = wait_disk(&agent, &dev.name(), |d| !d["health"].is_null()).await;
+                assert_eq!(d["health"]["passed"], *p, "{mode}");
+                assert_eq!(d["health"]["source"], "smartctl");
+                assert_eq!(d["power_state"], "active");
+            }
+            None => {
+                assert_eq!(d["power_state"], "standby", "{mode}: {d:#}");
+                assert!(d["health"].is_null());
+                assert!(d["health_note"].as_str().unwrap().starts_with("standby"));
+            }
+        }
+    }
+    // What each protocol's parse gave, end to end.
+    let snap = agent.get_json("/api/v1/snapshot").await;
+    let h = |i: usize| disk(&snap, &devs[i].name()).unwrap()["health"].clone();
+    assert_eq!(h(0)["power_on_hours"], 1730);
+    assert_eq!(h(0)["temperature_c"], 32.0);
+    assert_eq!(h(1)["nvme_percentage_used"], 1);
+    assert_eq!(h(2)["reallocated_sectors"], 0);
+    assert_eq!(h(3)["reallocated_sectors"], 1975);
+
+    // SSE: the failing drive is announced at first sight, once.
+    let msg = sse.expect_type("disk.health_changed", WAIT).await;
+    assert_eq!(msg.json()["data"]["disk"]["kernel_name"], devs[3].name());
+    assert_eq!(health_events(&agent, &devs[3].name()).await.len(), 1);
+
+    // MQTT: retained states carry the health; discovery has the entities and passes HA's schemas.
+    let failing_id = disk(&snap, &devs[3].name()).unwrap()["id"].as_str().unwrap().to_owned();
+    let config_topic = format!("homeassistant/device/diskwatch_test_disk_{failing_id}/config");
+    rec.wait_for(WAIT, "health entities", |m| {
+        m.iter()
+            .any(|r| r.topic == config_topic && r.payload.contains("smart_problem") && r.payload.contains("read_rate"))
+    })
+    .await;
+    let held = mosquitto::retained(port, &["diskwatch/test/#", "homeassistant/#"]).await;
+    let state: Value = serde_json::from_str(&held[&format!("diskwatch/test/disk/{failing_id}/state")]).unwrap();
+    assert_eq!(state["health"]["passed"], false);
+    let config: Value = serde_json::from_str(&held[&config_topic]).unwrap();
+    let cmps = &config["cmps"];
+    assert_eq!(cmps["temperature"]["device_class"], "temperature");
+    assert_eq!(cmps["temperature"]["unit_of_measurement"], "°C");
+    assert_eq!(cmps["temperature"]["state_class"], "measurement");
+    assert_eq!(cmps["smart_problem"]["device_class"], "problem");
+    assert_eq!(cmps["power_state"]["device_class"], "enum");
+    assert_eq!(cmps["read_rate"]["device_class"], "data_rate");
+    if let Some(python) = ha_python() {
+        let configs = held.into_iter().filter(|(t, _)| t.starts_with("homeassistant/")).collect();
+        run_validator(&python, &configs, agent.state_dir.path());
+    }
+    agent.stop().await;
+}
+
+/// The recorder puts a disk in standby: no invocation ever lacks `-n standby`, nothing reads the
+/// device while it sleeps, its last health is kept, and a sleeping disk gets no command at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_wakes_a_standby_disk() {
+    if !require_root("never_wakes_a_standby_disk") {
+        return;
+    }
+    let _lock = machine_lock();
+    let replay = Replay::new();
+    let dev = LoopDevice::new(16, &[8]);
+    let name = dev.name();
+    replay.map(&dev.device, "ata-hdd-wd140edfz.json");
+    let agent = agent(&replay, |_| {}).await;
+    let first = wait_disk(&agent, &name, |d| d["health"]["passed"] == true).await;
+    let checked_at = first["health"]["checked_at"].clone();
+
+    // The disk spins down.
+    replay.map(&dev.device, "standby");
+    let slept = wait_disk(&agent, &name, |d| d["power_state"] == "standby").await;
+    assert_eq!(slept["health"]["checked_at"], checked_at, "last health kept");
+    assert_eq!(slept["health"]["passed"], true);
+    let events = agent.get_json("/api/v1/events?types=disk.power_state").await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events:#}");
+
+    // Asleep: counters of the device before and after several rounds, and the invocations.
+    let before = io_counters(&name);
+    let calls_before = replay.calls(&dev.device).len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(io_counters(&name), before, "the sleeping device was read or written");
+    assert_eq!(replay.calls(&dev.device).len(), calls_before, "a sleeping disk was sent commands");
+    let calls = replay.calls(&dev.device);
+    assert!(!calls.is_empty());
+    for call in &calls {
+        assert!(!call.starts_with("WOKE"), "woke the disk: {call}");
+        assert!(call.contains("-n standby"), "invocation without -n standby: {call}");
+    }
+    let still = agent.get_json("/api/v1/snapshot").await;
+    assert_eq!(disk(&still, &name).unwrap()["health"]["checked_at"], checked_at);
+
+    // I/O wakes it; the agent sees it from the counters and reads SMART again.
+    replay.map(&dev.device, "ata-hdd-wd140edfz.json");
+    touch(&dev.partition(1));
+    let awake =
+        wait_disk(&agent, &name, |d| d["power_state"] == "active" && d["health"]["checked_at"] != checked_at).await;
+    assert_eq!(awake["health"]["passed"], true);
+    let events = agent.get_json("/api/v1/events?types=disk.power_state").await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 2);
+    agent.stop().await;
+}
+
+/// A passing drive that starts failing raises exactly one `disk.health_changed`; more reallocated
+/// sectors raise one more; an idle disk is not re-read (its SMART read waits for I/O).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_drive_raises_one_event_per_worsening() {
+    if !require_root("failing_drive_raises_one_event_per_worsening") {
+        return;
+    }
+    let _lock = machine_lock();
+    let replay = Replay::new();
+    let dev = LoopDevice::new(16, &[8]);
+    let name = dev.name();
+    replay.map(&dev.device, "ata-hdd-st3500418as-realloc-1.json");
+    let agent = agent(&replay, |_| {}).await;
+    wait_disk(&agent, &name, |d| d["health"]["reallocated_sectors"] == 1).await;
+    assert!(health_events(&agent, &name).await.is_empty());
+
+    // No I/O: the new answer is not read (power checks only).
+    replay.map(&dev.device, "ata-hdd-st3500418as-realloc-304.json");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = agent.get_json("/api/v1/snapshot").await;
+    assert_eq!(disk(&idle, &name).unwrap()["health"]["reallocated_sectors"], 1);
+    assert!(disk(&idle, &name).unwrap()["health_note"].as_str().unwrap().contains("no I/O"));
+    let reads = replay.calls(&dev.device).iter().filter(|c| c.contains(" -a ")).count();
+    assert_eq!(reads, 1, "SMART read again without I/O");
+
+    touch(&dev.partition(1));
+    wait_disk(&agent, &name, |d| d["health"]["reallocated_sectors"] == 304).await;
+    assert_eq!(health_events(&agent, &name).await.len(), 1);
+
+    replay.map(&dev.device, "usb-jmicron-hitachi-failing.json");
+    touch(&dev.partition(1));
+    wait_disk(&agent, &name, |d| d["health"]["passed"] == false).await;
+    // Further rounds with I/O and the same answer: no more events.
+    touch(&dev.partition(1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events = health_events(&agent, &name).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["data"]["changed"], serde_json::json!(["reallocated_sectors"]));
+    assert_eq!(events[1]["data"]["changed"][0], "passed");
+    agent.stop().await;
+}
+
+/// Debian's real smartctl against this machine's virtio disk: "unsupported device" is a clean
+/// `health: null` with the reason in the note (logged at debug), not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_smartctl_on_the_virtio_disk() {
+    if !Path::new("/sys/block/vda").exists() {
+        assert!(!common::in_ci(), "no /sys/block/vda on this machine");
+        return;
+    }
+    if !require_root("real_smartctl_on_the_virtio_disk") {
+        return;
+    }
+    let smartctl = ["/usr/sbin/smartctl", "/sbin/smartctl"].into_iter().find(|p| Path::new(p).exists());
+    let Some(smartctl) = smartctl else {
+        panic!("smartctl missing: scripts/setup installs smartmontools");
+    };
+    let agent = TestAgent::start(
+        |c| {
+            c.udev.enabled = true;
+            c.udev.source = UdevMode::Kernel;
+            c.health.enabled = true;
+            c.health.smartctl = smartctl.into();
+            c.health.include = vec!["vda".into()];
+            c.health.interval = Duration::from_secs(3600);
+        },
+        vec![],
+    )
+    .await;
+    let vda = wait_disk(&agent, "vda", |d| !d["health_note"].is_null()).await;
+    assert!(vda["health"].is_null(), "{vda:#}");
+    assert_eq!(vda["power_state"], "unknown");
+    assert!(vda["health_note"].as_str().unwrap().contains("Unable to detect device type"), "{vda:#}");
+    let health = agent.get_json("/api/v1/health").await;
+    let source = health["sources"].as_array().unwrap().iter().find(|s| s["name"] == "health").unwrap().clone();
+    assert_eq!(source["status"], "running", "{health:#}");
+    let failed = agent.get_json("/api/v1/events?types=source.failed").await;
+    assert!(failed["events"].as_array().unwrap().is_empty());
+    agent.stop().await;
+}
+
+/// Targets in a fake sysfs: one disk with a partition.
+fn fake_sysfs(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in names {
+        let disk = dir.path().join("block").join(name);
+        let part = disk.join(format!("{name}1"));
+        std::fs::create_dir_all(&part).unwrap();
+        std::fs::write(part.join("partition"), "1").unwrap();
+        std::fs::write(part.join("stat"), "1 0 8 0 1 0 8 0 0 1 0").unwrap();
+        std::fs::write(disk.join("stat"), "1 0 8 0 1 0 8 0 0 1 0").unwrap();
+    }
+    dir
+}
+
+fn target(name: &str) -> Target {
+    Target { id: format!("id-{name}"), kernel_name: name.into(), devnode: format!("/dev/{name}") }
+}
+
+/// Bad input, each a clear error for its disk only: truncated JSON, a hanging smartctl (killed at
+/// the timeout), exit status bits (failure bits keep the data; open failure is not standby), a
+/// bridge without CHECK POWER MODE, a runtime-suspended device.
+#[tokio::test]
+async fn bad_input_stays_with_its_disk() {
+    let replay = Replay::new();
+    let sys = fake_sysfs(&["sda", "sdb", "sdc", "sdd", "sde", "sdf"]);
+    replay.map("/dev/sda", "truncated:ata-hdd-wd140edfz.json");
+    replay.map("/dev/sdb", "hang");
+    replay.map("/dev/sdc", "usb-jmicron-hitachi-failing.json");
+    replay.map("/dev/sdd", "open-failed.json");
+    replay.map("/dev/sde", "no-power-check");
+    replay.map("/dev/sdf", "ata-hdd-wd140edfz.json");
+    let power = sys.path().join("block/sdf/device/power");
+    std::fs::create_dir_all(&power).unwrap();
+    std::fs::write(power.join("runtime_status"), "suspended\n").unwrap();
+    let runner = Runner::new(replay.bin(), Duration::from_secs(3));
+    let mut poller = Poller::new(runner, sys.path().to_path_buf(), None);
+    poller.set_targets(["sda", "sdb", "sdc", "sdd", "sde", "sdf"].map(target).to_vec());
+    // The hanging run is killed at the timeout; the round ends (a test hang means it did not).
+    let (_, stats) = poller.round(None).await;
+    assert_eq!(stats.errors, 2, "{:?}", poller.errors);
+    assert!(poller.errors["id-sda"].contains("not JSON"), "{:?}", poller.errors);
+    assert!(poller.errors["id-sdb"].contains("did not finish"), "{:?}", poller.errors);
+    let t = |n: &str| poller.tracked(&format!("id-{n}")).unwrap().clone();
+    assert!(t("sda").note.unwrap().contains("last health kept"));
+    assert_eq!(t("sdc").health.unwrap().passed, Some(false), "exit 216 still carries the data");
+    assert_eq!(t("sdd").power, PowerState::Unknown, "exit 2 without 'Device is in' is not standby");
+    assert!(t("sdd").note.unwrap().contains("Open failed"));
+    assert_eq!(t("sde").power, PowerState::Unknown);
+    assert!(t("sde").note.unwrap().contains("CHECK POWER MODE"));
+    assert_eq!(t("sdf").power, PowerState::Sleeping);
+    assert!(replay.calls("/dev/sdf").is_empty(), "a runtime-suspended device got a command");
+    for call in ["/dev/sde", "/dev/sdd"].iter().flat_map(|d| replay.calls(d)) {
+        assert!(!call.starts_with("WOKE"), "{call}");
+    }
+    // The hung process was killed; the next round runs it again (no pile-up, at most one).
+    for _ in 0..50 {
+        if poller.in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(poller.in_flight(), 0);
+    // Fixed input: the errors clear.
+    replay.map("/dev/sda", "ata-hdd-wd140edfz.json");
+    replay.map("/dev/sdb", "ata-hdd-wd140edfz.json");
+    poller.round(None).await;
+    assert!(poller.errors.is_empty(), "{:?}", poller.errors);
+}
+
+/// A missing smartctl: a clear `source.failed` for the health source, every other part fine.
+#[tokio::test]
+async fn missing_smartctl_fails_the_source_only() {
+    let sys = fake_sysfs(&["sdz"]);
+    let agent = TestAgent::start(
+        |c| {
+            c.health.enabled = true;
+            c.health.smartctl = "/nonexistent/smartctl".into();
+            c.health.sysfs = sys.path().to_path_buf();
+            c.health.interval = Duration::from_millis(200);
+        },
+        vec![],
+    )
+    .await;
+    let mut sse = SseClient::connect(&agent.url("/api/v1/events/stream?types=source.*"), None).await;
+    let d = mosquitto::disk("wwn-0x5000c500b", "sdz", "8:250", 1 << 40);
+    agent.facts.send(Fact::BlockDevices { disks: vec![d], partitions: vec![], initial: false }).await.unwrap();
+    let msg = sse.expect_type("source.failed", WAIT).await;
+    let message = msg.json()["data"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("/nonexistent/smartctl"), "{message}");
+    let snap = agent.wait_snapshot(WAIT, |s| !s["disks"][0]["health_note"].is_null()).await;
+    assert!(snap["disks"][0]["health_note"].as_str().unwrap().contains("smartctl failed"));
+    let health = reqwest::get(agent.url("/api/v1/health")).await.unwrap();
+    assert_eq!(health.status(), 200, "the health source is not required");
+    agent.stop().await;
+}
+
+/// History: temperature, I/O and usage recorded at the configured resolution, served by the
+/// API, persisted to state_dir and loaded again after a restart.
+#[tokio::test]
+async fn history_is_served_and_survives_a_restart() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let dir = state_dir.path().to_path_buf();
+    let start = |dir: PathBuf| {
+        TestAgent::start(
+            move |c| {
+                c.state_dir = dir;
+                c.history.enabled = true;
+                c.history.resolution = Duration::from_secs(1);
+                c.history.retention = Duration::from_secs(3600);
+            },
+            vec![],
+        )
+    };
+    let agent = start(dir.clone()).await;
+    let d = mosquitto::disk("wwn-0x5000c500c", "sdy", "8:240", 1 << 40);
+    agent.facts.send(Fact::BlockDevices { disks: vec![d], partitions: vec![], initial: false }).await.unwrap();
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl/ata-hdd-wd140edfz.json"),
+    )
+    .unwrap();
+    let reading = match diskwatch::health::smart::interpret(0, &fixture) {
+        diskwatch::health::smart::Answer::Reading(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let health = reading.into_health(diskwatch::health::now_rfc3339());
+    let fact = Fact::DiskHealth {
+        id: "wwn-0x5000c500c".into(),
+        power_state: PowerState::Active,
+        health: Some(health),
+        note: None,
+    };
+    agent.facts.send(fact).await.unwrap();
+    let io = DiskIo { read_bytes_per_s: 1000.0, write_bytes_per_s: 2000.0, busy_percent: 1.0, idle_seconds: 0 };
+    agent.facts.send(Fact::DiskIo { samples: vec![("wwn-0x5000c500c".into(), io)] }).await.unwrap();
+    agent
+        .facts
+        .send(Fact::Mounts { mounts: vec![mosquitto::mount("/mnt/h", "/dev/sdy1", "8:241", 0.0)], initial: false })
+        .await
+        .unwrap();
+    let usage = mosquitto::mount("/mnt/h", "/dev/sdy1", "8:241", 42.5).usage;
+    agent.facts.send(Fact::MountUsage { id: "mnt_h".into(), usage, stale: false }).await.unwrap();
+
+    let series = |agent: &TestAgent, metric: &str, object: &str| {
+        let url = agent.url(&format!("/api/v1/history?metric={metric}&object={object}&since=1h"));
+        async move { reqwest::get(url).await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let t = series(&agent, "temperature", "wwn-0x5000c500c").await;
+        let w = series(&agent, "write_rate", "wwn-0x5000c500c").await;
+        let u = series(&agent, "usage", "mnt_h").await;
+        if [&t, &w, &u].iter().all(|s| !s["points"].as_array().unwrap().is_empty()) {
+            assert_eq!(t["points"][0][1], 32.0);
+            assert_eq!(w["points"][0][1], 2000.0);
+            assert_eq!(u["points"][0][1], 42.5);
+            assert_eq!(t["resolution_seconds"], 1);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no history: {t} {w} {u}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bad = reqwest::get(agent.url("/api/v1/history?metric=nope&object=x")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let bad = reqwest::get(agent.url("/api/v1/history?metric=usage&object=x&since=yesterday")).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    agent.stop().await;
+    assert!(dir.join("history.bin").exists(), "saved at shutdown");
+
+    let again = start(dir.clone()).await;
+    let t = series(&again, "temperature", "wwn-0x5000c500c").await;
+    assert_eq!(t["points"][0][1], 32.0, "loaded from state_dir: {t}");
+    again.stop().await;
+}
+
+/// Health entities of a fed disk pass Home Assistant's schemas in both discovery forms.
+#[tokio::test]
+async fn health_entities_pass_home_assistant_schemas() {
+    let Some(python) = ha_python() else { return };
+    for mode in [diskwatch::config::DiscoveryMode::Device, diskwatch::config::DiscoveryMode::Component] {
+        let broker = Mosquitto::start();
+        let url = broker.url();
+        let agent = TestAgent::start(
+            |c| {
+                c.mqtt.enabled = true;
+                c.mqtt.url = url;
+                c.mqtt.discovery = mode;
+            },
+            vec![],
+        )
+        .await;
+        let d = mosquitto::disk("wwn-0x5000c500d", "sdw", "8:224", 1 << 40);
+        agent.facts.send(Fact::BlockDevices { disks: vec![d], partitions: vec![], initial: false }).await.unwrap();
+        let fact = Fact::DiskHealth {
+            id: "wwn-0x5000c500d".into(),
+            power_state: PowerState::Standby,
+            health: None,
+            note: Some("standby: SMART not read yet".into()),
+        };
+        agent.facts.send(fact).await.unwrap();
+        let io = DiskIo { read_bytes_per_s: 0.0, write_bytes_per_s: 0.0, busy_percent: 0.0, idle_seconds: 60 };
+        agent.facts.send(Fact::DiskIo { samples: vec![("wwn-0x5000c500d".into(), io)] }).await.unwrap();
+        let rec = Recorder::start(broker.port, "t-hschema", &["homeassistant/#"]).await;
+        rec.wait_for(WAIT, "health discovery", |m| m.iter().any(|r| r.payload.contains("write_rate"))).await;
+        let configs = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
+        run_validator(&python, &configs, agent.state_dir.path());
+        agent.stop().await;
+    }
+}
+
+/// The dashboard shows a disk's SMART badge, spin state, temperature and I/O, and draws the
+/// history sparklines (headless Chromium).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_health_and_sparklines() {
+    use common::dashboard::{artifacts_dir, Browser};
+    let agent = TestAgent::start(
+        |c| {
+            c.history.enabled = true;
+            c.history.resolution = Duration::from_secs(1);
+            c.history.retention = Duration::from_secs(3600);
+        },
+        vec![],
+    )
+    .await;
+    let d = common::dashboard::disk(1);
+    agent.facts.send(Fact::DiskUpsert(d.clone())).await.unwrap();
+    let fixture = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl/nvme-corsair-mp510.json"),
+    )
+    .unwrap();
+    let diskwatch::health::smart::Answer::Reading(reading) = diskwatch::health::smart::interpret(0, &fixture) else {
+        panic!("fixture does not parse");
+    };
+    // A few seconds of samples: the history gets a point per second.
+    for i in 0..4 {
+        let mut health = reading.clone().into_health(diskwatch::health::now_rfc3339());
+        health.temperature_c = Some(38.0 + i as f64);
+        let fact =
+            Fact::DiskHealth { id: d.id.clone(), power_state: PowerState::Active, health: Some(health), note: None };
+        agent.facts.send(fact).await.unwrap();
+        let io = DiskIo {
+            read_bytes_per_s: 1_000_000.0 * i as f64,
+            write_bytes_per_s: 5000.0,
+            busy_percent: 2.5,
+            idle_seconds: 0,
+        };
+        agent.facts.send(Fact::DiskIo { samples: vec![(d.id.clone(), io)] }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let mut browser = Browser::launch();
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait #status[data-state=live]");
+    let card = format!("[data-disk-id=\"{}\"]", d.id);
+    browser.cmd(&format!("wait {card} [data-health] .badge.ok"));
+    let text = browser.cmd(&format!("text {card} [data-health]"));
+    assert!(text.contains("SMART ok") && text.contains("active") && text.contains("41 °C"), "{text}");
+    assert!(text.contains("read 2.9 MiB/s") && text.contains("2.5% busy"), "{text}");
+    browser.cmd("eval window.diskwatch.refreshHistory()");
+    browser.cmd(&format!("wait {card} svg.spark polyline"));
+    browser.cmd(&format!("screenshot {}", artifacts_dir().join("dashboard-health.png").display()));
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    drop(browser);
+    agent.stop().await;
+}
