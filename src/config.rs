@@ -377,4 +377,20 @@ mod tests {
         let c = load("[mounts]\ninclude_paths = [\"/dev/shm\"]\ninclude_fs_types = [\"squashfs\"]\n", &[]).unwrap();
         assert_eq!(c.mounts.include_paths, ["/dev/shm"]);
     }
+
+    #[test]
+    fn event_memory_and_journal_durability_keys() {
+        use crate::events::journal::JournalSync;
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.events.ring_max_bytes, 1 << 20);
+        assert_eq!(c.events.journal_sync, JournalSync::Interval(Duration::from_secs(1)));
+        let c = load("[events]\nring_max_bytes = 1048576\njournal_sync = \"batch\"\n", &[]).unwrap();
+        assert_eq!((c.events.ring_max_bytes, c.events.journal_sync), (1 << 20, JournalSync::Batch));
+        let c = load("", &[("DISKWATCH_EVENTS__JOURNAL_SYNC", "250ms")]).unwrap();
+        assert_eq!(c.events.journal_sync, JournalSync::Interval(Duration::from_millis(250)));
+        let e = load("[events]\njournal_sync = \"sometimes\"\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("events.journal_sync:") && e.contains("neither"), "{e}");
+        let e = load("[events]\nring_max_bytes = 100\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("events.ring_max_bytes: must be at least"), "{e}");
+    }
 }

@@ -11,6 +11,7 @@
 //! - [`state`]: the pure state model.
 //! - [`events`]: CloudEvents, the type catalogue, ring and journal.
 //! - [`agent`]: the handle the core and sinks share (state, log, metrics, typed watches).
+//! - [`fsutil`]: crash-safe replacement of state files.
 //! - [`core`]: the loop that applies facts and publishes events.
 //! - [`service`]: starts everything in order (core, HTTP, sources, MQTT, readiness).
 //! - [`http`]: REST, SSE, metrics and OpenAPI with axum.
@@ -37,6 +38,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
+pub mod fsutil;
 pub mod health;
 pub mod history;
 pub mod http;

@@ -116,6 +116,9 @@ pub struct Metrics {
     pub sse_clients: Gauge,
     pub sse_resyncs: Counter,
     pub journal_errors: Counter,
+    pub journal_reopen_failures: Counter,
+    pub ring_events: Gauge,
+    pub ring_bytes: Gauge,
     pub udev_resyncs: Counter,
     /// Events the MQTT sink dropped (its outage queue was full, or it fell behind the ring).
     pub mqtt_events_dropped: Counter,
@@ -150,6 +153,9 @@ impl Metrics {
         let sse_resyncs = Counter::default();
         let journal_errors = Counter::default();
         let udev_resyncs = Counter::default();
+        let journal_reopen_failures = Counter::default();
+        let ring_events = Gauge::default();
+        let ring_bytes = Gauge::default();
         let mqtt_events_dropped = Counter::default();
         let mqtt_connections = Counter::default();
         let last_event_id = Gauge::<u64, AtomicU64>::default();
@@ -162,6 +168,13 @@ impl Metrics {
         registry.register("sse_clients", "SSE clients connected", sse_clients.clone());
         registry.register("sse_resyncs", "SSE clients resynced after falling behind", sse_resyncs.clone());
         registry.register("journal_errors", "Failed journal writes", journal_errors.clone());
+        registry.register(
+            "journal_reopen_failures",
+            "Failed attempts to open the journal again (rotation, recovery after a write error)",
+            journal_reopen_failures.clone(),
+        );
+        registry.register("event_ring_events", "Events held in memory", ring_events.clone());
+        registry.register("event_ring_bytes", "Bytes the events held in memory take", ring_bytes.clone());
         registry.register(
             "udev_resyncs",
             "Block-device re-enumerations after the event socket overflowed",
@@ -219,6 +232,9 @@ impl Metrics {
             sse_clients,
             sse_resyncs,
             journal_errors,
+            journal_reopen_failures,
+            ring_events,
+            ring_bytes,
             udev_resyncs,
             mqtt_events_dropped,
             mqtt_connections,

@@ -16,8 +16,8 @@ use tracing::{info, warn};
 
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::config::Config;
-use crate::events::journal::{Journal, JournalError};
-use crate::events::log::EventLog;
+use crate::events::journal::{Journal, JournalError, JournalOptions};
+use crate::events::log::{EventLog, RingLimits};
 use crate::metrics::Metrics;
 use crate::sources::{FactSender, Source, SourceContext};
 use crate::state::{Fact, State, StateConfig};
@@ -53,7 +53,7 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// Feeds facts into the core, as a source would.
     pub facts: FactSender,
-    /// Last event id recovered from the journal: events of this run come after it.
+    /// Ids up to this may have been issued by an earlier run: events of this run come after it.
     pub started_after: u64,
     tracker: TaskTracker,
 }
@@ -105,14 +105,23 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let node_id = node.id.clone();
     let (journal, recovered) = Journal::open(
         &config.state_dir,
-        config.events.journal_max_bytes,
-        config.events.journal_keep,
-        config.events.ring_size,
+        JournalOptions {
+            max_bytes: config.events.journal_max_bytes,
+            keep: config.events.journal_keep,
+            sync: config.events.journal_sync,
+            hwm_block: crate::core::HWM_BLOCK,
+            ring_events: config.events.ring_size,
+            ring_bytes: config.events.ring_max_bytes,
+        },
     )?;
-    if recovered.skipped > 0 {
-        warn!(skipped = recovered.skipped, "journal had unreadable records");
-    }
-    info!(last_event_id = recovered.last_seq, held = recovered.events.len(), "journal loaded");
+    // This run's ids come after every id an earlier run may have issued.
+    let start_after = recovered.start_after();
+    info!(
+        last_event_id = recovered.last_seq,
+        high_water_mark = recovered.hwm,
+        held = recovered.events.len(),
+        "journal loaded"
+    );
     // After the journal opened (it creates state_dir), so the id is remembered next to it.
     match crate::node::remember(&config.state_dir, &node) {
         Ok(()) => info!(node_id = %node.id, origin = ?node.origin, "node id"),
@@ -127,7 +136,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
             temperature_warn: config.health.temperature_warn,
             temperature_critical: config.health.temperature_critical,
         },
-        recovered.last_seq,
+        start_after,
     );
     let listener = match options.listener {
         Some(l) => l,
@@ -136,7 +145,12 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
             .map_err(|source| StartError::Listen { addr: config.http.listen, source })?,
     };
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http.listen, source })?;
-    let log = EventLog::new(config.events.ring_size, config.events.client_buffer, recovered.events);
+    let log = EventLog::new(
+        RingLimits { events: config.events.ring_size, bytes: config.events.ring_max_bytes },
+        config.events.client_buffer,
+        recovered.events,
+    )
+    .with_journal(journal.files(), start_after);
     let agent = Arc::new(Agent::new(node_id, state, log, Arc::new(Metrics::new())));
     let tracker = TaskTracker::new();
 
@@ -193,7 +207,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
 
     // 4. After the start-up facts: `agent.started`, the MQTT sink, readiness.
     tracker.spawn(finish_startup(agent.clone(), facts.clone(), config, tracker.clone(), token, actions));
-    Ok(Running { agent, local_addr, facts, started_after: recovered.last_seq, tracker })
+    Ok(Running { agent, local_addr, facts, started_after: start_after, tracker })
 }
 
 /// Runs the agent until `token` is cancelled, then shuts it down.

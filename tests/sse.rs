@@ -89,8 +89,45 @@ async fn reconnect_with_last_event_id_gets_every_event_once_in_order() {
 }
 
 #[tokio::test]
-async fn an_id_older_than_the_ring_gets_resync() {
+async fn an_id_older_than_the_ring_is_replayed_from_the_journal() {
     let agent = TestAgent::start(|c| c.events.ring_size = 50, vec![]).await;
+    pump(&agent, 200).await;
+    agent.wait_snapshot(WAIT, |s| s["last_event_id"].as_u64() == Some(201)).await;
+    let mut client = SseClient::connect(&agent.url("/api/v1/events/stream"), Some(3)).await;
+    for expected in 4..=201 {
+        let msg = client.expect(WAIT).await;
+        assert_eq!((msg.event.as_str(), seq(&msg)), ("disk.changed", expected), "no gap, no duplicate");
+        assert_eq!(msg.json()["data"]["disk"]["size_bytes"], 1_000 + expected - 2);
+    }
+    pump(&agent, 1).await;
+    let next = client.expect(WAIT).await;
+    assert_eq!(seq(&next), 202, "the replay hands over to the live stream");
+    // History queries reach back into the journal too.
+    let page = agent.get_json("/api/v1/events?after_id=1&limit=3").await;
+    let ids: Vec<&str> = page["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["2", "3", "4"]);
+    assert_eq!(page["last_event_id"], 202);
+    // An id within the ring resumes normally.
+    let mut client = SseClient::connect(&agent.url("/api/v1/events/stream"), Some(199)).await;
+    assert_eq!(seq(&client.expect(WAIT).await), 200);
+    // An id the agent never issued is answered with a resync.
+    let mut client = SseClient::connect(&agent.url("/api/v1/events/stream"), Some(99_999)).await;
+    assert_eq!(client.expect(WAIT).await.json()["reason"], "unknown_id");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn an_id_gone_from_ring_and_journal_gets_resync() {
+    // No rotated files kept, small files: early events leave the journal too.
+    let agent = TestAgent::start(
+        |c| {
+            c.events.ring_size = 50;
+            c.events.journal_keep = 0;
+            c.events.journal_max_bytes = 16 * 1024;
+        },
+        vec![],
+    )
+    .await;
     pump(&agent, 200).await;
     agent.wait_snapshot(WAIT, |s| s["last_event_id"].as_u64() == Some(201)).await;
     let mut client = SseClient::connect(&agent.url("/api/v1/events/stream"), Some(3)).await;
@@ -104,12 +141,6 @@ async fn an_id_older_than_the_ring_gets_resync() {
     pump(&agent, 1).await;
     let next = client.expect(WAIT).await;
     assert_eq!((next.event.as_str(), seq(&next)), ("disk.changed", 202), "the stream continues after the resync");
-    // An id within the ring resumes normally.
-    let mut client = SseClient::connect(&agent.url("/api/v1/events/stream"), Some(199)).await;
-    assert_eq!(seq(&client.expect(WAIT).await), 200);
-    // An id the agent never issued is answered with a resync too.
-    let mut client = SseClient::connect(&agent.url("/api/v1/events/stream"), Some(99_999)).await;
-    assert_eq!(client.expect(WAIT).await.json()["reason"], "unknown_id");
     agent.stop().await;
 }
 

@@ -94,7 +94,8 @@ pub struct EventsPage {
     pub last_event_id: u64,
 }
 
-/// Event history held in the ring, oldest first.
+/// Event history, oldest first: from the in-memory ring, and from the journal
+/// for events the ring no longer holds.
 #[utoipa::path(
     get,
     path = "/api/v1/events",
@@ -104,25 +105,35 @@ pub struct EventsPage {
 pub async fn events(
     State(agent): AgentState,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<EventsPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(q) = query?;
     let filter = TypeFilter::parse(q.types.as_deref()).map_err(|e| ApiError::bad_request(format!("types: {e}")))?;
     let since = parse_time("since", q.since.as_deref())?;
     let until = parse_time("until", q.until.as_deref())?;
     let limit = q.limit.unwrap_or(100).min(10_000);
     let after = q.after_id.unwrap_or(0);
-    let events = agent.log.query(limit, |e| {
-        e.seq > after
-            && filter.matches(&e.event.kind)
-            && (since.is_none() && until.is_none() || {
-                let t = humantime::parse_rfc3339_weak(&e.event.time).ok();
-                since.is_none_or(|s| t.is_some_and(|t| t >= s)) && until.is_none_or(|u| t.is_some_and(|t| t < u))
-            })
-    });
-    Ok(Json(EventsPage {
-        events: events.iter().map(|e| e.event.clone()).collect(),
-        last_event_id: agent.state().last_seq(),
-    }))
+    let last_event_id = agent.state().last_seq();
+    // Filtering (and reading the journal) happens on a blocking thread, on handles
+    // copied out of the ring: the core's lock is held only for that copy.
+    let log_agent = agent.clone();
+    let events = tokio::task::spawn_blocking(move || {
+        log_agent.log.history(after, limit, |e| {
+            filter.matches(e.kind()) && since.is_none_or(|s| e.time() >= s) && until.is_none_or(|u| e.time() < u)
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("history query failed: {e}")))?;
+    // The page is spliced from the events' stored JSON: nothing is parsed or re-rendered.
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.json().len() + 1).sum::<usize>() + 64);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event.json().as_bytes());
+    }
+    body.extend_from_slice(format!("],\"last_event_id\":{last_event_id}}}").as_bytes());
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn parse_time(name: &str, value: Option<&str>) -> Result<Option<SystemTime>, ApiError> {

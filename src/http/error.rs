@@ -13,7 +13,7 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable: `bad_request`, `not_found`, `method_not_allowed`.
+    /// Machine-readable: `bad_request`, `not_found`, `method_not_allowed`, `internal`.
     pub code: String,
     pub message: String,
 }
@@ -33,6 +33,10 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::INTERNAL_SERVER_ERROR, code: "internal", message: message.into() }
     }
 }
 

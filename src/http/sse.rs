@@ -7,6 +7,12 @@
 //! the core or the other clients, and memory stays bounded by the channel.
 //! Frames are rendered once per event and shared; ready events are sent in
 //! one chunk.
+//!
+//! A client resuming after an id the ring no longer holds is replayed from
+//! the journal, chunk by chunk as it reads, until it reaches the ring; then
+//! it follows the channel. Only a hole in the history (events lost from the
+//! journal) or an id from before the agent's current run (the storage may
+//! have changed while the agent was down) is answered with a resync.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -30,12 +36,14 @@ use super::config::HttpConfig;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::limits::{SseSlots, SSE_RETRY_AFTER_SECS};
 use crate::agent::Agent;
-use crate::events::log::ResumeError;
+use crate::events::history::ReadLimit;
 use crate::events::{Published, TypeFilter};
 use crate::metrics::LimitLabel;
 
 /// Events sent in one chunk at most, so one busy client cannot hog a worker.
 const CHUNK_EVENTS: usize = 256;
+/// Events read from the journal per step of a replay.
+const REPLAY_CHUNK: ReadLimit = ReadLimit { events: CHUNK_EVENTS, bytes: 256 * 1024 };
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -97,7 +105,7 @@ pub async fn stream(
 
     let mut client = Client {
         agent: agent.clone(),
-        receiver: agent.log.subscribe(),
+        receiver: None,
         pending: VecDeque::new(),
         filter,
         notify_only: q.notify_only,
@@ -106,28 +114,33 @@ pub async fn stream(
         done: false,
         _slot: slot,
     };
+    let run_start_after = agent.log.run_start_after();
     match resume_after {
-        Some(after) if after > agent.state().last_seq() => client.resync("unknown_id"),
-        Some(after) => match agent.log.resume(after) {
-            Ok(sub) => {
-                client.receiver = sub.receiver;
-                client.last_sent = after;
-                let mut buf = BytesMut::new();
-                for event in &sub.backlog {
-                    client.push(event, &mut buf);
-                }
-                if !buf.is_empty() {
-                    client.pending.push_back(buf.freeze());
-                }
+        Some(after) if after > agent.state().last_seq() => {
+            client.follow();
+            client.resync("unknown_id");
+        }
+        Some(after) if after <= run_start_after && run_start_after > 0 => {
+            // From an earlier run: what changed while the agent was down has no events.
+            client.follow();
+            client.resync("restarted");
+        }
+        Some(after) => {
+            client.last_sent = after;
+            if let Some(buf) = client.follow_from_ring() {
+                client.pending.push_back(buf);
             }
-            Err(ResumeError::TooOld) => client.resync("too_old"),
-        },
+        }
         None if q.snapshot => {
+            client.follow();
             let snapshot = agent.snapshot();
             client.last_sent = snapshot.last_event_id;
             client.pending.push_back(frame(snapshot.last_event_id, "snapshot", &snapshot));
         }
-        None => client.last_sent = agent.state().last_seq(),
+        None => {
+            client.follow();
+            client.last_sent = agent.state().last_seq();
+        }
     }
     debug!(after = ?resume_after, clients = agent.log.subscribers(), "SSE client connected");
     agent.metrics.sse_clients.inc();
@@ -158,7 +171,8 @@ fn frame<T: serde::Serialize>(id: u64, event: &str, data: &T) -> Bytes {
 
 struct Client {
     agent: Arc<Agent>,
-    receiver: Receiver<Arc<Published>>,
+    /// The channel followed; `None` while replaying from the journal.
+    receiver: Option<Receiver<Arc<Published>>>,
     /// Frames to send before following the channel (snapshot, backlog, resync).
     pending: VecDeque<Bytes>,
     filter: TypeFilter,
@@ -178,6 +192,60 @@ impl Drop for Client {
 }
 
 impl Client {
+    /// Follows new events from now on.
+    fn follow(&mut self) {
+        self.receiver = Some(self.agent.log.subscribe());
+    }
+
+    /// When the ring holds every event after `last_sent`: follows the channel from
+    /// there and returns the held ones as frames (`Some` even when empty). `None`
+    /// leaves the client replaying from the journal.
+    fn follow_from_ring(&mut self) -> Option<Bytes> {
+        if !self.agent.log.holds_after(self.last_sent) {
+            return None;
+        }
+        let sub = self.agent.log.resume(self.last_sent).ok()?;
+        self.receiver = Some(sub.receiver);
+        let mut buf = BytesMut::new();
+        for event in &sub.backlog {
+            self.push(event, &mut buf);
+        }
+        Some(buf.freeze())
+    }
+
+    /// One step of a replay: the next chunk from the journal, or the switch to
+    /// the ring once it holds the rest. A hole in the journal ends in a resync.
+    async fn replay_step(&mut self) -> Bytes {
+        if let Some(buf) = self.follow_from_ring() {
+            return buf;
+        }
+        let after = self.last_sent;
+        let agent = self.agent.clone();
+        let chunk =
+            tokio::task::spawn_blocking(move || agent.log.journal_after(after, REPLAY_CHUNK)).await.unwrap_or_default();
+        let mut buf = BytesMut::new();
+        let mut contiguous = !chunk.is_empty();
+        for event in &chunk {
+            if event.seq != self.last_sent + 1 {
+                contiguous = false;
+                break;
+            }
+            self.push(event, &mut buf);
+        }
+        if !contiguous {
+            // The ring may have caught the rest meanwhile; otherwise history has a hole.
+            match self.follow_from_ring() {
+                Some(held) => buf.extend_from_slice(&held),
+                None => {
+                    debug!(after = self.last_sent, "history after this id is not in the journal");
+                    self.follow();
+                    self.flush_resync(&mut buf, "too_old");
+                }
+            }
+        }
+        buf.freeze()
+    }
+
     /// Queues a `resync` event carrying a snapshot; the stream continues after it.
     fn resync(&mut self, reason: &str) {
         let snapshot = self.agent.snapshot();
@@ -193,26 +261,27 @@ impl Client {
             return;
         }
         self.last_sent = event.seq;
-        if !self.filter.matches(&event.event.kind) {
+        if !self.filter.matches(event.kind()) {
             return;
         }
         if self.notify_only {
             let data = serde_json::json!({
-                "id": event.event.id, "type": event.event.kind, "subject": event.event.subject,
+                "id": event.seq.to_string(), "type": event.kind(), "subject": event.subject(),
             });
-            buf.extend_from_slice(&frame(event.seq, &event.event.kind, &data));
+            buf.extend_from_slice(&frame(event.seq, event.kind(), &data));
         } else {
-            buf.extend_from_slice(&event.frame);
+            buf.extend_from_slice(event.frame());
         }
     }
 
     /// Moves every event already waiting into `buf`, up to the chunk limit.
     fn drain_ready(&mut self, buf: &mut BytesMut) {
         for _ in 0..CHUNK_EVENTS {
-            match self.receiver.try_recv() {
+            let Some(receiver) = self.receiver.as_mut() else { return };
+            match receiver.try_recv() {
                 Ok(event) => self.push(&event, buf),
                 Err(TryRecvError::Lagged(_)) => {
-                    self.flush_resync(buf);
+                    self.flush_resync(buf, "lagged");
                     return;
                 }
                 Err(TryRecvError::Empty | TryRecvError::Closed) => return,
@@ -220,8 +289,8 @@ impl Client {
         }
     }
 
-    fn flush_resync(&mut self, buf: &mut BytesMut) {
-        self.resync("lagged");
+    fn flush_resync(&mut self, buf: &mut BytesMut, reason: &str) {
+        self.resync(reason);
         while let Some(frame) = self.pending.pop_front() {
             buf.extend_from_slice(&frame);
         }
@@ -234,16 +303,26 @@ impl Client {
         if self.done {
             return None;
         }
+        while self.receiver.is_none() {
+            if self.agent.streams_done.is_cancelled() {
+                return None;
+            }
+            let chunk = self.replay_step().await;
+            if !chunk.is_empty() {
+                return Some((Ok(chunk), self));
+            }
+        }
         let mut buf = BytesMut::new();
         loop {
+            let receiver = self.receiver.as_mut()?;
             tokio::select! {
                 biased;
-                received = self.receiver.recv() => match received {
+                received = receiver.recv() => match received {
                     Ok(event) => {
                         self.push(&event, &mut buf);
                         self.drain_ready(&mut buf);
                     }
-                    Err(RecvError::Lagged(_)) => self.flush_resync(&mut buf),
+                    Err(RecvError::Lagged(_)) => self.flush_resync(&mut buf, "lagged"),
                     Err(RecvError::Closed) => return None,
                 },
                 _ = self.agent.streams_done.cancelled() => {

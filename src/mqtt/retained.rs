@@ -5,7 +5,7 @@
 //! Methods only change state and return messages; the sink does the I/O.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,25 +73,14 @@ impl Retainer {
             .unwrap_or_default()
     }
 
-    /// Writes the memory if it changed (write to a temporary file, then rename).
+    /// Writes the memory if it changed, atomically and durably (a crash leaves the old
+    /// or the new file, never an empty one that would orphan retained discovery).
     pub fn save_if_dirty(&mut self, path: &Path) -> Result<(), MqttError> {
         if !self.dirty {
             return Ok(());
         }
-        let tmp: PathBuf = path.with_extension("json.tmp");
-        // Written, synced, then renamed over the old file: a crash leaves the old or the new
-        // memory, never an empty one (which would orphan retained discovery as ghost devices).
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(self.to_json().as_bytes())?;
-            file.sync_all()
-        };
-        write().map_err(|source| MqttError::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, path).map_err(|source| MqttError::Io { path: path.to_path_buf(), source })?;
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        }
+        crate::fsutil::write_atomic(path, self.to_json().as_bytes())
+            .map_err(|source| MqttError::Io { path: path.to_path_buf(), source })?;
         self.dirty = false;
         Ok(())
     }

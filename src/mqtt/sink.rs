@@ -164,7 +164,7 @@ impl Sink {
             return;
         }
         self.last_seq = event.seq;
-        debug!(id = event.seq, kind = %event.event.kind, "event queued for MQTT");
+        debug!(id = event.seq, kind = %event.kind(), "event queued for MQTT");
         if self.queue.len() >= self.queue_size {
             self.queue.pop_front();
             self.drop_events(1);
