@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use super::{current_draft, ready_draft, Draft, State};
-use crate::arrays::transitions::{transitions, ProgressMark};
+use crate::arrays::transitions::transitions;
 use crate::arrays::{Array, ArrayKind, MemberRole};
 use crate::events::EventKind;
 
@@ -35,7 +35,7 @@ impl State {
             if let Some(old) = old {
                 keep_links(old, &mut array);
             }
-            let mark = self.progress_marks.entry(id.clone()).or_insert_with(ProgressMark::default);
+            let mark = self.progress_marks.entry(id.clone()).or_default();
             for raise in transitions(old, &mut array, quiet, mark, now) {
                 drafts.push(current_draft(raise.kind, "array", &id, raise.changed));
             }
@@ -86,7 +86,7 @@ impl State {
                         array.dev.as_deref() == Some(mount.dev.as_str())
                             || array.devnode.as_deref() == Some(mount.source.as_str())
                     }
-                    ArrayKind::Btrfs => mount.fs_type == "btrfs" && member_nodes.iter().any(|n| *n == mount.source),
+                    ArrayKind::Btrfs => mount.fs_type == "btrfs" && member_nodes.contains(&mount.source),
                     ArrayKind::Zfs => {
                         mount.fs_type == "zfs"
                             && (mount.source == array.name || mount.source.starts_with(&format!("{}/", array.name)))
