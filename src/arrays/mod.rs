@@ -201,7 +201,8 @@ impl Scanner {
     fn scan_btrfs(&mut self) {
         let root = self.config.btrfs.clone();
         let fsids = btrfs::list(&root);
-        let mounts = self.btrfs_mounts();
+        // The mount table is parsed only when there is a btrfs filesystem to name devices of.
+        let mounts = if fsids.is_empty() { Vec::new() } else { self.btrfs_mounts() };
         let mut next = Vec::new();
         for fsid in fsids {
             let key = format!("{}/{fsid}", root.display());
