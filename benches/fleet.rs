@@ -122,7 +122,12 @@ fn start_agent(root: &Path, work: &Path, broker: u16, i: usize) -> Agent {
     );
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config).unwrap();
-    let child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    // The agent reads DISKWATCH_* as configuration: the bench's own (DISKWATCH_HA_PYTHON) must not reach it.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DISKWATCH_")) {
+        command.env_remove(k);
+    }
+    let child = command
         .args(["run", "--config", config_path.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
@@ -310,7 +315,10 @@ async fn main() {
         } else if last.1.elapsed() > Duration::from_secs(3) && n > 0 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(180), "the fleet never settled");
+        if t0.elapsed() > Duration::from_secs(180) {
+            let log = std::fs::read_to_string(work.path().join("fleet-00/stderr.log")).unwrap_or_default();
+            panic!("the fleet never settled: {n} messages so far; fleet-00 logged:\n{log}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let retained = mosquitto::retained(broker.port, &["diskwatch/#", "homeassistant/#"]).await;
