@@ -243,6 +243,19 @@ async fn snapshot(port: u16) -> Value {
 /// agent's snapshot objects; removed objects keep their last state, marked `offline`, until
 /// `mqtt.retention` clears them.
 async fn states_match(broker: u16, agents: &[Agent]) -> Result<usize, String> {
+    // The last changes may still be on their way (usage sampled after a mount reappears):
+    // compare until equal, for up to 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let result = states_match_once(broker, agents).await;
+        if result.is_ok() || Instant::now() > deadline {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn states_match_once(broker: u16, agents: &[Agent]) -> Result<usize, String> {
     let all = mosquitto::retained(broker, &["diskwatch/+/+/+/state", "diskwatch/+/+/+/availability"]).await;
     let retained: BTreeMap<&String, &String> = all
         .iter()
@@ -269,7 +282,13 @@ async fn states_match(broker: u16, agents: &[Agent]) -> Result<usize, String> {
             .map(|(t, p)| ((*t).clone(), serde_json::from_str(p).unwrap_or(Value::Null)))
             .collect();
         if got != want {
-            return Err(format!("{}: retained {} states, snapshot {} objects", agent.node, got.len(), want.len()));
+            let differ = want.keys().filter(|k| got.get(*k) != want.get(*k)).count();
+            return Err(format!(
+                "{}: retained {} states, snapshot {} objects, {differ} differ",
+                agent.node,
+                got.len(),
+                want.len()
+            ));
         }
         compared += want.len();
     }
