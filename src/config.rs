@@ -20,37 +20,7 @@ pub use crate::mqtt::config::{DiscoveryMode, MqttConfig};
 pub use crate::shares::config::SharesConfig;
 pub use crate::udev::config::{UdevConfig, UdevMode};
 
-/// A secret string (token, password): its `Debug` never shows it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"<redacted>\"" })
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
-    }
-}
+pub use crate::secret::Secret;
 
 /// Where the configuration file is looked for when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/diskwatch/config.toml";
@@ -236,7 +206,7 @@ impl Config {
 
     /// The node id in force (see [`crate::node::resolve`]); nothing is written.
     pub fn node_id(&self) -> String {
-        crate::node::resolve(self, crate::node::MACHINE_ID_FILES).id
+        crate::node::resolve(&self.node_id, &self.state_dir, crate::node::MACHINE_ID_FILES).id
     }
 }
 

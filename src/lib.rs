@@ -47,6 +47,7 @@ pub mod model;
 pub mod mounts;
 pub mod mqtt;
 pub mod node;
+pub mod secret;
 pub mod service;
 pub mod shares;
 pub mod sources;

@@ -11,7 +11,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::config::Config;
 use crate::model::sanitize_id;
 
 /// Where the remembered id lives inside `state_dir`.
@@ -45,15 +44,15 @@ pub struct NodeId {
 }
 
 /// The node id in force; reads, never writes.
-pub fn resolve(config: &Config, machine_id_files: &[&str]) -> NodeId {
-    if !config.node_id.is_empty() {
-        return NodeId { id: config.node_id.clone(), origin: Origin::Configured };
+pub fn resolve(configured: &str, state_dir: &Path, machine_id_files: &[&str]) -> NodeId {
+    if !configured.is_empty() {
+        return NodeId { id: configured.to_owned(), origin: Origin::Configured };
     }
-    if let Some(id) = remembered(&config.state_dir) {
+    if let Some(id) = remembered(state_dir) {
         return NodeId { id, origin: Origin::Remembered };
     }
     let host = hostname();
-    if LEGACY_STATE.iter().any(|f| config.state_dir.join(f).exists()) {
+    if LEGACY_STATE.iter().any(|f| state_dir.join(f).exists()) {
         return NodeId { id: host, origin: Origin::Legacy };
     }
     match machine_id(machine_id_files) {
@@ -122,9 +121,6 @@ fn app_hash(machine: &[u8; 16]) -> String {
 mod tests {
     use super::*;
 
-    fn config(state_dir: &Path) -> Config {
-        Config { state_dir: state_dir.to_path_buf(), ..Config::default() }
-    }
 
     fn machine_file(dir: &Path, name: &str, id: &str) -> String {
         let p = dir.join(name);
@@ -138,15 +134,15 @@ mod tests {
         let a = machine_file(dir.path(), "a", "0123456789abcdef0123456789abcdef");
         let b = machine_file(dir.path(), "b", "fedcba9876543210fedcba9876543210");
         let (sa, sb) = (dir.path().join("sa"), dir.path().join("sb"));
-        let na = resolve(&config(&sa), &[&a]);
-        let nb = resolve(&config(&sb), &[&b]);
+        let na = resolve("", &sa, &[&a]);
+        let nb = resolve("", &sb, &[&b]);
         assert_eq!(na.origin, Origin::MachineId);
         assert_ne!(na.id, nb.id);
         assert!(na.id.starts_with(&format!("{}-", hostname())), "{}", na.id);
         assert_eq!(sanitize_id(&na.id), na.id);
         // Remembered: a later start (new hostname, other machine id) keeps it.
         remember(&sa, &na).unwrap();
-        let again = resolve(&config(&sa), &[&b]);
+        let again = resolve("", &sa, &[&b]);
         assert_eq!(again, NodeId { id: na.id.clone(), origin: Origin::Remembered });
     }
 
@@ -155,7 +151,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
         let a = machine_file(dir.path(), "a", "0123456789abcdef0123456789abcdef");
-        let node = resolve(&config(dir.path()), &[&a]);
+        let node = resolve("", dir.path(), &[&a]);
         assert_eq!(node, NodeId { id: hostname(), origin: Origin::Legacy });
         remember(dir.path(), &node).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join(NODE_ID_FILE)).unwrap(), format!("{}\n", hostname()));
@@ -164,10 +160,9 @@ mod tests {
     #[test]
     fn configured_wins_and_missing_machine_id_is_random() {
         let dir = tempfile::tempdir().unwrap();
-        let c = Config { node_id: "nas-1".into(), ..config(dir.path()) };
-        assert_eq!(resolve(&c, MACHINE_ID_FILES).origin, Origin::Configured);
+        assert_eq!(resolve("nas-1", dir.path(), MACHINE_ID_FILES).origin, Origin::Configured);
         let zeros = machine_file(dir.path(), "z", "00000000000000000000000000000000");
-        let node = resolve(&config(&dir.path().join("s")), &[&zeros, "/nonexistent"]);
+        let node = resolve("", &dir.path().join("s"), &[&zeros, "/nonexistent"]);
         assert_eq!(node.origin, Origin::Random);
         assert_eq!(parse_machine_id("uninitialized"), None);
     }

@@ -101,7 +101,7 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
 /// Starts the agent: loads the journal, starts the core, HTTP and the sources; readiness and
 /// the MQTT sink follow in the background once the sources' start-up facts are applied.
 pub async fn start(config: Config, token: CancellationToken, options: RunOptions) -> Result<Running, StartError> {
-    let node = crate::node::resolve(&config, crate::node::MACHINE_ID_FILES);
+    let node = crate::node::resolve(&config.node_id, &config.state_dir, crate::node::MACHINE_ID_FILES);
     let node_id = node.id.clone();
     let (journal, recovered) = Journal::open(
         &config.state_dir,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Shortest token accepted from a file: 128 bits as hex. Shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 32;

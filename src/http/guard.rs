@@ -19,7 +19,7 @@ use super::config::{parse_net, HttpConfig};
 use super::error::ApiError;
 use super::limits::Burst;
 use crate::agent::Agent;
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::metrics::ReasonLabel;
 
 /// The path that stays open without a token (with the status only).
