@@ -3,6 +3,8 @@
 //! Sources fill in what they observe; the fields marked *derived* are owned by
 //! the state model (`state::State`), which links the topology both ways after every fact.
 
+pub mod array;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -277,7 +279,7 @@ pub struct Snapshot {
     pub sources: Vec<SourceStatus>,
     /// md arrays, multi-device btrfs filesystems and ZFS pools (SPEC §8).
     #[serde(default)]
-    pub arrays: Vec<crate::arrays::Array>,
+    pub arrays: Vec<crate::model::array::Array>,
 }
 
 /// A disk's power state as last seen without waking it (SPEC §8).

@@ -121,7 +121,6 @@ fn app_hash(machine: &[u8; 16]) -> String {
 mod tests {
     use super::*;
 
-
     fn machine_file(dir: &Path, name: &str, id: &str) -> String {
         let p = dir.join(name);
         std::fs::write(&p, format!("{id}\n")).unwrap();

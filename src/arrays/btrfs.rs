@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::model::{tolerated_losses, Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use super::read::AttrReader;
+use crate::model::array::{tolerated_losses, Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtrfsError {

@@ -8,8 +8,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::mdstat::{MdstatArray, MdstatMember};
-use super::model::{tolerated_losses, Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
 use super::read::AttrReader;
+use crate::model::array::{tolerated_losses, Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MdError {

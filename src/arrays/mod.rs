@@ -18,9 +18,7 @@ pub mod btrfs;
 pub mod config;
 pub mod md;
 pub mod mdstat;
-pub mod model;
 pub mod read;
-pub mod transitions;
 pub mod zfs;
 
 use std::collections::HashMap;
@@ -29,10 +27,10 @@ use std::path::{Path, PathBuf};
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 use tracing::{debug, info, instrument, warn};
 
+pub use crate::model::array::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use crate::sources::{Source, SourceContext, SourceFuture};
 use crate::state::Fact;
 pub use config::ArraysConfig;
-pub use model::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use read::{AttrReader, WatchSet};
 
 /// Source name in health and `source.*` events.

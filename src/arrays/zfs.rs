@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::model::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
+use crate::model::array::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZfsError {

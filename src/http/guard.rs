@@ -19,8 +19,8 @@ use super::config::{parse_net, HttpConfig};
 use super::error::ApiError;
 use super::limits::Burst;
 use crate::agent::Agent;
-use crate::secret::Secret;
 use crate::metrics::ReasonLabel;
+use crate::secret::Secret;
 
 /// The path that stays open without a token (with the status only).
 pub const HEALTH_PATH: &str = "/api/v1/health";

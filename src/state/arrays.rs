@@ -1,14 +1,14 @@
 //! Arrays in the state model: applying the arrays source's complete set (events decided by
-//! [`crate::arrays::transitions`]) and linking members to disks and partitions and arrays to
+//! [`crate::state::array_transitions`]) and linking members to disks and partitions and arrays to
 //! their mounts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::SystemTime;
 
 use super::{current_draft, ready_draft, Draft, State};
-use crate::arrays::transitions::transitions;
-use crate::arrays::{Array, ArrayKind, MemberRole};
 use crate::events::EventKind;
+use crate::model::array::{Array, ArrayKind, MemberRole};
+use crate::state::array_transitions::transitions;
 
 impl State {
     pub(super) fn replace_arrays(

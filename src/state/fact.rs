@@ -1,7 +1,7 @@
 //! Facts: what sources tell the core. A fact says what a source sees now;
 //! the state model decides which events that makes.
 
-use crate::arrays::Array;
+use crate::model::array::Array;
 use crate::model::{ActionRecord, Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
 
 /// One observation sent by a source to the core.

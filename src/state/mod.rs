@@ -1,6 +1,7 @@
 //! The state model: the only writer of the topology. [`State::apply`] turns a
 //! [`Fact`] into events, assigns each its sequence number, and does no I/O.
 
+mod array_transitions;
 mod arrays;
 mod diff;
 mod fact;
@@ -20,10 +21,10 @@ use serde_json::json;
 pub(crate) use diff::changed_fields as diff_fields;
 pub use fact::Fact;
 
-use crate::arrays::transitions::ProgressMark;
-use crate::arrays::Array;
 use crate::events::{CloudEvent, EventKind};
+use crate::model::array::Array;
 use crate::model::{Disk, Mount, Partition, Share, Snapshot, SourceState, SourceStatus};
+use crate::state::array_transitions::ProgressMark;
 use diff::{changed_fields, DERIVED};
 
 /// What the state model needs to know about the configuration.

@@ -350,7 +350,7 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     run(&mut s, Fact::Mounts { mounts: vec![root.clone(), data.clone()], initial: false });
     run(&mut s, Fact::Shares { shares: vec![], initial: false });
     {
-        use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+        use crate::model::array::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
         let md = |state: ArrayState, degraded: u32, mismatches: u64| {
             let mut a = Array::new(ArrayKind::Md, "md0", Some("u1".into()));
             a.level = Some("raid1".into());
@@ -428,7 +428,7 @@ fn action_outcomes_are_events_on_the_object() {
 
 #[test]
 fn arrays_link_members_and_mounts_both_ways() {
-    use crate::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+    use crate::model::array::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
     let mut s = State::new(StateConfig::default(), 0);
     let d = disk("wwn-a", "8:0");
     let p = partition("p-a1", "wwn-a", "8:1");

@@ -9,8 +9,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::model::{Array, ArrayState, MemberRole};
 use crate::events::EventKind;
+use crate::model::array::{Array, ArrayState, MemberRole};
 use crate::state::diff_fields;
 
 /// Fields the state model owns, that progress throttling handles, or that flip with every
@@ -133,8 +133,8 @@ pub fn transitions(
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{ArrayKind, ArrayMember, ErrorCounts};
     use super::*;
+    use crate::model::array::{ArrayKind, ArrayMember, ErrorCounts};
 
     fn raid5(state: ArrayState, sync: Option<(&str, f64)>) -> Array {
         let mut a = Array::new(ArrayKind::Md, "md0", Some("u".into()));
