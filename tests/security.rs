@@ -165,7 +165,15 @@ async fn token_is_needed_on_every_documented_route() {
         let (status, _, body) = get(&url, &[("authorization", "Basic dXNlcjpwYXNz")]).await;
         assert_eq!(status, if path == "/api/v1/health" { 200 } else { 401 }, "{path} with Basic: {body}");
         let (status, headers, body) = get(&url, &[("authorization", &bearer)]).await;
-        let expected = if path.contains("/x") || path.contains("not-a-route") { 404 } else { 200 };
+        // Past the guard the handler answers: 404 for unknown objects, 400 where the documented
+        // route requires query parameters that this walk does not send (history's metric).
+        let expected = if path.contains("/x") || path.contains("not-a-route") {
+            404
+        } else if path == "/api/v1/history" {
+            400
+        } else {
+            200
+        };
         assert_eq!(status, expected, "{path} with the token: {body}");
         assert_eq!(headers.get("referrer-policy").unwrap(), "no-referrer", "{path}");
     }
