@@ -108,7 +108,12 @@ async fn assert_broker_matches_snapshot(broker: &Mosquitto, agent: &TestAgent, w
         let states: BTreeSet<String> = held.keys().filter(|t| t.starts_with("diskwatch/")).cloned().collect();
         let (want_devices, want_states) = (expected_devices(&snap), expected_states(&snap));
         if devices == want_devices && states == want_states {
-            assert!(!snap.disks.is_empty() && snap.shares.len() == 9, "{when}: the snapshot holds the machine");
+            assert!(
+                !snap.disks.is_empty() && snap.shares.len() == 9,
+                "{when}: the snapshot holds the machine: {} disks, {} shares",
+                snap.disks.len(),
+                snap.shares.len()
+            );
             return;
         }
         if tokio::time::Instant::now() > deadline {
