@@ -7,7 +7,7 @@ use axum::response::IntoResponse;
 
 use std::sync::LazyLock;
 
-/// The page as embedded at build time, with a placeholder for the event types.
+/// The page as embedded at build time, with a marker where the server writes the event types.
 const TEMPLATE: &str = include_str!("index.html");
 const TYPES_PLACEHOLDER: &str = "__DISKWATCH_EVENT_TYPES__";
 
