@@ -628,7 +628,12 @@ async fn dashboard_buttons_ask_before_acting() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(mounted(&point), "cancel ran the action");
 
-    // Confirm: unmounted, and the outcome shows.
+    // Confirm: unmounted, and the outcome shows, even when it arrives over SSE before the
+    // POST's 202 is read (the fetch answer is held back a second to make that order certain).
+    browser.cmd(
+        "eval (() => { const f = window.fetch; window.fetch = (u, o) => f(u, o).then((r) => \
+         new Promise((ok) => setTimeout(() => ok(r), o && o.method === 'POST' ? 1000 : 0))); return 1; })()",
+    );
     browser.cmd(&format!("eval document.querySelector('{}').click()", unmount.replace('\'', "\\'")));
     browser.cmd("wait dialog#confirm[open]");
     browser.cmd("eval document.querySelector('#confirm-ok').click()");
