@@ -134,7 +134,7 @@ where
         let token = CancellationToken::new();
         let stop = token.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            Signals::new().recv().await;
             stop.cancel();
         });
         match command(token).await {
@@ -170,6 +170,9 @@ fn run(config: Config) -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
+        // Installed once, before anything starts, and kept: a signal that arrives between two
+        // waits (right after start-up, say) is held by the stream, not lost.
+        let mut signals = Signals::new();
         let token = CancellationToken::new();
         let running = match diskwatch::service::start(config, token.clone(), Default::default()).await {
             Ok(running) => running,
@@ -186,7 +189,7 @@ fn run(config: Config) -> ExitCode {
                 }
                 systemd::ready(&systemd::ready_status(&running.agent.snapshot(), running.local_addr));
             }
-            signal = wait_for_signal() => {
+            signal = signals.recv() => {
                 info!(signal, "shutting down before start-up finished");
                 systemd::stopping();
                 token.cancel();
@@ -194,7 +197,7 @@ fn run(config: Config) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
         }
-        let signal = wait_for_signal().await;
+        let signal = signals.recv().await;
         info!(signal, "shutting down");
         systemd::stopping();
         token.cancel();
@@ -209,15 +212,29 @@ fn run(config: Config) -> ExitCode {
     code
 }
 
-async fn wait_for_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        // Without signal handlers the agent can only be killed; run until then.
-        std::future::pending::<()>().await;
-        return "none";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGTERM and SIGINT listeners; a signal delivered while nobody awaits [`Signals::recv`] is kept.
+struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, "cannot install signal handlers: the agent stops only when killed");
+                Self(None)
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        let Some((term, int)) = &mut self.0 else {
+            // Without signal handlers the agent can only be killed; run until then.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }

@@ -216,6 +216,14 @@ fn handle(
     facts: &mut Vec<Fact>,
 ) {
     debug!(action = ?ev.action, devpath = %ev.devpath, "block-device event");
+    if ev.action == Action::Add {
+        // Watch the node before probing it: a mkfs that ends between the probe and a watch added
+        // afterwards would otherwise go unseen. `sync_one` below drops the watch if the device
+        // is not reported.
+        if let (Some(w), Some(name)) = (watcher.as_mut(), ev.props.get("DEVNAME")) {
+            w.sync(&ev.devpath, Some(&format!("/dev/{name}")));
+        }
+    }
     match ev.action {
         Action::Add | Action::Remove => {
             coalescer.passthrough(&ev.devpath, ev.action == Action::Remove, now);
