@@ -362,5 +362,10 @@ mod tests {
         assert!(e.starts_with("events.journal_sync:") && e.contains("neither"), "{e}");
         let e = load("[events]\nring_max_bytes = 100\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("events.ring_max_bytes: must be at least"), "{e}");
+        assert_eq!(c.mqtt.queue_max_bytes, 1 << 20);
+        let c = load("[mqtt]\nqueue_max_bytes = 262144\n", &[]).unwrap();
+        assert_eq!(c.mqtt.queue_max_bytes, 262_144);
+        let e = load("[mqtt]\nqueue_max_bytes = 100\n", &[]).unwrap_err().to_string();
+        assert!(e.starts_with("mqtt.queue_max_bytes: must be at least"), "{e}");
     }
 }

@@ -40,8 +40,10 @@ pub struct MqttConfig {
     pub discovery: DiscoveryMode,
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
-    /// Events kept while the broker is unreachable.
+    /// Events kept while the broker is unreachable (or slower than the events).
     pub queue_size: usize,
+    /// The same queue bounded by the memory its events hold (bytes).
+    pub queue_max_bytes: usize,
     /// How long a removed object's discovery stays before it is cleared.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
@@ -64,6 +66,7 @@ impl Default for MqttConfig {
             discovery: DiscoveryMode::Device,
             keep_alive: Duration::from_secs(30),
             queue_size: 1000,
+            queue_max_bytes: 1 << 20,
             retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -93,6 +96,9 @@ impl MqttConfig {
         // The whole URL is parsed now, so a bad port fails at start-up and not in the sink.
         if let Err(e) = super::connection::parse_url(&self.url) {
             problems.push(e.to_string());
+        }
+        if self.queue_max_bytes < 64 * 1024 {
+            problems.push("mqtt.queue_max_bytes: must be at least 65536".to_owned());
         }
         if self.client_cert.is_some() != self.client_key.is_some() {
             problems.push("mqtt.client_cert and mqtt.client_key: set both or neither".to_owned());

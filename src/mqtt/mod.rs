@@ -11,6 +11,7 @@
 pub mod config;
 pub mod connection;
 pub mod discovery;
+mod queue;
 pub mod retained;
 pub mod sink;
 pub mod topics;

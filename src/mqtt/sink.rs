@@ -20,6 +20,7 @@ use tracing::{debug, info, instrument, warn};
 use super::config::MqttConfig;
 use super::connection::{backoff, options};
 use super::discovery::plan;
+use super::queue::EventQueue;
 use super::retained::{Outgoing, Retainer};
 use super::topics::Naming;
 use crate::agent::{Agent, SinkState, SinkStatus};
@@ -139,8 +140,7 @@ struct Sink {
     retainer: Retainer,
     state_path: PathBuf,
     /// Events not yet handed to the client, oldest first.
-    queue: VecDeque<Arc<Published>>,
-    queue_size: usize,
+    queue: EventQueue,
     /// Events dropped because the queue was full.
     overflow: u64,
     /// Clears not yet handed to the client.
@@ -165,17 +165,18 @@ impl Sink {
         }
         self.last_seq = event.seq;
         debug!(id = event.seq, kind = %event.kind(), "event queued for MQTT");
-        if self.queue.len() >= self.queue_size {
-            self.queue.pop_front();
-            self.drop_events(1);
-        }
-        self.queue.push_back(event);
+        let dropped = self.queue.push_back(event);
+        self.drop_events(dropped);
         self.dirty = true;
     }
 
     fn drop_events(&mut self, n: u64) {
+        if n == 0 {
+            return;
+        }
         if self.overflow == 0 {
-            warn!(queue_size = self.queue_size, "MQTT event queue full: oldest events dropped (counted in /metrics)");
+            let (queue_size, queue_max_bytes) = self.queue.limits();
+            warn!(queue_size, queue_max_bytes, "MQTT event queue full: oldest events dropped (counted in /metrics)");
         }
         self.overflow += n;
         self.agent.metrics.mqtt_events_dropped.inc_by(n);
@@ -305,13 +306,8 @@ impl Sink {
             }
         }
         events.sort_by_key(|e| e.seq);
-        for event in events.into_iter().rev() {
-            self.queue.push_front(event);
-        }
-        while self.queue.len() > self.queue_size {
-            self.queue.pop_front();
-            self.drop_events(1);
-        }
+        let dropped = self.queue.requeue(events);
+        self.drop_events(dropped);
         self.clears.clear();
         self.outbox.clear();
     }
@@ -352,13 +348,12 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
     let url = config.url.clone();
     let mut sink = Sink {
         agent: agent.clone(),
-        queue_size: config.queue_size.max(1),
+        queue: EventQueue::new(config.queue_size, config.queue_max_bytes),
         config,
         naming,
         client,
         retainer,
         state_path,
-        queue: VecDeque::new(),
         overflow: 0,
         clears: VecDeque::new(),
         outbox: VecDeque::new(),
@@ -467,7 +462,11 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
 async fn drain(sink: &mut Sink, notices: &mut mpsc::Receiver<Notice>) {
     if !sink.connected {
         if !sink.queue.is_empty() {
-            warn!(events = sink.queue.len(), "MQTT broker unreachable at shutdown: queued events not sent");
+            warn!(
+                events = sink.queue.len(),
+                bytes = sink.queue.bytes(),
+                "MQTT broker unreachable at shutdown: queued events not sent"
+            );
         }
         return;
     }
