@@ -39,13 +39,24 @@ fn arg(name: &str, default: u64) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` memory line in KiB.
+fn status_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(key))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// What the resident memory is made of: heap and stacks (anonymous) and mapped file pages (the
+/// binary's and libraries' code).
+fn rss_parts(pid: u32) -> String {
+    format!("anonymous {} KiB, file {} KiB", status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"))
 }
 
 fn free_port() -> u16 {
@@ -237,7 +248,7 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
          usage sampled every 100 ms; SSE client and MQTT (Mosquitto on port {}) attached",
         broker.port
     );
-    println!("RSS at start: {start_rss} KiB ({:.1} MB)", mb(start_rss));
+    println!("RSS at start: {start_rss} KiB ({:.1} MB; {})", mb(start_rss), rss_parts(pid));
     let mut series: Vec<(u64, u64)> = vec![(0, start_rss)];
     let mut next_sample = 5_000;
     let started = Instant::now();
@@ -281,6 +292,7 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let end_rss = rss_kib(pid);
+    println!("RSS at the end: {end_rss} KiB ({:.1} MB; {})", mb(end_rss), rss_parts(pid));
     series.push((total, end_rss));
     println!(
         "drove {total} events in {:.1} s ({:.0}/s): {round} mount rounds, {plugs} plug cycles; \

@@ -78,7 +78,11 @@ impl Running {
 pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if config.udev.enabled {
-        sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone())));
+        let sleep = crate::udev::SleepSetup {
+            smartctl: Some(config.health.smartctl.clone()),
+            cache: Some(config.state_dir.join(crate::udev::PROBE_CACHE_FILE)),
+        };
+        sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone()).sleep_aware(sleep)));
     }
     if config.mounts.enabled {
         sources.push(Box::new(crate::mounts::MountsSource::new(config.mounts.clone())));

@@ -598,3 +598,82 @@ async fn dashboard_shows_health_and_sparklines() {
     drop(browser);
     agent.stop().await;
 }
+
+fn partition<'a>(snap: &'a Value, kernel_name: &str) -> Option<&'a Value> {
+    snap["partitions"].as_array().unwrap().iter().find(|p| p["kernel_name"] == kernel_name)
+}
+
+/// Drops the page cache of a block device, so a probe of it would have to read the device.
+fn flush(node: &str) {
+    common::sh("blockdev", &["--flushbufs", node]);
+}
+
+/// Kernel mode (no udevd) probes disks with libblkid at coldplug. A disk found asleep is not
+/// read: it is reported from sysfs (first start) or from what its last probe found (kept in the
+/// state directory), and probed once I/O shows it awake. An open for writing that writes nothing
+/// (what smartctl does) is not taken for a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_mode_coldplug_leaves_a_sleeping_disk_unread() {
+    if !require_root("kernel_mode_coldplug_leaves_a_sleeping_disk_unread") {
+        return;
+    }
+    let _lock = machine_lock();
+    let replay = Replay::new();
+    let dev = LoopDevice::new(16, &[8]);
+    let name = dev.name();
+    let part_name = format!("{name}p1");
+    common::sh("mkfs.ext4", &["-q", "-F", "-L", "Sleepy", &dev.partition(1)]);
+    // A spinning disk, as the power check sees it.
+    std::fs::write(format!("/sys/block/{name}/queue/rotational"), "1").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_path_buf();
+    let configure = |c: &mut Config| {
+        c.state_dir = state_dir.clone();
+        // SMART rounds are not what this test watches.
+        c.health.interval = Duration::from_secs(3600);
+    };
+
+    // First start, the disk asleep: nothing reads it; the partition is known from sysfs only.
+    replay.map(&dev.device, "standby");
+    flush(&dev.device);
+    flush(&dev.partition(1));
+    let before = io_counters(&name);
+    let first = agent(&replay, configure).await;
+    let snap = first.wait_snapshot(WAIT, |s| partition(s, &part_name).is_some()).await;
+    let p = partition(&snap, &part_name).unwrap();
+    assert_eq!(p["fs_type"], Value::Null, "a sleeping disk's partition was probed: {p:#}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(io_counters(&name), before, "the sleeping disk was read at coldplug");
+    // smartctl opens the disk read-write and writes nothing: no re-read follows.
+    std::fs::OpenOptions::new().read(true).write(true).open(&dev.device).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(io_counters(&name), before, "an open for writing without writes made the agent read the disk");
+    for call in replay.calls(&dev.device) {
+        assert!(call.contains("-n standby") && !call.starts_with("WOKE"), "woke the disk: {call}");
+    }
+
+    // Something else reads it: awake. The counters move, a power check agrees, the probe follows.
+    replay.map(&dev.device, "ata-hdd-wd140edfz.json");
+    common::sh(
+        "dd",
+        &[&format!("if={}", dev.partition(1)), "of=/dev/null", "bs=4096", "count=1", "iflag=direct", "status=none"],
+    );
+    let snap = first.wait_snapshot(WAIT, |s| partition(s, &part_name).is_some_and(|p| p["fs_type"] == "ext4")).await;
+    let probed = partition(&snap, &part_name).unwrap().clone();
+    assert_eq!(probed["fs_label"], "Sleepy");
+    first.stop().await;
+
+    // Restart with the disk asleep again: the last probe's findings, no read, the same ids.
+    replay.map(&dev.device, "standby");
+    flush(&dev.device);
+    flush(&dev.partition(1));
+    let before = io_counters(&name);
+    let second = agent(&replay, configure).await;
+    let snap = second.wait_snapshot(WAIT, |s| partition(s, &part_name).is_some()).await;
+    let again = partition(&snap, &part_name).unwrap();
+    assert_eq!(again["id"], probed["id"], "the partition kept its id while its disk sleeps");
+    assert_eq!((&again["fs_type"], &again["fs_label"]), (&probed["fs_type"], &probed["fs_label"]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(io_counters(&name), before, "the sleeping disk was read at the second coldplug");
+    second.stop().await;
+}

@@ -362,11 +362,20 @@ async fn loop_device_plugged_mounted_unmounted_unplugged() {
     let disk_avail = format!("diskwatch/test/disk/{disk_id}/availability");
     let disk_config = format!("homeassistant/device/diskwatch_test_disk_{disk_id}/config");
     rec.wait_for(WAIT, "disk discovered", |m| m.iter().any(|r| r.topic == disk_config)).await;
-    let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
+    // The disk's state is retained when it is announced and again once its partition is known.
+    let disk_state = format!("diskwatch/test/disk/{disk_id}/state");
+    let deadline = std::time::Instant::now() + WAIT;
+    let (held, state) = loop {
+        let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
+        let state: Value = held.get(&disk_state).and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
+        if state["partitions"][0] == part_id.as_str() || std::time::Instant::now() > deadline {
+            break (held, state);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(held[&disk_avail], "online");
-    let state: Value = serde_json::from_str(&held[&format!("diskwatch/test/disk/{disk_id}/state")]).unwrap();
     assert_eq!(state["size_bytes"], size, "the size the kernel reports");
-    assert_eq!(state["partitions"][0], part_id.as_str());
+    assert_eq!(state["partitions"][0], part_id.as_str(), "{state:#}");
 
     // Mounted: the mount-table source sees it and samples its usage.
     let mut guard = common::MountGuard::new(&dev.partition(1), &target, Some("ext4"), None);

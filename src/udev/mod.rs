@@ -16,6 +16,7 @@ pub mod identity;
 pub mod netlink;
 pub mod parallel;
 pub mod probe;
+pub mod sleep;
 pub mod sysfs;
 pub mod tracker;
 pub mod udevd;
@@ -72,11 +73,30 @@ impl UdevStats {
 pub struct UdevSource {
     config: UdevConfig,
     stats: Arc<UdevStats>,
+    sleep: SleepSetup,
+}
+
+/// The probe cache's file name in the state directory.
+pub const PROBE_CACHE_FILE: &str = "probe-cache.json";
+
+/// What kernel mode needs to leave sleeping disks alone (the `sleep` module).
+#[derive(Debug, Clone, Default)]
+pub struct SleepSetup {
+    /// smartctl, for CHECK POWER MODE before probing a spinning disk; None: runtime PM only.
+    pub smartctl: Option<std::path::PathBuf>,
+    /// Where probe results are kept across restarts; None: in memory only.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 impl UdevSource {
     pub fn new(config: UdevConfig) -> Self {
-        Self { config, stats: Arc::default() }
+        Self { config, stats: Arc::default(), sleep: SleepSetup::default() }
+    }
+
+    /// Kernel mode: ask disks' power state before probing them, keep probe results here.
+    pub fn sleep_aware(mut self, sleep: SleepSetup) -> Self {
+        self.sleep = sleep;
+        self
     }
 
     /// The source's counters (shared with the running task).
@@ -95,7 +115,7 @@ impl Source for UdevSource {
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(task::run(self.config, self.stats, ctx))
+        Box::pin(task::run(self.config, self.stats, self.sleep, ctx))
     }
 }
 

@@ -2,11 +2,12 @@
 //! (no udevd to do it). Results use udev's property names (ID_FS_TYPE,
 //! ID_PART_ENTRY_UUID, ...) so both modes describe devices the same way.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use libblkid_rs::{BlkidProbe, BlkidSublks, BlkidSublksFlags};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::describe;
 use super::sysfs::{Kind, SysDevice};
@@ -38,13 +39,51 @@ pub fn probe(devnode: &Path, table: bool) -> Result<Props, libblkid_rs::BlkidErr
     Ok(props)
 }
 
+/// How long one probe may wait on its device: a dead disk or bridge can hold a read for
+/// minutes, and the source must go on reporting the others.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a probe on its own thread and waits at most [`PROBE_TIMEOUT`]: past that the device is
+/// reported without what the probe would have found, and the thread is left to finish (or to
+/// stay blocked in the kernel) on its own.
+fn bounded<T: Send + 'static>(node: &Path, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new().name("blkid".into()).spawn(move || {
+        let _ = tx.send(f());
+    });
+    if let Err(e) = spawned {
+        warn!(device = %node.display(), error = %e, "cannot start a probe thread; device reported without a probe");
+        return None;
+    }
+    match rx.recv_timeout(PROBE_TIMEOUT) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            warn!(device = %node.display(), timeout = ?PROBE_TIMEOUT, "blkid probe did not finish: device reported without it");
+            None
+        }
+    }
+}
+
 /// Identity properties of a device from our own blkid probe (kernel mode).
 pub fn kernel_props(sys: &SysDevice) -> Props {
-    let node = describe::devnode(sys);
-    probe(Path::new(&node), sys.kind == Some(Kind::Disk)).unwrap_or_else(|e| {
-        debug!(device = %node, error = %e, "blkid probe failed");
-        Props::new()
-    })
+    let node = PathBuf::from(describe::devnode(sys));
+    let whole = sys.kind == Some(Kind::Disk);
+    let path = node.clone();
+    match bounded(&node, move || probe(&path, whole).map_err(|e| e.to_string())) {
+        Some(Ok(props)) => props,
+        Some(Err(e)) => {
+            debug!(device = %node.display(), error = %e, "blkid probe failed");
+            Props::new()
+        }
+        None => Props::new(),
+    }
+}
+
+/// [`table`], bounded by [`PROBE_TIMEOUT`].
+pub fn table_bounded(devnode: &Path) -> Result<(Option<String>, Vec<TableEntry>), String> {
+    let path = devnode.to_owned();
+    bounded(devnode, move || table(&path).map_err(|e| e.to_string()))
+        .unwrap_or_else(|| Err(format!("no answer within {PROBE_TIMEOUT:?}")))
 }
 
 /// One entry of a partition table.

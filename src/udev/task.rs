@@ -16,12 +16,13 @@ use super::coalesce::Coalescer;
 use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
 use super::probe::kernel_props;
+use super::sleep::{Deferred, ProbeCache, SleepCheck, RECHECK};
 use super::sysfs::Sysfs;
 use super::tracker::{PropSource, Tracker};
 use super::udevd::UdevMonitor;
 use super::uevent::{Action, Uevent};
-use super::watch::NodeWatcher;
-use super::{resolve_mode, UdevError, UdevStats};
+use super::watch::{NodeWatcher, Writes};
+use super::{resolve_mode, SleepSetup, UdevError, UdevStats};
 
 enum Monitor {
     Kernel(KernelSocket),
@@ -52,6 +53,40 @@ async fn written(watcher: &mut Option<NodeWatcher>, out: &mut Vec<String>) -> st
     }
 }
 
+/// Runs blocking work (blkid probes, sysfs reads) without holding a runtime worker: the other
+/// tasks move to another thread meanwhile. Inline on a current-thread runtime (tests).
+fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// Kernel mode: asks the disks' power state, then enumerates without probing the sleeping ones.
+async fn enumerate(
+    tracker: &mut Tracker,
+    check: &SleepCheck,
+    deferred: &mut Deferred,
+    kernel: bool,
+    initial: bool,
+) -> Fact {
+    if kernel {
+        let candidates = tracker.disk_candidates();
+        let asleep = check.asleep(&candidates).await;
+        if !asleep.is_empty() {
+            info!(
+                disks = asleep.len(),
+                "disks asleep: not probed until they wake (what their last probe found is used)"
+            );
+        }
+        deferred.follow(check, &candidates, &asleep);
+        tracker.set_asleep(asleep);
+    }
+    let fact = off_runtime(|| tracker.enumerate(initial));
+    tracker.save_cache();
+    fact
+}
+
 async fn deadline(at: Option<Instant>) {
     match at {
         Some(t) => sleep_until(t.into()).await,
@@ -60,7 +95,7 @@ async fn deadline(at: Option<Instant>) {
 }
 
 #[instrument(name = "udev", skip_all)]
-pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) {
+pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, ctx: SourceContext) {
     let fail = |message: String| Fact::SourceFailed { source: "udev".into(), message };
     let filter = match NameFilter::new(&config.include, &config.exclude) {
         Ok(f) => f,
@@ -87,14 +122,19 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
         _ => NodeWatcher::new().map_err(|e| warn!(error = %e, "filesystem changes will show only on re-plug")).ok(),
     };
     let source = if mode == UdevMode::Udev { PropSource::Udev } else { PropSource::Kernel };
-    let mut tracker = Tracker::new(Sysfs::new(&config.sysfs), filter, source);
+    let kernel = source == PropSource::Kernel;
+    let cache = if kernel { ProbeCache::load(sleep.cache.clone()) } else { ProbeCache::default() };
+    let mut tracker = Tracker::with_cache(Sysfs::new(&config.sysfs), filter, source, cache);
+    let check = SleepCheck::new(sleep.smartctl.clone(), &config.sysfs);
+    let mut deferred = Deferred::default();
+    let mut writes = Writes::new(&config.sysfs);
     let started = Instant::now();
-    let fact = tracker.enumerate(true);
+    let fact = enumerate(&mut tracker, &check, &mut deferred, kernel, true).await;
     let micros = started.elapsed().as_micros() as u64;
     stats.coldplug_micros.store(micros, Ordering::Relaxed);
     stats.devices.store(tracker.len() as u64, Ordering::Relaxed);
     info!(devices = tracker.len(), micros, "coldplug enumeration done");
-    sync_watches(&tracker, &mut watcher);
+    sync_watches(&tracker, &mut watcher, &mut writes);
     if ctx.facts.send(fact).await.is_err() || !ctx.ready("udev").await {
         return;
     }
@@ -104,6 +144,8 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
     let mut events = Vec::new();
     let mut written_paths = Vec::new();
     let mut facts = Vec::new();
+    let mut recheck = tokio::time::interval(RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -112,18 +154,20 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                 Received::Ok => {
                     let now = Instant::now();
                     stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
-                    for ev in events.drain(..) {
-                        handle(&mut tracker, &mut coalescer, &mut watcher, ev, now, &mut facts);
-                    }
+                    off_runtime(|| {
+                        for ev in events.drain(..) {
+                            handle(&mut tracker, &mut coalescer, &mut watcher, &mut writes, ev, now, &mut facts);
+                        }
+                    });
                 }
                 Received::Overflow => {
                     events.clear();
                     stats.resyncs.fetch_add(1, Ordering::Relaxed);
                     ctx.metrics.udev_resyncs.inc();
                     warn!(receive_buffer = config.receive_buffer, "event socket overflowed (ENOBUFS): re-enumerating");
-                    facts.push(tracker.enumerate(false));
+                    facts.push(enumerate(&mut tracker, &check, &mut deferred, kernel, false).await);
                     coalescer = Coalescer::new(config.coalesce);
-                    sync_watches(&tracker, &mut watcher);
+                    sync_watches(&tracker, &mut watcher, &mut writes);
                 }
                 Received::Failed(e) => {
                     warn!(error = %e, "block-device event socket failed; reopening");
@@ -133,9 +177,9 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                     let Some(reopened) = reopen(mode, config.receive_buffer, &ctx.token).await else { break };
                     monitor = reopened;
                     // Events were missed while the socket was down.
-                    facts.push(tracker.enumerate(false));
+                    facts.push(enumerate(&mut tracker, &check, &mut deferred, kernel, false).await);
                     coalescer = Coalescer::new(config.coalesce);
-                    sync_watches(&tracker, &mut watcher);
+                    sync_watches(&tracker, &mut watcher, &mut writes);
                     facts.push(Fact::SourceRecovered { source: "udev".into() });
                     info!("block-device event socket reopened");
                 }
@@ -146,19 +190,40 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, ctx: SourceContext) 
                     watcher = None;
                 }
                 let now = Instant::now();
-                for path in written_paths.drain(..) {
-                    debug!(devpath = %path, "device node written");
-                    if coalescer.change(&path, None, now) {
-                        tracker.handle(Action::Change, &path, None, &mut facts);
+                let paths: Vec<String> = written_paths.drain(..).filter(|p| {
+                    let wrote = writes.wrote(p, now);
+                    if !wrote {
+                        debug!(devpath = %p, "device node closed without writes (a monitor such as smartctl): not re-read");
                     }
-                }
+                    wrote
+                }).collect();
+                off_runtime(|| node_written(&mut tracker, &mut coalescer, paths, now, &mut facts));
+            }
+            _ = deadline(writes.next_deadline()) => {
+                let now = Instant::now();
+                let paths = writes.due(now);
+                off_runtime(|| node_written(&mut tracker, &mut coalescer, paths, now, &mut facts));
             }
             _ = deadline(coalescer.next_deadline()) => {
-                for (path, props) in coalescer.due(Instant::now()) {
-                    tracker.handle(Action::Change, &path, props.as_ref(), &mut facts);
-                    sync_one(&tracker, &mut watcher, &path);
+                off_runtime(|| {
+                    for (path, props) in coalescer.due(Instant::now()) {
+                        tracker.handle(Action::Change, &path, props.as_ref(), &mut facts);
+                        sync_one(&tracker, &mut watcher, &mut writes, &path);
+                    }
+                });
+            }
+            _ = recheck.tick(), if !deferred.is_empty() => {
+                deferred.retain(tracker.asleep());
+                for devpath in deferred.woken(&check).await {
+                    info!(devpath = %devpath, "a disk left unprobed while asleep is awake: probing it");
+                    tracker.wake(&devpath);
+                    off_runtime(|| tracker.handle(Action::Change, &devpath, None, &mut facts));
                 }
             }
+        }
+        if kernel {
+            deferred.retain(tracker.asleep());
+            tracker.save_cache();
         }
         stats.devices.store(tracker.len() as u64, Ordering::Relaxed);
         for fact in facts.drain(..) {
@@ -207,10 +272,27 @@ async fn reopen(mode: UdevMode, receive_buffer: usize, token: &tokio_util::sync:
     }
 }
 
+/// Device nodes closed after writes: re-read now, or after a storm of them settles.
+fn node_written(
+    tracker: &mut Tracker,
+    coalescer: &mut Coalescer,
+    paths: Vec<String>,
+    now: Instant,
+    facts: &mut Vec<Fact>,
+) {
+    for path in paths {
+        debug!(devpath = %path, "device node written");
+        if coalescer.change(&path, None, now) {
+            tracker.handle(Action::Change, &path, None, facts);
+        }
+    }
+}
+
 fn handle(
     tracker: &mut Tracker,
     coalescer: &mut Coalescer,
     watcher: &mut Option<NodeWatcher>,
+    writes: &mut Writes,
     ev: Uevent,
     now: Instant,
     facts: &mut Vec<Fact>,
@@ -222,6 +304,7 @@ fn handle(
         // is not reported.
         if let (Some(w), Some(name)) = (watcher.as_mut(), ev.props.get("DEVNAME")) {
             w.sync(&ev.devpath, Some(&format!("/dev/{name}")));
+            writes.baseline(&ev.devpath);
         }
     }
     match ev.action {
@@ -245,16 +328,21 @@ fn handle(
             }
         }
     }
-    sync_one(tracker, watcher, &ev.devpath);
+    sync_one(tracker, watcher, writes, &ev.devpath);
 }
 
-fn sync_one(tracker: &Tracker, watcher: &mut Option<NodeWatcher>, devpath: &str) {
+fn sync_one(tracker: &Tracker, watcher: &mut Option<NodeWatcher>, writes: &mut Writes, devpath: &str) {
     if let Some(w) = watcher {
-        w.sync(devpath, tracker.devnode(devpath));
+        let node = tracker.devnode(devpath);
+        w.sync(devpath, node);
+        match node {
+            Some(_) => writes.baseline(devpath),
+            None => writes.forget(devpath),
+        }
     }
 }
 
-fn sync_watches(tracker: &Tracker, watcher: &mut Option<NodeWatcher>) {
+fn sync_watches(tracker: &Tracker, watcher: &mut Option<NodeWatcher>, writes: &mut Writes) {
     if let Some(w) = watcher {
         let known: Vec<(String, String)> =
             tracker.devpaths().filter_map(|p| Some((p.to_owned(), tracker.devnode(p)?.to_owned()))).collect();
@@ -268,6 +356,7 @@ fn sync_watches(tracker: &Tracker, watcher: &mut Option<NodeWatcher>) {
         };
         for (path, node) in &known {
             fresh.sync(path, Some(node));
+            writes.baseline(path);
         }
         *w = fresh;
     }

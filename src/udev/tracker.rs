@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
 
 use tracing::debug;
 
@@ -20,6 +21,7 @@ use super::filter::NameFilter;
 use super::identity;
 use super::parallel::parallel_map;
 use super::probe::{self, kernel_props};
+use super::sleep::{Candidate, ProbeCache};
 use super::sysfs::{Kind, SysDevice, Sysfs};
 use super::uevent::{Action, Props};
 
@@ -104,11 +106,75 @@ pub struct Tracker {
     /// Devices whose `remove` came: the kernel sends it before the sysfs entry
     /// goes, so a late change or node write must not bring them back until an `add`.
     removed: HashSet<String>,
+    /// Disks found asleep (kernel mode): neither they nor their partitions are probed; what
+    /// their last probe found is used instead (`sleep` module).
+    asleep: HashSet<String>,
+    /// What the probes found, by disk identity, for disks that are asleep at the next enumeration.
+    cache: Mutex<ProbeCache>,
 }
 
 impl Tracker {
     pub fn new(sysfs: Sysfs, filter: NameFilter, source: PropSource) -> Self {
-        Self { sysfs, filter, source, known: HashMap::new(), unprobed: Vec::new(), removed: HashSet::new() }
+        Self::with_cache(sysfs, filter, source, ProbeCache::default())
+    }
+
+    pub fn with_cache(sysfs: Sysfs, filter: NameFilter, source: PropSource, cache: ProbeCache) -> Self {
+        Self {
+            sysfs,
+            filter,
+            source,
+            known: HashMap::new(),
+            unprobed: Vec::new(),
+            removed: HashSet::new(),
+            asleep: HashSet::new(),
+            cache: Mutex::new(cache),
+        }
+    }
+
+    /// The disks an enumeration would report now, for the power check before it (kernel mode).
+    pub fn disk_candidates(&self) -> Vec<Candidate> {
+        let names = self.sysfs.list().unwrap_or_default();
+        names
+            .iter()
+            .filter(|n| self.filter.accepts(n))
+            .filter_map(|n| self.sysfs.read_name(n))
+            .filter(|d| d.kind == Some(Kind::Disk) && d.is_present())
+            .map(|d| Candidate {
+                devnode: describe::devnode(&d),
+                kernel_name: d.kernel_name,
+                devpath: d.devpath,
+                rotational: d.rotational,
+            })
+            .collect()
+    }
+
+    /// Sets the disks (devpaths) not to probe until they wake.
+    pub fn set_asleep(&mut self, asleep: HashSet<String>) {
+        self.asleep = asleep;
+    }
+
+    /// Disks left unprobed because they were asleep.
+    pub fn asleep(&self) -> &HashSet<String> {
+        &self.asleep
+    }
+
+    /// A disk is awake again (its I/O moved, or it had an event): probe it and its partitions
+    /// from now on. `true` if it was asleep.
+    pub fn wake(&mut self, devpath: &str) -> bool {
+        self.asleep.remove(devpath)
+    }
+
+    /// Writes the probe cache if it changed.
+    pub fn save_cache(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.save();
+        }
+    }
+
+    /// The cache key of a disk: its identity from sysfs alone (what the probe cannot change)
+    /// and its size.
+    fn cache_key(disk: &SysDevice) -> String {
+        ProbeCache::key(&describe::disk(disk, &Props::new()).id, disk.size_bytes)
     }
 
     /// Number of devices reported now.
@@ -158,6 +224,12 @@ impl Tracker {
         let mut disk_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Disk)).collect();
         // In name order, so which of two twins keeps the plain id does not depend on sysfs order.
         disk_devs.sort_by(|a, b| a.devpath.cmp(&b.devpath));
+        if self.source == PropSource::Kernel {
+            let keys: HashSet<String> = disk_devs.iter().map(|d| Self::cache_key(d)).collect();
+            if let Ok(mut c) = self.cache.lock() {
+                c.retain(&keys);
+            }
+        }
         let described: Vec<Disk> = parallel_map(&disk_devs, |sys| describe::disk(sys, &self.props(sys, None)));
         for (sys, disk) in disk_devs.iter().zip(described) {
             self.adopt(sys, Reported::Disk(disk));
@@ -205,6 +277,14 @@ impl Tracker {
             }
             _ if self.removed.contains(devpath) => return,
             _ => {}
+        }
+        // An event about a sleeping disk (a write to it, a change) means it is in use: awake.
+        let disk_path = devpath.rsplit_once('/').map(|(parent, _)| parent).filter(|p| self.asleep.contains(*p));
+        if let Some(disk) =
+            disk_path.map(str::to_owned).or_else(|| self.asleep.contains(devpath).then(|| devpath.to_owned()))
+        {
+            debug!(devpath = %disk, "event for a disk left unprobed while asleep: probing it now");
+            self.asleep.remove(&disk);
         }
         let Some(sys) = self.sysfs.read(devpath).filter(SysDevice::is_present) else {
             // Gone already, or a loop slot that was detached.
@@ -279,6 +359,9 @@ impl Tracker {
     /// Upserts probed disks that are still reported under the same id.
     pub fn finish_probe(&mut self, probed: Vec<(SysDevice, Props)>, out: &mut Vec<Fact>) {
         for (sys, props) in probed {
+            if let Ok(mut c) = self.cache.lock() {
+                c.put(&Self::cache_key(&sys), None, &props);
+            }
             let disk = describe::disk(&sys, &props);
             if self.known.get(&sys.devpath).is_some_and(|k| k.base == disk.id) {
                 self.report(&sys, Reported::Disk(disk), out);
@@ -390,11 +473,22 @@ impl Tracker {
                 describe::disk(&parent, &self.props(&parent, None)).id
             }
         };
+        let key = (self.source == PropSource::Kernel)
+            .then(|| self.sysfs.read(parent_path).map(|parent| Self::cache_key(&parent)))
+            .flatten();
+        if self.asleep.contains(parent_path) {
+            // Its disk sleeps: what the last probe found, or sysfs alone.
+            let cached = key.as_deref().and_then(|k| {
+                let cache = self.cache.lock().ok()?;
+                cache.get(k)?.partitions.get(&sys.partition?).cloned()
+            });
+            return Some(describe::partition(sys, &cached.unwrap_or_default(), &disk_id));
+        }
         let mut props = self.props(sys, event_props);
         // udevd's blkid builtin fills ID_PART_ENTRY_*; without it, read the parent's table.
         if self.source == PropSource::Kernel || !props.contains_key("ID_PART_ENTRY_SCHEME") {
             let parent_node = format!("/dev/{}", parent_path.rsplit('/').next().unwrap_or_default());
-            match probe::table(Path::new(&parent_node)) {
+            match probe::table_bounded(Path::new(&parent_node)) {
                 Ok((kind, entries)) => {
                     if let Some(e) = entries.iter().find(|e| Some(e.number) == sys.partition) {
                         probe::entry_props(e, kind.as_deref(), &mut props);
@@ -403,12 +497,27 @@ impl Tracker {
                 Err(e) => debug!(device = %parent_node, error = %e, "partition table probe failed"),
             }
         }
+        if let (Some(k), Some(n), Ok(mut c)) = (key, sys.partition, self.cache.lock()) {
+            c.put(&k, Some(n), &props);
+        }
         Some(describe::partition(sys, &props, &disk_id))
     }
 
     /// Identity properties of a device in the configured mode.
     fn props(&self, sys: &SysDevice, event_props: Option<&Props>) -> Props {
         match self.source {
+            PropSource::Kernel if sys.kind == Some(Kind::Disk) => {
+                let key = Self::cache_key(sys);
+                if self.asleep.contains(&sys.devpath) {
+                    let cached = self.cache.lock().ok().and_then(|c| c.get(&key).map(|p| p.disk.clone()));
+                    return cached.unwrap_or_default();
+                }
+                let props = kernel_props(sys);
+                if let Ok(mut c) = self.cache.lock() {
+                    c.put(&key, None, &props);
+                }
+                props
+            }
             PropSource::Kernel => kernel_props(sys),
             PropSource::Udev => {
                 let props = match event_props {
