@@ -352,7 +352,7 @@ mod tests {
     fn event_memory_and_journal_durability_keys() {
         use crate::events::journal::JournalSync;
         let c = load("", &[]).unwrap();
-        assert_eq!(c.events.ring_max_bytes, 1 << 20);
+        assert_eq!(c.events.ring_max_bytes, 512 << 10);
         assert_eq!(c.events.journal_sync, JournalSync::Interval(Duration::from_secs(1)));
         let c = load("[events]\nring_max_bytes = 1048576\njournal_sync = \"batch\"\n", &[]).unwrap();
         assert_eq!((c.events.ring_max_bytes, c.events.journal_sync), (1 << 20, JournalSync::Batch));
@@ -362,7 +362,7 @@ mod tests {
         assert!(e.starts_with("events.journal_sync:") && e.contains("neither"), "{e}");
         let e = load("[events]\nring_max_bytes = 100\n", &[]).unwrap_err().to_string();
         assert!(e.starts_with("events.ring_max_bytes: must be at least"), "{e}");
-        assert_eq!(c.mqtt.queue_max_bytes, 1 << 20);
+        assert_eq!(c.mqtt.queue_max_bytes, 512 << 10);
         let c = load("[mqtt]\nqueue_max_bytes = 262144\n", &[]).unwrap();
         assert_eq!(c.mqtt.queue_max_bytes, 262_144);
         let e = load("[mqtt]\nqueue_max_bytes = 100\n", &[]).unwrap_err().to_string();

@@ -28,7 +28,7 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             ring_size: 10_000,
-            ring_max_bytes: 1 << 20,
+            ring_max_bytes: 512 << 10,
             client_buffer: 1024,
             journal_max_bytes: 16 << 20,
             journal_keep: 3,

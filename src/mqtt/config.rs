@@ -66,7 +66,7 @@ impl Default for MqttConfig {
             discovery: DiscoveryMode::Device,
             keep_alive: Duration::from_secs(30),
             queue_size: 1000,
-            queue_max_bytes: 1 << 20,
+            queue_max_bytes: 512 << 10,
             retention: Duration::from_secs(7 * 24 * 3600),
         }
     }

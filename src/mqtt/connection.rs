@@ -12,7 +12,9 @@ use super::MqttError;
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Largest packet either way: discovery payloads are a few KiB, object states less.
 const MAX_PACKET: usize = 1 << 20;
-/// QoS 1 messages in flight before the client waits for acknowledgements.
+/// QoS 1 messages in flight before the client waits for acknowledgements: a full re-announce
+/// (a few hundred messages) and an event burst go out without waiting on round trips. Events
+/// in flight share their payload with the ring (`sink::publish_event`).
 const INFLIGHT: u16 = 1000;
 /// First reconnect delay and the cap of the exponential backoff.
 pub const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -79,8 +81,6 @@ pub fn options(config: &MqttConfig, node_id: &str, availability_topic: &str) -> 
     options.set_keep_alive(config.keep_alive.max(Duration::from_secs(5)));
     options.set_clean_session(true);
     options.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    // A full re-announce is a few hundred QoS 1 messages: a wide window keeps it from
-    // waiting on round trips for acknowledgements.
     options.set_inflight(INFLIGHT);
     options.set_last_will(LastWill::new(availability_topic, "offline", QoS::AtLeastOnce, true));
     let password = match &config.password_file {

@@ -28,6 +28,8 @@ use crate::events::Published;
 
 /// Requests the client may hand the event loop before `try_publish` reports full.
 const CHANNEL: usize = 512;
+/// Channel slots left to requests the sink does not track (subscriptions, acknowledgements).
+const CHANNEL_SPARE: usize = 16;
 /// How long shutdown waits for the last messages and the goodbye to leave.
 const DRAIN: Duration = Duration::from_secs(3);
 /// Re-announce delay after Home Assistant's birth message: random in this range (a fleet
@@ -251,6 +253,31 @@ impl Sink {
         }
     }
 
+    /// Hands an event over without copying it: the payload shares the event's one serialized
+    /// form with the ring and SSE, so events waiting for their PUBACK cost no second copy.
+    fn publish_event(&mut self, topic: &str, event: &Arc<Published>) -> bool {
+        use futures_util::FutureExt;
+        // `publish_bytes` has no `try_` form in rumqttc 0.24. Everything in the client's channel
+        // is in `handed` (a request leaves `handed` only once written), so below this bound the
+        // channel has room and the send completes on its first poll.
+        if self.handed.len() + CHANNEL_SPARE >= CHANNEL {
+            return false;
+        }
+        let mut send = Box::pin(self.client.publish_bytes(topic, QoS::AtLeastOnce, false, event.json_bytes()));
+        match (&mut send).now_or_never() {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return false,
+            None => {
+                // Cannot happen below the bound; should it, the request waits in the channel's
+                // queue of senders and goes out in turn: keep it there (dropping the future could
+                // withdraw it or not, and either way it would be sent twice or lost).
+                std::mem::forget(send);
+            }
+        }
+        self.handed.push_back(Tracked::Event(event.clone()));
+        true
+    }
+
     /// Hands queued messages to the client until its channel is full.
     fn flush(&mut self) {
         if !self.connected {
@@ -270,11 +297,11 @@ impl Sink {
         }
         let topic = self.naming.events();
         while let Some(event) = self.queue.front().cloned() {
-            if !self.publish(&topic, event.json(), false, Tracked::Event(event.clone())) {
+            if !self.publish_event(&topic, &event) {
                 return;
             }
             debug!(id = event.seq, "event handed to MQTT");
-            self.queue.pop_front();
+            self.queue.hand_front();
         }
     }
 
@@ -289,9 +316,13 @@ impl Sink {
     }
 
     fn acked(&mut self, pkid: u16) {
-        if let Some(Tracked::Clear(topic)) = self.inflight.remove(&pkid) {
-            self.retainer.cleared(&topic);
-            self.save();
+        match self.inflight.remove(&pkid) {
+            Some(Tracked::Clear(topic)) => {
+                self.retainer.cleared(&topic);
+                self.save();
+            }
+            Some(Tracked::Event(event)) => self.queue.acknowledged(&event),
+            _ => {}
         }
     }
 
@@ -464,7 +495,7 @@ async fn drain(sink: &mut Sink, notices: &mut mpsc::Receiver<Notice>) {
         if !sink.queue.is_empty() {
             warn!(
                 events = sink.queue.len(),
-                bytes = sink.queue.bytes(),
+                bytes = sink.queue.bytes().0,
                 "MQTT broker unreachable at shutdown: queued events not sent"
             );
         }

@@ -47,6 +47,10 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// reported without what the probe would have found, and the thread is left to finish (or to
 /// stay blocked in the kernel) on its own.
 fn bounded<T: Send + 'static>(node: &Path, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    bounded_for(PROBE_TIMEOUT, node, f)
+}
+
+fn bounded_for<T: Send + 'static>(timeout: Duration, node: &Path, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     let spawned = std::thread::Builder::new().name("blkid".into()).spawn(move || {
         let _ = tx.send(f());
@@ -55,10 +59,10 @@ fn bounded<T: Send + 'static>(node: &Path, f: impl FnOnce() -> T + Send + 'stati
         warn!(device = %node.display(), error = %e, "cannot start a probe thread; device reported without a probe");
         return None;
     }
-    match rx.recv_timeout(PROBE_TIMEOUT) {
+    match rx.recv_timeout(timeout) {
         Ok(v) => Some(v),
         Err(_) => {
-            warn!(device = %node.display(), timeout = ?PROBE_TIMEOUT, "blkid probe did not finish: device reported without it");
+            warn!(device = %node.display(), ?timeout, "blkid probe did not finish: device reported without it");
             None
         }
     }
@@ -186,6 +190,18 @@ mod tests {
         assert_eq!(entries[0].name.as_deref(), Some("alpha"));
         assert_eq!(entries[1].number, 2);
         assert!(entries[1].uuid.is_some());
+    }
+
+    #[test]
+    fn a_hung_probe_is_given_up_and_the_caller_goes_on() {
+        let started = std::time::Instant::now();
+        let hung = bounded_for(Duration::from_millis(100), Path::new("/dev/hung"), || {
+            std::thread::sleep(Duration::from_secs(5));
+            1
+        });
+        assert_eq!(hung, None);
+        assert!(started.elapsed() < Duration::from_secs(4), "waited for the hung probe (it sleeps 5 s)");
+        assert_eq!(bounded_for(Duration::from_secs(5), Path::new("/dev/ok"), || 7), Some(7));
     }
 
     #[test]
