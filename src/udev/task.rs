@@ -87,6 +87,9 @@ async fn enumerate(
     fact
 }
 
+/// How often, at most, the probe cache is written while devices come and go.
+const CACHE_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn deadline(at: Option<Instant>) {
     match at {
         Some(t) => sleep_until(t.into()).await,
@@ -144,12 +147,13 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut events = Vec::new();
     let mut written_paths = Vec::new();
     let mut facts = Vec::new();
+    let mut last_save = Instant::now();
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    'events: loop {
         tokio::select! {
             biased;
-            _ = ctx.token.cancelled() => break,
+            _ = ctx.token.cancelled() => break 'events,
             received = monitor.recv(&mut events) => match received {
                 Received::Ok => {
                     let now = Instant::now();
@@ -172,7 +176,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 Received::Failed(e) => {
                     warn!(error = %e, "block-device event socket failed; reopening");
                     if ctx.facts.send(fail(format!("event socket failed: {e}"))).await.is_err() {
-                        return;
+                        break 'events;
                     }
                     let Some(reopened) = reopen(mode, config.receive_buffer, &ctx.token).await else { break };
                     monitor = reopened;
@@ -223,12 +227,11 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
         }
         if kernel {
             deferred.retain(tracker.asleep());
-            tracker.save_cache();
         }
         stats.devices.store(tracker.len() as u64, Ordering::Relaxed);
         for fact in facts.drain(..) {
             if ctx.facts.send(fact).await.is_err() {
-                return;
+                break 'events;
             }
         }
         // New disks went out without their blkid probe; probe them now, on a
@@ -251,10 +254,17 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
         }
         for fact in facts.drain(..) {
             if ctx.facts.send(fact).await.is_err() {
-                return;
+                break 'events;
             }
         }
+        // The cache is a hint for disks found asleep later: written after the facts went out,
+        // and at most every CACHE_SAVE_EVERY during a plug storm (each write is fsynced).
+        if kernel && last_save.elapsed() >= CACHE_SAVE_EVERY {
+            off_runtime(|| tracker.save_cache());
+            last_save = Instant::now();
+        }
     }
+    tracker.save_cache();
     debug!("block-device source stopped");
 }
 
