@@ -56,7 +56,12 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 /// What the resident memory is made of: heap and stacks (anonymous) and mapped file pages (the
 /// binary's and libraries' code).
 fn rss_parts(pid: u32) -> String {
-    format!("anonymous {} KiB, file {} KiB", status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"))
+    format!(
+        "anonymous {} KiB, file {} KiB, {} threads",
+        status_kib(pid, "RssAnon:"),
+        status_kib(pid, "RssFile:"),
+        status_kib(pid, "Threads:")
+    )
 }
 
 fn free_port() -> u16 {
@@ -293,6 +298,26 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let end_rss = rss_kib(pid);
     println!("RSS at the end: {end_rss} KiB ({:.1} MB; {})", mb(end_rss), rss_parts(pid));
+    if std::env::var_os("SOAK_SMAPS").is_some() {
+        // The largest resident mappings, for finding where memory went.
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let mut maps: Vec<(u64, String)> = Vec::new();
+        let mut name = String::new();
+        for line in smaps.lines() {
+            if line.split_whitespace().next().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+                name = line.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+                let range = line.split_whitespace().next().unwrap_or_default().to_owned();
+                name = format!("{range} {name}");
+            } else if let Some(kib) = line.strip_prefix("Rss:") {
+                let kib: u64 = kib.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0);
+                maps.push((kib, name.clone()));
+            }
+        }
+        maps.sort_by_key(|m| std::cmp::Reverse(m.0));
+        for (kib, name) in maps.iter().take(15) {
+            println!("  smaps {kib:>6} KiB {name}");
+        }
+    }
     series.push((total, end_rss));
     println!(
         "drove {total} events in {:.1} s ({:.0}/s): {round} mount rounds, {plugs} plug cycles; \

@@ -113,6 +113,31 @@ fn main() {
         let devices =
             at_ready["disks"].as_array().map_or(0, Vec::len) + at_ready["partitions"].as_array().map_or(0, Vec::len);
         let same = at_ready == later;
+        if !same {
+            // Name what moved, so an unstable start-up can be told from a sampled figure.
+            for key in ["disks", "partitions", "mounts", "shares", "arrays"] {
+                let (a, b) = (&at_ready[key], &later[key]);
+                if a != b {
+                    let pairs = a.as_array().into_iter().flatten().zip(b.as_array().into_iter().flatten());
+                    if let Some((x, y)) = pairs.into_iter().find(|(x, y)| x != y) {
+                        let fields: Vec<&String> = x
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .filter(|(k, v)| y.get(k.as_str()) != Some(v))
+                            .map(|(k, _)| k)
+                            .collect();
+                        println!("  changed within a second: {key} {} fields {fields:?}", x["id"]);
+                    } else {
+                        println!(
+                            "  changed within a second: {key} (count {} -> {})",
+                            a.as_array().map_or(0, Vec::len),
+                            b.as_array().map_or(0, Vec::len)
+                        );
+                    }
+                }
+            }
+        }
         stable += usize::from(same);
         let status = status.lines().find(|l| l.starts_with("STATUS=")).unwrap_or("").to_owned();
         println!(

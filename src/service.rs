@@ -78,8 +78,12 @@ impl Running {
 pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if config.udev.enabled {
+        // The power check goes to the disks the health source watches, with its smartctl; with
+        // health off, only the runtime PM state is consulted.
+        let health = &config.health;
         let sleep = crate::udev::SleepSetup {
-            smartctl: Some(config.health.smartctl.clone()),
+            smartctl: health.enabled.then(|| health.smartctl.clone()),
+            smartctl_disks: crate::health::KernelNameFilter::new(&health.include, &health.exclude).ok(),
             cache: Some(config.state_dir.join(crate::udev::PROBE_CACHE_FILE)),
         };
         sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone()).sleep_aware(sleep)));
@@ -196,8 +200,10 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     if sources.is_empty() {
         info!("no sources configured: the agent serves what is fed to it");
     }
+    let mut names = Vec::new();
     for source in sources {
         let name = source.name();
+        names.push(name);
         let _ = facts.send(Fact::SourceRunning { source: name.to_owned(), required: source.required() }).await;
         let ctx = SourceContext {
             facts: facts.clone(),
@@ -210,7 +216,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     }
 
     // 4. After the start-up facts: `agent.started`, the MQTT sink, readiness.
-    tracker.spawn(finish_startup(agent.clone(), facts.clone(), config, tracker.clone(), token, actions));
+    tracker.spawn(finish_startup(agent.clone(), facts.clone(), config, tracker.clone(), token, actions, names));
     Ok(Running { agent, local_addr, facts, started_after: start_after, tracker })
 }
 
@@ -257,6 +263,7 @@ async fn finish_startup(
     tracker: TaskTracker,
     token: CancellationToken,
     actions: crate::actions::Actions,
+    sources: Vec<&'static str>,
 ) {
     let started = tokio::time::Instant::now();
     let mut topology = agent.topology();
@@ -264,7 +271,9 @@ async fn finish_startup(
         // `SourceReady` is applied in a batch like any fact; the generation watch wakes us
         // after batches that changed the topology, and the poll catches ready-only batches.
         loop {
-            if agent.state().sources_settled() {
+            // By name: before the core has applied the registrations, "every registered source
+            // has settled" would hold of an empty set (READY with no disks known, measured).
+            if agent.state().settled(&sources) {
                 return;
             }
             tokio::select! {

@@ -134,8 +134,11 @@ impl State {
     }
 
     /// Whether every registered source has sent its start-up facts or failed.
-    pub fn sources_settled(&self) -> bool {
-        self.sources.keys().all(|name| self.settled.contains(name))
+    /// Whether these sources have each reported their start-up facts (or failed). Asked by name:
+    /// "every registered source has settled" would hold of an empty set before the core has
+    /// applied the registrations.
+    pub fn settled(&self, names: &[&str]) -> bool {
+        names.iter().all(|name| self.settled.contains(*name))
     }
 
     /// Applies one fact and returns the events it makes, in order, stamped

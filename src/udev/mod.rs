@@ -84,6 +84,8 @@ pub const PROBE_CACHE_FILE: &str = "probe-cache.json";
 pub struct SleepSetup {
     /// smartctl, for CHECK POWER MODE before probing a spinning disk; None: runtime PM only.
     pub smartctl: Option<std::path::PathBuf>,
+    /// The disks smartctl may be sent to (the health source's include/exclude); None: all.
+    pub smartctl_disks: Option<crate::health::KernelNameFilter>,
     /// Where probe results are kept across restarts; None: in memory only.
     pub cache: Option<std::path::PathBuf>,
 }

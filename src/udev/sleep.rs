@@ -22,6 +22,7 @@ use crate::activity::stat;
 use crate::health::poll::{nocheck_arg, runtime_suspended};
 use crate::health::runner::Runner;
 use crate::health::smart::{interpret, Answer};
+use crate::health::KernelNameFilter;
 
 /// How long one power check may take before the disk counts as awake.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,13 +42,15 @@ pub struct Candidate {
 /// The power check: runtime PM state from sysfs, CHECK POWER MODE through smartctl.
 pub struct SleepCheck {
     runner: Option<Runner>,
+    /// The disks smartctl is sent to (the health source's include/exclude); None: all.
+    filter: Option<KernelNameFilter>,
     sys_block: PathBuf,
 }
 
 impl SleepCheck {
     /// `smartctl` None: only the runtime PM state is consulted.
-    pub fn new(smartctl: Option<PathBuf>, sysfs_root: &Path) -> Self {
-        Self { runner: smartctl.map(|s| Runner::new(s, CHECK_TIMEOUT)), sys_block: sysfs_root.join("block") }
+    pub fn new(smartctl: Option<PathBuf>, filter: Option<KernelNameFilter>, sysfs_root: &Path) -> Self {
+        Self { runner: smartctl.map(|s| Runner::new(s, CHECK_TIMEOUT)), filter, sys_block: sysfs_root.join("block") }
     }
 
     /// The devpaths of the disks among `disks` that are asleep now (checked at once).
@@ -62,6 +65,9 @@ impl SleepCheck {
             return true;
         }
         let (true, Some(runner)) = (disk.rotational, &self.runner) else { return false };
+        if self.filter.as_ref().is_some_and(|f| !f.keeps(&disk.kernel_name)) {
+            return false;
+        }
         let args = ["--json".to_owned(), "-i".to_owned(), "-n".to_owned(), nocheck_arg(), disk.devnode.clone()];
         match runner.run(&disk.kernel_name, &args).await {
             Ok(out) => match interpret(out.status, &out.stdout) {
@@ -247,24 +253,27 @@ mod tests {
         let power = sys.join("block/sdb/device/power");
         std::fs::create_dir_all(&power).unwrap();
         std::fs::write(power.join("runtime_status"), "suspended\n").unwrap();
-        let check = SleepCheck::new(Some(smartctl(dir.path(), true)), &sys);
-        let disks = [candidate("sdb", true), candidate("sdc", true), candidate("nvme0n1", false)];
+        let filter = KernelNameFilter::new(&[], &["loop*".to_owned()]).unwrap();
+        let check = SleepCheck::new(Some(smartctl(dir.path(), true)), Some(filter), &sys);
+        let disks =
+            [candidate("sdb", true), candidate("sdc", true), candidate("nvme0n1", false), candidate("loop3", true)];
         let asleep = check.asleep(&disks).await;
         let mut asleep: Vec<_> = asleep.into_iter().collect();
         asleep.sort();
         assert_eq!(asleep, ["/devices/x/block/sdb", "/devices/x/block/sdc"]);
         let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
+        // Not the runtime-suspended sdb, not the SSD, not loop3 (left out like the health source does).
         assert_eq!(calls.lines().collect::<Vec<_>>(), ["--json -i -n standby,2,3 /dev/sdc"], "only sdc was asked");
     }
 
     #[tokio::test]
     async fn an_active_or_unanswering_disk_is_probed() {
         let dir = tempfile::tempdir().unwrap();
-        let check = SleepCheck::new(Some(smartctl(dir.path(), false)), dir.path());
+        let check = SleepCheck::new(Some(smartctl(dir.path(), false)), None, dir.path());
         assert!(!check.is_asleep(&candidate("sdc", true)).await);
-        let none = SleepCheck::new(Some(dir.path().join("no-such-smartctl")), dir.path());
+        let none = SleepCheck::new(Some(dir.path().join("no-such-smartctl")), None, dir.path());
         assert!(!none.is_asleep(&candidate("sdc", true)).await);
-        let without = SleepCheck::new(None, dir.path());
+        let without = SleepCheck::new(None, None, dir.path());
         assert!(!without.is_asleep(&candidate("sdc", true)).await);
     }
 
