@@ -142,8 +142,10 @@ impl Tracker {
             .map(|d| Candidate {
                 devnode: describe::devnode(&d),
                 kernel_name: d.kernel_name,
+                // A virtio disk reports rotational but has no spin state, and smartctl cannot
+                // open one (tests/fixtures/smartctl/virtio-unable-to-detect.json): not asked.
+                rotational: d.rotational && !d.devpath.contains("/virtio"),
                 devpath: d.devpath,
-                rotational: d.rotational,
             })
             .collect()
     }
