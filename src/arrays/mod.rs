@@ -37,8 +37,16 @@ use read::{AttrReader, WatchSet};
 pub const NAME: &str = "arrays";
 
 /// Least time between two scans caused by wakes (a burst gets one scan at its start and one
-/// at the end of each gap).
-const MIN_SCAN_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+/// at the end of each gap): four times what the last scan took, within these bounds. A few
+/// arrays scan in well under a millisecond, so a wake inside a burst waits about 2 ms; a
+/// machine with 10 000 mounts (slower scans) is re-read at most a few times a second.
+const MIN_SCAN_GAP: std::time::Duration = std::time::Duration::from_millis(2);
+const MAX_SCAN_GAP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The gap after a scan that took `took`.
+fn scan_gap(took: std::time::Duration) -> std::time::Duration {
+    (took * 4).clamp(MIN_SCAN_GAP, MAX_SCAN_GAP)
+}
 
 /// When to read again after a wake (from the wake).
 const FOLLOWUPS: [std::time::Duration; 3] = [
@@ -335,7 +343,15 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
     // at the end of the gap. A flood of mount-table changes (10 000 mounts at once) would
     // otherwise re-read the whole table once per change.
     let mut last_scan = Instant::now();
+    let mut gap = MIN_SCAN_GAP;
     let mut deferred: Option<Instant> = None;
+    // Scans and remembers when, and how long the next gap is.
+    let timed_scan = |scanner: &mut Scanner, last_scan: &mut Instant, gap: &mut std::time::Duration| {
+        let started = Instant::now();
+        scanner.scan_kernel();
+        *last_scan = started;
+        *gap = scan_gap(started.elapsed());
+    };
     loop {
         let syncing = scanner.syncing();
         let next_followup = followups.first().copied();
@@ -345,18 +361,16 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
             woken = scanner.watch.changed() => {
                 debug!(path = %woken.display(), "array input changed");
                 let now = Instant::now();
-                if now.duration_since(last_scan) >= MIN_SCAN_GAP {
-                    scanner.scan_kernel();
-                    last_scan = now;
+                if now.duration_since(last_scan) >= gap {
+                    timed_scan(&mut scanner, &mut last_scan, &mut gap);
                 } else {
-                    deferred.get_or_insert(last_scan + MIN_SCAN_GAP);
+                    deferred.get_or_insert(last_scan + gap);
                 }
                 followups = FOLLOWUPS.iter().map(|d| now + *d).collect();
             }
             _ = sleep_until(deferred.unwrap_or_else(Instant::now)), if deferred.is_some() => {
                 deferred = None;
-                scanner.scan_kernel();
-                last_scan = Instant::now();
+                timed_scan(&mut scanner, &mut last_scan, &mut gap);
             }
             _ = sleep_until(next_followup.unwrap_or_else(Instant::now)), if next_followup.is_some() => {
                 followups.remove(0);
@@ -365,11 +379,10 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
             _ = fast.tick(), if syncing => scanner.scan_kernel(),
             changed = storage.changed(), if storage_open => match changed {
                 Ok(()) => {
-                    if last_scan.elapsed() >= MIN_SCAN_GAP {
-                        scanner.scan_kernel();
-                        last_scan = Instant::now();
+                    if last_scan.elapsed() >= gap {
+                        timed_scan(&mut scanner, &mut last_scan, &mut gap);
                     } else {
-                        deferred.get_or_insert(last_scan + MIN_SCAN_GAP);
+                        deferred.get_or_insert(last_scan + gap);
                     }
                 }
                 Err(_) => storage_open = false,
@@ -390,4 +403,17 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
         }
     }
     debug!("arrays source stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_gap_follows_the_scan_time_within_its_bounds() {
+        assert_eq!(scan_gap(Duration::from_micros(150)), MIN_SCAN_GAP, "a quick scan: a short gap");
+        assert_eq!(scan_gap(Duration::from_millis(3)), Duration::from_millis(12));
+        assert_eq!(scan_gap(Duration::from_millis(40)), MAX_SCAN_GAP, "a slow table: at most a few scans a second");
+    }
 }
