@@ -53,11 +53,16 @@ fn systemd_unit_verifies_without_warnings() {
         "ProtectHome=read-only",
         "PrivateTmp=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
-        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH",
+        // smartctl's SMART pass-through: ATA (CAP_SYS_RAWIO), NVMe admin (CAP_SYS_ADMIN); docs/health.md.
+        "\nCapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SYS_RAWIO CAP_SYS_ADMIN\n",
+        "\nDevicePolicy=closed\nDeviceAllow=block-* r\n",
         "SystemCallFilter=@system-service",
     ] {
         assert!(unit_text.contains(required), "the unit lacks {required}");
     }
+    // Read-only block devices are all smartctl opens; one bounding set, no other device.
+    assert_eq!(unit_text.matches("CapabilityBoundingSet=").count(), 1);
+    assert_eq!(unit_text.matches("DeviceAllow=").count(), 1);
 
     let security = run(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager"]).arg(&unit));
     let report = text(&security.stdout);
@@ -226,11 +231,18 @@ fn deb_builds_installs_runs_and_purges() {
     let _lock = common::machine_lock();
     let contents = run(Command::new("dpkg-deb").args(["--contents", &deb]));
     let listing = text(&contents.stdout);
-    for path in ["./usr/bin/diskwatch", "./etc/diskwatch/config.toml", "diskwatch.service"] {
+    for path in [
+        "./usr/bin/diskwatch",
+        "./etc/diskwatch/config.toml",
+        "diskwatch.service",
+        "./usr/share/diskwatch/no-smart.conf",
+    ] {
         assert!(listing.contains(path), "{path} missing from the package:\n{listing}");
     }
     let conffiles = run(Command::new("dpkg-deb").args(["--info", &deb, "conffiles"]));
     assert!(text(&conffiles.stdout).contains("/etc/diskwatch/config.toml"), "the config is not a conffile");
+    let recommends = text(&run(Command::new("dpkg-deb").args(["--field", &deb, "Recommends"])).stdout);
+    assert!(recommends.contains("smartmontools"), "SMART needs smartctl: Recommends is {recommends:?}");
 
     let install = run(Command::new("dpkg").args(["-i", &deb]));
     assert!(install.status.success(), "dpkg -i failed:\n{}{}", text(&install.stdout), text(&install.stderr));
