@@ -132,10 +132,11 @@ fn next_call(c: &Container, node: &str, seen: usize) -> Call {
 }
 
 /// Whether the container's systemd enforces `DevicePolicy=`: a transient unit allowed nothing
-/// but /dev/null read-only tries to open it for writing. (In nspawn on a cgroup v1 host,
-/// and with the unified hierarchy too, it does not; on a host's systemd it does.)
+/// but /dev/null read-only (`strict`: not even the pseudo devices `closed` adds read-write)
+/// tries to open it for writing. (In nspawn on a cgroup v1 host, and with the unified
+/// hierarchy too, it does not; on a host's systemd it does.)
 fn device_acl_enforced(c: &Container) -> bool {
-    let out = c.sh("systemd-run --quiet --wait --pipe -p DevicePolicy=closed -p 'DeviceAllow=/dev/null r' \
+    let out = c.sh("systemd-run --quiet --wait --pipe -p DevicePolicy=strict -p 'DeviceAllow=/dev/null r' \
          sh -c 'if (exec 3<>/dev/null) 2>/dev/null; then echo opened; else echo refused; fi'");
     out == "refused"
 }
