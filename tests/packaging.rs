@@ -111,28 +111,28 @@ fn ha_addon_config_validates_against_the_supervisor_schema() {
     }
 }
 
-/// Runs the add-on's run script with a stub bashio, as `check-config`; returns
-/// (exit status, written configuration, stderr).
+/// Runs the add-on's run script as `check-config`, with its options file and, when given,
+/// the Supervisor's MQTT service from a stub of the Supervisor API (tests/common/addon.rs);
+/// returns (exit status, written configuration, log).
 fn run_addon_script(options: &str, mqtt_service: Option<&str>) -> (std::process::ExitStatus, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let options_path = dir.path().join("options.json");
     fs::write(&options_path, options).expect("write options");
     let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg("source \"$STUB\"; source \"$SCRIPT\"")
-        .env("STUB", repo().join("tests/fixtures/bashio-stub.sh"))
-        .env("SCRIPT", repo().join("packaging/homeassistant/rootfs/run.sh"))
-        .env("BASHIO_OPTIONS", &options_path)
+    cmd.arg(repo().join("packaging/homeassistant/rootfs/run.sh"))
+        .env("ADDON_OPTIONS", &options_path)
         .env("ADDON_CONFIG_PATH", dir.path().join("diskwatch.toml"))
         .env("ADDON_STATE_DIR", dir.path().join("state"))
         .env("ADDON_BIN", BIN)
         .env("ADDON_COMMAND", "check-config")
-        .env_remove("BASHIO_MQTT");
-    if let Some(service) = mqtt_service {
-        let path = dir.path().join("mqtt.json");
-        fs::write(&path, service).expect("write service");
-        cmd.env("BASHIO_MQTT", path);
-    }
+        .env_remove("SUPERVISOR_TOKEN")
+        .env_remove("SUPERVISOR_API");
+    let _stub = mqtt_service.map(|service| {
+        let service: serde_json::Value = serde_json::from_str(service).expect("service JSON");
+        let stub = common::addon::SupervisorStub::start("addon-token", vec![("/services/mqtt", service)]);
+        cmd.env("SUPERVISOR_TOKEN", "addon-token").env("SUPERVISOR_API", stub.url());
+        stub
+    });
     let out = run(&mut cmd);
     let config = fs::read_to_string(dir.path().join("diskwatch.toml")).unwrap_or_default();
     (out.status, config, text(&out.stdout) + &text(&out.stderr))
