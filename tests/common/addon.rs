@@ -5,11 +5,12 @@
 //! add-on's `privileged`, the host's network, /dev read-only, /run/udev read-only, /data,
 //! /media and /share), with a stub of the Supervisor API on loopback.
 //!
-//! The root filesystem is made once with debootstrap and reused (`DISKWATCH_ADDON_ROOT`, default
-//! /var/lib/diskwatch-test/addon-bookworm); it is built aside and moved into place, so an
-//! interrupted build is never taken for a finished one, and a marker names the packages, so a
-//! change of the Dockerfile's list rebuilds it. Each run overlays it with a throw-away tmpfs
-//! (`--volatile=overlay`, like a container's writable layer), so the cache is never changed.
+//! The root filesystem is made once by scripts/addon-root with debootstrap and reused
+//! (`DISKWATCH_ADDON_ROOT`, default /var/lib/diskwatch-test/addon-bookworm); it is built aside
+//! and moved into place, so an interrupted build is never taken for a finished one, and a marker
+//! names the packages, so a change of the Dockerfile's list rebuilds it. Each run overlays it
+//! with a throw-away tmpfs (`--volatile=overlay`, like a container's writable layer), so the
+//! cache is never changed.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -95,43 +96,24 @@ pub fn image() -> Image {
     image
 }
 
-/// The cached Debian root with `packages`: made with debootstrap when missing or made with
-/// other packages. Returns its path and how long making it took (None when reused).
+/// The cached Debian root with `packages`, made (or reused) by scripts/addon-root, which reads
+/// the same Dockerfile line: the marker it writes must list exactly the packages this test read.
+/// Returns its path and how long making it took (None when reused).
 pub fn rootfs(packages: &[String]) -> (PathBuf, Option<Duration>) {
     let dir = PathBuf::from(
         std::env::var("DISKWATCH_ADDON_ROOT").unwrap_or_else(|_| "/var/lib/diskwatch-test/addon-bookworm".into()),
     );
-    let parent = dir.parent().expect("the rootfs has a parent directory").to_path_buf();
-    std::fs::create_dir_all(&parent).expect("create the rootfs's parent directory");
-    // One maker at a time, across test processes.
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(parent.join(".addon-rootfs.lock"))
-        .expect("open the rootfs lock");
-    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).expect("lock the rootfs");
-    let marker = ".diskwatch-addon";
     let wanted = format!("{SUITE} {}\n", packages.join(","));
-    if std::fs::read_to_string(dir.join(marker)).is_ok_and(|m| m == wanted) {
-        return (dir, None);
-    }
+    let marker = dir.join(".diskwatch-addon");
+    let reused = std::fs::read_to_string(&marker).is_ok_and(|m| m == wanted);
     let start = Instant::now();
-    let fresh = dir.with_extension("new");
-    let _ = std::fs::remove_dir_all(&fresh);
-    let mirror = std::env::var("DISKWATCH_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
-    let out = Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={}", packages.join(",")), SUITE])
-        .arg(&fresh)
-        .arg(&mirror)
+    let out = Command::new(repo().join("scripts/addon-root"))
         .output()
-        .unwrap_or_else(|e| panic!("cannot run debootstrap (scripts/setup installs it): {e}"));
-    assert!(out.status.success(), "debootstrap {SUITE} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
-    // The marker is written last, into the aside copy: a root without it is never reused.
-    std::fs::write(fresh.join(marker), &wanted).expect("write the marker");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&fresh, &dir).expect("move the new rootfs into place");
-    (dir, Some(start.elapsed()))
+        .unwrap_or_else(|e| panic!("cannot run scripts/addon-root: {e}"));
+    assert!(out.status.success(), "scripts/addon-root failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    let made = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(made, wanted, "scripts/addon-root and this test read different packages from the Dockerfile");
+    (dir, (!reused).then(|| start.elapsed()))
 }
 
 /// Linux capability names by number (linux/capability.h), as nspawn and Docker spell them
