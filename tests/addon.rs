@@ -9,7 +9,8 @@
 //! serves the ingress page to the ingress proxy only, and stops cleanly on `docker stop`.
 //!
 //! Needs root, debootstrap and systemd-container (scripts/setup); with CI=true it fails when it
-//! cannot run. Prints figures: start to MQTT discovery of the disk, the agent's RSS.
+//! cannot run. Prints figures: start to MQTT discovery of the disk, the agent's RSS (with the
+//! release build: `DISKWATCH_ADDON_BIN=target/release/diskwatch cargo test --test addon`).
 
 mod common;
 
@@ -22,7 +23,14 @@ use common::addon::{self, AddonContainer, ContainerSpec, HassioNet, SharedDir, S
 use common::mosquitto::{self, Mosquitto, Recorder};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_diskwatch");
+/// The agent put in the image: the test's build, or the release build the Dockerfile ships when
+/// `DISKWATCH_ADDON_BIN` names it (e.g. target/release/diskwatch, for the RSS figure).
+fn agent_binary() -> PathBuf {
+    let path = std::env::var_os("DISKWATCH_ADDON_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_diskwatch")), PathBuf::from);
+    // nspawn binds absolute paths only.
+    path.canonicalize().unwrap_or_else(|e| panic!("the agent binary {}: {e}", path.display()))
+}
 const WAIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "3b6f0c1e9a5d4f7e8c2b1a0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f";
 
@@ -145,7 +153,7 @@ async fn addon_runs_as_the_supervisor_runs_it() {
         hostname: "local-diskwatch",
         capabilities: &capabilities,
         binds: vec![
-            (PathBuf::from(BIN), bin_path.clone(), true),
+            (agent_binary(), bin_path.clone(), true),
             (repo().join("packaging/homeassistant/rootfs/run.sh"), script_path.clone(), true),
             (data.path().to_path_buf(), "/data".into(), false),
             (PathBuf::from("/dev"), "/dev".into(), true),
@@ -165,6 +173,7 @@ async fn addon_runs_as_the_supervisor_runs_it() {
     // It starts: the run script execs the agent as PID 1, with exactly Docker's capabilities
     // plus the add-on's privileged list.
     let pid = container.pid1("diskwatch", WAIT);
+    let agent_started = Instant::now();
     assert_eq!(
         addon::capability_names(cap_eff(pid)),
         capabilities,
@@ -214,9 +223,13 @@ async fn addon_runs_as_the_supervisor_runs_it() {
     let to_discovery = discovered.duration_since(container.started);
     let rss = vm_rss_kib(pid);
     eprintln!(
-        "add-on start (container spawn) to MQTT discovery of the host and the disk: {} ms; agent RSS {:.1} MiB",
+        "add-on start (container spawn) to MQTT discovery of the host and the disk: {} ms (run.sh until it \
+         execs the agent: {} ms, polled every 10 ms; the agent: {} ms); agent RSS {:.1} MiB ({})",
         to_discovery.as_millis(),
-        rss as f64 / 1024.0
+        agent_started.duration_since(container.started).as_millis(),
+        discovered.duration_since(agent_started).as_millis(),
+        rss as f64 / 1024.0,
+        agent_binary().display()
     );
     let held = mosquitto::retained(broker.port, &["homeassistant/#", &format!("diskwatch/{node}/#")]).await;
     let disk_discovery: Value = serde_json::from_str(&held[&disk_config]).expect("discovery JSON");
@@ -283,6 +296,9 @@ async fn addon_runs_as_the_supervisor_runs_it() {
     // `docker stop`: SIGTERM to PID 1, a clean exit, the availability set offline.
     let status = container.stop(Duration::from_secs(20));
     let log = container.log_text();
+    if std::env::var_os("DISKWATCH_ADDON_LOG").is_some() {
+        eprintln!("--- the add-on's log ---\n{log}--- end ---");
+    }
     assert!(status.is_some_and(|s| s.success()), "the add-on did not stop cleanly ({status:?}):\n{log}");
     rec.wait_for(WAIT, "availability offline", |m| {
         m.iter().any(|r| r.topic == format!("diskwatch/{node}/availability") && r.payload == "offline")
@@ -318,7 +334,7 @@ async fn addon_without_a_valid_token_runs_without_mqtt_and_says_why() {
         hostname: "local-diskwatch",
         capabilities: &capabilities,
         binds: vec![
-            (PathBuf::from(BIN), bin_path, true),
+            (agent_binary(), bin_path, true),
             (repo().join("packaging/homeassistant/rootfs/run.sh"), script.clone(), true),
             (data.path().to_path_buf(), "/data".into(), false),
         ],

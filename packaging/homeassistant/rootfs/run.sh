@@ -23,7 +23,7 @@ STATE_DIR="${ADDON_STATE_DIR:-/data/diskwatch}"
 SUPERVISOR="${SUPERVISOR_API:-http://supervisor}"
 
 log() {
-    printf '[%s] %s: %s\n' "$(date +%H:%M:%S)" "$1" "$2" >&2
+    printf '[%(%H:%M:%S)T] %s: %s\n' -1 "$1" "$2" >&2
 }
 fatal() {
     log FATAL "$1"
@@ -31,11 +31,18 @@ fatal() {
 }
 
 [ -r "${OPTIONS}" ] || fatal "cannot read the add-on options (${OPTIONS})"
-jq -e 'type == "object"' "${OPTIONS}" >/dev/null || fatal "${OPTIONS} is not a JSON object"
+# All options in one jq run (each jq start costs more than the rest of this script): as
+# shell-quoted assignments to opt_<name>, names restricted to what a variable may be called.
+assignments="$(jq -r 'if type != "object" then error("not a JSON object") else
+    to_entries[] | select(.key | test("^[A-Za-z_][A-Za-z0-9_]*$"))
+    | "opt_\(.key)=\(if .value == null then "" else .value | tostring end | @sh)" end' "${OPTIONS}")" \
+    || fatal "${OPTIONS} is not a JSON object of options"
+eval "${assignments}"
 
 # One option as text; empty when it is missing or null.
 option() {
-    jq -r --arg k "$1" 'if .[$k] == null then "" else .[$k] | tostring end' "${OPTIONS}"
+    local name="opt_$1"
+    printf '%s' "${!name:-}"
 }
 option_true() {
     [ "$(option "$1")" = "true" ]
@@ -70,8 +77,8 @@ supervisor_get() {
     }
     status="${response##*$'\n'}"
     body="${response%$'\n'*}"
-    if [ "${status}" = "200" ] && jq -e '.result == "ok"' <<<"${body}" >/dev/null 2>&1; then
-        SUPERVISOR_DATA="$(jq -c '.data // {}' <<<"${body}")"
+    if [ "${status}" = "200" ] \
+        && SUPERVISOR_DATA="$(jq -ce 'select(.result == "ok") | .data // {}' <<<"${body}" 2>/dev/null)"; then
         return 0
     fi
     SUPERVISOR_ERROR="HTTP ${status}$(jq -r '.message // empty | ": " + .' <<<"${body}" 2>/dev/null || true)"
@@ -89,11 +96,13 @@ fi
 
 # What the Supervisor granted this add-on (its own info needs no hassio_api). Device
 # access without protection mode off is not granted even when config.yaml asks for it.
+granted=""
+withheld=false
 if supervisor_get /addons/self/info; then
-    info="${SUPERVISOR_DATA}"
-    granted="$(jq -r '"privileged \(.privileged // [] | join(",") | if . == "" then "none" else . end), full_access \(.full_access), protected \(.protected)"' <<<"${info}")"
+    eval "$(jq -r '@sh "granted=\("privileged \(.privileged // [] | join(",") | if . == "" then "none" else . end), full_access \(.full_access), protected \(.protected)")",
+        @sh "withheld=\(.full_access == true and .protected == true)"' <<<"${SUPERVISOR_DATA}")"
     log INFO "Supervisor grants: ${granted}"
-    if [ "$(jq -r '.full_access' <<<"${info}")" = "true" ] && [ "$(jq -r '.protected' <<<"${info}")" = "true" ]; then
+    if [ "${withheld}" = "true" ]; then
         log WARNING "Protection mode is on, so the Supervisor does not give this add-on its full device access: SMART of the system disk and the actions will fail. Turn protection mode off on the add-on's Info tab."
     fi
 else
@@ -133,15 +142,9 @@ if [ -n "$(option mqtt_url)" ]; then
     mqtt_pass="$(option mqtt_password)"
     log INFO "Using the MQTT broker from the add-on options: ${mqtt_url}"
 elif supervisor_get /services/mqtt; then
-    service="${SUPERVISOR_DATA}"
     mqtt_enabled=true
-    scheme="mqtt"
-    if [ "$(jq -r '.ssl // false' <<<"${service}")" = "true" ]; then
-        scheme="mqtts"
-    fi
-    mqtt_url="${scheme}://$(jq -r '.host' <<<"${service}"):$(jq -r '.port' <<<"${service}")"
-    mqtt_user="$(jq -r '.username // ""' <<<"${service}")"
-    mqtt_pass="$(jq -r '.password // ""' <<<"${service}")"
+    eval "$(jq -r '@sh "mqtt_url=\(if .ssl == true then "mqtts" else "mqtt" end)://\(.host):\(.port)",
+        @sh "mqtt_user=\(.username // "")", @sh "mqtt_pass=\(.password // "")"' <<<"${SUPERVISOR_DATA}")"
     log INFO "Using the Supervisor's MQTT service at ${mqtt_url}"
 else
     log WARNING "No MQTT broker (${SUPERVISOR_ERROR}): Home Assistant discovery is off (install Mosquitto or set mqtt_url)"
