@@ -290,6 +290,20 @@ async fn addon_runs_as_the_supervisor_runs_it() {
         snapshot["disks"].as_array().is_some_and(|d| d.iter().any(|d| d["id"] == disk_id.as_str())),
         "{snapshot:#}"
     );
+    // The health source ran the image's smartctl for every disk it watches (the default
+    // exclusions leave out loop, ram, zram, dm, md, sr and nbd devices): each has a reading or
+    // smartctl's own answer, none "cannot run smartctl".
+    let excluded = ["loop", "ram", "zram", "dm-", "md", "sr", "nbd"];
+    for d in snapshot["disks"].as_array().into_iter().flatten() {
+        let kernel = d["kernel_name"].as_str().unwrap_or_default();
+        if excluded.iter().any(|p| kernel.starts_with(p)) {
+            continue;
+        }
+        let note = d["health_note"].as_str().unwrap_or_default();
+        eprintln!("health of {kernel} in the add-on: {} / {note:?}", d["health"]);
+        assert!(!note.contains("cannot run"), "smartctl missing in the image: {kernel}: {note}");
+        assert!(!d["health"].is_null() || !note.is_empty(), "no smartctl answer for {kernel}: {d:#}");
+    }
     let (status, _) = ingress_get(addon::HASSIO_HOST, "/api/v1/snapshot");
     assert_eq!(status, 403, "another address on the hassio network is refused");
 
