@@ -1,7 +1,8 @@
 //! The Home Assistant add-on started the way the Supervisor starts it (tests/common/addon.rs):
 //! the image's contents (Debian bookworm with the Dockerfile's packages, the built agent at the
 //! Dockerfile's path, run.sh as CMD), in a container with Docker's default capabilities plus the
-//! add-on's `privileged`, the host's network, /dev and /run/udev read-only, /data with the
+//! add-on's `privileged`, Docker's device cgroup plus the add-on's granted `devices`, the host's
+//! network, /dev and /run/udev read-only, /data with the
 //! options, /media and /share (with the Supervisor's slave propagation), the Supervisor API
 //! stubbed on loopback with its bearer token, the test's Mosquitto as the MQTT service, and a
 //! real loop disk. What a user sees after one click: it starts, reads its options and the
@@ -147,6 +148,21 @@ async fn addon_runs_as_the_supervisor_runs_it() {
     });
     let stub = SupervisorStub::start(TOKEN, vec![("/addons/self/info", info), ("/services/mqtt", mqtt)]);
 
+    // The device cgroup: Docker's defaults plus what the Supervisor grants for config.yaml's
+    // `devices` that exist here (it also withholds a Home Assistant OS system disk; this
+    // machine has none).
+    let granted: Vec<String> = config["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .filter(|d| std::path::Path::new(d).exists())
+        .map(common::dev_of)
+        .collect();
+    let device_cgroup = addon::DeviceCgroup::create(&granted);
+    if device_cgroup.is_none() {
+        eprintln!("no cgroup v1 devices controller: the container gets the caller's device access");
+    }
     let udev_run = PathBuf::from("/run/udev");
     let spec = ContainerSpec {
         rootfs: &rootfs,
@@ -167,6 +183,7 @@ async fn addon_runs_as_the_supervisor_runs_it() {
             ("TZ".into(), "Etc/UTC".into()),
         ],
         cmd: std::slice::from_ref(&script_path),
+        devices: device_cgroup.as_ref(),
     };
     let mut container = AddonContainer::start(&spec);
 
@@ -174,6 +191,14 @@ async fn addon_runs_as_the_supervisor_runs_it() {
     // plus the add-on's privileged list.
     let pid = container.pid1("diskwatch", WAIT);
     let agent_started = Instant::now();
+    if let Some(cgroup) = &device_cgroup {
+        let name = cgroup.dir.file_name().and_then(|n| n.to_str()).expect("cgroup name");
+        let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("the agent's cgroups");
+        assert!(
+            membership.lines().any(|l| l.contains(":devices:") && l.ends_with(name)),
+            "the agent is not in the container's device cgroup:\n{membership}"
+        );
+    }
     assert_eq!(
         addon::capability_names(cap_eff(pid)),
         capabilities,
@@ -354,6 +379,7 @@ async fn addon_without_a_valid_token_runs_without_mqtt_and_says_why() {
         ],
         env: vec![("SUPERVISOR_TOKEN".into(), "wrong".into()), ("SUPERVISOR_API".into(), stub.url())],
         cmd: std::slice::from_ref(&script),
+        devices: None,
     };
     let mut container = AddonContainer::start(&spec);
     container.pid1("diskwatch", WAIT);

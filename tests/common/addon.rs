@@ -334,6 +334,59 @@ impl Drop for SharedDir {
     }
 }
 
+/// The device cgroup Docker gives a container (moby's default allowed devices: every node may be
+/// created, /dev/null, zero, full, random, urandom, tty, console, ptmx, pts and tun opened),
+/// plus one `b major:minor rwm` rule per device the Supervisor grants (its
+/// `get_cgroups_rule`). A cgroup v1 `devices` group the container is started in; removed on
+/// drop (after the container is gone). None where the host has no cgroup v1 devices controller.
+pub struct DeviceCgroup {
+    pub dir: PathBuf,
+}
+
+const DOCKER_DEVICE_RULES: [&str; 11] = [
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+];
+
+impl DeviceCgroup {
+    pub fn create(granted: &[String]) -> Option<Self> {
+        let root = Path::new("/sys/fs/cgroup/devices");
+        if !root.join("devices.allow").exists() {
+            return None;
+        }
+        let dir = root.join(format!("diskwatch-addon-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).expect("create the device cgroup");
+        let this = Self { dir };
+        std::fs::write(this.dir.join("devices.deny"), "a").expect("deny every device");
+        for rule in
+            DOCKER_DEVICE_RULES.iter().map(|r| r.to_string()).chain(granted.iter().map(|d| format!("b {d} rwm")))
+        {
+            std::fs::write(this.dir.join("devices.allow"), &rule).unwrap_or_else(|e| panic!("allow {rule}: {e}"));
+        }
+        Some(this)
+    }
+}
+
+impl Drop for DeviceCgroup {
+    fn drop(&mut self) {
+        // Empty once the container's processes are gone; they may take a moment to be reaped.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// The add-on's container: systemd-nspawn running the image's CMD as PID 1.
 pub struct AddonContainer {
     nspawn: Child,
@@ -352,13 +405,25 @@ pub struct ContainerSpec<'a> {
     pub binds: Vec<(PathBuf, String, bool)>,
     pub env: Vec<(String, String)>,
     pub cmd: &'a [String],
+    /// The device cgroup to start the container in (None: the caller's).
+    pub devices: Option<&'a DeviceCgroup>,
 }
 
 impl AddonContainer {
     pub fn start(spec: &ContainerSpec) -> Self {
         let log = std::env::temp_dir().join(format!("diskwatch-addon-{}.log", std::process::id()));
         let log_file = File::create(&log).expect("create the container log");
-        let mut cmd = Command::new("systemd-nspawn");
+        // Into the device cgroup first (a shell that then execs nspawn), as Docker starts a
+        // container in its own.
+        let mut cmd = match spec.devices {
+            Some(cgroup) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", "echo $$ > \"$0\" && exec \"$@\""]).arg(cgroup.dir.join("cgroup.procs"));
+                c.arg("systemd-nspawn");
+                c
+            }
+            None => Command::new("systemd-nspawn"),
+        };
         // No --private-network: the add-on has host_network. --console=pipe: nspawn leaves
         // /dev/console alone, so the host's /dev can be bound over the container's.
         cmd.args(["--quiet", "--register=no", "--keep-unit", "--console=pipe", "--volatile=overlay"])
