@@ -343,6 +343,25 @@ async fn addon_runs_as_the_supervisor_runs_it() {
         m.iter().any(|r| r.topic == format!("diskwatch/{node}/availability") && r.payload == "offline")
     })
     .await;
+
+    // Restarted (or updated: a new container, the same /data), it comes back as the same
+    // node, so Home Assistant keeps the same devices.
+    drop(container);
+    let seen = rec.len();
+    let mut container = AddonContainer::start(&spec);
+    container.pid1("diskwatch", WAIT);
+    rec.wait_for(WAIT, "the same node online again", |m| {
+        m[seen..].iter().any(|r| r.topic == format!("diskwatch/{node}/availability") && r.payload == "online")
+    })
+    .await;
+    assert!(
+        !rec.all()[seen..].iter().any(|r| r.topic.ends_with("/availability")
+            && r.topic.matches('/').count() == 2
+            && r.topic != format!("diskwatch/{node}/availability")),
+        "a second node appeared after the restart"
+    );
+    let status = container.stop(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}:\n{}", container.log_text());
 }
 
 /// Without the token (or with a wrong one) the Supervisor refuses; the add-on still starts,
