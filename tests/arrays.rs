@@ -596,6 +596,32 @@ async fn dashboard_shows_member_roles_and_rebuild_progress() {
     agent.stop().await;
 }
 
+/// A page opened after an alarm shows it: the events panel starts with the last events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_opens_with_the_last_events() {
+    use common::dashboard::Browser;
+    use diskwatch::state::Fact;
+    let agent = TestAgent::start(|_| {}, vec![]).await;
+    let mut degraded = rebuilding_raid1(None);
+    degraded.state = diskwatch::arrays::ArrayState::Degraded;
+    degraded.degraded_count = 1;
+    degraded.members[1].role = diskwatch::arrays::MemberRole::Faulty;
+    let id = degraded.id.clone();
+    agent.facts.send(Fact::Arrays { arrays: vec![degraded], initial: false }).await.expect("send");
+    agent.wait_snapshot(WAIT, |s| s["arrays"].as_array().is_some_and(|a| a.len() == 1)).await;
+    let mut browser = Browser::launch();
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait #status[data-state=live]");
+    browser.cmd("wait #log li[data-type=\"array.degraded\"]");
+    let log = browser.cmd("text #log");
+    assert!(log.contains(&format!("array/{id}")) && log.contains("array.added"), "{log}");
+    // Newest first: the alarm above its array's appearance.
+    assert!(log.find("array.degraded") < log.find("array.added"), "{log}");
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    drop(browser);
+    agent.stop().await;
+}
+
 // ---------------------------------------------------------------- ZFS (replayed)
 
 /// No ZFS module exists here: a `zpool` stand-in replays the real output of OpenZFS's manual
