@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::Path;
 
 use super::holders::{describe, openers};
-use super::machine::{entry_on, open_exclusive, Failure, Machine};
+use super::machine::{entry_on, open_exclusive, read_trimmed, Failure, Machine};
 use crate::mounts::mountinfo::Entry;
 
 /// Whole disks (not partitions) whose device lies below the USB device `usb`, other than
@@ -81,6 +81,11 @@ pub fn claim(machine: &Machine, name: &str, siblings: &[String], table: &[Entry]
         let mut names = machine.partitions(sibling);
         names.push(sibling.clone());
         for n in names {
+            // An empty slot of a card reader (no medium: size 0) cannot be opened, and has
+            // nothing to lose.
+            if read_trimmed(&machine.block(&n).join("size")).as_deref() == Some("0") {
+                continue;
+            }
             let file = open_exclusive(&machine.node(&n)).map_err(|e| refuse(format!("{n}: {e}")))?;
             holds.push(file);
         }
@@ -169,6 +174,10 @@ pub(crate) mod tests {
         assert_eq!(refused.reason, "shared_port");
         assert!(refused.message.contains("sdc, sdd"), "{}", refused.message);
         assert!(refused.message.contains("sdc: mounted at /media/photos"), "{}", refused.message);
+        // An empty card-reader slot (size 0, its node cannot be opened) is no obstacle.
+        std::fs::write(machine.block("sdd").join("size"), "0\n").unwrap();
+        std::fs::remove_file(machine.dev.join("sdd")).unwrap();
+        assert_eq!(claim(&machine, "sdb", &siblings, &[]).expect("an empty slot").len(), 2, "sdc1, sdc");
         std::os::unix::fs::symlink("../../md0", machine.block("sdd").join("holders/md0")).unwrap();
         let refused = claim(&machine, "sdb", &siblings, &[]).expect_err("sdd is an md member");
         assert!(refused.message.contains("sdd held by md0"), "{}", refused.message);
