@@ -420,7 +420,9 @@ pub struct ActionRecord {
     /// Why it failed, as a stable code: `busy`, `holds_root`, `holds_system_mount`, `swap`,
     /// `array_member`, `in_use`, `not_removable`, `not_rotational`, `not_mounted`,
     /// `already_mounted`, `unsupported_filesystem`, `unsupported`, `timeout`, `busy_object`,
-    /// `not_allowed`, `not_found`, `permission`, `error`.
+    /// `not_allowed`, `not_found`, `changed` (the object is no longer the one asked about),
+    /// `shared_port` (eject: another disk behind the same USB port is in use), `permission`,
+    /// `error`.
     pub reason: Option<String>,
     /// One sentence for people.
     pub message: String,
@@ -434,6 +436,10 @@ pub struct ActionRecord {
     pub mount_point: Option<String>,
     /// From the request to the outcome.
     pub duration_ms: u64,
+    /// The outcome of an action already reported failed with reason `timeout`, which then
+    /// completed: what it finally did (the same action id).
+    #[serde(default)]
+    pub late: bool,
 }
 
 #[cfg(test)]

@@ -177,6 +177,94 @@ async fn unmount_succeeds_and_a_busy_mount_fails_naming_its_holder() {
     agent.stop().await;
 }
 
+/// An unmount acts on the mount it was asked about: when another filesystem took the mount
+/// point in between (its device number differs), nothing is unmounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmount_checks_the_device_it_was_asked_about() {
+    if !require_root("unmount_checks_the_device_it_was_asked_about") {
+        return;
+    }
+    let _lock = machine_lock();
+    let work = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(|c| configure(c, work.path(), &[ActionKind::Unmount]), vec![]).await;
+    let (_dev, mut guards) = disk_with_mounts(work.path(), &[16]);
+    let point = work.path().join("part1");
+    let id = id_where(&agent, "mounts", "mount_point", point.to_str().unwrap()).await;
+    let asked: diskwatch::model::Mount = serde_json::from_value(
+        snapshot(&agent).await["mounts"].as_array().unwrap().iter().find(|m| m["id"] == id.as_str()).unwrap().clone(),
+    )
+    .expect("a Mount");
+    agent.stop().await;
+    // The partition goes, another filesystem is mounted at its place.
+    guards[0].unmount();
+    let _other = MountGuard::new("dwother", &point, Some("tmpfs"), Some("size=64k"));
+    let machine = diskwatch::actions::machine::Machine::default();
+    let mut progress = diskwatch::actions::machine::Progress::default();
+    let failure = diskwatch::actions::unmount::unmount(&machine, &asked, &work.path().join("media"), &mut progress)
+        .expect_err("another filesystem is there now");
+    assert_eq!(failure.reason, "changed", "{}", failure.message);
+    assert!(progress.unmounted.is_empty());
+    assert!(mounted(&point), "the other filesystem stays mounted");
+}
+
+/// An action whose outcome came after `actions.timeout` (reported failed, reason `timeout`)
+/// publishes what it finally did, under the same id, marked late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_completing_after_its_timeout_publishes_its_late_outcome() {
+    if !require_root("an_action_completing_after_its_timeout_publishes_its_late_outcome") {
+        return;
+    }
+    let _lock = machine_lock();
+    let work = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(
+        |c| {
+            configure(c, work.path(), &[ActionKind::Unmount]);
+            // Shorter than any unmount: the one below writes 32 MiB back first.
+            c.actions.timeout = Duration::from_nanos(1);
+        },
+        vec![],
+    )
+    .await;
+    let (_dev, _guards) = disk_with_mounts(work.path(), &[64]);
+    let point = work.path().join("part1");
+    std::fs::write(point.join("dirty"), vec![7u8; 32 << 20]).unwrap();
+    let id = id_where(&agent, "mounts", "mount_point", point.to_str().unwrap()).await;
+    let action = act(&agent, &format!("/api/v1/mounts/{id}/unmount")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let events = loop {
+        let page: Value = reqwest::Client::new()
+            .get(agent.url("/api/v1/events?types=action.*&limit=10000"))
+            .header("authorization", bearer())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ours: Vec<Value> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"]["action"]["id"] == action.as_str())
+            .cloned()
+            .collect();
+        if ours.len() >= 2 {
+            break ours;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no late outcome: {ours:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(events[0]["type"], "action.failed", "{events:#?}");
+    assert_eq!(events[0]["data"]["action"]["reason"], "timeout");
+    assert_eq!(events[1]["type"], "action.succeeded", "{events:#?}");
+    let late = &events[1]["data"]["action"];
+    assert_eq!(late["late"], true);
+    assert!(late["message"].as_str().unwrap().contains("completed late"), "{late}");
+    assert_eq!(late["unmounted"][0], point.to_str().unwrap());
+    assert!(!mounted(&point));
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eject_of_a_loop_disk_unmounts_both_partitions_and_detaches_it() {
     if !require_root("eject_of_a_loop_disk_unmounts_both_partitions_and_detaches_it") {

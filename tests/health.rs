@@ -98,6 +98,74 @@ fn io_counters(name: &str) -> (u64, u64) {
     (f[0], f[4])
 }
 
+/// Who submits I/O to a disk (and its partitions) while watched: the block layer's
+/// `block_bio_queue` tracepoint, which fires in the submitter's context, in a tracefs instance
+/// of its own. Any process on the machine may read a loop disk; when "nothing read it" fails,
+/// [`Readers::report`] names who did.
+struct Readers(Option<std::path::PathBuf>);
+
+impl Readers {
+    fn watch(name: &str) -> Self {
+        let dir = std::path::PathBuf::from(format!("/sys/kernel/tracing/instances/diskwatch-readers-{name}"));
+        let dev_t = |path: std::path::PathBuf| -> Option<u64> {
+            let text = std::fs::read_to_string(path).ok()?;
+            let (major, minor) = text.trim().split_once(':')?;
+            Some(major.parse::<u64>().ok()? << 20 | minor.parse::<u64>().ok()?)
+        };
+        let base = std::path::PathBuf::from(format!("/sys/class/block/{name}"));
+        let mut devs: Vec<u64> = dev_t(base.join("dev")).into_iter().collect();
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            if entry.path().join("partition").exists() {
+                devs.extend(dev_t(entry.path().join("dev")));
+            }
+        }
+        let filter = devs.iter().map(|d| format!("dev == {d}")).collect::<Vec<_>>().join(" || ");
+        let event = dir.join("events/block/block_bio_queue");
+        let armed = std::fs::create_dir(&dir).is_ok()
+            && std::fs::write(event.join("filter"), &filter).is_ok()
+            && std::fs::write(event.join("enable"), "1").is_ok();
+        Self(armed.then_some(dir))
+    }
+
+    /// The I/O seen, one `comm-pid … dev rwbs sector` line each.
+    fn report(&self) -> String {
+        match &self.0 {
+            None => " (tracefs unavailable: the reader is unknown)".to_owned(),
+            Some(dir) => {
+                let trace = std::fs::read_to_string(dir.join("trace")).unwrap_or_default();
+                let lines: Vec<&str> = trace.lines().filter(|l| !l.starts_with('#')).take(20).collect();
+                format!("; I/O submitted by:\n{}", lines.join("\n"))
+            }
+        }
+    }
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::write(dir.join("events/block/block_bio_queue/enable"), "0");
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The reader report names a process that read the disk.
+#[test]
+fn readers_names_who_read_a_disk() {
+    if !require_root("readers_names_who_read_a_disk") {
+        return;
+    }
+    let _lock = machine_lock();
+    let dev = LoopDevice::new(16, &[8]);
+    let readers = Readers::watch(&dev.name());
+    common::sh(
+        "dd",
+        &[&format!("if={}", dev.partition(1)), "of=/dev/null", "bs=4096", "count=1", "iflag=direct", "status=none"],
+    );
+    let report = readers.report();
+    assert!(report.contains("dd-"), "{report}");
+}
+
 /// Real I/O on a partition (direct, so it reaches the device): moves its counters.
 fn touch(partition: &str) {
     common::sh(
@@ -230,9 +298,10 @@ async fn never_wakes_a_standby_disk() {
 
     // Asleep: counters of the device before and after several rounds, and the invocations.
     let before = io_counters(&name);
+    let readers = Readers::watch(&name);
     let calls_before = replay.calls(&dev.device).len();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(io_counters(&name), before, "the sleeping device was read or written");
+    assert_eq!(io_counters(&name), before, "the sleeping device was read or written{}", readers.report());
     assert_eq!(replay.calls(&dev.device).len(), calls_before, "a sleeping disk was sent commands");
     let calls = replay.calls(&dev.device);
     assert!(!calls.is_empty());
@@ -638,16 +707,23 @@ async fn kernel_mode_coldplug_leaves_a_sleeping_disk_unread() {
     flush(&dev.device);
     flush(&dev.partition(1));
     let before = io_counters(&name);
+    let readers = Readers::watch(&name);
     let first = agent(&replay, configure).await;
     let snap = first.wait_snapshot(WAIT, |s| partition(s, &part_name).is_some()).await;
     let p = partition(&snap, &part_name).unwrap();
     assert_eq!(p["fs_type"], Value::Null, "a sleeping disk's partition was probed: {p:#}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(io_counters(&name), before, "the sleeping disk was read at coldplug");
+    assert_eq!(io_counters(&name), before, "the sleeping disk was read at coldplug{}", readers.report());
     // smartctl opens the disk read-write and writes nothing: no re-read follows.
     std::fs::OpenOptions::new().read(true).write(true).open(&dev.device).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(io_counters(&name), before, "an open for writing without writes made the agent read the disk");
+    assert_eq!(
+        io_counters(&name),
+        before,
+        "an open for writing without writes made the agent read the disk{}",
+        readers.report()
+    );
+    drop(readers);
     for call in replay.calls(&dev.device) {
         assert!(call.contains("-n standby") && !call.starts_with("WOKE"), "woke the disk: {call}");
     }
@@ -668,12 +744,13 @@ async fn kernel_mode_coldplug_leaves_a_sleeping_disk_unread() {
     flush(&dev.device);
     flush(&dev.partition(1));
     let before = io_counters(&name);
+    let readers = Readers::watch(&name);
     let second = agent(&replay, configure).await;
     let snap = second.wait_snapshot(WAIT, |s| partition(s, &part_name).is_some()).await;
     let again = partition(&snap, &part_name).unwrap();
     assert_eq!(again["id"], probed["id"], "the partition kept its id while its disk sleeps");
     assert_eq!((&again["fs_type"], &again["fs_label"]), (&probed["fs_type"], &probed["fs_label"]));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(io_counters(&name), before, "the sleeping disk was read at the second coldplug");
+    assert_eq!(io_counters(&name), before, "the sleeping disk was read at the second coldplug{}", readers.report());
     second.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The state model: the only writer of the topology. [`State::apply`] turns a
 //! [`Fact`] into events, assigns each its sequence number, and does no I/O.
 
-mod array_transitions;
+pub mod array_transitions;
 mod arrays;
 mod diff;
 mod fact;

@@ -404,6 +404,7 @@ fn action_record(succeeded: bool) -> crate::model::ActionRecord {
         unmounted: vec![],
         mount_point: None,
         duration_ms: 3,
+        late: false,
     }
 }
 
