@@ -47,11 +47,12 @@ pub fn rootfs() -> (PathBuf, Option<Duration>) {
     let start = Instant::now();
     let fresh = dir.with_extension("new");
     let _ = std::fs::remove_dir_all(&fresh);
-    let mirror = std::env::var("DISKWATCH_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    // No mirror named: debootstrap's own default (or DISKWATCH_DEBIAN_MIRROR).
+    let mirror = std::env::var("DISKWATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
     let out = Command::new("debootstrap")
         .args(["--variant=minbase", &format!("--include={PACKAGES}"), SUITE])
         .arg(&fresh)
-        .arg(&mirror)
+        .args(mirror)
         .output()
         .unwrap_or_else(|e| panic!("cannot run debootstrap (scripts/setup installs it): {e}"));
     assert!(out.status.success(), "debootstrap {SUITE} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
