@@ -15,6 +15,22 @@ use crate::model::Health;
 
 use super::verdict::Found;
 
+/// Counts first seen for a disk: only a rise above them is a reason (`None`: first reading).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Baselines {
+    /// ATA 199 UDMA_CRC_Error_Count.
+    pub crc_errors: Option<u64>,
+    /// ATA 188 Command_Timeout, decoded.
+    pub command_timeouts: Option<u64>,
+}
+
+impl Baselines {
+    /// The baselines of a first reading: its own counts (nothing has risen yet).
+    pub fn of(h: &Health) -> Self {
+        Baselines { crc_errors: h.crc_errors, command_timeouts: h.command_timeouts }
+    }
+}
+
 /// What the rules need besides the reading.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -45,7 +61,7 @@ pub const RULES: &[Rule] = &[
     Rule { code: "offline_uncorrectable", severity: Failing, when: "ATA 198 Offline_Uncorrectable raw > 0" },
     Rule { code: "reallocated_sectors", severity: Watch, when: "ATA 5 Reallocated_Sector_Ct raw > 0" },
     Rule { code: "reported_uncorrect", severity: Watch, when: "ATA 187 Reported_Uncorrect raw > 0" },
-    Rule { code: "command_timeouts", severity: Watch, when: "ATA 188 Command_Timeout > 0, decoded" },
+    Rule { code: "command_timeouts_rising", severity: Watch, when: "ATA 188 Command_Timeout rose, decoded" },
     Rule { code: "crc_errors_rising", severity: Watch, when: "ATA 199 UDMA_CRC_Error_Count rose" },
     Rule { code: "nvme_media_errors", severity: Watch, when: "NVMe media_errors > 0" },
     Rule { code: "nvme_available_spare", severity: Watch, when: "NVMe available_spare < available_spare_threshold" },
@@ -79,9 +95,9 @@ const NVME_BITS: [(u64, &str, &str); 6] = [
     (0x20, "nvme_pmr_read_only", "the persistent memory region has become read-only or unreliable"),
 ];
 
-/// The reasons a reading gives. `crc_baseline` is the CRC count first seen for this disk
-/// (`None`: this is the first reading): only a rise above it is a reason.
-pub fn reasons(h: &Health, crc_baseline: Option<u64>, limits: Limits) -> Vec<Found> {
+/// The reasons a reading gives; `base` holds the counts first seen for this disk (only a rise
+/// above them is a reason).
+pub fn reasons(h: &Health, base: Baselines, limits: Limits) -> Vec<Found> {
     let mut out = Vec::new();
     if h.passed == Some(false) {
         out.push(found("smart_failed", "the drive's own SMART assessment is FAILED".into(), json!(false)));
@@ -140,10 +156,16 @@ pub fn reasons(h: &Health, crc_baseline: Option<u64>, limits: Limits) -> Vec<Fou
                 json!(n),
             ));
         }
-        if let Some(n) = positive(h.command_timeouts) {
-            out.push(found("command_timeouts", format!("{n} commands timed out"), json!(n)));
+        if let (Some(now), Some(was)) = (h.command_timeouts, base.command_timeouts) {
+            if now > was {
+                out.push(found(
+                    "command_timeouts_rising",
+                    format!("{} more commands timed out (now {now})", now - was),
+                    json!(now),
+                ));
+            }
         }
-        if let (Some(now), Some(base)) = (h.crc_errors, crc_baseline) {
+        if let (Some(now), Some(base)) = (h.crc_errors, base.crc_errors) {
             if now > base {
                 out.push(found(
                     "crc_errors_rising",
@@ -187,7 +209,8 @@ mod tests {
 
     const LIMITS: Limits = Limits { temperature_critical: 60.0 };
 
-    fn codes(h: &Health, base: Option<u64>) -> Vec<(&'static str, Severity)> {
+    fn codes(h: &Health, crc: Option<u64>) -> Vec<(&'static str, Severity)> {
+        let base = Baselines { crc_errors: crc, command_timeouts: h.command_timeouts.map(|n| n.saturating_sub(1)) };
         reasons(h, base, LIMITS).into_iter().map(|f| (f.code, f.severity)).collect()
     }
 
@@ -229,7 +252,7 @@ mod tests {
                 ("offline_uncorrectable", Failing),
                 ("reallocated_sectors", Watch),
                 ("reported_uncorrect", Watch),
-                ("command_timeouts", Watch)
+                ("command_timeouts_rising", Watch)
             ]
         );
     }

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::json;
 
 use super::{Draft, DraftData, State};
-use crate::attention::{assess, disk::Limits, is_news, Acks};
+use crate::attention::disk::{Baselines, Limits};
+use crate::attention::{assess, is_news, Acks};
 use crate::events::EventKind;
 use crate::model::attention::{Attention, Reason};
 use crate::model::HealthSource;
@@ -18,13 +19,13 @@ use crate::model::HealthSource;
 pub(super) struct AttentionMemory {
     /// Subject (`disk/<id>`) → acknowledged reason codes and values.
     acks: HashMap<String, Acks>,
-    /// Per disk: the CRC error count first seen (only a rise above it is a reason).
-    crc_baselines: HashMap<String, u64>,
+    /// Per disk: the counts first seen (only a rise above them is a reason).
+    baselines: HashMap<String, Baselines>,
 }
 
 impl AttentionMemory {
     pub(super) fn forget_disk(&mut self, id: &str) {
-        self.crc_baselines.remove(id);
+        self.baselines.remove(id);
     }
 }
 
@@ -53,11 +54,16 @@ impl State {
         let previous = disk.attention.clone();
         let limits = Limits { temperature_critical: self.config.temperature_critical };
         let next = disk.health.as_deref().map(|h| {
-            let baseline = h
-                .crc_errors
-                .filter(|_| h.source == HealthSource::Smartctl)
-                .map(|c| *self.attention.crc_baselines.entry(id.to_owned()).or_insert(c));
-            let found = crate::attention::disk::reasons(h, baseline, limits);
+            let base = if h.source == HealthSource::Smartctl {
+                let b = self.attention.baselines.entry(id.to_owned()).or_insert_with(|| Baselines::of(h));
+                // A counter the first reading lacked starts at its first value.
+                b.crc_errors = b.crc_errors.or(h.crc_errors);
+                b.command_timeouts = b.command_timeouts.or(h.command_timeouts);
+                *b
+            } else {
+                Baselines::default()
+            };
+            let found = crate::attention::disk::reasons(h, base, limits);
             let none = Acks::new();
             let acks = self.attention.acks.get(&subject).unwrap_or(&none);
             assess(found, h.unreadable_since.as_deref(), acks, previous.as_deref(), &h.checked_at)
