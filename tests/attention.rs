@@ -6,8 +6,11 @@
 //! of ATA 5/187/188/197/198, `smart_status.passed`, NVMe `critical_warning` and `media_errors`,
 //! SCSI grown defects, pending defects and uncorrected errors.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use diskwatch::attention::disk::{Baselines, Limits};
 use diskwatch::attention::{assess, Acks};
@@ -166,4 +169,101 @@ fn every_smartctl_version_in_the_corpus_parses() {
     }
     let unread: Vec<&str> = rows.iter().filter(|r| r.level.is_none()).map(|r| r.file.as_str()).collect();
     assert_eq!(unread, NO_READING, "outputs without a reading");
+}
+
+const TOKEN: &str = "s3cret-attention-token";
+
+async fn get(agent: &common::TestAgent, path: &str) -> Value {
+    reqwest::Client::new().get(agent.url(path)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
+async fn wait_disk(agent: &common::TestAgent, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = get(agent, &format!("/api/v1/disks/{id}")).await;
+        if check(&d) {
+            return d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "disk never matched: {d:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real reading fed to a running agent.
+fn fact(id: &str, fixture: &str, at: &str) -> diskwatch::state::Fact {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl").join(fixture);
+    let text = std::fs::read_to_string(path).unwrap();
+    let Answer::Reading(r) = interpret(0, &text) else { panic!("{fixture} does not parse") };
+    diskwatch::state::Fact::DiskHealth {
+        id: id.into(),
+        power_state: diskwatch::model::PowerState::Active,
+        health: Some(r.into_health(at.into())),
+        note: None,
+    }
+}
+
+/// The owner's path end to end: a drive with one reallocated sector is `watch` with one
+/// `disk.attention_changed`; `POST /acknowledge` (token needed) quiets it; the same value again
+/// stays quiet, also after a restart (kept in state_dir); a new value is news again.
+#[tokio::test]
+async fn acknowledge_holds_until_the_value_changes_and_survives_a_restart() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let dir = state_dir.path().to_path_buf();
+    let token_file = dir.join("api-token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let start = |dir: std::path::PathBuf| {
+        let token_file = token_file.clone();
+        common::TestAgent::start(
+            move |c| {
+                c.state_dir = dir;
+                c.http.auth_token_file = token_file;
+                c.http.auth_token = Some(diskwatch::config::Secret::new(TOKEN));
+            },
+            vec![],
+        )
+    };
+    let id = "wwn-0x5000c500a1";
+    let agent = start(dir.clone()).await;
+    let disk = common::mosquitto::disk(id, "sdq", "65:0", 1 << 40);
+    let block =
+        || diskwatch::state::Fact::BlockDevices { disks: vec![disk.clone()], partitions: vec![], initial: false };
+    agent.facts.send(block()).await.unwrap();
+    agent.facts.send(fact(id, "ata-hdd-st3500418as-realloc-1.json", "t1")).await.unwrap();
+    let d = wait_disk(&agent, id, |d| !d["attention"].is_null()).await;
+    assert_eq!(d["attention"]["level"], "watch", "{d:#}");
+    assert_eq!(d["attention"]["reasons"][0]["code"], "reallocated_sectors");
+    let url = agent.url(&format!("/api/v1/disks/{id}/acknowledge"));
+    let client = reqwest::Client::new();
+    assert_eq!(client.post(&url).send().await.unwrap().status(), 401, "the token is needed");
+    let missing = client.post(agent.url("/api/v1/disks/nope/acknowledge")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let answer: Value = client.post(&url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["acknowledged"][0], "reallocated_sectors", "{answer}");
+    let d = wait_disk(&agent, id, |d| d["attention"]["level"] == "ok").await;
+    assert_eq!(d["attention"]["reasons"][0]["acknowledged"], true);
+    agent.facts.send(fact(id, "ata-hdd-st3500418as-realloc-1.json", "t2")).await.unwrap();
+    wait_disk(&agent, id, |d| d["attention"]["assessed_at"] == "t2").await;
+    let events = get(&agent, "/api/v1/events?types=disk.attention_changed").await;
+    let levels: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["disk"]["attention"]["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["watch", "ok"], "one event per change");
+    agent.stop().await;
+    assert!(dir.join(diskwatch::attention::store::FILE).exists());
+
+    // Restart: the acknowledgement holds for the same value, and a new value is news.
+    let again = start(dir.clone()).await;
+    again.facts.send(block()).await.unwrap();
+    again.facts.send(fact(id, "ata-hdd-st3500418as-realloc-1.json", "t3")).await.unwrap();
+    let d = wait_disk(&again, id, |d| !d["attention"].is_null()).await;
+    assert_eq!(d["attention"]["level"], "ok", "acknowledged before the restart: {d:#}");
+    again.facts.send(fact(id, "ata-hdd-st3500418as-realloc-304.json", "t4")).await.unwrap();
+    let d = wait_disk(&again, id, |d| d["attention"]["assessed_at"] == "t4").await;
+    assert_eq!(d["attention"]["level"], "watch");
+    assert_eq!(d["attention"]["reasons"][0]["value"], 304);
+    assert_eq!(d["attention"]["reasons"][0]["acknowledged"], false);
+    again.stop().await;
 }
