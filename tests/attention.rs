@@ -267,3 +267,53 @@ async fn acknowledge_holds_until_the_value_changes_and_survives_a_restart() {
     assert_eq!(d["attention"]["reasons"][0]["acknowledged"], false);
     again.stop().await;
 }
+
+/// Home Assistant: the SMART problem sensor follows attention (on for watch, although the drive
+/// says PASSED), the attention sensor carries the reasons, and the acknowledge button quiets
+/// them; the entities pass Home Assistant's schemas.
+#[tokio::test]
+async fn home_assistant_attention_entities_and_the_acknowledge_button() {
+    use common::mosquitto::{self, Mosquitto, Recorder};
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let agent = common::TestAgent::start(
+        |c| {
+            c.mqtt.enabled = true;
+            c.mqtt.url = url;
+        },
+        vec![],
+    )
+    .await;
+    let id = "wwn-0x5000c500a2";
+    let d = mosquitto::disk(id, "sdr", "65:16", 1 << 40);
+    agent
+        .facts
+        .send(diskwatch::state::Fact::BlockDevices { disks: vec![d], partitions: vec![], initial: false })
+        .await
+        .unwrap();
+    agent.facts.send(fact(id, "ata-hdd-st3500418as-realloc-1.json", "t1")).await.unwrap();
+    let rec = Recorder::start(broker.port, "t-attention", &["diskwatch/#", "homeassistant/#"]).await;
+    let state_topic = format!("diskwatch/test/disk/{id}/state");
+    rec.wait_for(Duration::from_secs(20), "attention in the state", |m| {
+        m.iter().any(|r| r.topic == state_topic && r.payload.contains("\"level\":\"watch\""))
+    })
+    .await;
+    let configs = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
+    let all: String = configs.values().cloned().collect();
+    let problem = configs.values().find(|c| c.contains("smart_problem")).expect("SMART problem entity");
+    assert!(problem.contains("value_json.attention.level"), "{problem}");
+    let command = format!("diskwatch/test/disk/{id}/acknowledge/set");
+    assert!(all.contains(&command), "no acknowledge button");
+    assert!(all.contains("\"options\":[\"ok\",\"watch\",\"unknown\",\"failing\"]"), "no attention enum");
+    if let Some(python) = common::ha::ha_python() {
+        common::ha::run_validator(&python, &configs, agent.state_dir.path());
+    }
+    rec.client.publish(command, rumqttc::QoS::AtLeastOnce, false, "PRESS").await.unwrap();
+    rec.wait_for(Duration::from_secs(20), "acknowledged", |m| {
+        m.iter().any(|r| r.topic == state_topic && r.payload.contains("\"level\":\"ok\""))
+    })
+    .await;
+    let snap = agent.get_json(&format!("/api/v1/disks/{id}")).await;
+    assert_eq!(snap["attention"]["reasons"][0]["acknowledged"], true, "{snap:#}");
+    agent.stop().await;
+}
