@@ -317,3 +317,46 @@ async fn home_assistant_attention_entities_and_the_acknowledge_button() {
     assert_eq!(snap["attention"]["reasons"][0]["acknowledged"], true, "{snap:#}");
     agent.stop().await;
 }
+
+/// The dashboard opens with "Needs attention" above the storage tree: a failing disk with its
+/// reasons, worst first; once acknowledged, the empty state says all is well and since when
+/// (headless Chromium).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_lists_what_needs_attention() {
+    use common::dashboard::{artifacts_dir, Browser};
+    let agent = common::TestAgent::start(|_| {}, vec![]).await;
+    let id = "wwn-0x5000c500a3";
+    let d = common::mosquitto::disk(id, "sds", "65:32", 1 << 40);
+    agent
+        .facts
+        .send(diskwatch::state::Fact::BlockDevices { disks: vec![d], partitions: vec![], initial: false })
+        .await
+        .unwrap();
+    agent.facts.send(fact(id, "usb-jmicron-hitachi-failing.json", "t1")).await.unwrap();
+    let mut browser = Browser::launch();
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait #status[data-state=live]");
+    browser.cmd("wait #attention [data-level=failing]");
+    let text = browser.cmd("text #attention");
+    assert!(text.contains("failing") && text.contains("/dev/sds"), "{text}");
+    assert!(text.contains("cannot be read now"), "the pending-sector reason: {text}");
+    // Above the storage tree.
+    let order = browser.cmd(
+        "eval document.querySelector('#attention').compareDocumentPosition(document.querySelector('#topology')) & 4",
+    );
+    assert!(order.contains('4'), "attention list not above the tree: {order}");
+    browser.cmd(&format!("screenshot {}", artifacts_dir().join("dashboard-attention.png").display()));
+    // Acknowledged (the state fact the route and the button send): all is well, and since when.
+    let acks = {
+        let snap = agent.get_json(&format!("/api/v1/disks/{id}")).await;
+        let a: diskwatch::model::attention::Attention = serde_json::from_value(snap["attention"].clone()).unwrap();
+        diskwatch::attention::acknowledge_all(&a)
+    };
+    agent.facts.send(diskwatch::state::Fact::Acknowledge { subject: format!("disk/{id}"), acks }).await.unwrap();
+    browser.cmd("wait #attention [data-all-well]");
+    let text = browser.cmd("text #attention");
+    assert!(text.contains("all is well") && text.contains("since"), "{text}");
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    drop(browser);
+    agent.stop().await;
+}
