@@ -443,6 +443,24 @@ mod tests {
         assert!(matches!(interpret(0, "[1,2]"), Answer::Invalid(_)));
     }
 
+    /// 188 as smartmontools decodes it (corpus outputs, tests/fixtures/smartctl/corpus): a
+    /// Seagate raw16 "2 2 2" is 2, a packed 51540393996 (0xC_0000_000C) is 12, a plain 27 is 27;
+    /// 187 and 198 are both kept; a failed self-test at the head of the log is seen.
+    #[test]
+    fn packed_raw_values_and_self_test() {
+        let r = reading("corpus/sce--sat-seagate_enterprise_capacity_3.5_hdd-st2000nm0008-2f3100-sdl.json");
+        assert_eq!(r.command_timeouts, Some(2));
+        let r = reading("corpus/sce--sat-seagate_exos_x16-st16000nm001g-2kk103-sda.json");
+        assert_eq!(r.command_timeouts, Some(12));
+        let r = reading("corpus/sce--sat-micron_5100___52x0___5300___5400_ssds-micron_5300_mtfddak480tds-sda.json");
+        assert_eq!((r.command_timeouts, r.crc_errors), (Some(27), Some(2)));
+        let r = reading("corpus/sce--mb0500ebncr_13.json");
+        assert_eq!((r.reported_uncorrect, r.offline_uncorrectable, r.uncorrectable), (Some(1), Some(0), Some(1)));
+        let r = reading("corpus/smart-prom-next--usbjmicron_a_when_failed_now.json");
+        assert_eq!(r.self_test_failed, Some(true));
+        assert_eq!(reading("ata-hdd-wd140edfz.json").self_test_failed, Some(false));
+    }
+
     #[test]
     fn failure_bits_keep_the_reading() {
         // Exit 216 = bits 3,4,6,7: DISK FAILING and friends; the data is still there.
