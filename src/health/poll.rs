@@ -211,7 +211,6 @@ impl HealthTrack {
                 self.power = PowerState::Unknown;
                 self.mark_unreadable(now);
                 self.note = Some(format!("SMART unavailable now ({why}); last health kept"));
-                self.read_ios = ios;
                 applied.unsupported = Some(why);
             }
             Answer::Unsupported(why) => {
@@ -245,8 +244,13 @@ impl HealthTrack {
         self.health.as_ref().is_some_and(|h| h.source == HealthSource::Smartctl)
     }
 
-    /// The last reading stays, marked as not refreshable now (from the first failure on).
+    /// The last reading stays, marked as not refreshable now (from the first failure on); the
+    /// next round reads SMART again whatever the I/O, so a passing failure does not leave the
+    /// disk `unknown` until its next I/O.
     fn mark_unreadable(&mut self, now: &str) {
+        if self.has_reading() {
+            self.read_ios = None;
+        }
         if let Some(h) = self.health.as_mut().filter(|h| h.source == HealthSource::Smartctl) {
             if h.unreadable_since.is_none() {
                 h.unreadable_since = Some(now.to_owned());
@@ -322,6 +326,7 @@ mod tests {
         assert_eq!(a.error.as_deref(), Some("truncated"));
         assert_eq!(t.health.as_ref().unwrap().checked_at, "t1");
         assert_eq!(t.health.as_ref().unwrap().unreadable_since.as_deref(), Some("t2"));
+        assert_eq!(t.plan(false, Some(2)), Plan::SmartRead, "read again after a failure, I/O or not");
         assert!(t.failed("timeout", "t3"));
         assert!(!t.failed("timeout", "t4"));
         assert_eq!(t.health.as_ref().unwrap().unreadable_since.as_deref(), Some("t2"), "from the first failure");
