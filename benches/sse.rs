@@ -54,6 +54,7 @@ fn disk(size: u64) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 

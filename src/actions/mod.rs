@@ -13,6 +13,7 @@
 //! - [`holders`]: who keeps a mount busy.
 //! - [`unmount`], [`eject`], [`spin`], [`mount`]: the operations.
 
+pub mod acknowledge;
 pub mod config;
 pub mod eject;
 pub mod holders;
@@ -114,6 +115,8 @@ struct Inner {
     /// Action ids: `<start of this run in ms>-<n>`, unique across restarts.
     prefix: u64,
     next: AtomicU64,
+    /// Where acknowledgements are kept (`state_dir/acknowledged.json`); None: memory only.
+    ack_file: Option<std::path::PathBuf>,
 }
 
 impl Actions {
@@ -133,8 +136,17 @@ impl Actions {
                 running: Mutex::new(HashMap::new()),
                 prefix,
                 next: AtomicU64::new(1),
+                ack_file: None,
             }),
         }
+    }
+
+    /// Keeps acknowledgements in this file (set right after [`Actions::new`], before cloning).
+    pub fn with_ack_file(mut self, path: std::path::PathBuf) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.ack_file = Some(path);
+        }
+        self
     }
 
     pub fn config(&self) -> &ActionsConfig {

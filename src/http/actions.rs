@@ -60,7 +60,7 @@ fn forbidden(message: String) -> ApiError {
     ApiError { status: StatusCode::FORBIDDEN, code: "forbidden", message }
 }
 
-fn unauthorized(message: &str) -> Response {
+pub(super) fn unauthorized(message: &str) -> Response {
     let mut response = ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.to_owned() }
         .into_response();
     response
@@ -70,7 +70,7 @@ fn unauthorized(message: &str) -> Response {
 }
 
 /// Who asks: the token's name, when the request carries the token; else why not (for a 401).
-fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, &'static str> {
+pub(super) fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, &'static str> {
     let Some(token) = &config.auth_token else {
         return Err("actions need the API token, and none is set: set http.auth_token_file");
     };

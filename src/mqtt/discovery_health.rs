@@ -1,13 +1,21 @@
-//! Home Assistant entities of a disk's health and activity (SPEC §8): temperature (°C,
-//! measurement), SMART problem, power-state enum, power-on hours, read and write rates
-//! (data_rate). Only for disks whose health or activity is watched.
+//! Home Assistant entities of a disk's health and activity (SPEC §8, §9): temperature (°C,
+//! measurement), SMART problem (following `attention`: on for watch and failing), attention
+//! enum (reasons as attributes), an acknowledge button, power-state enum, power-on hours, read
+//! and write rates (data_rate). Only for disks whose health or activity is watched.
 
 use serde_json::json;
 
 use super::{entity, Entity};
+use crate::model::attention::Level;
 use crate::model::PowerState;
 
-pub(super) const HEALTH_KEYS: [&str; 4] = ["temperature", "smart_problem", "power_state", "power_on_hours"];
+pub(super) const HEALTH_KEYS: [&str; 6] =
+    ["temperature", "smart_problem", "attention", "acknowledge", "power_state", "power_on_hours"];
+
+/// The command topic of a disk's acknowledge button, next to its state topic.
+pub(super) fn acknowledge_topic(state: &str) -> String {
+    format!("{}/acknowledge/set", state.strip_suffix("/state").unwrap_or(state))
+}
 pub(super) const IO_KEYS: [&str; 2] = ["read_rate", "write_rate"];
 
 /// SPEC §8: temperature, SMART problem, power state and power-on hours of a disk whose health
@@ -17,6 +25,7 @@ pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entit
         [PowerState::Active, PowerState::Idle, PowerState::Standby, PowerState::Sleeping, PowerState::Unknown]
             .map(PowerState::as_str)
             .to_vec();
+    let levels: Vec<&str> = Level::ALL.map(Level::as_str).to_vec();
     vec![
         entity(
             "sensor",
@@ -42,12 +51,42 @@ pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entit
             format!("{label} SMART"),
             json!({
                 "state_topic": state,
+                // SPEC §9: follows the attention verdict (on for watch and failing, unknown while
+                // the disk cannot be read); the drive's own flag only where no verdict exists.
                 "value_template":
-                    "{{ ('OFF' if value_json.health.passed else 'ON') if value_json.health and value_json.health.passed is not none else 'None' }}",
+                    "{{ ({'ok': 'OFF', 'watch': 'ON', 'failing': 'ON'}[value_json.attention.level] | default('None')) if value_json.attention else (('OFF' if value_json.health.passed else 'ON') if value_json.health and value_json.health.passed is not none else 'None') }}",
                 "device_class": "problem",
                 "json_attributes_topic": state,
                 "json_attributes_template":
                     "{{ (value_json.health if value_json.health else {}) | to_json }}",
+            }),
+        ),
+        entity(
+            "sensor",
+            "attention",
+            name,
+            format!("{label} attention"),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.attention.level if value_json.attention else None }}",
+                "device_class": "enum",
+                "options": levels,
+                "icon": "mdi:harddisk-remove",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'reasons': value_json.attention.reasons, 'assessed_at': value_json.attention.assessed_at} | to_json if value_json.attention else '{}' }}",
+            }),
+        ),
+        entity(
+            "button",
+            "acknowledge",
+            name,
+            format!("Acknowledge {label}"),
+            json!({
+                "command_topic": acknowledge_topic(state),
+                "payload_press": "PRESS",
+                "retain": false,
+                "icon": "mdi:check-circle-outline",
             }),
         ),
         entity(

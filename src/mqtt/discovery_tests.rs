@@ -36,6 +36,7 @@ pub(crate) fn disk() -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -83,6 +84,7 @@ pub(crate) fn snapshot() -> Snapshot {
             inodes_free: 9,
         }),
         stale: false,
+        attention: None,
         array_id: None,
     };
     let share = Share {

@@ -430,17 +430,18 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
                     if let Err(e) = sink.client.try_subscribe(sink.naming.ha_status(), QoS::AtLeastOnce) {
                         warn!(error = %e, "cannot subscribe to Home Assistant's status");
                     }
-                    if !sink.naming.actions.is_empty() {
-                        if let Err(e) = sink.client.try_subscribe(sink.naming.commands(), QoS::AtLeastOnce) {
-                            warn!(error = %e, "cannot subscribe to the action command topics");
-                        }
+                    // Always: the acknowledge buttons need no action to be allowed.
+                    if let Err(e) = sink.client.try_subscribe(sink.naming.commands(), QoS::AtLeastOnce) {
+                        warn!(error = %e, "cannot subscribe to the command topics");
                     }
                     sink.retainer.forget_published();
                     sink.reconcile(true);
                     reannounce_at = None;
                 }
                 Some(Notice::Incoming { topic, payload, retain }) => {
-                    if let Some((kind, id, action)) = sink.naming.parse_command(&topic) {
+                    if let Some((kind, id)) = sink.naming.parse_acknowledge(&topic) {
+                        acknowledge(&actions, kind, id, &payload, retain);
+                    } else if let Some((kind, id, action)) = sink.naming.parse_command(&topic) {
                         press(&actions, kind, id, action, &payload, retain);
                     } else if topic == sink.naming.ha_status() && payload.as_ref() == b"online" && reannounce_at.is_none() {
                         let delay = Duration::from_millis(rand::rng().random_range(REANNOUNCE_MIN_MS..REANNOUNCE_MAX_MS));
@@ -563,6 +564,22 @@ fn press(
     let actions = actions.clone();
     tokio::spawn(async move {
         let _ = actions.request_reporting(request).await;
+    });
+}
+
+/// A press of a disk's acknowledge button (SPEC §9): its current reasons are acknowledged.
+/// Retained messages and other payloads are ignored, as for the action buttons.
+fn acknowledge(actions: &crate::actions::Actions, kind: &str, id: &str, payload: &[u8], retain: bool) {
+    if retain || payload != b"PRESS" || kind != "disk" {
+        warn!(kind, id, retain, "acknowledge command ignored (retained, not PRESS, or not a disk)");
+        return;
+    }
+    let (actions, id) = (actions.clone(), id.to_owned());
+    tokio::spawn(async move {
+        match actions.acknowledge_disk(&id).await {
+            Ok(done) => info!(disk = %id, reasons = ?done.codes, "acknowledged from Home Assistant"),
+            Err(e) => warn!(disk = %id, error = %e, "acknowledge from Home Assistant failed"),
+        }
     });
 }
 

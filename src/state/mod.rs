@@ -3,6 +3,7 @@
 
 pub mod array_transitions;
 mod arrays;
+mod attention;
 mod diff;
 mod fact;
 mod health;
@@ -80,6 +81,8 @@ pub struct State {
     usage_marks: HashMap<String, UsageMark>,
     /// Per disk: the temperature band last announced by `disk.temperature`.
     temp_levels: HashMap<String, rules::TempLevel>,
+    /// The attention bookkeeping: acknowledgements, CRC baselines (see `attention.rs`).
+    attention: attention::AttentionMemory,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +123,7 @@ impl State {
             topology_generation: 0,
             usage_marks: HashMap::new(),
             temp_levels: HashMap::new(),
+            attention: attention::AttentionMemory::default(),
         }
     }
 
@@ -268,6 +272,12 @@ impl State {
                 });
                 false
             }
+            Fact::Acknowledge { subject, acks } => {
+                if self.acknowledge(subject, acks, &mut drafts) {
+                    self.topology_generation += 1;
+                }
+                false
+            }
             Fact::AgentStopping { reason } => {
                 drafts.push(Draft {
                     kind: EventKind::AgentStopping,
@@ -394,6 +404,7 @@ impl State {
                 disk.health_note = old.health_note.clone();
                 disk.io = old.io.clone();
                 disk.arrays = old.arrays.clone();
+                disk.attention = old.attention.clone();
                 let changed = changed_fields(old, &disk, DERIVED);
                 if !changed.is_empty() {
                     drafts.push(current_draft(EventKind::DiskChanged, "disk", &disk.id, Some(changed)));
@@ -413,6 +424,7 @@ impl State {
         }
         if let Some(disk) = self.disks.remove(id) {
             self.temp_levels.remove(id);
+            self.attention.forget_disk(id);
             drafts.push(ready_draft(EventKind::DiskRemoved, "disk", id, &disk));
         }
     }
@@ -472,6 +484,7 @@ impl State {
                 mount.array_id = old.array_id.clone();
                 mount.usage = old.usage.clone();
                 mount.stale = old.stale;
+                mount.attention = old.attention.clone();
                 // Equal (derived fields copied above) is the common case: skip the field diff.
                 let changed = if *old == mount { Vec::new() } else { changed_fields(old, &mount, DERIVED) };
                 if !changed.is_empty() {

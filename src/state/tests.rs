@@ -35,6 +35,7 @@ fn disk(id: &str, dev: &str) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn mount(point: &str, dev: &str, options: &str) -> Mount {
         usage: None,
         stale: false,
         array_id: None,
+        attention: None,
     }
 }
 
@@ -329,6 +331,7 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
         nvme_media_errors: None,
         checked_at: at.into(),
         source: crate::model::HealthSource::Smartctl,
+        ..Default::default()
     };
     use crate::model::PowerState;
     let health = |p: PowerState, h| Fact::DiskHealth { id: "d1".into(), power_state: p, health: Some(h), note: None };
@@ -378,7 +381,10 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
         assert!(crate::events::EventKind::from_wire(kind).is_some(), "{kind} is emitted but not in the catalogue");
     }
     let catalogue: BTreeSet<String> = crate::events::EventKind::ALL.iter().map(|k| k.wire().to_owned()).collect();
-    let never: Vec<&String> = catalogue.difference(&seen).collect();
+    // The mount and array rules are not written yet (SPEC §9: another issue); their kinds are
+    // in the catalogue so clients can subscribe already, and are the only ones left out here.
+    let not_yet = ["mount.attention_changed", "array.attention_changed"];
+    let never: Vec<&String> = catalogue.difference(&seen).filter(|k| !not_yet.contains(&k.as_str())).collect();
     assert!(never.is_empty(), "catalogue entries never emitted: {never:?}");
 }
 

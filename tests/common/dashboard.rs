@@ -114,6 +114,7 @@ pub fn disk(n: usize) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -176,6 +177,7 @@ pub fn mount(partition: &Partition, mount_point: &str) -> Mount {
         usage: None,
         stale: false,
         array_id: None,
+        attention: None,
     }
 }
 

@@ -33,6 +33,7 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -68,5 +69,6 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }

@@ -252,6 +252,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -303,6 +304,7 @@ pub fn mount(point: &str, source: &str, dev: &str, used_percent: f64) -> Mount {
         }),
         stale: false,
         array_id: None,
+        attention: None,
     }
 }
 
