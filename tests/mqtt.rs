@@ -267,7 +267,7 @@ async fn removed_objects_go_offline_at_once_and_are_cleared_after_retention() {
     let configure = |c: &mut Config| {
         mqtt_config(c, &broker);
         c.state_dir = dir.clone();
-        c.mqtt.retention = Duration::from_secs(2);
+        c.mqtt.remove_after_fixed = Duration::from_secs(2);
     };
     let agent = TestAgent::start(configure, vec![]).await;
     feed_topology(&agent).await;
