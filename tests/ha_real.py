@@ -3,8 +3,8 @@
 websocket API.
 
     ha_real.py setup <config_dir> <mqtt_port> <http_port>
-        Writes a minimal configuration.yaml (http, config and websocket_api only: no
-        default_config, so HA starts in seconds) and, in .storage, an MQTT config entry on
+        Writes a minimal configuration.yaml (config and websocket_api: no default_config, so
+        HA starts in seconds) and, in .storage, HTTP on 127.0.0.1:<http_port>, an MQTT config entry on
         127.0.0.1:<mqtt_port> (discovery on, prefix homeassistant) and an owner user with a
         long-lived access token. Prints the access token.
 
@@ -35,9 +35,6 @@ homeassistant:
   latitude: 0
   longitude: 0
   elevation: 0
-http:
-  server_host: 127.0.0.1
-  server_port: {http_port}
 config:
 websocket_api:
 logger:
@@ -53,8 +50,27 @@ def setup(config_dir, mqtt_port, http_port):
     store = os.path.join(config_dir, ".storage")
     os.makedirs(store, exist_ok=True)
     with open(os.path.join(config_dir, "configuration.yaml"), "w") as f:
-        f.write(CONFIGURATION.format(http_port=http_port))
+        f.write(CONFIGURATION)
     now = datetime.now(timezone.utc).isoformat()
+    # Since 2026.x the HTTP settings live in .storage/http ("stable" is the confirmed config;
+    # YAML would be migrated as a "pending" trial that reverts, and restarts HA, after 5 min).
+    http = {
+        "stable": {
+            "server_port": int(http_port),
+            "server_host": ["127.0.0.1"],
+            "cors_allowed_origins": [],
+            "login_attempts_threshold": -1,
+            "ip_ban_enabled": False,
+            "ssl_profile": "intermediate_v6",
+            "use_x_frame_options": True,
+            "created_at": now,
+            "error": None,
+            "error_message": None,
+        },
+        "pending": None,
+        "yaml_migration_done": True,
+    }
+    write(store, "http", storage("http", http, 3, 1))
     entry = {
         "created_at": now,
         "modified_at": now,

@@ -104,7 +104,7 @@ pub fn plan(snapshot: &Snapshot, naming: &Naming, last_event: Option<&LastEvent>
         push_object(&mut out, naming, Kind::Partition, &p.id, json!(p), devices::on_removable(Some(&p.disk_id), s));
     }
     for m in &s.mounts {
-        push_object(&mut out, naming, Kind::Mount, &m.id, json!(m), devices::on_removable(m.disk_id.as_deref(), s));
+        push_object(&mut out, naming, Kind::Mount, &m.id, json!(m), devices::mount_removable(m, s));
     }
     for sh in &s.shares {
         push_object(&mut out, naming, Kind::Share, &sh.id, json!(sh), devices::on_removable(sh.disk_id.as_deref(), s));
@@ -434,7 +434,7 @@ fn mount_object(m: &Mount, s: &Snapshot, naming: &Naming) -> DiscoveryObject {
         device: devices::mount_device(m, s, naming),
         name,
         entities: with_object_availability(entities, &avail, &["read_only", "used", "free", "unmount"]),
-        removable: devices::on_removable(m.disk_id.as_deref(), s),
+        removable: devices::mount_removable(m, s),
     }
 }
 

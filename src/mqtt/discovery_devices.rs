@@ -187,6 +187,16 @@ pub fn on_removable(disk_id: Option<&str>, s: &Snapshot) -> bool {
     disk_id.and_then(|id| s.disks.iter().find(|d| d.id == id)).is_some_and(removable)
 }
 
+/// A mount goes with its disk; one on no disk the agent knows (tmpfs, overlay, FUSE, an
+/// excluded loop device) is as transient as a removable one, except a network mount, which
+/// comes back after an outage and keeps its entities as long as a fixed disk's.
+pub fn mount_removable(m: &Mount, s: &Snapshot) -> bool {
+    match m.disk_id.as_deref().and_then(|id| s.disks.iter().find(|d| d.id == id)) {
+        Some(d) => removable(d),
+        None => !m.network,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
