@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::*;
-use crate::model::{Partition, Protocol, Usage};
+use crate::model::{Partition, Protocol, Share, Usage};
 use crate::mqtt::config::MqttConfig;
 
 pub(crate) fn disk() -> Disk {

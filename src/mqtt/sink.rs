@@ -154,8 +154,9 @@ struct Sink {
     inflight: HashMap<u16, Tracked>,
     /// Sequence number of the newest event taken from the log.
     last_seq: u64,
-    /// The newest event, for the host's retained state ("Last storage event").
-    last_event: Option<LastEvent>,
+    /// The newest event, for the host's retained state ("Last storage event"); read once
+    /// per reconcile, not per event.
+    last_event: Option<Arc<Published>>,
     removal: Removal,
     connected: bool,
     /// The snapshot changed since the last reconcile.
@@ -168,7 +169,7 @@ impl Sink {
             return;
         }
         self.last_seq = event.seq;
-        self.last_event = LastEvent::from_json(event.json()).or(self.last_event.take());
+        self.last_event = Some(event.clone());
         debug!(id = event.seq, kind = %event.kind(), "event queued for MQTT");
         let dropped = self.queue.push_back(event);
         self.drop_events(dropped);
@@ -207,7 +208,8 @@ impl Sink {
     /// Brings retained state and discovery to the snapshot: changes only, or everything.
     fn reconcile(&mut self, full: bool) {
         let snapshot = self.agent.snapshot();
-        let msgs = self.retainer.update(plan(&snapshot, &self.naming, self.last_event.as_ref()), now_ms(), full);
+        let last = self.last_event.as_ref().and_then(|e| LastEvent::from_json(e.json()));
+        let msgs = self.retainer.update(plan(&snapshot, &self.naming, last.as_ref()), now_ms(), full);
         if full {
             // Retained messages not yet handed over are superseded by the full set; clears are
             // not (they are kept until acknowledged) and go first.
@@ -378,8 +380,7 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
     let mut topology = agent.topology();
     let last_seq = agent.log.last_seq();
     // The newest event of an earlier run (read back from the journal) until a new one comes.
-    let last_event =
-        agent.log.recent(last_seq.saturating_sub(1), |_| true).last().and_then(|e| LastEvent::from_json(e.json()));
+    let last_event = agent.log.recent(last_seq.saturating_sub(1), |_| true).pop();
     let (removable, fixed) = config.removal_delays();
     let url = config.url.clone();
     let mut sink = Sink {
