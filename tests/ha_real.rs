@@ -66,6 +66,26 @@ fn expected(snap: &Value) -> BTreeMap<String, Seen> {
         let label = diskwatch::mqtt::discovery::disk_label(&serde_json::from_value(d.clone()).unwrap());
         put(format!("binary_sensor.{slug}_connected"), format!("{label} Connected"), "on".into());
         put(format!("sensor.{slug}_size"), format!("{label} Size"), gb(d["size_bytes"].as_u64().unwrap()));
+        // Health entities only for values the disk has given (none for a disk without SMART).
+        let h = &d["health"];
+        if let Some(t) = h["temperature_c"].as_f64() {
+            put(format!("sensor.{slug}_temperature"), format!("{label} Temperature"), number(t));
+        }
+        if let Some(passed) = h["passed"].as_bool() {
+            put(format!("binary_sensor.{slug}_smart_problem"), format!("{label} SMART"), on_off(!passed));
+        }
+        if let Some(p) = d["power_state"].as_str().filter(|p| *p != "unknown") {
+            put(format!("sensor.{slug}_power_state"), format!("{label} Power state"), p.to_owned());
+        }
+        if let Some(hours) = h["power_on_hours"].as_u64() {
+            put(format!("sensor.{slug}_power_on_hours"), format!("{label} Power-on hours"), hours.to_string());
+        }
+        if d["io"].is_object() {
+            for (key, name, field) in [("read", "Read", "read_bytes_per_s"), ("write", "Write", "write_bytes_per_s")] {
+                let rate = number((d["io"][field].as_f64().unwrap() / 1e6 * 1000.0).round() / 1000.0);
+                put(format!("sensor.{slug}_{key}_rate"), format!("{label} {name} rate"), rate);
+            }
+        }
     }
     let typed: diskwatch::model::Snapshot = serde_json::from_value(snap.clone()).unwrap();
     for (m, typed_mount) in snap["mounts"].as_array().unwrap().iter().zip(&typed.mounts) {
@@ -184,6 +204,13 @@ async fn home_assistant_shows_every_object_named_and_current() {
     std::fs::create_dir_all(target.join("media")).unwrap();
     let smb = work.path().join("smb.conf");
     std::fs::write(&smb, format!("[media]\n   path = {point}/media\n   read only = no\n")).unwrap();
+    // smartctl replaced by the recorder (tests/fixtures/smartctl): the loop disk answers as a
+    // real WD140EDFZ; any other disk (the machine's virtio disk) as one smartctl cannot open.
+    let smartctl = work.path().join("smartctl");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl");
+    std::fs::copy(fixtures.join("recorder.sh"), &smartctl).unwrap();
+    std::fs::write(work.path().join("fixtures"), fixtures.to_str().unwrap()).unwrap();
+    std::fs::write(work.path().join("map"), format!("{} ata-hdd-wd140edfz.json\n", dev.device)).unwrap();
 
     let started = Instant::now();
     let agent = TestAgent::start(
@@ -199,10 +226,17 @@ async fn home_assistant_shows_every_object_named_and_current() {
             c.shares.enabled = true;
             c.shares.samba = vec![smb.clone()];
             c.shares.nfs = vec![];
+            c.health.enabled = true;
+            c.health.smartctl = smartctl.clone();
+            c.health.include = vec!["loop*".into()];
+            c.activity.enabled = true;
         },
         vec![],
     )
     .await;
+    // Ready: every source's start-up facts applied (the health source's first round included).
+    let ready = Instant::now();
+    // Everything the agent knows at its start (storage, usage, shares), shown in Home Assistant.
     let snap = agent
         .wait_snapshot(WAIT, |s| {
             s["mounts"].as_array().unwrap().iter().any(|m| m["usage"].is_object() && m["disk_id"].is_string())
@@ -210,9 +244,21 @@ async fn home_assistant_shows_every_object_named_and_current() {
                 && s["disks"].as_array().unwrap().iter().any(|d| d["kernel_name"] == name.as_str())
         })
         .await;
-    let want = expected(&snap);
     let all_available = until_seen(&mut ha, &agent, "after the agent's start").await;
-    let start_to_available = all_available - started;
+    let (start_to_ready, ready_to_available) = (ready - started, all_available - ready);
+    // The first SMART reading: its entities appear, created on their values.
+    let read = |s: &Value| {
+        s["disks"].as_array().unwrap().iter().any(|d| d["kernel_name"] == name.as_str() && d["health"].is_object())
+    };
+    let health_shown = if read(&snap) {
+        None
+    } else {
+        agent.wait_snapshot(WAIT, read).await;
+        let at = Instant::now();
+        Some(until_seen(&mut ha, &agent, "after the first SMART reading").await - at)
+    };
+    let snap = agent.get_json("/api/v1/snapshot").await;
+    let want = expected(&snap);
 
     // The names as Home Assistant shows them, spelled out for this loop disk.
     let loop_disk = snap["disks"].as_array().unwrap().iter().find(|d| d["kernel_name"] == name.as_str()).unwrap();
@@ -220,6 +266,14 @@ async fn home_assistant_shows_every_object_named_and_current() {
     let mount_id = diskwatch::model::mount_id(&point);
     let mount_slug = entity_slug(&format!("diskwatch_test_mount_{mount_id}"));
     assert_eq!(want[&format!("binary_sensor.{disk_slug}_connected")].name, format!("{name} Connected"));
+    assert_eq!(want[&format!("sensor.{disk_slug}_temperature")].name, format!("{name} Temperature"));
+    assert_eq!(want[&format!("binary_sensor.{disk_slug}_smart_problem")].state, "off", "the replayed drive passed");
+    // The virtio disk has no SMART: no health entity that would stay unknown.
+    let vda: Vec<&String> = want
+        .keys()
+        .filter(|k| k.contains("virtio") && (k.contains("smart") || k.contains("temperature") || k.contains("power")))
+        .collect();
+    assert!(vda.is_empty(), "{vda:?}");
     assert_eq!(want[&format!("sensor.{mount_slug}_used")].name, format!("DwData ({point}) Used"));
     assert_eq!(want["binary_sensor.diskwatch_test_share_smb_media_available"].name, "diskwatch test SMB share media");
 
@@ -340,12 +394,19 @@ async fn home_assistant_shows_every_object_named_and_current() {
         want.len(),
         want_devices.len()
     );
-    eprintln!("agent start -> all entities shown with the snapshot's states: {}", secs(start_to_available));
+    eprintln!(
+        "agent start -> ready: {}; ready -> all entities shown with the snapshot's states: {}",
+        secs(start_to_ready),
+        secs(ready_to_available)
+    );
     eprintln!(
         "HA restart -> all back: {} after HA's process start, {} after its birth message",
         secs(back - restarted),
         birth.map_or("?".into(), |b| secs(back.saturating_duration_since(b)))
     );
+    if let Some(shown) = health_shown {
+        eprintln!("first SMART reading in the snapshot -> its entities shown: {}", secs(shown));
+    }
     eprintln!("umount -> mount figures unavailable: {umount_ms:.0} ms (HA's time_fired)");
     eprintln!("loop detach -> Connected off: {unplug_ms:.0} ms");
     eprintln!("loop detach -> disk and mount removed from HA (remove_after_removable 3 s): {removed_after:.1} s");
