@@ -49,6 +49,11 @@ pub struct Disk {
     pub vendor: Option<String>,
     pub model: Option<String>,
     pub serial: Option<String>,
+    /// Firmware revision (sysfs `device/rev`, NVMe `device/firmware_rev`), when the drive reports one.
+    /// (A boxed str: a `Fact` carrying a disk stays within clippy's enum-size bound.)
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub firmware: Option<Box<str>>,
     pub wwn: Option<String>,
     /// usb, ata, nvme, scsi, virtio, mmc or virtual.
     pub bus: Option<String>,

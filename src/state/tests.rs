@@ -16,6 +16,7 @@ fn disk(id: &str, dev: &str) -> Disk {
         vendor: None,
         model: Some("Disk".into()),
         serial: Some("S1".into()),
+        firmware: None,
         wwn: None,
         bus: Some("ata".into()),
         size_bytes: 1 << 30,

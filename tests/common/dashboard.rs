@@ -95,6 +95,7 @@ pub fn disk(n: usize) -> Disk {
         vendor: Some("ATA".into()),
         model: Some(format!("FAKE DISK {n}")),
         serial: Some(format!("SN{n:06}")),
+        firmware: None,
         wwn: None,
         bus: Some("ata".into()),
         size_bytes: 4 << 40,

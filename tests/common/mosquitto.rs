@@ -233,6 +233,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         vendor: Some("diskwatch".into()),
         model: Some("Test Disk".into()),
         serial: Some(format!("SER-{id}")),
+        firmware: None,
         wwn: None,
         bus: Some("virtual".into()),
         size_bytes: size,
