@@ -4,6 +4,7 @@
 //! the state model (`state::State`), which links the topology both ways after every fact.
 
 pub mod array;
+pub mod sleep;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -85,6 +86,9 @@ pub struct Disk {
     /// I/O activity over the last sampling interval (boxed like `health`).
     #[serde(default)]
     pub io: Option<Box<DiskIo>>,
+    /// Spin-ups, standby share and the last wake's cause (SPEC §9; `null` with `[sleep]` off).
+    #[serde(default)]
+    pub sleep: Option<Box<sleep::Sleep>>,
     /// *Derived*: ids of the arrays this whole device is a member of.
     #[serde(default)]
     pub arrays: Vec<String>,

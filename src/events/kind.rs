@@ -49,6 +49,7 @@ kinds! {
         "SMART health got worse: passed flipped, reallocated/pending/uncorrectable/NVMe media-error counts rose, or an NVMe critical-warning bit appeared",
     DiskTemperature = "disk.temperature": "a disk's temperature crossed the warn or critical threshold, in either direction",
     DiskPowerState = "disk.power_state": "a disk was seen to enter or leave standby",
+    DiskWoken = "disk.woken": "a disk seen in standby or sleep did I/O: who woke it (process, unit, path, op) and how long it slept",
     PartitionAdded = "partition.added": "a partition appeared",
     PartitionRemoved = "partition.removed": "a partition disappeared",
     PartitionChanged = "partition.changed": "a partition's filesystem identity or properties changed",

@@ -35,6 +35,7 @@ pub(crate) fn disk() -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
     }
 }

@@ -7,6 +7,7 @@ mod diff;
 mod fact;
 mod health;
 mod link;
+mod sleep;
 pub mod rules;
 #[cfg(test)]
 mod tests;
@@ -188,6 +189,12 @@ impl State {
             Fact::DiskHealth { id, power_state, health, note } => {
                 if self.disk_health(&id, power_state, health, note, &mut drafts) {
                     // Not structural (no relink), but sinks mirroring disks follow it.
+                    self.topology_generation += 1;
+                }
+                false
+            }
+            Fact::DiskSleep { id, sleep, woken } => {
+                if self.disk_sleep(&id, sleep, woken, &mut drafts) {
                     self.topology_generation += 1;
                 }
                 false
@@ -393,6 +400,7 @@ impl State {
                 disk.health = old.health.clone();
                 disk.health_note = old.health_note.clone();
                 disk.io = old.io.clone();
+                disk.sleep = old.sleep.clone();
                 disk.arrays = old.arrays.clone();
                 let changed = changed_fields(old, &disk, DERIVED);
                 if !changed.is_empty() {

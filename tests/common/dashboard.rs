@@ -113,6 +113,7 @@ pub fn disk(n: usize) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
     }
 }

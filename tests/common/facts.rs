@@ -32,6 +32,7 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
     }
 }
@@ -67,6 +68,7 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
     }
 }
