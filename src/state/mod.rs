@@ -7,8 +7,8 @@ mod diff;
 mod fact;
 mod health;
 mod link;
-mod sleep;
 pub mod rules;
+mod sleep;
 #[cfg(test)]
 mod tests;
 

@@ -61,14 +61,14 @@ mod tests {
         let mut s = State::new(StateConfig::default(), 0);
         s.apply(Fact::DiskUpsert(disk("d")), SystemTime::now());
         let quiet = Sleep { standby_percent_24h: 50.0, standby_since: Some("t0".into()), ..Sleep::default() };
-        let events =
-            s.apply(Fact::DiskSleep { id: "d".into(), sleep: Box::new(quiet.clone()), woken: false }, SystemTime::now());
+        let events = s
+            .apply(Fact::DiskSleep { id: "d".into(), sleep: Box::new(quiet.clone()), woken: false }, SystemTime::now());
         assert!(events.is_empty());
         assert_eq!(s.disk("d").unwrap().sleep.as_deref(), Some(&quiet));
-        let wake = Wake { at: "t1".into(), pid: Some(42), comm: Some("cat".into()), op: WakeOp::Read, ..Wake::default() };
+        let wake =
+            Wake { at: "t1".into(), pid: Some(42), comm: Some("cat".into()), op: WakeOp::Read, ..Wake::default() };
         let woke = Sleep { spin_ups_24h: 1, last_wake: Some(wake), ..quiet };
-        let events =
-            s.apply(Fact::DiskSleep { id: "d".into(), sleep: Box::new(woke), woken: true }, SystemTime::now());
+        let events = s.apply(Fact::DiskSleep { id: "d".into(), sleep: Box::new(woke), woken: true }, SystemTime::now());
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "disk.woken");
         assert_eq!(events[0].data["last_wake"]["comm"], "cat");
