@@ -47,6 +47,10 @@ pub struct Wake {
     /// The whole cgroup path of the process (an addition to SPEC §9).
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// The kernel thread that issued the request when it did so on the named task's behalf
+    /// (the flusher, a journal thread): writeback is named after the task that dirtied the data.
+    #[serde(default)]
+    pub issuer: Option<String>,
     /// How long the disk had been seen asleep (an addition to SPEC §9).
     #[serde(default)]
     pub slept_seconds: Option<u64>,

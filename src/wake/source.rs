@@ -95,6 +95,7 @@ impl Sleeper {
             let mut devs = vec![dev];
             devs.extend(parts.get(disk.id.as_str()).into_iter().flatten().copied());
             let armed = Armed { devs, bdi: disk.dev.clone() };
+            let new = !self.disks.contains_key(&disk.id);
             let entry = self.disks.entry(disk.id.clone()).or_insert_with(|| Watched {
                 ledger: Ledger::new(now),
                 armed: armed.clone(),
@@ -102,6 +103,7 @@ impl Sleeper {
                 dirtier: None,
             });
             entry.armed = armed;
+            let before = facts.len();
             let known_awake = !power.is_asleep() && power != crate::model::PowerState::Unknown;
             if power.is_asleep() && !entry.woke_pending && entry.ledger.fell_asleep(now) {
                 debug!(disk = %disk.id, "asleep: armed");
@@ -128,6 +130,10 @@ impl Sleeper {
                     self.disarm(&disk.id);
                     facts.push(self.fact(&disk.id, now, true));
                 }
+            }
+            if new && facts.len() == before {
+                // A disk newly watched gets its (empty) record at once.
+                facts.push(self.fact(&disk.id, now, false));
             }
         }
         facts
@@ -173,6 +179,7 @@ impl Sleeper {
                         path: open_file_on(&self.proc_root, who.pid, &w.armed.devs),
                         op,
                         cgroup: info.cgroup,
+                        issuer: (who.pid != issuer.pid).then(|| issuer.comm.clone()),
                         ..Wake::default()
                     };
                     w.ledger.woke(now, wake);

@@ -128,7 +128,8 @@ pub fn filters(armed: &BTreeMap<String, Armed>) -> Vec<(&'static str, String)> {
 /// A private trace instance.
 pub struct Tracer {
     dir: PathBuf,
-    pipe: File,
+    /// `trace_pipe`, non-blocking (None only while dropping: the instance cannot go while open).
+    pipe: Option<File>,
     own_pid: u32,
     armed: BTreeMap<String, Armed>,
     /// Whether the tracepoints are on (only while something is armed).
@@ -172,7 +173,7 @@ impl Tracer {
             .open(&pipe_path)
             .map_err(io(&pipe_path))?;
         debug!(instance = %dir.display(), threads = tids.len(), "trace instance created");
-        Ok(Tracer { dir, pipe, own_pid, armed: BTreeMap::new(), enabled: false, partial: String::new() })
+        Ok(Tracer { dir, pipe: Some(pipe), own_pid, armed: BTreeMap::new(), enabled: false, partial: String::new() })
     }
 
     /// Disks armed now.
@@ -224,10 +225,11 @@ impl Tracer {
 
     /// The records waiting in the pipe (never blocks), this process's own left out.
     pub fn read(&mut self) -> Vec<Record> {
+        let Some(pipe) = self.pipe.as_mut() else { return Vec::new() };
         let mut buf = vec![0u8; 64 * 1024];
         let mut text = std::mem::take(&mut self.partial);
         while text.len() < READ_MAX {
-            match self.pipe.read(&mut buf) {
+            match pipe.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -255,6 +257,7 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         self.armed.clear();
         let _ = self.apply();
+        self.pipe = None;
         // The instance goes with its buffers; a busy one (a reader elsewhere) is left for the
         // next start to remove.
         if let Err(e) = std::fs::remove_dir(&self.dir) {
