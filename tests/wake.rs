@@ -10,12 +10,16 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::ha::{ha_python, run_validator};
 use common::{machine_lock, require_root, sh, LoopDevice, MountGuard};
+use diskwatch::mqtt::config::MqttConfig;
+use diskwatch::mqtt::topics::Naming;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_diskwatch");
@@ -429,6 +433,29 @@ async fn wake_matrix_names_each_cause() {
         agent.wait_disk(&name, "counted", |d| d["sleep"]["spin_ups_24h"].as_u64() >= Some(wakes.len() as u64)).await;
     assert!(disk["sleep"]["wakes_24h"].as_array().unwrap().len() >= attributed);
     assert!(disk["sleep"]["standby_percent_24h"].as_f64().unwrap() > 0.0);
+    // Home Assistant: spin-ups, standby share and "last woken by" of this disk pass Home
+    // Assistant's own discovery schemas; the event entity carries the wake.
+    let snapshot: diskwatch::model::Snapshot = serde_json::from_value(agent.get("/api/v1/snapshot").await).unwrap();
+    let naming = Naming::new(&MqttConfig::default(), "test");
+    let configs: BTreeMap<String, String> = diskwatch::mqtt::discovery::plan(&snapshot, &naming)
+        .into_iter()
+        .filter(|r| r.topic.starts_with("homeassistant/"))
+        .map(|r| (r.topic, r.payload))
+        .collect();
+    let disk_config = configs
+        .values()
+        .map(|p| serde_json::from_str::<Value>(p).unwrap())
+        .find(|c| {
+            c["cmps"]["last_woken_by"].is_object() && c["device"]["name"].as_str().is_some_and(|n| n.contains(&name))
+        })
+        .unwrap_or_else(|| panic!("no sleep entities for {name}: {configs:#?}"));
+    let cmps = &disk_config["cmps"];
+    assert_eq!(cmps["standby_percent"]["unit_of_measurement"], "%");
+    assert_eq!(cmps["spin_ups"]["state_class"], "measurement");
+    assert!(configs.values().any(|p| p.contains("disk.woken") && p.contains("last_wake")));
+    if let Some(python) = ha_python() {
+        run_validator(&python, &configs, agent.dir.path());
+    }
     for r in &rows {
         assert!(r.correct, "row '{}': expected {}, named {}\n{}", r.what, r.expected, r.named, agent.log());
     }

@@ -202,8 +202,9 @@ fn host_object(naming: &Naming) -> DiscoveryObject {
             json!({
                 "state_topic": events,
                 "event_types": event_types,
+                // A disk.woken event carries its wake (who, unit, path, op) as event attributes.
                 "value_template":
-                    "{{ {'event_type': value_json.type, 'id': value_json.id, 'subject': value_json.subject} | to_json }}",
+                    "{{ {'event_type': value_json.type, 'id': value_json.id, 'subject': value_json.subject, 'last_wake': value_json.data.last_wake if value_json.type == 'disk.woken' else None} | to_json }}",
                 "icon": "mdi:harddisk",
             }),
         ),
@@ -321,6 +322,10 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
     if d.io.is_some() {
         entities.extend(io_entities(&name, &label, &state));
         follow.extend(IO_KEYS);
+    }
+    if d.sleep.is_some() {
+        entities.extend(sleep_entities(&name, &label, &state));
+        follow.extend(SLEEP_KEYS);
     }
     if naming.actions.contains(&ActionKind::Eject) && ejectable(d) {
         entities.push(button(
@@ -578,6 +583,7 @@ fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str
 #[path = "discovery_health.rs"]
 mod health;
 use health::{health_entities, io_entities, HEALTH_KEYS, IO_KEYS};
+use health::{sleep_entities, SLEEP_KEYS};
 
 #[cfg(test)]
 #[path = "discovery_tests.rs"]

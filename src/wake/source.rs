@@ -89,8 +89,12 @@ impl Sleeper {
             self.disks.remove(&id);
         }
         for disk in &view.disks {
-            // Only disks whose power state is watched (health on for them) have a sleep record.
+            // Only disks whose power state is known (watched by the health source, and a state
+            // smartctl can ask: not virtio, not a bridge without CHECK POWER MODE) have a record.
             let Some(power) = disk.power_state else { continue };
+            if power == crate::model::PowerState::Unknown && !self.disks.contains_key(&disk.id) {
+                continue;
+            }
             let Some(dev) = parse_dev(&disk.dev) else { continue };
             let mut devs = vec![dev];
             devs.extend(parts.get(disk.id.as_str()).into_iter().flatten().copied());
