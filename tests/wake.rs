@@ -629,3 +629,67 @@ async fn without_tracefs_wakes_are_counted_with_cause_unknown() {
     let disk = agent.wait_disk(&name, "counted", |d| d["sleep"]["spin_ups_24h"] == 1).await;
     assert_eq!(disk["sleep"]["last_wake"]["op"], "unknown");
 }
+
+/// The dashboard's 24-hour band in headless Chromium: asleep periods, a marker per wake whose
+/// title names the cause, the counts beside it; a new wake arrives live as `disk.woken`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_draws_the_sleep_band_with_wake_markers() {
+    use diskwatch::model::sleep::{Sleep, SleepPeriod, Wake, WakeOp};
+    use diskwatch::state::Fact;
+    let agent = common::TestAgent::start(|_| {}, vec![]).await;
+    let mut browser = common::dashboard::Browser::launch();
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait #status[data-state=live]");
+    let d = common::dashboard::disk(1);
+    agent.facts.send(Fact::DiskUpsert(d.clone())).await.unwrap();
+    let at = |ago: u64| {
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() - Duration::from_secs(ago)).to_string()
+    };
+    let wake = |ago: u64, comm: Option<&str>, op: WakeOp| Wake {
+        at: at(ago),
+        pid: comm.map(|_| 4242),
+        comm: comm.map(str::to_owned),
+        unit: comm.map(|_| "plex.service".to_owned()),
+        op,
+        note: comm.is_none().then(|| "tracing is off".to_owned()),
+        ..Wake::default()
+    };
+    let first = wake(3 * 3600, Some("coldreader"), WakeOp::Read);
+    let sleep = Sleep {
+        spin_ups_24h: 1,
+        standby_percent_24h: 41.5,
+        standby_since: Some(at(600)),
+        last_wake: Some(first.clone()),
+        periods_24h: vec![
+            SleepPeriod { from: at(8 * 3600), to: Some(first.at.clone()) },
+            SleepPeriod { from: at(600), to: None },
+        ],
+        wakes_24h: vec![first],
+    };
+    agent.facts.send(Fact::DiskSleep { id: d.id.clone(), sleep: Box::new(sleep.clone()), woken: true }).await.unwrap();
+    let card = format!("[data-disk-id=\"{}\"]", d.id);
+    browser.cmd(&format!("wait {card} [data-sleep-band] [data-wake]"));
+    let text = browser.cmd(&format!("text {card} [data-sleep]"));
+    assert!(text.contains("1 spin-ups") && text.contains("41.5% standby"), "{text}");
+    assert!(text.contains("coldreader [4242] (read) · plex.service"), "{text}");
+    let title = browser.cmd(&format!("text {card} [data-wake] title"));
+    assert!(title.contains("woken by coldreader"), "{title}");
+    // A second wake (cause unknown) arrives live: a second marker.
+    let second = wake(60, None, WakeOp::Unknown);
+    let mut more = sleep;
+    more.spin_ups_24h = 2;
+    more.standby_since = None;
+    more.periods_24h[1].to = Some(second.at.clone());
+    more.last_wake = Some(second.clone());
+    more.wakes_24h.push(second);
+    agent.facts.send(Fact::DiskSleep { id: d.id.clone(), sleep: Box::new(more), woken: true }).await.unwrap();
+    browser.cmd(&format!("wait {card} [data-wake]:nth-of-type(2)"));
+    let text = browser.cmd(&format!("text {card} [data-sleep]"));
+    assert!(text.contains("2 spin-ups") && text.contains("unknown: tracing is off"), "{text}");
+    let log = browser.cmd("text #log");
+    assert!(log.contains("disk.woken"), "{log}");
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    browser.cmd(&format!("screenshot {}", common::dashboard::artifacts_dir().join("dashboard-sleep.png").display()));
+    drop(browser);
+    agent.stop().await;
+}
