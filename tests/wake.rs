@@ -188,6 +188,51 @@ impl Drop for Sysctl {
     }
 }
 
+/// A cgroup v2 directory (`/sys/fs/cgroup/unified/<path>` or `/sys/fs/cgroup/<path>`), its
+/// processes killed and the directories removed on drop.
+struct UnitCgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl UnitCgroup {
+    fn new(path: &str) -> Self {
+        let root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|r| r.join("cgroup.procs").exists() && r.join("cgroup.subtree_control").exists())
+            .expect("a cgroup v2 hierarchy");
+        let mut dirs = Vec::new();
+        let mut dir = root;
+        for part in path.split('/') {
+            dir = dir.join(part);
+            std::fs::create_dir_all(&dir).unwrap();
+            dirs.push(dir.clone());
+        }
+        UnitCgroup { dirs }
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dirs.last().unwrap().join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+}
+
+impl Drop for UnitCgroup {
+    fn drop(&mut self) {
+        for dir in self.dirs.iter().rev() {
+            for _ in 0..50 {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.split_whitespace() {
+                    let _ = Command::new("kill").arg(pid).status();
+                }
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
 /// A child process killed (and reaped) on drop.
 struct Kid(Option<Child>);
 
@@ -394,7 +439,38 @@ async fn wake_matrix_names_each_cause() {
     .await;
     rows.push(judge("blkid by another process", &wake, "blkid", "read"));
 
-    // 6. `smartctl -a` by another process. On a loop device smartctl finds no device type and
+    // 6. A process in a service's cgroup (cgroup v2, where systemd puts a unit's processes):
+    //    the unit is named from /proc/<pid>/cgroup. The cgroup is made by hand here (this
+    //    machine's tests run without systemd as PID 1).
+    {
+        let cgroup = UnitCgroup::new("wake-test.slice/wake-reader.service");
+        let other = fx.path("dirtied");
+        drop_caches();
+        let wake = provoke(&agent, &replay, &fx, WAIT, || {
+            let mut kid = Command::new("sh")
+                .args(["-c", &format!("read go; exec {} -f {other}", reader.display())])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            cgroup.add(kid.id());
+            writeln!(kid.stdin.take().unwrap()).unwrap();
+            Some(kid)
+        })
+        .await;
+        // Opening a cold path may first read its inode (metadata), then the data: either is the
+        // first request, depending on which blocks the drop left cached.
+        let mut row = judge("read by a process in wake-reader.service", &wake, "coldreader", "read");
+        row.correct = wake.as_ref().is_some_and(|w| {
+            w["comm"] == "coldreader"
+                && (w["op"] == "read" || w["op"] == "metadata")
+                && w["unit"] == "wake-reader.service"
+        });
+        row.expected = "coldreader (read or metadata) in wake-reader.service".into();
+        rows.push(row);
+    }
+
+    // 7. `smartctl -a` by another process. On a loop device smartctl finds no device type and
     //    sends nothing (and an SG_IO on a loop fails with ENOTTY before any request exists): the
     //    real outcome is no I/O, so the correct answer is "no wake". A pass-through request on a
     //    real disk (rwbs N) is covered by the trace parser's tests.
