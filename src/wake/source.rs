@@ -285,3 +285,72 @@ async fn run(config: SleepConfig, ctx: SourceContext) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Disk, PowerState};
+
+    fn disk(power: Option<PowerState>) -> Disk {
+        let mut d: Disk = serde_json::from_value(serde_json::json!({
+            "id": "d", "stable": true, "kernel_name": "sdb", "devpath": "/devices/x/sdb", "devnode": "/dev/sdb",
+            "dev": "8:16", "vendor": null, "model": null, "serial": null, "wwn": null, "bus": "ata",
+            "size_bytes": 1, "removable": false, "rotational": true, "read_only": false,
+            "partition_table": null, "fs_type": null, "fs_label": null, "fs_uuid": null,
+            "members": [], "holders": []
+        }))
+        .unwrap();
+        d.power_state = power;
+        d
+    }
+
+    fn view(power: Option<PowerState>) -> StorageView {
+        StorageView { disks: vec![disk(power)], partitions: vec![], mounts: vec![] }
+    }
+
+    fn sleeps(facts: &[Fact]) -> Vec<(Sleep, bool)> {
+        facts
+            .iter()
+            .filter_map(|f| match f {
+                Fact::DiskSleep { sleep, woken, .. } => Some(((**sleep).clone(), *woken)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    use crate::model::sleep::Sleep;
+
+    #[test]
+    fn without_a_trace_wakes_are_counted_from_the_power_state() {
+        let mut s = Sleeper {
+            proc_root: PathBuf::from("/proc"),
+            tracer: None,
+            untraced: Some("no tracefs".into()),
+            disks: BTreeMap::new(),
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Not watched by health, or its state never known: no record.
+        assert!(s.on_view(&view(None), t0).is_empty());
+        assert!(s.on_view(&view(Some(PowerState::Unknown)), t0).is_empty());
+        let f = sleeps(&s.on_view(&view(Some(PowerState::Active)), t0));
+        assert_eq!(f.len(), 1, "a newly watched disk gets its record");
+        assert_eq!((f[0].0.spin_ups_24h, f[0].1), (0, false));
+        let f = sleeps(&s.on_view(&view(Some(PowerState::Standby)), t0 + Duration::from_secs(60)));
+        assert!(f[0].0.standby_since.is_some() && !f[0].1);
+        assert!(s.on_view(&view(Some(PowerState::Sleeping)), t0 + Duration::from_secs(90)).is_empty(), "still asleep");
+        // Unknown is no wake; active is.
+        assert!(s.on_view(&view(Some(PowerState::Unknown)), t0 + Duration::from_secs(100)).is_empty());
+        let f = sleeps(&s.on_view(&view(Some(PowerState::Active)), t0 + Duration::from_secs(120)));
+        assert_eq!(f.len(), 1);
+        let (sleep, woken) = &f[0];
+        assert!(*woken);
+        let wake = sleep.last_wake.as_ref().unwrap();
+        assert_eq!((wake.op, wake.pid, wake.note.as_deref()), (WakeOp::Unknown, None, Some("no tracefs")));
+        assert_eq!(wake.slept_seconds, Some(60));
+        assert_eq!(sleep.spin_ups_24h, 1);
+        assert!(s.on_view(&view(Some(PowerState::Idle)), t0 + Duration::from_secs(130)).is_empty(), "one wake");
+        // The disk goes away: forgotten.
+        assert!(s.on_view(&StorageView { disks: vec![], partitions: vec![], mounts: vec![] }, t0).is_empty());
+        assert!(s.disks.is_empty());
+    }
+}
