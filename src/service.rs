@@ -105,7 +105,7 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     }
     // Sleep follows the power state the health source reports: nothing to follow without it.
     if config.sleep.enabled && config.health.enabled {
-        sources.push(Box::new(crate::wake::WakeSource::new(config.sleep.clone())));
+        sources.push(Box::new(crate::wake::WakeSource::new(config.sleep.clone(), config.activity.interval)));
     }
     sources
 }

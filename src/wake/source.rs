@@ -29,11 +29,16 @@ const REFRESH: Duration = Duration::from_secs(60);
 /// The sleep source.
 pub struct WakeSource {
     config: SleepConfig,
+    /// How long after a traced wake the power state may still say asleep before the disk counts
+    /// as asleep again (the health source sees I/O within one activity interval; a wake and the
+    /// next spin-down can also fall between two views the watch channel coalesced).
+    grace: Duration,
 }
 
 impl WakeSource {
-    pub fn new(config: SleepConfig) -> Self {
-        WakeSource { config }
+    /// `activity_interval`: how often the health source looks at sleeping disks' counters.
+    pub fn new(config: SleepConfig, activity_interval: Duration) -> Self {
+        WakeSource { config, grace: activity_interval * 3 }
     }
 }
 
@@ -43,7 +48,7 @@ impl Source for WakeSource {
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(run(self.config, ctx))
+        Box::pin(run(self.config, self.grace, ctx))
     }
 }
 
@@ -51,8 +56,8 @@ impl Source for WakeSource {
 struct Watched {
     ledger: Ledger,
     armed: Armed,
-    /// The trace named this sleep's wake; the power state has not caught up yet.
-    woke_pending: bool,
+    /// When the trace named this sleep's wake, while the power state has not caught up yet.
+    woke_pending: Option<SystemTime>,
     /// The last task seen dirtying data on this disk while it slept.
     dirtier: Option<Task>,
 }
@@ -64,6 +69,7 @@ struct Sleeper {
     /// Why causes are unknown without a trace (shown in each such wake and in the source status).
     untraced: Option<String>,
     disks: BTreeMap<String, Watched>,
+    grace: Duration,
 }
 
 /// `"8:16"` → (8, 16).
@@ -103,13 +109,16 @@ impl Sleeper {
             let entry = self.disks.entry(disk.id.clone()).or_insert_with(|| Watched {
                 ledger: Ledger::new(now),
                 armed: armed.clone(),
-                woke_pending: false,
+                woke_pending: None,
                 dirtier: None,
             });
             entry.armed = armed;
             let before = facts.len();
             let known_awake = !power.is_asleep() && power != crate::model::PowerState::Unknown;
-            if power.is_asleep() && !entry.woke_pending && entry.ledger.fell_asleep(now) {
+            if entry.woke_pending.is_some_and(|at| now.duration_since(at).unwrap_or_default() >= self.grace) {
+                entry.woke_pending = None;
+            }
+            if power.is_asleep() && entry.woke_pending.is_none() && entry.ledger.fell_asleep(now) {
                 debug!(disk = %disk.id, "asleep: armed");
                 self.arm(&disk.id);
                 facts.push(self.fact(&disk.id, now, false));
@@ -123,7 +132,7 @@ impl Sleeper {
                     facts.extend(self.on_trace(now));
                 }
                 let Some(entry) = self.disks.get_mut(&disk.id) else { continue };
-                entry.woke_pending = false;
+                entry.woke_pending = None;
                 if entry.ledger.asleep() {
                     let note = self.untraced.clone().unwrap_or_else(|| {
                         "the trace saw no request (counters moved without one reaching the block layer's queue)"
@@ -187,7 +196,7 @@ impl Sleeper {
                         ..Wake::default()
                     };
                     w.ledger.woke(now, wake);
-                    w.woke_pending = true;
+                    w.woke_pending = Some(now);
                     w.dirtier = None;
                     info!(disk = %id, pid = who.pid, comm = %who.comm, op = op.as_str(), rwbs = %rwbs, "woken");
                     self.disarm(&id);
@@ -233,7 +242,7 @@ async fn send(ctx: &SourceContext, facts: Vec<Fact>) -> bool {
 }
 
 #[instrument(name = "sleep", skip_all)]
-async fn run(config: SleepConfig, ctx: SourceContext) {
+async fn run(config: SleepConfig, grace: Duration, ctx: SourceContext) {
     // tracefs calls are writes to in-kernel control files (no device I/O), a few per arming;
     // they run inline (figures in docs/sleep.md).
     let (tracer, untraced) = if config.tracefs.as_os_str().is_empty() {
@@ -249,7 +258,7 @@ async fn run(config: SleepConfig, ctx: SourceContext) {
         let message = format!("wakes counted, causes unknown: {why}");
         let _ = ctx.facts.send(Fact::SourceFailed { source: NAME.into(), message }).await;
     }
-    let mut sleeper = Sleeper { proc_root: config.proc.clone(), tracer, untraced, disks: BTreeMap::new() };
+    let mut sleeper = Sleeper { proc_root: config.proc.clone(), tracer, untraced, disks: BTreeMap::new(), grace };
     let mut storage = ctx.storage.clone();
     let first = sleeper.on_view(&storage.borrow_and_update(), SystemTime::now());
     if !send(&ctx, first).await || !ctx.ready(NAME).await {
@@ -260,9 +269,12 @@ async fn run(config: SleepConfig, ctx: SourceContext) {
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut refresh = interval(REFRESH);
     refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut regrace = interval(grace.max(Duration::from_millis(100)));
+    regrace.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut storage_open = true;
     loop {
         let armed = sleeper.armed();
+        let pending = sleeper.disks.values().any(|w| w.woke_pending.is_some());
         let facts = tokio::select! {
             _ = ctx.token.cancelled() => break,
             changed = storage.changed(), if storage_open => {
@@ -274,6 +286,11 @@ async fn run(config: SleepConfig, ctx: SourceContext) {
                 sleeper.on_view(&view, SystemTime::now())
             }
             _ = poll.tick(), if armed => sleeper.on_trace(SystemTime::now()),
+            // A traced wake the power state never showed: asleep again once the grace is over.
+            _ = regrace.tick(), if pending => {
+                let view = storage.borrow().clone();
+                sleeper.on_view(&view, SystemTime::now())
+            }
             _ = refresh.tick() => {
                 let now = SystemTime::now();
                 let ids: Vec<String> = sleeper.disks.keys().cloned().collect();
@@ -327,6 +344,7 @@ mod tests {
             tracer: None,
             untraced: Some("no tracefs".into()),
             disks: BTreeMap::new(),
+            grace: Duration::from_secs(30),
         };
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         // Not watched by health, or its state never known: no record.
