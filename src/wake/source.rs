@@ -371,4 +371,28 @@ mod tests {
         assert!(s.on_view(&StorageView { disks: vec![], partitions: vec![], mounts: vec![] }, t0).is_empty());
         assert!(s.disks.is_empty());
     }
+
+    #[test]
+    fn a_traced_wake_the_power_state_never_showed_is_asleep_again_after_the_grace() {
+        let mut s = Sleeper {
+            proc_root: PathBuf::from("/proc"),
+            tracer: None,
+            untraced: None,
+            disks: BTreeMap::new(),
+            grace: Duration::from_secs(30),
+        };
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        s.on_view(&view(Some(PowerState::Standby)), t0);
+        // The trace names a wake (as on_trace does), the view still says standby.
+        let w = s.disks.get_mut("d").unwrap();
+        w.ledger.woke(t0 + Duration::from_secs(5), Wake::default());
+        w.woke_pending = Some(t0 + Duration::from_secs(5));
+        assert!(
+            s.on_view(&view(Some(PowerState::Standby)), t0 + Duration::from_secs(20)).is_empty(),
+            "within the grace"
+        );
+        let f = sleeps(&s.on_view(&view(Some(PowerState::Standby)), t0 + Duration::from_secs(40)));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].0.standby_since.is_some() && !f[0].1, "asleep again, armed, not a wake");
+    }
 }
