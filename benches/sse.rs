@@ -54,6 +54,7 @@ fn disk(size: u64) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }

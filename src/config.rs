@@ -77,6 +77,8 @@ pub struct Config {
     pub health: HealthConfig,
     pub activity: ActivityConfig,
     pub history: HistoryConfig,
+    #[serde(default)]
+    pub sleep: crate::wake::SleepConfig,
 }
 
 impl Default for Config {
@@ -98,6 +100,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             activity: ActivityConfig::default(),
             history: HistoryConfig::default(),
+            sleep: crate::wake::SleepConfig::default(),
         }
     }
 }
@@ -194,6 +197,7 @@ impl Config {
         self.health.validate(&mut problems);
         self.activity.validate(&mut problems);
         self.history.validate(&mut problems);
+        self.sleep.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }

@@ -59,6 +59,7 @@ pub mod state;
 pub mod systemd;
 pub mod text;
 pub mod udev;
+pub mod wake;
 
 pub use crate::agent::Agent;
 pub use crate::service::{run, start, RunOptions, Running};

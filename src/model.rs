@@ -5,6 +5,7 @@
 
 pub mod array;
 pub mod attention;
+pub mod sleep;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -91,6 +92,9 @@ pub struct Disk {
     /// I/O activity over the last sampling interval (boxed like `health`).
     #[serde(default)]
     pub io: Option<Box<DiskIo>>,
+    /// Spin-ups, standby share and the last wake's cause (SPEC §9; `null` with `[sleep]` off).
+    #[serde(default)]
+    pub sleep: Option<Box<sleep::Sleep>>,
     /// *Derived*: ids of the arrays this whole device is a member of.
     #[serde(default)]
     pub arrays: Vec<String>,

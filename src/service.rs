@@ -104,6 +104,10 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     if config.arrays.enabled {
         sources.push(Box::new(crate::arrays::ArraysSource::new(config.arrays.clone())));
     }
+    // Sleep follows the power state the health source reports: nothing to follow without it.
+    if config.sleep.enabled && config.health.enabled {
+        sources.push(Box::new(crate::wake::WakeSource::new(config.sleep.clone(), config.activity.interval)));
+    }
     sources
 }
 

@@ -51,6 +51,7 @@ kinds! {
     DiskPowerState = "disk.power_state": "a disk was seen to enter or leave standby",
     DiskAttentionChanged = "disk.attention_changed":
         "a disk's attention level or its set of unacknowledged reasons changed (data: the disk, previous, reasons)",
+    DiskWoken = "disk.woken": "a disk seen in standby or sleep did I/O: who woke it (process, unit, path, op) and how long it slept",
     PartitionAdded = "partition.added": "a partition appeared",
     PartitionRemoved = "partition.removed": "a partition disappeared",
     PartitionChanged = "partition.changed": "a partition's filesystem identity or properties changed",

@@ -279,6 +279,10 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
         entities.extend(io_entities(&name, &state));
         follow.extend(IO_KEYS);
     }
+    if d.sleep.is_some() {
+        entities.extend(sleep_entities(&name, &state));
+        follow.extend(SLEEP_KEYS);
+    }
     if naming.actions.contains(&ActionKind::Eject) && ejectable(d) {
         entities.push(button(naming, Kind::Disk, &d.id, &name, ActionKind::Eject, "Eject", "mdi:eject"));
         follow.push("eject");
@@ -412,6 +416,7 @@ fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str
 #[path = "discovery_health.rs"]
 mod health;
 use health::{health_entities, io_entities, HEALTH_KEYS, IO_KEYS};
+use health::{sleep_entities, SLEEP_KEYS};
 
 #[path = "discovery_devices.rs"]
 pub mod devices;

@@ -169,3 +169,55 @@ pub(super) fn io_entities(name: &str, state: &str) -> Vec<Entity> {
         })
         .collect()
 }
+
+/// SPEC §9: spin-ups and standby share over 24 hours, and what woke the disk last (its
+/// process, unit, path and op as attributes). For disks with a sleep record.
+pub(super) const SLEEP_KEYS: [&str; 3] = ["spin_ups", "standby_percent", "last_woken_by"];
+
+pub(super) fn sleep_entities(name: &str, state: &str) -> Vec<Entity> {
+    vec![
+        entity(
+            "sensor",
+            "spin_ups",
+            name,
+            "Spin-ups (24 h)".into(),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.sleep.spin_ups_24h if value_json.sleep else None }}",
+                "state_class": "measurement",
+                "icon": "mdi:rotate-right",
+            }),
+        ),
+        entity(
+            "sensor",
+            "standby_percent",
+            name,
+            "Standby (24 h)".into(),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.sleep.standby_percent_24h if value_json.sleep else None }}",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                "icon": "mdi:sleep",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'standby_since': value_json.sleep.standby_since if value_json.sleep else None} | to_json }}",
+            }),
+        ),
+        entity(
+            "sensor",
+            "last_woken_by",
+            name,
+            "Last woken by".into(),
+            json!({
+                "state_topic": state,
+                "value_template":
+                    "{{ (value_json.sleep.last_wake.comm or value_json.sleep.last_wake.op) if value_json.sleep and value_json.sleep.last_wake else None }}",
+                "icon": "mdi:alarm",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ (value_json.sleep.last_wake if value_json.sleep and value_json.sleep.last_wake else {}) | to_json }}",
+            }),
+        ),
+    ]
+}

@@ -24,8 +24,9 @@ pub(super) fn host_object(naming: &Naming) -> DiscoveryObject {
             json!({
                 "state_topic": events,
                 "event_types": event_types,
+                // A disk.woken event carries its wake (who, unit, path, op) as event attributes.
                 "value_template":
-                    "{{ {'event_type': value_json.type, 'id': value_json.id, 'subject': value_json.subject} | to_json }}",
+                    "{{ {'event_type': value_json.type, 'id': value_json.id, 'subject': value_json.subject, 'last_wake': value_json.data.last_wake if value_json.type == 'disk.woken' else None} | to_json }}",
                 "icon": "mdi:harddisk",
             }),
         ),

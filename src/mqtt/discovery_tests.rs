@@ -36,6 +36,7 @@ pub(crate) fn disk() -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }

@@ -29,6 +29,9 @@ pub enum Fact {
     /// What the health source knows of a disk after a poll: its power state, its last SMART
     /// health (kept while the disk sleeps) and why it is not fresh.
     DiskHealth { id: String, power_state: PowerState, health: Option<Health>, note: Option<String> },
+    /// A disk's sleep record (the wake source); `woken` is set when this fact reports a wake,
+    /// which makes a `disk.woken` event.
+    DiskSleep { id: String, sleep: Box<crate::model::sleep::Sleep>, woken: bool },
     /// I/O activity samples of disks (no event; fields only).
     DiskIo { samples: Vec<(String, DiskIo)> },
     /// The complete share set after a re-parse.

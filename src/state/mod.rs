@@ -9,6 +9,7 @@ mod fact;
 mod health;
 mod link;
 pub mod rules;
+mod sleep;
 #[cfg(test)]
 mod tests;
 
@@ -192,6 +193,12 @@ impl State {
             Fact::DiskHealth { id, power_state, health, note } => {
                 if self.disk_health(&id, power_state, health, note, &mut drafts) {
                     // Not structural (no relink), but sinks mirroring disks follow it.
+                    self.topology_generation += 1;
+                }
+                false
+            }
+            Fact::DiskSleep { id, sleep, woken } => {
+                if self.disk_sleep(&id, sleep, woken, &mut drafts) {
                     self.topology_generation += 1;
                 }
                 false
@@ -403,6 +410,7 @@ impl State {
                 disk.health = old.health.clone();
                 disk.health_note = old.health_note.clone();
                 disk.io = old.io.clone();
+                disk.sleep = old.sleep.clone();
                 disk.arrays = old.arrays.clone();
                 disk.attention = old.attention.clone();
                 let changed = changed_fields(old, &disk, DERIVED);

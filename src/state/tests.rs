@@ -35,6 +35,7 @@ fn disk(id: &str, dev: &str) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }
@@ -338,6 +339,12 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     let health = |p: PowerState, h| Fact::DiskHealth { id: "d1".into(), power_state: p, health: Some(h), note: None };
     run(&mut s, health(PowerState::Standby, hot("t0", true, 30.0)));
     run(&mut s, health(PowerState::Active, hot("t1", false, 55.0)));
+    let woke = crate::model::sleep::Sleep {
+        spin_ups_24h: 1,
+        last_wake: Some(crate::model::sleep::Wake { at: "t1".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    run(&mut s, Fact::DiskSleep { id: "d1".into(), sleep: Box::new(woke), woken: true });
     run(&mut s, Fact::PartitionUpsert(partition("p1", "d1", "8:17")));
     let mut labelled = partition("p1", "d1", "8:17");
     labelled.fs_label = Some("data".into());

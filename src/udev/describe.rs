@@ -58,6 +58,7 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }

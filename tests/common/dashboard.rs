@@ -114,6 +114,7 @@ pub fn disk(n: usize) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }

@@ -33,6 +33,7 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }
@@ -70,6 +71,7 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }

@@ -252,6 +252,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         health: None,
         health_note: None,
         io: None,
+        sleep: None,
         arrays: Vec::new(),
         attention: None,
     }
