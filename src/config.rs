@@ -12,6 +12,7 @@ pub use crate::actions::config::ActionsConfig;
 pub use crate::activity::ActivityConfig;
 pub use crate::arrays::config::ArraysConfig;
 pub use crate::events::config::EventsConfig;
+pub use crate::forecast::ForecastConfig;
 pub use crate::health::HealthConfig;
 pub use crate::history::HistoryConfig;
 pub use crate::http::config::HttpConfig;
@@ -77,6 +78,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub activity: ActivityConfig,
     pub history: HistoryConfig,
+    pub forecast: ForecastConfig,
 }
 
 impl Default for Config {
@@ -98,6 +100,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             activity: ActivityConfig::default(),
             history: HistoryConfig::default(),
+            forecast: ForecastConfig::default(),
         }
     }
 }
@@ -194,6 +197,7 @@ impl Config {
         self.health.validate(&mut problems);
         self.activity.validate(&mut problems);
         self.history.validate(&mut problems);
+        self.forecast.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }

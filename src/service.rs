@@ -103,6 +103,10 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     if config.arrays.enabled {
         sources.push(Box::new(crate::arrays::ArraysSource::new(config.arrays.clone())));
     }
+    if config.forecast.enabled && config.mounts.enabled {
+        let source = crate::forecast::ForecastSource::new(config.forecast.clone(), Some(config.state_dir.clone()));
+        sources.push(Box::new(source));
+    }
     sources
 }
 

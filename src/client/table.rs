@@ -268,6 +268,7 @@ mod tests {
                 inodes_free: 0,
             }),
             stale: false,
+            forecast: None,
             array_id: None,
         };
         let snap = Snapshot {

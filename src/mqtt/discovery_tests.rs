@@ -83,6 +83,7 @@ pub(crate) fn snapshot() -> Snapshot {
             inodes_free: 9,
         }),
         stale: false,
+        forecast: None,
         array_id: None,
     };
     let share = Share {

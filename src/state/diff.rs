@@ -21,6 +21,7 @@ pub const DERIVED: &[&str] = &[
     "io",
     "arrays",
     "array_id",
+    "forecast",
 ];
 
 /// Names of the top-level fields whose values differ, in serialisation order,

@@ -2,7 +2,7 @@
 //! the state model decides which events that makes.
 
 use crate::model::array::Array;
-use crate::model::{ActionRecord, Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
+use crate::model::{ActionRecord, Disk, DiskIo, Forecast, Health, Mount, Partition, PowerState, Share, Usage};
 
 /// One observation sent by a source to the core.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub enum Fact {
     /// What the health source knows of a disk after a poll: its power state, its last SMART
     /// health (kept while the disk sleeps) and why it is not fresh.
     DiskHealth { id: String, power_state: PowerState, health: Option<Health>, note: Option<String> },
+    /// Time-to-full forecasts of mounts, from the forecast source (no event; fields only).
+    MountForecasts { forecasts: Vec<(String, Option<Forecast>)> },
     /// I/O activity samples of disks (no event; fields only).
     DiskIo { samples: Vec<(String, DiskIo)> },
     /// The complete share set after a re-parse.

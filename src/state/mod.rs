@@ -5,6 +5,7 @@ mod array_transitions;
 mod arrays;
 mod diff;
 mod fact;
+mod forecast;
 mod health;
 mod link;
 pub mod rules;
@@ -188,6 +189,12 @@ impl State {
             Fact::DiskHealth { id, power_state, health, note } => {
                 if self.disk_health(&id, power_state, health, note, &mut drafts) {
                     // Not structural (no relink), but sinks mirroring disks follow it.
+                    self.topology_generation += 1;
+                }
+                false
+            }
+            Fact::MountForecasts { forecasts } => {
+                if self.mount_forecasts(forecasts) {
                     self.topology_generation += 1;
                 }
                 false
@@ -472,6 +479,7 @@ impl State {
                 mount.array_id = old.array_id.clone();
                 mount.usage = old.usage.clone();
                 mount.stale = old.stale;
+                mount.forecast = old.forecast.clone();
                 // Equal (derived fields copied above) is the common case: skip the field diff.
                 let changed = if *old == mount { Vec::new() } else { changed_fields(old, &mount, DERIVED) };
                 if !changed.is_empty() {
@@ -480,6 +488,7 @@ impl State {
                         drafts.push(ready_draft(EventKind::MountUnmounted, "mount", &id, old));
                         mount.usage = None;
                         mount.stale = false;
+                        mount.forecast = None;
                         self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: true });
                         drafts.push(current_draft(EventKind::MountMounted, "mount", &id, None));
                     } else {

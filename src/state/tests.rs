@@ -60,7 +60,7 @@ fn partition(id: &str, disk_id: &str, dev: &str) -> Partition {
     }
 }
 
-fn mount(point: &str, dev: &str, options: &str) -> Mount {
+pub(super) fn mount(point: &str, dev: &str, options: &str) -> Mount {
     Mount {
         id: crate::model::mount_id(point),
         mount_point: point.into(),
@@ -77,6 +77,7 @@ fn mount(point: &str, dev: &str, options: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        forecast: None,
         array_id: None,
     }
 }
@@ -121,7 +122,7 @@ fn types(events: &[CloudEvent]) -> Vec<&str> {
     events.iter().map(|e| e.kind.as_str()).collect()
 }
 
-fn state() -> State {
+pub(super) fn state() -> State {
     State::new(StateConfig::default(), 0)
 }
 
