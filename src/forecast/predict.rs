@@ -5,11 +5,13 @@
 //!   [`CLEANUP_FRACTION`] of the filesystem between two points), so a deleted download does not
 //!   make the following fill look like a shrink;
 //! - no forecast below `min_basis` of history;
-//! - the trend is Theil–Sen over the basis (at most [`MAX_POINTS`] averaged points), with
-//!   Sen's 95 % interval for `low_seconds`/`high_seconds`;
+//! - the trend is Theil–Sen over the basis (at most [`MAX_POINTS`] averaged points, pairs at
+//!   least a quarter of the basis apart), with Sen's 95 % interval for
+//!   `low_seconds`/`high_seconds`;
 //! - `full_in_seconds` is null when the filesystem is not provably growing (the interval's
 //!   lower slope is ≤ 0: flat or shrinking) or would take longer than [`HORIZON_SECONDS`].
 
+use crate::model::attention::Severity;
 use crate::model::Forecast;
 
 use super::trend::theil_sen;
@@ -32,7 +34,7 @@ pub fn forecast(points: &[(u64, u64)], total_bytes: u64, now: u64, min_basis_s: 
         return None;
     }
     let pts = downsample(basis, now);
-    let trend = theil_sen(&pts, 0.0)?;
+    let trend = theil_sen(&pts, 0.0, basis_seconds as f64 / 2.0)?;
     let remaining = total_bytes.saturating_sub(last_used) as f64;
     let seconds = |slope: f64| -> Option<u64> {
         if slope <= 0.0 {
@@ -51,6 +53,29 @@ pub fn forecast(points: &[(u64, u64)], total_bytes: u64, now: u64, min_basis_s: 
         bytes_per_day: (trend.slope * 86_400.0).round() as i64,
     })
 }
+
+/// The attention a forecast calls for (docs/forecast.md): failing at 98 % used or when even
+/// the slower end of the interval fills within a day, watch when it fills within a week. The
+/// slower end, not the central estimate: a burst at the start of a short basis makes a steep
+/// central slope with a wide interval, and no alert is worth a false one.
+pub fn severity(forecast: Option<&Forecast>, percent_used: f64) -> Option<Severity> {
+    if percent_used >= FULL_PERCENT {
+        return Some(Severity::Failing);
+    }
+    let slow = forecast.and_then(|f| f.high_seconds)?;
+    if slow < DAY_SECONDS {
+        Some(Severity::Failing)
+    } else if slow < WEEK_SECONDS {
+        Some(Severity::Watch)
+    } else {
+        None
+    }
+}
+
+/// Used % at which a mount needs attention whatever its trend.
+pub const FULL_PERCENT: f64 = 98.0;
+const DAY_SECONDS: u64 = 86_400;
+const WEEK_SECONDS: u64 = 7 * DAY_SECONDS;
 
 /// The index where the basis starts: just after the last cleanup.
 fn basis_start(points: &[(u64, u64)], total_bytes: u64) -> usize {
