@@ -241,7 +241,7 @@ async fn snapshot(port: u16) -> Value {
 
 /// Retained `diskwatch/<node>/<kind>/<id>/state` of every available object equal to the
 /// agent's snapshot objects; removed objects keep their last state, marked `offline`, until
-/// `mqtt.retention` clears them.
+/// `mqtt.remove_after_fixed` clears them.
 async fn states_match(broker: u16, agents: &[Agent]) -> Result<usize, String> {
     // The last changes may still be on their way (usage sampled after a mount reappears):
     // compare until equal, for up to 10 s.

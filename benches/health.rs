@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use diskwatch::activity::Sampler;
 use diskwatch::health::poller::{Poller, Target};
-use diskwatch::health::runner::Runner;
 use diskwatch::history::{persist, Metric, Store};
+use diskwatch::smartctl::Smartctl;
 
 /// User + system CPU of the whole process, from /proc/self/stat (USER_HZ = 100).
 fn cpu_seconds() -> f64 {
@@ -83,8 +83,8 @@ async fn poll_rounds() {
         targets.push(Target { id: format!("disk-{name}"), kernel_name: name.clone(), devnode: format!("/dev/{name}") });
     }
     std::fs::write(bin.join("map"), map).expect("write map");
-    let runner = Runner::new(bin.join("smartctl"), Duration::from_secs(10));
-    let mut poller = Poller::new(runner, sys.clone(), None);
+    let smartctl = Smartctl::new(bin.join("smartctl"), Duration::from_secs(10), None);
+    let mut poller = Poller::new(smartctl, sys.clone());
     poller.set_targets(targets);
     let (_, first) = poller.round(None).await;
     println!(

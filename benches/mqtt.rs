@@ -145,7 +145,7 @@ async fn reannounce(broker: &Mosquitto) {
     let mut n = 0;
     for _ in 0..rounds {
         let mut r = Retainer::default();
-        n = r.update(plan(&snap, &naming), 0, true).len();
+        n = r.update(plan(&snap, &naming, None), 0, true).len();
     }
     let build = t.elapsed() / rounds;
     // End to end: HA says online; after the agent's random delay, time from the first to the

@@ -35,6 +35,7 @@ fn disk(size: u64) -> Disk {
         vendor: Some("ATA".into()),
         model: Some("WDC_WD40EFRX".into()),
         serial: Some("WD-WCC4E1234567".into()),
+        firmware: None,
         wwn: Some("0x50014ee2b5f3a1c7".into()),
         bus: Some("ata".into()),
         size_bytes: size,
@@ -54,6 +55,7 @@ fn disk(size: u64) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 

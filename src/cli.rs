@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::Overrides;
 
@@ -21,28 +21,43 @@ pub struct Cli {
     /// trace, debug, info, warn or error (also `-loglevel debug`)
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// HTTP listen address, e.g. 127.0.0.1:8377
-    #[arg(long, global = true, value_name = "ADDR")]
-    pub listen: Option<String>,
-    /// MQTT broker, e.g. mqtt://127.0.0.1:1883
-    #[arg(long, global = true, value_name = "URL")]
-    pub mqtt_url: Option<String>,
-    /// Node id used in event sources and MQTT topics
-    #[arg(long, global = true, value_name = "ID")]
-    pub node_id: Option<String>,
-    /// Announce what is found at start-up as *.added / mount.mounted / share.created events
-    #[arg(long, global = true)]
-    pub emit_initial: bool,
+    /// The agent's flags, before the subcommand (or with none: `run` is the default).
+    #[command(flatten)]
+    pub agent: AgentArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Flags of the agent itself: they mean something to `run` and `check-config` only, so the
+/// client subcommands (`token`, `snapshot`, `events`) do not list them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AgentArgs {
+    /// HTTP listen address, e.g. 127.0.0.1:8377
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// MQTT broker, e.g. mqtt://127.0.0.1:1883
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Node id used in event sources and MQTT topics
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Announce what is found at start-up as *.added / mount.mounted / share.created events
+    #[arg(long)]
+    pub emit_initial: bool,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent (the default)
-    Run,
+    Run {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
     /// Check the configuration and exit (78 when it is invalid)
-    CheckConfig,
+    CheckConfig {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
     /// Print the version
     Version,
     /// Print a running agent's topology (disks, partitions, mounts, shares) and exit
@@ -96,13 +111,21 @@ pub enum TokenCommand {
 }
 
 impl Cli {
+    /// The configuration overrides of the flags: the agent's flags given after `run` /
+    /// `check-config` win over those before it.
     pub fn overrides(&self) -> Overrides {
+        let top = &self.agent;
+        let sub = match &self.command {
+            Some(Command::Run { agent }) | Some(Command::CheckConfig { agent }) => Some(agent),
+            _ => None,
+        };
+        let pick = |f: fn(&AgentArgs) -> &Option<String>| sub.and_then(|a| f(a).clone()).or_else(|| f(top).clone());
         Overrides {
             log_level: self.log_level.clone(),
-            listen: self.listen.clone(),
-            mqtt_url: self.mqtt_url.clone(),
-            node_id: self.node_id.clone(),
-            emit_initial: self.emit_initial,
+            listen: pick(|a| &a.listen),
+            mqtt_url: pick(|a| &a.mqtt_url),
+            node_id: pick(|a| &a.node_id),
+            emit_initial: top.emit_initial || sub.is_some_and(|a| a.emit_initial),
         }
     }
 }
@@ -155,6 +178,36 @@ mod tests {
         assert_eq!(parse(&["diskwatch", "--log-level", "warn", "run"]).log_level.as_deref(), Some("warn"));
         assert_eq!(parse(&["diskwatch", "-config=/x.toml", "check-config"]).config, Some(PathBuf::from("/x.toml")));
         assert!(Cli::try_parse_from(normalize_args(["diskwatch", "-bogus"].map(OsString::from))).is_err());
+    }
+
+    #[test]
+    fn agent_flags_belong_to_the_agent_not_to_token_generate() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        // Propagates the global flags (--config, --log-level) to the subcommands, as parsing does.
+        cli.build();
+        let generate =
+            cli.find_subcommand_mut("token").and_then(|t| t.find_subcommand_mut("generate")).expect("token generate");
+        let help = generate.render_long_help().to_string();
+        for flag in ["--listen", "--mqtt-url", "--emit-initial", "--node-id"] {
+            assert!(!help.contains(flag), "token generate --help lists {flag}:\n{help}");
+        }
+        assert!(help.contains("--file") && help.contains("--config"), "{help}");
+        assert!(Cli::try_parse_from(["diskwatch", "token", "generate", "--listen", "x"]).is_err());
+        // Before the subcommand, after `run`, or with none: as before.
+        assert_eq!(
+            parse(&["diskwatch", "--listen", "0.0.0.0:1", "run"]).overrides().listen.as_deref(),
+            Some("0.0.0.0:1")
+        );
+        assert_eq!(
+            parse(&["diskwatch", "run", "--listen", "0.0.0.0:2"]).overrides().listen.as_deref(),
+            Some("0.0.0.0:2")
+        );
+        assert!(parse(&["diskwatch", "-emit-initial"]).overrides().emit_initial);
+        assert_eq!(
+            parse(&["diskwatch", "check-config", "-mqtt-url=mqtt://b:1"]).overrides().mqtt_url.as_deref(),
+            Some("mqtt://b:1")
+        );
     }
 
     #[test]

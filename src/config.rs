@@ -280,6 +280,19 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_removal_delays_default_short_for_removable_and_take_the_former_key() {
+        let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml")).unwrap();
+        let c = load(&example, &[]).unwrap();
+        let day = 24 * 3600;
+        assert_eq!(c.mqtt.removal_delays(), (Duration::from_secs(300), Duration::from_secs(7 * day)));
+        let c = load("[mqtt]\nremove_after_removable = \"30s\"\nremove_after_fixed = \"1day\"\n", &[]).unwrap();
+        assert_eq!(c.mqtt.removal_delays(), (Duration::from_secs(30), Duration::from_secs(day)));
+        // `retention`, the former single key, still works and wins.
+        let c = load("[mqtt]\nretention = \"2days\"\nremove_after_removable = \"30s\"\n", &[]).unwrap();
+        assert_eq!(c.mqtt.removal_delays(), (Duration::from_secs(2 * day), Duration::from_secs(2 * day)));
+    }
+
+    #[test]
     fn defaults_are_valid_and_match_spec() {
         let c = load("", &[]).unwrap();
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8377");

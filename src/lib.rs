@@ -21,6 +21,8 @@
 //! - [`shares`]: the Samba and NFS share source.
 //! - [`actions`]: unmount, eject, spin down and mount on request (off by default).
 //! - [`health`]: SMART, temperature and power state without waking disks.
+//! - [`smartctl`]: running and reading smartctl (version, `-n` form, JSON), for health and udev.
+//! - [`attention`]: the attention verdict: a pure rule table over an object (SPEC §9).
 //! - [`activity`]: I/O rates and idle time from `/sys/block/*/stat`.
 //! - [`history`]: per-object series of usage, temperature and I/O, persisted.
 //! - [`forecast`]: time to full of every mount, from a robust trend over days.
@@ -34,6 +36,7 @@ pub mod actions;
 pub mod activity;
 pub mod agent;
 pub mod arrays;
+pub mod attention;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -52,6 +55,7 @@ pub mod node;
 pub mod secret;
 pub mod service;
 pub mod shares;
+pub mod smartctl;
 pub mod sources;
 pub mod state;
 pub mod systemd;

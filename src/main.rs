@@ -46,7 +46,7 @@ fn main() -> ExitCode {
         client::use_token(token.clone());
     }
     match cli.command {
-        Some(Command::CheckConfig) => {
+        Some(Command::CheckConfig { .. }) => {
             // Never the token or the MQTT password: only whether they are set.
             let auth = match (&config.http.auth_token, config.http.allow_anonymous) {
                 (Some(_), _) => "token required",
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Token { .. }) => ExitCode::SUCCESS,
-        Some(Command::Run) | None => run(config),
+        Some(Command::Run { .. }) | None => run(config),
         Some(Command::Version) => ExitCode::SUCCESS,
         Some(Command::Snapshot { json, url }) => {
             let url = url.unwrap_or_else(|| client::default_url(config.http.listen));

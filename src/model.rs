@@ -4,6 +4,7 @@
 //! the state model (`state::State`), which links the topology both ways after every fact.
 
 pub mod array;
+pub mod attention;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -48,6 +49,11 @@ pub struct Disk {
     pub vendor: Option<String>,
     pub model: Option<String>,
     pub serial: Option<String>,
+    /// Firmware revision (sysfs `device/rev`, NVMe `device/firmware_rev`), when the drive reports one.
+    /// (A boxed str: a `Fact` carrying a disk stays within clippy's enum-size bound.)
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub firmware: Option<Box<str>>,
     pub wwn: Option<String>,
     /// usb, ata, nvme, scsi, virtio, mmc or virtual.
     pub bus: Option<String>,
@@ -88,6 +94,10 @@ pub struct Disk {
     /// *Derived*: ids of the arrays this whole device is a member of.
     #[serde(default)]
     pub arrays: Vec<String>,
+    /// *Derived*: does this disk need its owner (SPEC §9, docs/health.md); `null` while
+    /// nothing was ever read of it. (Boxed like `health`.)
+    #[serde(default)]
+    pub attention: Option<Box<attention::Attention>>,
 }
 
 /// A partition of a disk (DEVTYPE=partition).
@@ -174,6 +184,9 @@ pub struct Mount {
     /// within the timeout because every usage thread hangs: `usage` is then an old value.
     #[serde(default)]
     pub stale: bool,
+    /// *Derived*: does this mount need its owner (SPEC §9); `null` until assessed.
+    #[serde(default)]
+    pub attention: Option<Box<attention::Attention>>,
     /// When the filesystem fills at its current trend (`null` until `[forecast] min_basis` of
     /// history; derived by the forecast source, docs/forecast.md).
     #[serde(default)]
@@ -350,7 +363,9 @@ pub struct Health {
     pub reallocated_sectors: Option<u64>,
     /// ATA attribute 197, SCSI pending defects.
     pub pending_sectors: Option<u64>,
-    /// ATA attribute 198 (else 187), SCSI uncorrected read/write/verify errors.
+    /// The larger of ATA attributes 198 (offline uncorrectable) and 187 (reported
+    /// uncorrectable): they overlap, so they are not summed; SCSI uncorrected read/write/verify
+    /// errors.
     pub uncorrectable: Option<u64>,
     pub nvme_percentage_used: Option<u64>,
     pub nvme_critical_warning: Option<u64>,
@@ -358,6 +373,63 @@ pub struct Health {
     /// When these values were read (RFC 3339); a disk in standby keeps its last reading.
     pub checked_at: String,
     pub source: HealthSource,
+    /// `device.protocol` as smartctl names it: `ATA`, `SCSI` or `NVMe`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// ATA attribute 187 (Reported_Uncorrect).
+    #[serde(default)]
+    pub reported_uncorrect: Option<u64>,
+    /// ATA attribute 198 (Offline_Uncorrectable).
+    #[serde(default)]
+    pub offline_uncorrectable: Option<u64>,
+    /// ATA attribute 188 (Command_Timeout), decoded as smartmontools does (Seagate packs three
+    /// counters into the raw value: the total is the low 16 bits).
+    #[serde(default)]
+    pub command_timeouts: Option<u64>,
+    /// ATA attribute 199 (UDMA_CRC_Error_Count): link errors, a cable or connector, not the media.
+    #[serde(default)]
+    pub crc_errors: Option<u64>,
+    /// NVMe available spare and the threshold below which the drive warns (percent).
+    #[serde(default)]
+    pub nvme_available_spare: Option<u64>,
+    #[serde(default)]
+    pub nvme_available_spare_threshold: Option<u64>,
+    /// Whether the newest completed self-test in the drive's log failed (`null`: no log read).
+    #[serde(default)]
+    pub self_test_failed: Option<bool>,
+    /// Set when smartctl read this disk before and its latest run could not (timeout, open
+    /// failure, bad output): the values are the last good reading, kept; `null` otherwise.
+    #[serde(default)]
+    pub unreadable_since: Option<String>,
+}
+
+impl Default for Health {
+    /// No values: a base for building one field by field.
+    fn default() -> Self {
+        Health {
+            passed: None,
+            temperature_c: None,
+            power_on_hours: None,
+            power_cycles: None,
+            reallocated_sectors: None,
+            pending_sectors: None,
+            uncorrectable: None,
+            nvme_percentage_used: None,
+            nvme_critical_warning: None,
+            nvme_media_errors: None,
+            checked_at: String::new(),
+            source: HealthSource::Smartctl,
+            protocol: None,
+            reported_uncorrect: None,
+            offline_uncorrectable: None,
+            command_timeouts: None,
+            crc_errors: None,
+            nvme_available_spare: None,
+            nvme_available_spare_threshold: None,
+            self_test_failed: None,
+            unreadable_since: None,
+        }
+    }
 }
 
 /// I/O activity of a disk from `/sys/block/<dev>/stat` over the last sampling interval.
@@ -439,7 +511,9 @@ pub struct ActionRecord {
     /// Why it failed, as a stable code: `busy`, `holds_root`, `holds_system_mount`, `swap`,
     /// `array_member`, `in_use`, `not_removable`, `not_rotational`, `not_mounted`,
     /// `already_mounted`, `unsupported_filesystem`, `unsupported`, `timeout`, `busy_object`,
-    /// `not_allowed`, `not_found`, `permission`, `error`.
+    /// `not_allowed`, `not_found`, `changed` (the object is no longer the one asked about),
+    /// `shared_port` (eject: another disk behind the same USB port is in use), `permission`,
+    /// `error`.
     pub reason: Option<String>,
     /// One sentence for people.
     pub message: String,
@@ -453,6 +527,10 @@ pub struct ActionRecord {
     pub mount_point: Option<String>,
     /// From the request to the outcome.
     pub duration_ms: u64,
+    /// The outcome of an action already reported failed with reason `timeout`, which then
+    /// completed: what it finally did (the same action id).
+    #[serde(default)]
+    pub late: bool,
 }
 
 #[cfg(test)]

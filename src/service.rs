@@ -84,6 +84,7 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
         let sleep = crate::udev::SleepSetup {
             smartctl: health.enabled.then(|| health.smartctl.clone()),
             smartctl_disks: crate::health::KernelNameFilter::new(&health.include, &health.exclude).ok(),
+            smartctl_device_type: Some(health.device_type.clone()).filter(|t| !t.is_empty()),
             cache: Some(config.state_dir.join(crate::udev::PROBE_CACHE_FILE)),
         };
         sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone()).sleep_aware(sleep)));
@@ -139,7 +140,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         Ok(()) => info!(node_id = %node.id, origin = ?node.origin, "node id"),
         Err(e) => warn!(node_id = %node.id, error = %e, "cannot remember the node id in the state directory"),
     }
-    let state = State::new(
+    let mut state = State::new(
         StateConfig {
             node_id: node_id.clone(),
             emit_initial: config.emit_initial,
@@ -150,6 +151,8 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         },
         start_after,
     );
+    let ack_file = config.state_dir.join(crate::attention::store::FILE);
+    state.load_acknowledgements(crate::attention::store::load(&ack_file));
     let listener = match options.listener {
         Some(l) => l,
         None => TcpListener::bind(config.http.listen)
@@ -177,7 +180,8 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         crate::actions::machine::Machine::default(),
         facts.clone(),
         agent.storage(),
-    );
+    )
+    .with_ack_file(ack_file);
     if config.actions.enabled {
         crate::actions::report_capabilities(&config.actions);
         if config.http.auth_token.is_none() {

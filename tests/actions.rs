@@ -177,6 +177,94 @@ async fn unmount_succeeds_and_a_busy_mount_fails_naming_its_holder() {
     agent.stop().await;
 }
 
+/// An unmount acts on the mount it was asked about: when another filesystem took the mount
+/// point in between (its device number differs), nothing is unmounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmount_checks_the_device_it_was_asked_about() {
+    if !require_root("unmount_checks_the_device_it_was_asked_about") {
+        return;
+    }
+    let _lock = machine_lock();
+    let work = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(|c| configure(c, work.path(), &[ActionKind::Unmount]), vec![]).await;
+    let (_dev, mut guards) = disk_with_mounts(work.path(), &[16]);
+    let point = work.path().join("part1");
+    let id = id_where(&agent, "mounts", "mount_point", point.to_str().unwrap()).await;
+    let asked: diskwatch::model::Mount = serde_json::from_value(
+        snapshot(&agent).await["mounts"].as_array().unwrap().iter().find(|m| m["id"] == id.as_str()).unwrap().clone(),
+    )
+    .expect("a Mount");
+    agent.stop().await;
+    // The partition goes, another filesystem is mounted at its place.
+    guards[0].unmount();
+    let _other = MountGuard::new("dwother", &point, Some("tmpfs"), Some("size=64k"));
+    let machine = diskwatch::actions::machine::Machine::default();
+    let mut progress = diskwatch::actions::machine::Progress::default();
+    let failure = diskwatch::actions::unmount::unmount(&machine, &asked, &work.path().join("media"), &mut progress)
+        .expect_err("another filesystem is there now");
+    assert_eq!(failure.reason, "changed", "{}", failure.message);
+    assert!(progress.unmounted.is_empty());
+    assert!(mounted(&point), "the other filesystem stays mounted");
+}
+
+/// An action whose outcome came after `actions.timeout` (reported failed, reason `timeout`)
+/// publishes what it finally did, under the same id, marked late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_completing_after_its_timeout_publishes_its_late_outcome() {
+    if !require_root("an_action_completing_after_its_timeout_publishes_its_late_outcome") {
+        return;
+    }
+    let _lock = machine_lock();
+    let work = tempfile::tempdir().unwrap();
+    let agent = TestAgent::start(
+        |c| {
+            configure(c, work.path(), &[ActionKind::Unmount]);
+            // Shorter than any unmount: the one below writes 32 MiB back first.
+            c.actions.timeout = Duration::from_nanos(1);
+        },
+        vec![],
+    )
+    .await;
+    let (_dev, _guards) = disk_with_mounts(work.path(), &[64]);
+    let point = work.path().join("part1");
+    std::fs::write(point.join("dirty"), vec![7u8; 32 << 20]).unwrap();
+    let id = id_where(&agent, "mounts", "mount_point", point.to_str().unwrap()).await;
+    let action = act(&agent, &format!("/api/v1/mounts/{id}/unmount")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let events = loop {
+        let page: Value = reqwest::Client::new()
+            .get(agent.url("/api/v1/events?types=action.*&limit=10000"))
+            .header("authorization", bearer())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ours: Vec<Value> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"]["action"]["id"] == action.as_str())
+            .cloned()
+            .collect();
+        if ours.len() >= 2 {
+            break ours;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no late outcome: {ours:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(events[0]["type"], "action.failed", "{events:#?}");
+    assert_eq!(events[0]["data"]["action"]["reason"], "timeout");
+    assert_eq!(events[1]["type"], "action.succeeded", "{events:#?}");
+    let late = &events[1]["data"]["action"];
+    assert_eq!(late["late"], true);
+    assert!(late["message"].as_str().unwrap().contains("completed late"), "{late}");
+    assert_eq!(late["unmounted"][0], point.to_str().unwrap());
+    assert!(!mounted(&point));
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eject_of_a_loop_disk_unmounts_both_partitions_and_detaches_it() {
     if !require_root("eject_of_a_loop_disk_unmounts_both_partitions_and_detaches_it") {
@@ -364,7 +452,8 @@ async fn actions_need_the_token_always_and_a_host_of_ours() {
         .filter(|(_, ops)| ops.get("post").is_some())
         .map(|(p, _)| p.replace("{id}", "x"))
         .collect();
-    assert_eq!(posts.len(), 4, "{posts:?}");
+    // eject, spin_down, unmount, mount, and acknowledge (SPEC §9: token-guarded the same way).
+    assert_eq!(posts.len(), 5, "{posts:?}");
     for p in &posts {
         assert_eq!(post(&agent, p, &[]).await.0, 401, "{p} without a token");
         assert_eq!(post(&agent, p, &[("authorization", &wrong)]).await.0, 401, "{p} with a wrong token");
@@ -652,21 +741,18 @@ fn repo() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Runs the add-on's run script with the stub bashio as `check-config`: (success, config, log).
+/// Runs the add-on's run script as `check-config` (no Supervisor): (success, config, log).
 fn addon_config(options: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("options.json"), options).unwrap();
     let out = Command::new("bash")
-        .arg("-c")
-        .arg("source \"$STUB\"; source \"$SCRIPT\"")
-        .env("STUB", repo().join("tests/fixtures/bashio-stub.sh"))
-        .env("SCRIPT", repo().join("packaging/homeassistant/rootfs/run.sh"))
-        .env("BASHIO_OPTIONS", dir.path().join("options.json"))
+        .arg(repo().join("packaging/homeassistant/rootfs/run.sh"))
+        .env("ADDON_OPTIONS", dir.path().join("options.json"))
         .env("ADDON_CONFIG_PATH", dir.path().join("diskwatch.toml"))
         .env("ADDON_STATE_DIR", dir.path().join("state"))
         .env("ADDON_BIN", env!("CARGO_BIN_EXE_diskwatch"))
         .env("ADDON_COMMAND", "check-config")
-        .env_remove("BASHIO_MQTT")
+        .env_remove("SUPERVISOR_TOKEN")
         .output()
         .expect("run the add-on script");
     let config = std::fs::read_to_string(dir.path().join("diskwatch.toml")).unwrap_or_default();
@@ -674,8 +760,8 @@ fn addon_config(options: &str) -> (bool, String, String) {
     (out.status.success(), config, log)
 }
 
-/// The add-on with actions is a second add-on made from the first: the plain one keeps no
-/// privileges and writes actions off; the variant adds exactly the privileges and options.
+/// The add-on with actions is a second add-on made from the first: the plain one keeps only
+/// SMART's SYS_RAWIO and writes actions off; the variant adds exactly the privileges and options.
 #[test]
 fn addon_with_actions_is_a_generated_variant_and_the_plain_one_stays_unprivileged() {
     let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
@@ -687,10 +773,12 @@ fn addon_with_actions_is_a_generated_variant_and_the_plain_one_stays_unprivilege
     let out = Command::new(python).arg(base.join("check_addon.py")).arg(&variant).output().unwrap();
     assert!(out.status.success(), "the variant is not a valid add-on: {}", String::from_utf8_lossy(&out.stderr));
     let base_yaml = std::fs::read_to_string(base.join("config.yaml")).unwrap();
-    for key in ["privileged:", "host_pid:", "full_access:", "action_"] {
+    for key in ["host_pid:", "full_access:", "action_"] {
         // Keys, not the comment that says they are absent.
         assert!(!base_yaml.lines().any(|l| l.trim_start().starts_with(key)), "the plain add-on has {key}");
     }
+    // SMART's pass-through commands only (issue 22); SYS_ADMIN and SYS_PTRACE stay in the variant.
+    assert!(base_yaml.contains("privileged:\n  - SYS_RAWIO\ndevices:"), "the plain add-on's privileges:\n{base_yaml}");
     let yaml = std::fs::read_to_string(variant.join("config.yaml")).unwrap();
     for expected in
         ["slug: diskwatch_actions", "- SYS_ADMIN", "- SYS_PTRACE", "- SYS_RAWIO", "host_pid: true", "full_access: true"]
@@ -757,11 +845,10 @@ fn systemd_drop_in_adds_only_what_actions_need() {
     let (on, on_failing) = exposure(true);
     eprintln!("systemd-analyze security: actions off {off}, with the actions drop-in {on}");
     let added: Vec<&String> = on_failing.difference(&off_failing).collect();
+    // CAP_SYS_ADMIN and CAP_SYS_RAWIO are the unit's own since issue 26 (smartctl needs them).
     let expected = [
-        "CapabilityBoundingSet=~CAP_SYS_ADMIN",
         "CapabilityBoundingSet=~CAP_SYS_CHROOT",
         "CapabilityBoundingSet=~CAP_SYS_PTRACE",
-        "CapabilityBoundingSet=~CAP_SYS_RAWIO",
         "RestrictNamespaces=~mnt",
         "SystemCallFilter=~@mount",
     ];

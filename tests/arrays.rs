@@ -414,6 +414,125 @@ async fn md_bad_input_is_logged_and_the_last_good_state_kept() {
     agent.stop().await;
 }
 
+/// A raid10 block of the procfs md10 (sdu, sdv | sdw, sdx) with the members in `failed` (F).
+fn md10_block(failed: &[&str]) -> String {
+    let members: Vec<String> = [("sdx", 3), ("sdw", 2), ("sdv", 1), ("sdu", 0)]
+        .iter()
+        .map(|(n, i)| format!("{n}[{i}]{}", if failed.contains(n) { "(F)" } else { "" }))
+        .collect();
+    let up: String = ["sdu", "sdv", "sdw", "sdx"].iter().map(|n| if failed.contains(n) { '_' } else { 'U' }).collect();
+    format!(
+        "md10 : active raid10 {}\n      1953260544 blocks super 1.2 512K chunks 2 near-copies [4/{}] [{up}]\n",
+        members.join(" "),
+        4 - failed.len()
+    )
+}
+
+/// Fails one member the way md reports it: `dev-*/state`, `degraded`, then mdstat.
+fn md10_fail(tree: &MdTree, failed: &[&str]) {
+    tree.attr("md10", &format!("dev-{}/state", failed[failed.len() - 1]), "faulty");
+    tree.attr("md10", "degraded", &failed.len().to_string());
+    tree.mdstat(&mdstat_with(&[&md10_block(failed)]));
+}
+
+/// RAID10 of four: one disk lost per mirror pair is degraded (twice raised: each loss is news),
+/// not failed; the second disk of a pair fails it. A raid6 rebuilding loses another member:
+/// `array.degraded` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md_each_further_loss_is_an_alarm_and_raid10_pairs_are_counted() {
+    let tree = MdTree::new();
+    tree.install("md10", "md10");
+    tree.attr("md10", "layout", "258");
+    tree.install("md6", "md6");
+    let md6_recovering = "md6 : active raid6 sdt[4] sds[2] sdr[1] sdq[0]\n      1046528 blocks super 1.2 level 6, 512k chunk, algorithm 2 [4/3] [UUU_]\n      [===============>.....]  recovery = 75.0% (1569888/2093056) finish=0.1min speed=259783K/sec\n";
+    tree.mdstat(&mdstat_with(&[&md10_block(&[]), md6_recovering]));
+    let agent = md_agent(&tree).await;
+    let snap = agent.wait_snapshot(WAIT, |s| s["arrays"].as_array().is_some_and(|a| a.len() == 2)).await;
+    let md10_id = "md-0c15f7e7-b159-4b1f-a5cd-a79b5c04b6f5";
+    let md6_id = "md-5f529b25-6efd-46e4-99a2-31f6f597be6b";
+    let state_of = |id: &str| {
+        snap["arrays"].as_array().expect("arrays").iter().find(|a| a["id"] == id).expect("array")["state"].clone()
+    };
+    assert_eq!(state_of(md10_id), "clean");
+    assert_eq!(state_of(md6_id), "recovering", "found at start-up: a rebuild");
+    let mut sse = SseClient::connect(&agent.url("/api/v1/events/stream?types=array.*"), None).await;
+
+    md10_fail(&tree, &["sdu"]);
+    let msg = expect_array(&mut sse, "array.degraded", md10_id).await;
+    assert_eq!(array_of(&msg)["degraded_count"], 1);
+    // The other pair's first disk: still every chunk has a copy. Degraded again, not failed.
+    md10_fail(&tree, &["sdu", "sdw"]);
+    let msg = expect_array(&mut sse, "array.degraded", md10_id).await;
+    let array = array_of(&msg);
+    assert_eq!(array["state"], "degraded", "{array:#}");
+    assert_eq!(array["degraded_count"], 2);
+    let fields: Vec<String> = serde_json::from_value(msg.json()["data"]["changed"].clone()).expect("changed");
+    assert!(fields.contains(&"degraded_count".to_owned()), "{fields:?}");
+    assert_eq!(member_names(&array, "faulty"), vec!["sdu", "sdw"]);
+    // sdv, sdu's mirror: that pair is gone.
+    md10_fail(&tree, &["sdu", "sdw", "sdv"]);
+    let msg = expect_array(&mut sse, "array.failed", md10_id).await;
+    assert_eq!(array_of(&msg)["state"], "failed");
+
+    // The raid6 loses sdr while rebuilding onto sdt.
+    tree.attr("md6", "dev-sdr/state", "faulty");
+    tree.attr("md6", "degraded", "2");
+    tree.mdstat(&mdstat_with(&[
+        &md10_block(&["sdu", "sdw", "sdv"]),
+        &md6_recovering.replace("sdr[1]", "sdr[1](F)").replace("[4/3] [UUU_]", "[4/2] [U_U_]"),
+    ]));
+    let msg = expect_array(&mut sse, "array.degraded", md6_id).await;
+    let array = array_of(&msg);
+    assert_eq!(array["degraded_count"], 2, "{array:#}");
+    assert_eq!(member_names(&array, "faulty"), vec!["sdr"]);
+    agent.stop().await;
+}
+
+/// A new raid4 seen first inactive (assembly) whose recovery onto its last disk then starts is
+/// in its first sync: `array.added`, `array.changed`, no `array.degraded` or `array.recovering`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md_a_recovery_right_after_assembly_is_the_first_sync() {
+    let tree = MdTree::new();
+    let agent = md_agent(&tree).await;
+    agent.wait_snapshot(WAIT, |s| s["arrays"].as_array().is_some_and(|a| a.is_empty())).await;
+    let mut sse = SseClient::connect(&agent.url("/api/v1/events/stream?types=array.*"), None).await;
+    let md4_id = "md-67f415d5-2c0c-4b69-8e0d-7e20ef553457";
+    tree.install("md4", "md4");
+    tree.attr("md4", "array_state", "inactive");
+    for m in ["sdk", "sdl", "sdm"] {
+        tree.attr("md4", &format!("dev-{m}/state"), "spare");
+    }
+    tree.mdstat(&mdstat_with(&["md4 : inactive sdm[2](S) sdl[1](S) sdk[0](S)\n      3139584 blocks super 1.2\n"]));
+    let msg = expect_array(&mut sse, "array.added", md4_id).await;
+    assert_eq!(array_of(&msg)["state"], "inactive");
+    // md runs it: two members in sync, the third being recovered onto.
+    tree.attr("md4", "dev-sdk/state", "in_sync");
+    tree.attr("md4", "dev-sdl/state", "in_sync");
+    tree.attr("md4", "degraded", "1");
+    tree.attr("md4", "sync_completed", "0 / 2093056");
+    tree.attr("md4", "sync_action", "recover");
+    tree.attr("md4", "array_state", "active");
+    tree.mdstat(&mdstat_with(&["md4 : active raid4 sdm[3] sdl[1] sdk[0]\n      2093056 blocks super 1.2 level 4, 512k chunk, algorithm 0 [3/2] [UU_]\n      [>....................]  recovery =  0.0% (0/1046528) finish=1.0min speed=17441K/sec\n"]));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let msg = tokio::time::timeout(deadline.saturating_duration_since(tokio::time::Instant::now()), sse.next())
+            .await
+            .expect("the sync shows")
+            .expect("stream open");
+        assert!(!["array.degraded", "array.recovering"].contains(&msg.event.as_str()), "{} {}", msg.event, msg.data);
+        let array = array_of(&msg);
+        // md's attributes and mdstat change one after the other: a scan between them may
+        // still see it inactive.
+        if array["sync_action"] == "recover" && array["state"] != "inactive" {
+            assert_eq!(array["state"], "resyncing", "{array:#}");
+            assert_eq!(array["initial_sync"], true);
+            break;
+        }
+    }
+    expect_silence(&mut sse, Duration::from_millis(500)).await;
+    agent.stop().await;
+}
+
 // ---------------------------------------------------------------- dashboard
 
 /// A raid1 rebuilding onto sdz at `percent`.
@@ -472,6 +591,32 @@ async fn dashboard_shows_member_roles_and_rebuild_progress() {
     assert!(log.contains("array.recovered"), "the event log misses the recovery: {log}");
     agent.facts.send(Fact::Arrays { arrays: vec![], initial: false }).await.expect("send");
     browser.cmd(&format!("gone [data-array-id=\"{id}\"]"));
+    assert_eq!(browser.cmd("errors"), "[]", "the page threw");
+    drop(browser);
+    agent.stop().await;
+}
+
+/// A page opened after an alarm shows it: the events panel starts with the last events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_opens_with_the_last_events() {
+    use common::dashboard::Browser;
+    use diskwatch::state::Fact;
+    let agent = TestAgent::start(|_| {}, vec![]).await;
+    let mut degraded = rebuilding_raid1(None);
+    degraded.state = diskwatch::arrays::ArrayState::Degraded;
+    degraded.degraded_count = 1;
+    degraded.members[1].role = diskwatch::arrays::MemberRole::Faulty;
+    let id = degraded.id.clone();
+    agent.facts.send(Fact::Arrays { arrays: vec![degraded], initial: false }).await.expect("send");
+    agent.wait_snapshot(WAIT, |s| s["arrays"].as_array().is_some_and(|a| a.len() == 1)).await;
+    let mut browser = Browser::launch();
+    browser.cmd(&format!("goto {}", agent.url("/")));
+    browser.cmd("wait #status[data-state=live]");
+    browser.cmd("wait #log li[data-type=\"array.degraded\"]");
+    let log = browser.cmd("text #log");
+    assert!(log.contains(&format!("array/{id}")) && log.contains("array.added"), "{log}");
+    // Newest first: the alarm above its array's appearance.
+    assert!(log.find("array.degraded") < log.find("array.added"), "{log}");
     assert_eq!(browser.cmd("errors"), "[]", "the page threw");
     drop(browser);
     agent.stop().await;

@@ -419,7 +419,8 @@ async fn a_flapping_broker_ends_with_retained_states_equal_to_the_snapshot() {
             c.mqtt.enabled = true;
             c.mqtt.url = url;
             // Removed mounts' topics are cleared soon, so the end state can be compared exactly.
-            c.mqtt.retention = Duration::from_secs(2);
+            c.mqtt.remove_after_fixed = Duration::from_secs(2);
+            c.mqtt.remove_after_removable = Duration::from_secs(2);
         },
         vec![],
     )

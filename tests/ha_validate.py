@@ -10,6 +10,9 @@ silently drop (REMOVE_EXTRA) are reported as errors too, except keys this
 Home Assistant release predates (listed in NEWER_KEYS with the release that
 brought them: a release that should know such a key and drops it fails).
 
+Every entity's keys are also checked against the release that brought them (SINCE): none may
+need a newer Home Assistant than the minimum the docs state (MINIMUM).
+
 Usage: ha_validate.py <messages.json> [discovery_prefix]. Exit 0 when all pass.
 """
 
@@ -33,6 +36,44 @@ import voluptuous as vol  # noqa: E402 (after homeassistant, see above)
 # dropped, not rejected, by older ones.
 NEWER_KEYS = {"default_entity_id": (2025, 10)}
 
+# The oldest Home Assistant the agent's payloads are valid for, per discovery form (README and
+# docs/mqtt.md state the same). Each payload is checked against SINCE below: a key that needs
+# a newer release than the stated minimum is an error, so the minimum cannot drift silently.
+MINIMUM = {"device": (2024, 11), "component": (2024, 9)}
+
+# The release that brought what the agent uses, where it is newer than 2023.1; older releases
+# reject these (vol.Invalid: "extra keys not allowed"), except keys in NEWER_KEYS, dropped.
+# (component or "*", key or None for the platform itself) -> (year, month). Sources: Home
+# Assistant's release notes and pull requests: device-based discovery 2024.11; sensor
+# `options` home-assistant/core#123248 (2024.9; 2024.3 rejects the power-state sensor);
+# device `serial_number` core#108069 (2024.2); sensor `suggested_display_precision`
+# core#87129 (2023.3); the `event` platform and `origin` 2023.8.
+SINCE = {
+    ("device", None): (2024, 11),
+    ("sensor", "options"): (2024, 9),
+    ("*", "device.serial_number"): (2024, 2),
+    ("sensor", "suggested_display_precision"): (2023, 3),
+    ("event", None): (2023, 8),
+    ("*", "origin"): (2023, 8),
+    ("*", "default_entity_id"): (2025, 10),
+}
+
+
+def needs(component, config):
+    """The newest release any key of this entity needs, with the key (None before 2023.1)."""
+    found = [((2023, 1), None)]
+    keys = set(config) | {f"device.{k}" for k in config.get("device", {})}
+    for (comp, key), since in SINCE.items():
+        if comp not in ("*", component) or key in NEWER_KEYS:
+            continue
+        if key is None or key in keys:
+            found.append((since, f"{component}.{key}" if key else component))
+    return max(found)
+
+
+def show(version):
+    return ".".join(str(p) for p in version)
+
 
 def release(version):
     return tuple(int(part) for part in version.split(".")[:2])
@@ -43,7 +84,13 @@ def platform_schema(component):
     return module.DISCOVERY_SCHEMA
 
 
-def check_entity(component, config, where, errors, notes):
+def check_entity(component, config, where, errors, notes, form):
+    since, key = needs(component, config)
+    if form == "device":
+        since, key = max((since, key), (SINCE[("device", None)], "device-based discovery"))
+    if since > MINIMUM[form]:
+        errors.append(f"{where}: {key} needs Home Assistant {show(since)}, newer than the stated minimum "
+                      f"{show(MINIMUM[form])} for {form} discovery")
     try:
         validated = platform_schema(component)(copy.deepcopy(config))
     except vol.Invalid as exc:
@@ -64,7 +111,7 @@ def main():
     prefix = sys.argv[2] if len(sys.argv) > 2 else "homeassistant"
     with open(path) as f:
         messages = json.load(f)
-    errors, notes = [], set()
+    errors, notes, forms = [], set(), set()
     entities = 0
     for msg in messages:
         topic, payload = msg["topic"], msg["payload"]
@@ -81,6 +128,7 @@ def main():
             continue
         if component == "device":
             disc._replace_all_abbreviations(body)
+            forms.add("device")
             try:
                 DEVICE_DISCOVERY_SCHEMA(copy.deepcopy(body))
             except vol.Invalid as exc:
@@ -94,7 +142,7 @@ def main():
                 for option in SHARED_OPTIONS:
                     if option in body and option not in comp:
                         comp[option] = body[option]
-                check_entity(platform, comp, f"{topic} [{key}]", errors, notes)
+                check_entity(platform, comp, f"{topic} [{key}]", errors, notes, "device")
                 entities += 1
         else:
             if component not in disc.SUPPORTED_COMPONENTS:
@@ -105,12 +153,15 @@ def main():
                 MQTT_ORIGIN_INFO_SCHEMA(body["origin"])
             except (vol.Invalid, KeyError) as exc:
                 errors.append(f"{topic}: origin: {exc!r}")
-            check_entity(component, body, topic, errors, notes)
+            forms.add("component")
+            check_entity(component, body, topic, errors, notes, "component")
             entities += 1
     for note in sorted(notes):
         print(f"note: {note}")
     for e in errors:
         print(f"INVALID {e}")
+    for form in sorted(forms):
+        print(f"{form} discovery: valid from Home Assistant {show(MINIMUM[form])} on (SINCE table)")
     print(f"Home Assistant {HA_VERSION}: {len(messages)} messages, {entities} entities, {len(errors)} errors")
     if not messages:
         print("INVALID no messages to validate")

@@ -15,8 +15,8 @@ use common::sse::SseClient;
 use common::{machine_lock, require_root, LoopDevice, TestAgent};
 use diskwatch::config::{Config, UdevMode};
 use diskwatch::health::poller::{Poller, Target};
-use diskwatch::health::runner::Runner;
 use diskwatch::model::{DiskIo, PowerState};
+use diskwatch::smartctl::Smartctl;
 use diskwatch::state::Fact;
 use serde_json::Value;
 
@@ -39,6 +39,11 @@ impl Replay {
 
     fn bin(&self) -> PathBuf {
         self.dir.path().join("smartctl")
+    }
+
+    /// The smartmontools version `--version` reports from now on (e.g. "7.2").
+    fn version(&self, v: &str) {
+        std::fs::write(self.dir.path().join("version"), v).unwrap();
     }
 
     /// What `device` answers from now on.
@@ -96,6 +101,74 @@ fn io_counters(name: &str) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/sys/class/block/{name}/stat")).unwrap();
     let f: Vec<u64> = text.split_whitespace().map(|x| x.parse().unwrap()).collect();
     (f[0], f[4])
+}
+
+/// Who submits I/O to a disk (and its partitions) while watched: the block layer's
+/// `block_bio_queue` tracepoint, which fires in the submitter's context, in a tracefs instance
+/// of its own. Any process on the machine may read a loop disk; when "nothing read it" fails,
+/// [`Readers::report`] names who did.
+struct Readers(Option<std::path::PathBuf>);
+
+impl Readers {
+    fn watch(name: &str) -> Self {
+        let dir = std::path::PathBuf::from(format!("/sys/kernel/tracing/instances/diskwatch-readers-{name}"));
+        let dev_t = |path: std::path::PathBuf| -> Option<u64> {
+            let text = std::fs::read_to_string(path).ok()?;
+            let (major, minor) = text.trim().split_once(':')?;
+            Some(major.parse::<u64>().ok()? << 20 | minor.parse::<u64>().ok()?)
+        };
+        let base = std::path::PathBuf::from(format!("/sys/class/block/{name}"));
+        let mut devs: Vec<u64> = dev_t(base.join("dev")).into_iter().collect();
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            if entry.path().join("partition").exists() {
+                devs.extend(dev_t(entry.path().join("dev")));
+            }
+        }
+        let filter = devs.iter().map(|d| format!("dev == {d}")).collect::<Vec<_>>().join(" || ");
+        let event = dir.join("events/block/block_bio_queue");
+        let armed = std::fs::create_dir(&dir).is_ok()
+            && std::fs::write(event.join("filter"), &filter).is_ok()
+            && std::fs::write(event.join("enable"), "1").is_ok();
+        Self(armed.then_some(dir))
+    }
+
+    /// The I/O seen, one `comm-pid … dev rwbs sector` line each.
+    fn report(&self) -> String {
+        match &self.0 {
+            None => " (tracefs unavailable: the reader is unknown)".to_owned(),
+            Some(dir) => {
+                let trace = std::fs::read_to_string(dir.join("trace")).unwrap_or_default();
+                let lines: Vec<&str> = trace.lines().filter(|l| !l.starts_with('#')).take(20).collect();
+                format!("; I/O submitted by:\n{}", lines.join("\n"))
+            }
+        }
+    }
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::write(dir.join("events/block/block_bio_queue/enable"), "0");
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The reader report names a process that read the disk.
+#[test]
+fn readers_names_who_read_a_disk() {
+    if !require_root("readers_names_who_read_a_disk") {
+        return;
+    }
+    let _lock = machine_lock();
+    let dev = LoopDevice::new(16, &[8]);
+    let readers = Readers::watch(&dev.name());
+    common::sh(
+        "dd",
+        &[&format!("if={}", dev.partition(1)), "of=/dev/null", "bs=4096", "count=1", "iflag=direct", "status=none"],
+    );
+    let report = readers.report();
+    assert!(report.contains("dd-"), "{report}");
 }
 
 /// Real I/O on a partition (direct, so it reaches the device): moves its counters.
@@ -230,9 +303,10 @@ async fn never_wakes_a_standby_disk() {
 
     // Asleep: counters of the device before and after several rounds, and the invocations.
     let before = io_counters(&name);
+    let readers = Readers::watch(&name);
     let calls_before = replay.calls(&dev.device).len();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(io_counters(&name), before, "the sleeping device was read or written");
+    assert_eq!(io_counters(&name), before, "the sleeping device was read or written{}", readers.report());
     assert_eq!(replay.calls(&dev.device).len(), calls_before, "a sleeping disk was sent commands");
     let calls = replay.calls(&dev.device);
     assert!(!calls.is_empty());
@@ -369,8 +443,8 @@ async fn bad_input_stays_with_its_disk() {
     let power = sys.path().join("block/sdf/device/power");
     std::fs::create_dir_all(&power).unwrap();
     std::fs::write(power.join("runtime_status"), "suspended\n").unwrap();
-    let runner = Runner::new(replay.bin(), Duration::from_secs(3));
-    let mut poller = Poller::new(runner, sys.path().to_path_buf(), None);
+    let smartctl = Smartctl::new(replay.bin(), Duration::from_secs(3), None);
+    let mut poller = Poller::new(smartctl, sys.path().to_path_buf());
     poller.set_targets(["sda", "sdb", "sdc", "sdd", "sde", "sdf"].map(target).to_vec());
     // The hanging run is killed at the timeout; the round ends (a test hang means it did not).
     let (_, stats) = poller.round(None).await;
@@ -455,8 +529,8 @@ async fn history_is_served_and_survives_a_restart() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl/ata-hdd-wd140edfz.json"),
     )
     .unwrap();
-    let reading = match diskwatch::health::smart::interpret(0, &fixture) {
-        diskwatch::health::smart::Answer::Reading(r) => r,
+    let reading = match diskwatch::smartctl::interpret(0, &fixture) {
+        diskwatch::smartctl::Answer::Reading(r) => r,
         other => panic!("{other:?}"),
     };
     let health = reading.into_health(diskwatch::health::now_rfc3339());
@@ -564,7 +638,7 @@ async fn dashboard_shows_health_and_sparklines() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smartctl/nvme-corsair-mp510.json"),
     )
     .unwrap();
-    let diskwatch::health::smart::Answer::Reading(reading) = diskwatch::health::smart::interpret(0, &fixture) else {
+    let diskwatch::smartctl::Answer::Reading(reading) = diskwatch::smartctl::interpret(0, &fixture) else {
         panic!("fixture does not parse");
     };
     // A few seconds of samples: the history gets a point per second.
@@ -638,16 +712,23 @@ async fn kernel_mode_coldplug_leaves_a_sleeping_disk_unread() {
     flush(&dev.device);
     flush(&dev.partition(1));
     let before = io_counters(&name);
+    let readers = Readers::watch(&name);
     let first = agent(&replay, configure).await;
     let snap = first.wait_snapshot(WAIT, |s| partition(s, &part_name).is_some()).await;
     let p = partition(&snap, &part_name).unwrap();
     assert_eq!(p["fs_type"], Value::Null, "a sleeping disk's partition was probed: {p:#}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(io_counters(&name), before, "the sleeping disk was read at coldplug");
+    assert_eq!(io_counters(&name), before, "the sleeping disk was read at coldplug{}", readers.report());
     // smartctl opens the disk read-write and writes nothing: no re-read follows.
     std::fs::OpenOptions::new().read(true).write(true).open(&dev.device).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(io_counters(&name), before, "an open for writing without writes made the agent read the disk");
+    assert_eq!(
+        io_counters(&name),
+        before,
+        "an open for writing without writes made the agent read the disk{}",
+        readers.report()
+    );
+    drop(readers);
     for call in replay.calls(&dev.device) {
         assert!(call.contains("-n standby") && !call.starts_with("WOKE"), "woke the disk: {call}");
     }
@@ -668,12 +749,142 @@ async fn kernel_mode_coldplug_leaves_a_sleeping_disk_unread() {
     flush(&dev.device);
     flush(&dev.partition(1));
     let before = io_counters(&name);
+    let readers = Readers::watch(&name);
     let second = agent(&replay, configure).await;
     let snap = second.wait_snapshot(WAIT, |s| partition(s, &part_name).is_some()).await;
     let again = partition(&snap, &part_name).unwrap();
     assert_eq!(again["id"], probed["id"], "the partition kept its id while its disk sleeps");
     assert_eq!((&again["fs_type"], &again["fs_label"]), (&probed["fs_type"], &probed["fs_label"]));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(io_counters(&name), before, "the sleeping disk was read at the second coldplug");
+    assert_eq!(io_counters(&name), before, "the sleeping disk was read at the second coldplug{}", readers.report());
     second.stop().await;
+}
+
+fn poller(replay: &Replay, sys: &Path) -> Poller {
+    Poller::new(Smartctl::new(replay.bin(), Duration::from_secs(5), None), sys.to_path_buf())
+}
+
+/// smartmontools 7.2 and older (Debian 11, Ubuntu 22.04, RHEL 9) reject `-n standby,2,3` with
+/// exit status 1; before the version was detected every disk then had `health: null` forever.
+/// Now 7.2 gets `-n standby,2` and reads; 7.3 gets `standby,2,3`; a command line smartctl still
+/// rejects is an error of the disk's (the source's `source.failed`), never "unsupported".
+#[tokio::test]
+async fn every_smartctl_version_gets_the_form_it_accepts() {
+    for (version, form) in [("7.0", "standby,2"), ("7.2", "standby,2"), ("7.3", "standby,2,3"), ("7.4", "standby,2,3")]
+    {
+        let replay = Replay::new();
+        replay.version(version);
+        let sys = fake_sysfs(&["sda"]);
+        replay.map("/dev/sda", "ata-hdd-wd140edfz.json");
+        let mut p = poller(&replay, sys.path());
+        p.set_targets(vec![target("sda")]);
+        p.round(None).await;
+        assert!(p.errors.is_empty(), "{version}: {:?}", p.errors);
+        let t = p.tracked("id-sda").unwrap();
+        assert_eq!(t.health.as_ref().map(|h| h.passed), Some(Some(true)), "{version}: {:?}", t.note);
+        let calls = replay.calls("/dev/sda");
+        assert!(calls.iter().all(|c| c.contains(&format!("-n {form} "))), "{version}: {calls:?}");
+    }
+    let replay = Replay::new();
+    let sys = fake_sysfs(&["sda"]);
+    replay.map("/dev/sda", "bad-command-line");
+    let mut p = poller(&replay, sys.path());
+    p.set_targets(vec![target("sda")]);
+    let (_, stats) = p.round(None).await;
+    assert_eq!(stats.errors, 1);
+    assert!(p.errors["id-sda"].contains("INVALID ARGUMENT"), "{:?}", p.errors);
+    assert!(p.tracked("id-sda").unwrap().note.as_deref().unwrap().starts_with("smartctl failed"));
+}
+
+/// Writes a drivetemp-style hwmon temperature for `disk` in a fake sysfs.
+fn hwmon(sys: &Path, disk: &str, milli_c: u32) {
+    let dir = sys.join("block").join(disk).join("device/hwmon/hwmon0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("temp1_input"), format!("{milli_c}\n")).unwrap();
+}
+
+/// Before: drivetemp was read after an "unsupported" answer too (its SMART commands reset
+/// the spin-down timer), giving an hwmon-only health.
+#[tokio::test]
+async fn hwmon_is_read_only_after_a_smart_reading() {
+    let replay = Replay::new();
+    let sys = fake_sysfs(&["sda", "sdb"]);
+    hwmon(sys.path(), "sda", 41000);
+    hwmon(sys.path(), "sdb", 39000);
+    replay.map("/dev/sda", "open-failed.json");
+    replay.map("/dev/sdb", "ata-hdd-wd140edfz.json");
+    let mut p = poller(&replay, sys.path());
+    p.set_targets(vec![target("sda"), target("sdb")]);
+    p.round(None).await;
+    let a = p.tracked("id-sda").unwrap();
+    assert_eq!(a.health, None, "hwmon read after an unsupported answer: {:?}", a.health);
+    assert_eq!(p.tracked("id-sdb").unwrap().health.as_ref().unwrap().temperature_c, Some(39.0));
+}
+
+/// Before: an open failure between two readings dropped the first, so the second was compared
+/// with nothing and the rise from 1 to 304 reallocated sectors was never announced.
+#[tokio::test]
+async fn a_rise_across_an_open_failure_is_announced() {
+    use diskwatch::state::{State, StateConfig};
+    let replay = Replay::new();
+    let sys = fake_sysfs(&["sda"]);
+    let mut p = poller(&replay, sys.path());
+    p.set_targets(vec![target("sda")]);
+    let mut state = State::new(StateConfig::default(), 0);
+    let d = mosquitto::disk("id-sda", "sda", "8:0", 1 << 40);
+    state.apply(Fact::BlockDevices { disks: vec![d], partitions: vec![], initial: true }, std::time::SystemTime::now());
+    let mut kinds = Vec::new();
+    for (i, mode) in ["ata-hdd-st3500418as-realloc-1.json", "open-failed.json", "ata-hdd-st3500418as-realloc-304.json"]
+        .into_iter()
+        .enumerate()
+    {
+        replay.map("/dev/sda", mode);
+        // I/O since the last read, so each round reads SMART.
+        let stat = sys.path().join("block/sda/sda1/stat");
+        std::fs::write(&stat, format!("{} 0 8 0 1 0 8 0 0 1 0", 10 + i)).unwrap();
+        let (updates, _) = p.round(None).await;
+        if i == 1 {
+            let h = p.tracked("id-sda").unwrap().health.clone().expect("the last reading is kept");
+            assert_eq!(h.reallocated_sectors, Some(1));
+            assert!(h.unreadable_since.is_some());
+        }
+        for u in updates {
+            let fact = Fact::DiskHealth { id: u.id, power_state: u.power_state, health: u.health, note: u.note };
+            for e in state.apply(fact, std::time::SystemTime::now()) {
+                kinds.push((i, e.kind.clone(), e.data["disk"]["attention"]["level"].clone()));
+            }
+        }
+    }
+    assert!(kinds.contains(&(2, "disk.health_changed".into(), Value::from("watch"))), "{kinds:?}");
+    // The gap itself is `unknown`, not ok: the owner hears of it once.
+    assert!(kinds.contains(&(1, "disk.attention_changed".into(), Value::from("unknown"))), "{kinds:?}");
+}
+
+/// A bridge that answers "standby" while the disk's I/O counters move: marked as not
+/// reporting the power state after two such answers, so `disk.power_state` does not flap.
+#[tokio::test]
+async fn a_bridge_reporting_standby_during_io_does_not_flap() {
+    let replay = Replay::new();
+    let sys = fake_sysfs(&["sda"]);
+    replay.map("/dev/sda", "standby");
+    let mut p = poller(&replay, sys.path());
+    p.set_targets(vec![target("sda")]);
+    let stat = sys.path().join("block/sda/sda1/stat");
+    let mut asleep = Vec::new();
+    for i in 0..10u64 {
+        std::fs::write(&stat, format!("{} 0 8 0 1 0 8 0 0 1 0", 100 + i * 7)).unwrap();
+        for u in p.wake_check() {
+            asleep.push(u.power_state.is_asleep());
+        }
+        std::fs::write(&stat, format!("{} 0 8 0 1 0 8 0 0 1 0", 103 + i * 7)).unwrap();
+        let (updates, _) = p.round(None).await;
+        for u in updates {
+            asleep.push(u.power_state.is_asleep());
+        }
+    }
+    let flips = asleep.windows(2).filter(|w| w[0] != w[1]).count();
+    let t = p.tracked("id-sda").unwrap();
+    assert!(t.power_unreported, "{:?}", t.note);
+    assert_eq!(t.power, PowerState::Unknown);
+    assert!(flips <= 3, "{flips} power flips: {asleep:?}");
 }

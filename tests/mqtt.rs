@@ -82,7 +82,8 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         let configs = mosquitto::retained(broker.port, &["homeassistant/#"]).await;
         assert_eq!(configs.len(), expected, "{mode:?}: {:#?}", configs.keys());
         run_validator(&python, &configs, agent.state_dir.path());
-        if let (DiscoveryMode::Component, Some(old)) = (mode, &old) {
+        // The older release too (2025.4.4, after the stated minimum of either form).
+        if let Some(old) = &old {
             run_validator(old, &configs, agent.state_dir.path());
         }
         agent.stop().await;
@@ -267,7 +268,9 @@ async fn removed_objects_go_offline_at_once_and_are_cleared_after_retention() {
     let configure = |c: &mut Config| {
         mqtt_config(c, &broker);
         c.state_dir = dir.clone();
-        c.mqtt.retention = Duration::from_secs(2);
+        // The disk and its mount are fixed, the tmpfs on /srv goes with the short delay.
+        c.mqtt.remove_after_fixed = Duration::from_secs(2);
+        c.mqtt.remove_after_removable = Duration::from_secs(1);
     };
     let agent = TestAgent::start(configure, vec![]).await;
     feed_topology(&agent).await;
@@ -394,8 +397,10 @@ async fn loop_device_plugged_mounted_unmounted_unplugged() {
     let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;
     assert_eq!(held[&mount_avail], "online");
     let config: Value = serde_json::from_str(&held[&mount_config]).unwrap();
-    assert_eq!(config["device"]["identifiers"][0], format!("diskwatch_test_disk_{disk_id}"), "mount on its disk");
-    assert_eq!(config["cmps"]["used"]["name"], format!("DwData ({part_name}) used"));
+    assert_eq!(config["device"]["via_device"], format!("diskwatch_test_disk_{disk_id}"), "mount under its disk");
+    assert_eq!(config["device"]["name"], format!("DwData ({point})"));
+    assert_eq!(config["device"]["model"], format!("ext4 on {part_name}"));
+    assert_eq!(config["cmps"]["used"]["name"], "Used");
     let state: Value = serde_json::from_str(&held[&state_topic]).unwrap();
     assert_eq!(state["partition_id"], part_id.as_str());
     assert_eq!(state["usage"]["total_bytes"], total, "statvfs of the real filesystem");

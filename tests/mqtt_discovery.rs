@@ -166,7 +166,7 @@ async fn objects_expired_during_an_outage_leave_no_ghost_discovery() {
         |c| {
             c.mqtt.enabled = true;
             c.mqtt.url = url;
-            c.mqtt.retention = Duration::from_secs(1);
+            c.mqtt.remove_after_fixed = Duration::from_secs(1);
         },
         vec![],
     )

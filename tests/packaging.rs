@@ -53,11 +53,16 @@ fn systemd_unit_verifies_without_warnings() {
         "ProtectHome=read-only",
         "PrivateTmp=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
-        "CapabilityBoundingSet=CAP_DAC_READ_SEARCH",
+        // smartctl's SMART pass-through: ATA (CAP_SYS_RAWIO), NVMe admin (CAP_SYS_ADMIN); docs/health.md.
+        "\nCapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SYS_RAWIO CAP_SYS_ADMIN\n",
+        "\nDevicePolicy=closed\nDeviceAllow=block-* r\n",
         "SystemCallFilter=@system-service",
     ] {
         assert!(unit_text.contains(required), "the unit lacks {required}");
     }
+    // Read-only block devices are all smartctl opens; one bounding set, no other device.
+    assert_eq!(unit_text.matches("CapabilityBoundingSet=").count(), 1);
+    assert_eq!(unit_text.matches("DeviceAllow=").count(), 1);
 
     let security = run(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager"]).arg(&unit));
     let report = text(&security.stdout);
@@ -102,6 +107,9 @@ fn ha_addon_config_validates_against_the_supervisor_schema() {
         (config.replace("log_level: info\n", "log_level: loud\n"), "log_level"),
         (config.replace("  api_on_lan: bool\n", ""), "api_on_lan"),
         (config.replace("boot: auto", "boot: sometimes"), "boot"),
+        // The Supervisor ignores a device list beside full_access (and warns): so does the check.
+        (config.replace("privileged:\n", "full_access: true\nprivileged:\n"), "full_access"),
+        (config.replace("  - /dev/sdz\n", "  - /dev/sdz:/dev/sdz:rwm\n"), "devices"),
     ] {
         fs::write(copy.join("config.yaml"), &broken).expect("write");
         let out = check_addon(&copy);
@@ -111,28 +119,92 @@ fn ha_addon_config_validates_against_the_supervisor_schema() {
     }
 }
 
-/// Runs the add-on's run script with a stub bashio, as `check-config`; returns
-/// (exit status, written configuration, stderr).
+/// The rating check_addon.py computes with the Supervisor's rules for the add-on in `dir`.
+fn addon_rating(dir: &Path) -> u32 {
+    let out = check_addon(dir);
+    assert!(out.status.success(), "add-on invalid:\n{}{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    stdout
+        .rsplit_once("security rating ")
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rating in: {stdout}"))
+}
+
+/// What the store shows stays in step with what the add-on is: its version heads the
+/// changelog, which names the agent it runs (Cargo.toml's version), the docs name it too and
+/// document every option, and the ratings the docs state are the ones the Supervisor's rules give.
+#[test]
+fn ha_addon_version_changelog_and_docs_in_step() {
+    let addon = repo().join("packaging/homeassistant");
+    let config = fs::read_to_string(addon.join("config.yaml")).expect("read config.yaml");
+    let version = config
+        .lines()
+        .find_map(|l| l.strip_prefix("version: "))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .expect("config.yaml has a version");
+    let changelog = fs::read_to_string(addon.join("CHANGELOG.md")).expect("read CHANGELOG.md");
+    let (top, rest) = changelog.split_once("\n## ").and_then(|(_, r)| r.split_once('\n')).expect("a changelog entry");
+    assert_eq!(top.trim(), version, "the changelog's newest entry is not the add-on's version");
+    let entry = rest.split("\n## ").next().unwrap_or_default();
+    let agent = env!("CARGO_PKG_VERSION");
+    assert!(entry.contains(&format!("Agent: diskwatch {agent}.")), "the {version} entry does not name agent {agent}");
+    let docs = fs::read_to_string(addon.join("DOCS.md")).expect("read DOCS.md");
+    assert!(docs.contains(&format!("runs the diskwatch agent {agent}")), "DOCS.md does not name agent {agent}");
+
+    // Every option in the schema has a row in the docs' options table.
+    let schema = config.split("\nschema:\n").nth(1).expect("a schema");
+    for key in schema.lines().filter_map(|l| l.strip_prefix("  ").and_then(|l| l.split_once(':')).map(|(k, _)| k)) {
+        assert!(
+            docs.lines().any(|l| l.starts_with('|') && l.contains(&format!("`{key}`"))),
+            "option {key} is not in DOCS.md's table"
+        );
+    }
+
+    // The ratings in the docs' SMART table are the computed ones.
+    let plain = addon_rating(&addon);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let variant = dir.path().join("diskwatch_actions");
+    let out = run(Command::new(python()).arg(addon.join("actions_variant.py")).arg(&variant));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let full = addon_rating(&variant);
+    assert_eq!((plain, full), (5, 1), "ratings changed: update DOCS.md and this test");
+    let row = |marker: &str| docs.lines().find(|l| l.contains(marker)).unwrap_or_else(|| panic!("no row {marker}"));
+    assert!(row("(this add-on)").contains(&format!("| **{plain}** |")), "{}", row("(this add-on)"));
+    assert!(
+        row("**diskwatch (with actions)**").contains(&format!("| {full} |")),
+        "{}",
+        row("**diskwatch (with actions)**")
+    );
+    assert!(entry.contains(&format!("Security rating {plain}")), "the changelog does not state rating {plain}");
+
+    // SMART reaches whole SATA/SAS/USB disks only: no partitions, no NVMe (that needs SYS_ADMIN).
+    let devices: Vec<&str> = config.lines().filter_map(|l| l.strip_prefix("  - /dev/")).collect();
+    assert_eq!(devices.len(), 26, "{devices:?}");
+    assert!(devices.iter().all(|d| d.len() == 3 && d.starts_with("sd")), "{devices:?}");
+}
+
+/// Runs the add-on's run script as `check-config`, with its options file and, when given,
+/// the Supervisor's MQTT service from a stub of the Supervisor API (tests/common/addon.rs);
+/// returns (exit status, written configuration, log).
 fn run_addon_script(options: &str, mqtt_service: Option<&str>) -> (std::process::ExitStatus, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let options_path = dir.path().join("options.json");
     fs::write(&options_path, options).expect("write options");
     let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg("source \"$STUB\"; source \"$SCRIPT\"")
-        .env("STUB", repo().join("tests/fixtures/bashio-stub.sh"))
-        .env("SCRIPT", repo().join("packaging/homeassistant/rootfs/run.sh"))
-        .env("BASHIO_OPTIONS", &options_path)
+    cmd.arg(repo().join("packaging/homeassistant/rootfs/run.sh"))
+        .env("ADDON_OPTIONS", &options_path)
         .env("ADDON_CONFIG_PATH", dir.path().join("diskwatch.toml"))
         .env("ADDON_STATE_DIR", dir.path().join("state"))
         .env("ADDON_BIN", BIN)
         .env("ADDON_COMMAND", "check-config")
-        .env_remove("BASHIO_MQTT");
-    if let Some(service) = mqtt_service {
-        let path = dir.path().join("mqtt.json");
-        fs::write(&path, service).expect("write service");
-        cmd.env("BASHIO_MQTT", path);
-    }
+        .env_remove("SUPERVISOR_TOKEN")
+        .env_remove("SUPERVISOR_API");
+    let _stub = mqtt_service.map(|service| {
+        let service: serde_json::Value = serde_json::from_str(service).expect("service JSON");
+        let stub = common::addon::SupervisorStub::start("addon-token", vec![("/services/mqtt", service)]);
+        cmd.env("SUPERVISOR_TOKEN", "addon-token").env("SUPERVISOR_API", stub.url());
+        stub
+    });
     let out = run(&mut cmd);
     let config = fs::read_to_string(dir.path().join("diskwatch.toml")).unwrap_or_default();
     (out.status, config, text(&out.stdout) + &text(&out.stderr))
@@ -186,12 +258,54 @@ fn ha_run_script_writes_a_configuration_the_agent_accepts() {
     assert!(status.success(), "check-config rejected:\n{config}\n{log}");
     assert!(config.contains("[mqtt]\nenabled = false"), "{config}");
 
+    // SMART off: the health source (every smartctl run) is off.
+    let (status, config, log) = run_addon_script(
+        r#"{"log_level":"info","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant","smart":false}"#,
+        None,
+    );
+    assert!(status.success(), "check-config rejected:\n{config}\n{log}");
+    assert!(config.contains("[health]\nenabled = false"), "{config}");
+
     // The agent really checks what the script wrote: a bad value is refused with 78.
     let (status, _, log) = run_addon_script(
         r#"{"log_level":"loud","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant"}"#,
         None,
     );
     assert_eq!(status.code(), Some(78), "{log}");
+}
+
+/// The variant's device access needs protection mode off; when the Supervisor withholds it,
+/// the start log says so (the agent still starts).
+#[test]
+fn ha_run_script_warns_when_protection_mode_withholds_full_access() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = dir.path().join("options.json");
+    fs::write(&options, r#"{"log_level":"info","emit_initial":false,"include_loop_devices":false,"api_on_lan":false,"discovery_prefix":"homeassistant"}"#)
+        .expect("write options");
+    let run_with = |protected: bool| {
+        let info =
+            serde_json::json!({"full_access": true, "protected": protected, "privileged": ["SYS_ADMIN", "SYS_RAWIO"]});
+        let stub = common::addon::SupervisorStub::start("tok", vec![("/addons/self/info", info)]);
+        let out = run(Command::new("bash")
+            .arg(repo().join("packaging/homeassistant/rootfs/run.sh"))
+            .env("ADDON_OPTIONS", &options)
+            .env("ADDON_CONFIG_PATH", dir.path().join("diskwatch.toml"))
+            .env("ADDON_STATE_DIR", dir.path().join("state"))
+            .env("ADDON_BIN", BIN)
+            .env("ADDON_COMMAND", "check-config")
+            .env("SUPERVISOR_TOKEN", "tok")
+            .env("SUPERVISOR_API", stub.url()));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let log = run_with(true);
+    assert!(
+        log.contains("Supervisor grants: privileged SYS_ADMIN,SYS_RAWIO, full_access true, protected true"),
+        "{log}"
+    );
+    assert!(log.contains("Protection mode is on"), "{log}");
+    let log = run_with(false);
+    assert!(!log.contains("Protection mode is on"), "{log}");
 }
 
 /// Builds the .deb (one release build), then installs, runs, removes and purges it.
@@ -226,11 +340,18 @@ fn deb_builds_installs_runs_and_purges() {
     let _lock = common::machine_lock();
     let contents = run(Command::new("dpkg-deb").args(["--contents", &deb]));
     let listing = text(&contents.stdout);
-    for path in ["./usr/bin/diskwatch", "./etc/diskwatch/config.toml", "diskwatch.service"] {
+    for path in [
+        "./usr/bin/diskwatch",
+        "./etc/diskwatch/config.toml",
+        "diskwatch.service",
+        "./usr/share/diskwatch/no-smart.conf",
+    ] {
         assert!(listing.contains(path), "{path} missing from the package:\n{listing}");
     }
     let conffiles = run(Command::new("dpkg-deb").args(["--info", &deb, "conffiles"]));
     assert!(text(&conffiles.stdout).contains("/etc/diskwatch/config.toml"), "the config is not a conffile");
+    let recommends = text(&run(Command::new("dpkg-deb").args(["--field", &deb, "Recommends"])).stdout);
+    assert!(recommends.contains("smartmontools"), "SMART needs smartctl: Recommends is {recommends:?}");
 
     let install = run(Command::new("dpkg").args(["-i", &deb]));
     assert!(install.status.success(), "dpkg -i failed:\n{}{}", text(&install.stdout), text(&install.stderr));

@@ -11,8 +11,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nspawn::{self, Container};
@@ -24,42 +24,8 @@ const UNIT: &str = "diskwatch.service";
 const API: &str = "http://127.0.0.1:8377/api/v1";
 const DROPIN_DIR: &str = "etc/systemd/system/diskwatch.service.d";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-/// Builds the .deb (a release build) and returns its path.
-fn build_deb() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = run(Command::new(&cargo).args(["deb", "--locked"]).current_dir(repo()));
-    assert!(out.status.success(), "cargo deb failed (scripts/setup installs cargo-deb):\n{}", text(&out.stderr));
-    let deb = text(&out.stdout).lines().rev().find(|l| l.trim().ends_with(".deb")).map(|l| l.trim().to_owned());
-    PathBuf::from(deb.unwrap_or_else(|| panic!("cargo deb printed no .deb path:\n{}", text(&out.stdout))))
-}
-
-/// A drop-in for the unit, as `systemctl edit` would write it; applied with daemon-reload and a restart.
-fn set_dropin(c: &Container, name: &str, body: Option<&str>) {
-    let dir = c.root().join(DROPIN_DIR);
-    let path = dir.join(format!("{name}.conf"));
-    match body {
-        Some(body) => {
-            std::fs::create_dir_all(&dir).expect("create the drop-in directory");
-            std::fs::write(&path, format!("[Service]\n{body}\n")).expect("write the drop-in");
-        }
-        None => {
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
-    c.sh("systemctl daemon-reload");
 }
 
 /// Restarts the service and waits until it is active again and its API answers.
@@ -162,21 +128,6 @@ impl Drop for Loop {
     }
 }
 
-fn security_exposure(c: &Container) -> f64 {
-    let out = c.run(&["systemd-analyze", "security", "--no-pager", UNIT]);
-    let report = text(&out.stdout);
-    let line = report
-        .lines()
-        .find(|l| l.contains("Overall exposure level"))
-        .unwrap_or_else(|| panic!("no exposure line from systemd-analyze security:\n{report}{}", text(&out.stderr)));
-    eprintln!("systemd-analyze security (systemd as PID 1): {}", line.trim());
-    line.split(':')
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("cannot read the score from {line:?}"))
-}
-
 #[test]
 fn packaged_unit_under_real_systemd() {
     if !common::require_root("packaged_unit_under_real_systemd") {
@@ -184,7 +135,7 @@ fn packaged_unit_under_real_systemd() {
     }
     let test_start = Instant::now();
     // Slow and touching nothing shared: before the machine lock.
-    let deb = build_deb();
+    let deb = nspawn::build_deb();
     let (rootfs, made) = nspawn::rootfs();
     match made {
         Some(t) => eprintln!("rootfs: debootstrapped Debian bookworm with systemd in {:.1} s", t.as_secs_f64()),
@@ -260,7 +211,7 @@ fn packaged_unit_under_real_systemd() {
         (!agent_mounts(&c).contains_key("/mnt/dw-test")).then_some(())
     });
     // The unit's own namespace, for comparison: what reading /proc/self/mountinfo would show.
-    set_dropin(&c, "own-table", Some("Environment=DISKWATCH_MOUNTS__MOUNTINFO=/proc/self/mountinfo"));
+    c.set_dropin(UNIT, "own-table", Some("Environment=DISKWATCH_MOUNTS__MOUNTINFO=/proc/self/mountinfo"));
     restart(&c);
     let own = agent_mounts(&c);
     let (extra, missing, false_ro) = compare(&own, &host);
@@ -270,7 +221,7 @@ fn packaged_unit_under_real_systemd() {
         own.len()
     );
     assert!(!false_ro.is_empty(), "the sandbox's own table shows no false read-only flag: {own:?}");
-    set_dropin(&c, "own-table", None);
+    c.set_dropin(UNIT, "own-table", None);
 
     // --- a hot-plugged disk under the hardened unit --------------------------------------------
     let config = c.root().join("etc/diskwatch/config.toml");
@@ -293,8 +244,10 @@ fn packaged_unit_under_real_systemd() {
     c.wait_for(Duration::from_secs(20), "the loop disk to be gone", || (!disk_names(&c).contains(&name)).then_some(()));
 
     // --- exposure --------------------------------------------------------------------------------
-    let exposure = security_exposure(&c);
-    assert!(exposure <= 2.5, "exposure {exposure} is above 2.5");
+    // 2.5 with the two capabilities smartctl needs (tests/systemd_smart.rs, docs/health.md).
+    let (exposure, report) = c.security(UNIT);
+    eprintln!("systemd-analyze security (systemd as PID 1): {exposure}");
+    assert!(exposure <= 2.5, "exposure {exposure} is above 2.5:\n{report}");
 
     // --- a clean stop within the drain time -----------------------------------------------------
     let since = c.sh("date '+%Y-%m-%d %H:%M:%S'");
@@ -312,7 +265,7 @@ fn packaged_unit_under_real_systemd() {
     wait_active(&c);
 
     // --- the watchdog restarts a frozen agent ---------------------------------------------------
-    set_dropin(&c, "watchdog", Some("WatchdogSec=2s"));
+    c.set_dropin(UNIT, "watchdog", Some("WatchdogSec=2s"));
     restart(&c);
     let restarts: u32 = c.property(UNIT, "NRestarts").parse().expect("NRestarts");
     let frozen = c.property(UNIT, "MainPID");
@@ -326,7 +279,7 @@ fn packaged_unit_under_real_systemd() {
     assert_ne!(c.property(UNIT, "MainPID"), frozen, "a new process");
     let journal = c.sh(&format!("journalctl -u {UNIT} --no-pager -o cat"));
     assert!(journal.contains("Watchdog timeout"), "{journal}");
-    set_dropin(&c, "watchdog", None);
+    c.set_dropin(UNIT, "watchdog", None);
     wait_active(&c);
 
     // --- purge leaves nothing ------------------------------------------------------------------

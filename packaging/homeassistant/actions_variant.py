@@ -24,11 +24,15 @@ does not have:
   namespace (an unmount inside the add-on's container would unmount nothing for the host);
 - `SYS_PTRACE` and `host_pid`: reach the host's init (its mount namespace) and name the
   processes that keep a disk busy;
-- `SYS_RAWIO`: the ATA standby command of "spin down";
-- `full_access`: open the host's disks (plugged at any time, so they cannot be listed).
+- `SYS_RAWIO`: the ATA standby command of "spin down" (and SMART, as in the plain add-on);
+- `full_access`: open the host's disks (plugged at any time, so they cannot be listed),
+  including the Home Assistant OS system disk, which the Supervisor never lets the plain
+  add-on open: this variant also reads SMART of the system disk, and with `SYS_ADMIN` the
+  health log of NVMe drives.
 
-Home Assistant shows this add-on with a lower security rating, and it runs only with
-protection mode turned off. Choose the actions with the `action_*` options; each is also
+Home Assistant shows this add-on with security rating 1 (`full_access` sets the rating to 1
+whatever else the add-on does), and its device access works only with protection mode
+turned off (the add-on's log says so at start when it is on). Choose the actions with the `action_*` options; each is also
 reported as an `action.succeeded` / `action.failed` event.
 
 """
@@ -46,6 +50,8 @@ def main():
     config["privileged"] = ["SYS_ADMIN", "SYS_PTRACE", "SYS_RAWIO"]
     config["host_pid"] = True
     config["full_access"] = True
+    # full_access opens every device; the Supervisor ignores (and warns about) a device list beside it.
+    del config["devices"]
     for action, on in [("unmount", True), ("eject", True), ("spin_down", False), ("mount", False)]:
         config["options"][f"action_{action}"] = on
         config["schema"][f"action_{action}"] = "bool"

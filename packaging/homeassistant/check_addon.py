@@ -2,9 +2,10 @@
 """Validates the add-on's config.yaml, build.yaml and translations the way the
 Home Assistant Supervisor does: a transcription of SCHEMA_ADDON_CONFIG and
 SCHEMA_BUILD_CONFIG (supervisor/addons/validate.py) and of its option checks
-(supervisor/addons/options.py) for the keys and element types this add-on uses.
+(supervisor/addons/options.py) for the keys and element types this add-on uses, and
+the security rating the Supervisor shows for it (rating_security, supervisor/apps/utils.py).
 
-Usage: check_addon.py [ADDON_DIR]; exits 1 with a list of problems.
+Usage: check_addon.py [ADDON_DIR]; exits 1 with a list of problems; prints the rating.
 """
 import re
 import sys
@@ -134,6 +135,42 @@ SCHEMA_BUILD_CONFIG = vol.Schema(
 )
 
 
+# Capabilities that cost a point of rating (supervisor/apps/utils.py, rating_security).
+RISKY_CAPABILITIES = {"BPF", "CHECKPOINT_RESTORE", "DAC_READ_SEARCH", "NET_ADMIN", "NET_RAW", "PERFMON",
+                      "SYS_ADMIN", "SYS_MODULE", "SYS_PTRACE", "SYS_RAWIO"}
+
+
+def rating_security(config, has_apparmor_profile):
+    """The Supervisor's security rating, 1 (least) to 8, transcribed from rating_security in
+    home-assistant/supervisor supervisor/apps/utils.py (2026-08, commit 090ef31e): the same
+    terms in the same order. `signed` is always False there ("Currently no signing support")."""
+    rating = 5
+    if not config.get("apparmor", True):
+        rating -= 1
+    elif has_apparmor_profile:
+        rating += 1
+    if config.get("ingress", False):
+        rating += 2
+    elif config.get("auth_api", False):
+        rating += 1
+    if RISKY_CAPABILITIES & set(config.get("privileged", [])) or config.get("kernel_modules", False):
+        rating -= 1
+    role = config.get("hassio_role", "default")
+    if role == "manager":
+        rating -= 1
+    elif role == "admin":
+        rating -= 2
+    if config.get("host_network", False):
+        rating -= 1
+    if config.get("host_pid", False):
+        rating -= 2
+    if config.get("host_uts", False) and "SYS_ADMIN" in config.get("privileged", []):
+        rating -= 1
+    if config.get("docker_api", False) or config.get("full_access", False):
+        rating = 1
+    return max(min(8, rating), 1)
+
+
 def check_option(key, element, value):
     """One option value against its schema element, as supervisor/addons/options.py does."""
     m = RE_SCHEMA_ELEMENT.match(element)
@@ -171,6 +208,12 @@ def check(addon_dir):
         return problems
     if config.get("ingress") and not config.get("ingress_port"):
         problems.append("config.yaml: ingress needs ingress_port")
+    # The Supervisor warns and ignores these (supervisor/apps/validate.py, _warn).
+    if config.get("full_access") and any(config.get(k) for k in ("devices", "uart", "usb", "gpio")):
+        problems.append("config.yaml: full_access makes devices/uart/usb/gpio redundant (the Supervisor ignores them)")
+    for device in config.get("devices", []):
+        if not re.fullmatch(r"/dev/[^:\s]+", device):
+            problems.append(f"config.yaml: devices entry {device!r} is not a /dev path (the host:container:perm form is deprecated)")
     schema, options = config["schema"], config["options"]
     for key, value in options.items():
         if key not in schema:
@@ -209,7 +252,9 @@ def main():
         print(p, file=sys.stderr)
     if problems:
         sys.exit(1)
-    print(f"{addon_dir}: add-on configuration valid")
+    config = yaml.safe_load((addon_dir / "config.yaml").read_text())
+    rating = rating_security(config, (addon_dir / "apparmor.txt").is_file())
+    print(f"{addon_dir}: add-on configuration valid; security rating {rating}")
 
 
 if __name__ == "__main__":

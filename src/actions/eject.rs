@@ -4,7 +4,11 @@
 //! exclusively (nothing else — another mount namespace, btrfs, a new automount — can hold or
 //! grab it), flush them, and power it off the way `udisksctl power-off` does: a loop device
 //! is detached (LOOP_CLR_FD); a SCSI disk is deleted (`device/delete`) and a USB one's port
-//! is disabled (`remove` of the USB device). Success means the kernel no longer lists it.
+//! is disabled (`remove` of the USB device) — only when every other disk behind that USB
+//! device is unused ([`super::siblings`]). Each device opened is checked to be the one asked
+//! about (its `major:minor`), and the power-off is written while the disk is still held, so
+//! nothing (an automounter) can take it in between. Success means the kernel no longer lists
+//! it.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -13,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::holders::{describe, holders};
-use super::machine::{entry_on, flush, open_exclusive, wait_gone, Failure, Machine, Progress, SYSTEM_MOUNTS};
+use super::machine::{entry_on, file_dev, flush, open_exclusive, wait_gone, Failure, Machine, Progress, SYSTEM_MOUNTS};
+use super::siblings;
 use super::unmount::unmount_entry;
 use crate::model::Disk;
 
@@ -64,12 +69,15 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
         return Err(Failure::new("not_found", format!("{name} is gone")));
     };
     if disk_dev != disk.dev {
-        return Err(Failure::new("not_found", format!("{name} is now another device ({disk_dev}, was {})", disk.dev)));
+        return Err(Failure::new("changed", format!("{name} is now another device ({disk_dev}, was {})", disk.dev)));
     }
     let parts = machine.partitions(name);
     let mut names: Vec<String> = parts.clone();
     names.push(name.to_owned());
-    let devs: Vec<String> = names.iter().filter_map(|n| machine.block_dev(n)).collect();
+    let devs: Vec<String> = names
+        .iter()
+        .map(|n| machine.block_dev(n).ok_or_else(|| Failure::new("changed", format!("{n} vanished while ejecting"))))
+        .collect::<Result<_, _>>()?;
 
     // 1. What must not go.
     let table = machine.mount_table()?;
@@ -95,6 +103,14 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
             ));
         }
     }
+    // Other disks behind the same USB device lose power with the port: all unused (and held
+    // from now until the port is off), or the eject is refused here.
+    let usb = match &power {
+        PowerOff::Scsi { usb_remove: Some(remove), .. } | PowerOff::Usb { usb_remove: remove } => remove.parent(),
+        _ => None,
+    };
+    let cut: Vec<String> = usb.map(|u| siblings::usb_siblings(&machine.sys, u, name)).unwrap_or_default();
+    let sibling_holds = siblings::claim(machine, name, &cut, &table)?;
     // 2. Busy mounts refuse the whole eject before anything is unmounted.
     let ours: Vec<u32> = mounts.iter().map(|(_, e)| e.mount_id).collect();
     let mut busy = Vec::new();
@@ -125,7 +141,7 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
     // claimed until the power-off: while it is, no partition can be mounted or claimed
     // (the kernel refuses to claim a partition of a disk someone else holds).
     let mut disk_file: Option<File> = None;
-    for n in &names {
+    for (n, dev) in names.iter().zip(&devs) {
         let node = machine.node(n);
         let file = open_exclusive(&node).map_err(|e| {
             if e.raw_os_error() == Some(libc::EBUSY) {
@@ -137,12 +153,20 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
                 Failure::os(&format!("open {}", node.display()), &e)
             }
         })?;
+        // The node must still be the device asked about: a name can be reused in between.
+        if file_dev(&file).as_ref() != Some(dev) {
+            return Err(Failure::new("changed", format!("{} is no longer the device {dev}", node.display())));
+        }
         flush(&file).map_err(|e| Failure::os(&format!("flush {n}"), &e))?;
         if n == name {
             disk_file = Some(file);
         }
     }
     let Some(disk_file) = disk_file else { return Err(Failure::new("error", "the disk was not opened")) };
+    if file_dev(&disk_file).as_deref() != Some(disk.dev.as_str()) {
+        return Err(Failure::new("changed", format!("{name} is no longer the device {}", disk.dev)));
+    }
+    let also = if cut.is_empty() { String::new() } else { format!(", also cutting unused {}", cut.join(", ")) };
     // 5. Power off.
     match power {
         PowerOff::Loop => {
@@ -160,7 +184,8 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
             Ok(format!("{name} detached; unmounted {}", list(&progress.unmounted)))
         }
         PowerOff::Scsi { delete, usb_remove } => {
-            drop(disk_file);
+            // Deleted while still held: the kernel removes a device that is open (the holder
+            // then gets errors), and no one can claim it between our close and the delete.
             write_one(&delete)?;
             if let Some(remove) = &usb_remove {
                 // The port goes off after the SCSI device is gone; a hub that has already
@@ -169,15 +194,19 @@ pub fn eject(machine: &Machine, disk: &Disk, mount_root: &Path, progress: &mut P
                     write_one(remove)?;
                 }
             }
+            drop(disk_file);
+            drop(sibling_holds);
             gone(machine, name)?;
-            let how = if usb_remove.is_some() { "USB port disabled" } else { "SCSI device deleted" };
+            let how =
+                if usb_remove.is_some() { format!("USB port powered off{also}") } else { "SCSI device deleted".into() };
             Ok(format!("{name} powered off ({how}); unmounted {}", list(&progress.unmounted)))
         }
         PowerOff::Usb { usb_remove } => {
-            drop(disk_file);
             write_one(&usb_remove)?;
+            drop(disk_file);
+            drop(sibling_holds);
             gone(machine, name)?;
-            Ok(format!("{name} powered off (USB port disabled); unmounted {}", list(&progress.unmounted)))
+            Ok(format!("{name} powered off (USB port powered off{also}); unmounted {}", list(&progress.unmounted)))
         }
     }
 }
@@ -259,6 +288,36 @@ mod tests {
                 usb_remove: Some(usb.join("remove"))
             }
         );
+    }
+
+    /// sdb of a dual-bay dock ([`super::siblings`]' tree) as the agent knows it.
+    fn dock_disk() -> Disk {
+        serde_json::from_value(serde_json::json!({
+            "id": "usb-Dock_Bay1-0:0", "stable": true, "kernel_name": "sdb", "devpath": "/devices/x/sdb",
+            "devnode": "/dev/sdb", "dev": "8:16", "bus": "usb", "size_bytes": 1, "removable": false,
+            "rotational": true, "read_only": false, "partitions": [], "members": [], "holders": [],
+            "mounts": [], "arrays": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn eject_behind_a_shared_port_is_refused_naming_the_sibling_in_use() {
+        let (dir, machine) = super::super::siblings::tests::dock(false);
+        std::fs::write(
+            machine.proc.join("thread-self/mountinfo"),
+            "90 29 8:33 / /media/photos rw,nosuid,nodev shared:50 - ext4 /dev/sdc1 rw\n",
+        )
+        .unwrap();
+        let mut progress = Progress::default();
+        let refused = eject(&machine, &dock_disk(), &dir.path().join("media"), &mut progress).unwrap_err();
+        assert_eq!(refused.reason, "shared_port", "{}", refused.message);
+        assert!(refused.message.contains("sdc: mounted at /media/photos"), "{}", refused.message);
+        assert!(progress.unmounted.is_empty());
+        // The name now belongs to another device: refused before anything else.
+        let mut moved = dock_disk();
+        moved.dev = "8:80".into();
+        assert_eq!(eject(&machine, &moved, dir.path(), &mut progress).unwrap_err().reason, "changed");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::model::Holder;
 use crate::mounts::mountinfo::Entry;
 
 /// The mount id and device of the file a path (or `/proc` magic link) leads to.
-fn locate(path: &Path) -> Option<(u64, String)> {
+pub(super) fn locate(path: &Path) -> Option<(u64, String)> {
     let c = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statx only writes into `buf`, a plain C struct that may be zeroed.
     let mut buf: libc::statx = unsafe { std::mem::zeroed() };
@@ -94,6 +94,36 @@ pub fn holders(machine: &Machine, mount: &Entry, table: &[Entry], other_namespac
                 })
                 .unwrap_or_default();
             out.push(Holder { pid, command, cmdline, uses });
+        }
+    }
+    out
+}
+
+/// Processes (other than this one) with one of the block devices `devs` (`major:minor`) open,
+/// from `/proc/<pid>/fd/*`: a plain open, which an exclusive open does not notice.
+pub fn openers(machine: &Machine, devs: &[String]) -> Vec<Holder> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(&machine.proc) else { return out };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let mut uses = Vec::new();
+        for fd in std::fs::read_dir(entry.path().join("fd")).into_iter().flatten().flatten() {
+            let Ok(meta) = std::fs::metadata(fd.path()) else { continue };
+            let dev = format!("{}:{}", nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev()));
+            if meta.file_type().is_block_device() && devs.contains(&dev) {
+                let what = std::fs::read_link(fd.path()).map(|p| p.display().to_string()).unwrap_or_default();
+                uses.push(format!("fd {} {what}", fd.file_name().to_string_lossy()));
+            }
+        }
+        if !uses.is_empty() {
+            let command =
+                std::fs::read_to_string(entry.path().join("comm")).map(|s| s.trim().to_owned()).unwrap_or_default();
+            out.push(Holder { pid, command, cmdline: String::new(), uses });
         }
     }
     out

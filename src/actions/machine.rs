@@ -157,6 +157,40 @@ pub fn rdev_of(path: &Path) -> Option<String> {
         .then(|| format!("{}:{}", nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev())))
 }
 
+/// `major:minor` of the block device an open file is (`None` when it is not one).
+pub fn file_dev(file: &File) -> Option<String> {
+    let meta = file.metadata().ok()?;
+    meta.file_type()
+        .is_block_device()
+        .then(|| format!("{}:{}", nix::sys::stat::major(meta.rdev()), nix::sys::stat::minor(meta.rdev())))
+}
+
+impl Machine {
+    /// Checks, right before acting, that `name` is still the device `dev` the action was asked
+    /// about: in sysfs, and its device node (a name is reused when a disk goes and another
+    /// comes). Reason `changed` when not.
+    pub fn same_device(&self, name: &str, dev: &str) -> Result<(), Failure> {
+        match self.block_dev(name) {
+            None => return Err(Failure::new("not_found", format!("{name} is gone"))),
+            Some(now) if now != dev => {
+                return Err(Failure::new("changed", format!("{name} is now another device ({now}, was {dev})")))
+            }
+            Some(_) => {}
+        }
+        match rdev_of(&self.node(name)) {
+            Some(now) if now == dev => Ok(()),
+            now => Err(Failure::new(
+                "changed",
+                format!(
+                    "{} is not the device {dev} (it is {})",
+                    self.node(name).display(),
+                    now.as_deref().unwrap_or("none")
+                ),
+            )),
+        }
+    }
+}
+
 /// Whether a mount-table entry is a filesystem on one of `devs` (`major:minor`): by its
 /// device number, or by its source node (btrfs reports an anonymous device number).
 pub fn entry_on(entry: &Entry, devs: &[String]) -> bool {

@@ -13,11 +13,13 @@
 //! - [`holders`]: who keeps a mount busy.
 //! - [`unmount`], [`eject`], [`spin`], [`mount`]: the operations.
 
+pub mod acknowledge;
 pub mod config;
 pub mod eject;
 pub mod holders;
 pub mod machine;
 pub mod mount;
+pub mod siblings;
 pub mod spin;
 pub mod unmount;
 
@@ -113,6 +115,8 @@ struct Inner {
     /// Action ids: `<start of this run in ms>-<n>`, unique across restarts.
     prefix: u64,
     next: AtomicU64,
+    /// Where acknowledgements are kept (`state_dir/acknowledged.json`); None: memory only.
+    ack_file: Option<std::path::PathBuf>,
 }
 
 impl Actions {
@@ -132,8 +136,17 @@ impl Actions {
                 running: Mutex::new(HashMap::new()),
                 prefix,
                 next: AtomicU64::new(1),
+                ack_file: None,
             }),
         }
+    }
+
+    /// Keeps acknowledgements in this file (set right after [`Actions::new`], before cloning).
+    pub fn with_ack_file(mut self, path: std::path::PathBuf) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.ack_file = Some(path);
+        }
+        self
     }
 
     pub fn config(&self) -> &ActionsConfig {
@@ -196,6 +209,7 @@ impl Actions {
                     unmounted: Vec::new(),
                     mount_point: None,
                     duration_ms: 0,
+                    late: false,
                 };
                 let _ = self.inner.facts.send(Fact::ActionFinished(Box::new(record))).await;
                 Err(refusal)
@@ -232,8 +246,9 @@ impl Actions {
         let (tx, rx) = oneshot::channel();
         let inner = self.inner.clone();
         let thread_id = id.clone();
-        let read_write = request.read_write;
+        let thread_request = request.clone();
         let spawned = std::thread::Builder::new().name(format!("action-{}", request.kind.as_str())).spawn(move || {
+            let request = thread_request;
             let mut progress = Progress::default();
             let result = inner.machine.enter_host_mounts().and_then(|()| {
                 let root = &inner.config.mount_root;
@@ -243,60 +258,85 @@ impl Actions {
                         eject::eject(&inner.machine, d, root, &mut progress)
                     }
                     Target::Disk(d) => spin::spin_down(&inner.machine, d),
-                    Target::Partition(p) => mount::mount(&inner.machine, p, root, read_write, &mut progress),
+                    Target::Partition(p) => mount::mount(&inner.machine, p, root, request.read_write, &mut progress),
                 }
             });
             // The disk is free again only now, even when the caller stopped waiting.
             inner.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&lock);
-            if let Err((result, _)) = tx.send((result, progress)) {
-                warn!(target: "diskwatch::audit", action_id = %thread_id, outcome = ?result.map_err(|f| f.message),
-                    "action finished after its time limit");
+            if let Err((result, progress)) = tx.send((result, progress)) {
+                // Reported failed with reason `timeout` already: what it finally did is news
+                // too (Home Assistant would go on showing a failure that did not happen).
+                let mut record = outcome_record(&thread_id, &request, result, progress, started);
+                record.late = true;
+                record.message = format!("completed late, after it was reported as timed out: {}", record.message);
+                audit(&record);
+                let _ = inner.facts.blocking_send(Fact::ActionFinished(Box::new(record)));
             }
         });
         let outcome = match spawned {
-            Err(e) => Err((Failure::new("error", format!("cannot start the action's thread: {e}")), Progress::default())),
+            Err(e) => Err(Failure::new("error", format!("cannot start the action's thread: {e}"))),
             Ok(_) => match tokio::time::timeout(self.inner.config.timeout, rx).await {
-                Ok(Ok((Ok(message), progress))) => Ok((message, progress)),
-                Ok(Ok((Err(failure), progress))) => Err((failure, progress)),
-                Ok(Err(_)) => Err((Failure::new("error", "the action's thread ended without an answer"), Progress::default())),
-                Err(_) => Err((
-                    Failure::new(
-                        "timeout",
-                        format!(
-                            "no outcome within {} (actions.timeout); the disk stays locked until the kernel call returns",
-                            humantime::format_duration(self.inner.config.timeout)
-                        ),
+                Ok(Ok((result, progress))) => {
+                    let record = outcome_record(&id, &request, result, progress, started);
+                    audit(&record);
+                    let _ = self.inner.facts.send(Fact::ActionFinished(Box::new(record))).await;
+                    return;
+                }
+                Ok(Err(_)) => Err(Failure::new("error", "the action's thread ended without an answer")),
+                Err(_) => Err(Failure::new(
+                    "timeout",
+                    format!(
+                        "no outcome within {} (actions.timeout); the disk stays locked until the kernel call \
+                         returns, and its outcome is reported then",
+                        humantime::format_duration(self.inner.config.timeout)
                     ),
-                    Progress::default(),
                 )),
             },
         };
-        let (succeeded, message, failure, progress) = match outcome {
-            Ok((message, progress)) => (true, message, None, progress),
-            Err((failure, progress)) => (false, failure.message.clone(), Some(failure), progress),
-        };
-        let record = ActionRecord {
-            id: id.clone(),
-            action: request.kind,
-            object: format!("{}/{}", request.kind.object(), request.object_id),
-            requested_by: request.requester.to_string(),
-            succeeded,
-            reason: failure.as_ref().map(|f| f.reason.to_owned()),
-            message,
-            holders: failure.map(|f| f.holders).unwrap_or_default(),
-            unmounted: progress.unmounted,
-            mount_point: progress.mount_point,
-            duration_ms: started.elapsed().as_millis() as u64,
-        };
-        if succeeded {
-            info!(target: "diskwatch::audit", action_id = %id, object = %record.object, requested_by = %record.requested_by,
-                duration_ms = record.duration_ms, "action succeeded: {}", record.message);
-        } else {
-            warn!(target: "diskwatch::audit", action_id = %id, object = %record.object, requested_by = %record.requested_by,
-                reason = record.reason.as_deref().unwrap_or(""), duration_ms = record.duration_ms,
-                "action failed: {}", record.message);
-        }
+        let record = outcome_record(&id, &request, outcome, Progress::default(), started);
+        audit(&record);
         let _ = self.inner.facts.send(Fact::ActionFinished(Box::new(record))).await;
+    }
+}
+
+/// The outcome event's record of one action.
+fn outcome_record(
+    id: &str,
+    request: &Request,
+    result: Result<String, Failure>,
+    progress: Progress,
+    started: Instant,
+) -> ActionRecord {
+    let (succeeded, message, failure) = match result {
+        Ok(message) => (true, message, None),
+        Err(failure) => (false, failure.message.clone(), Some(failure)),
+    };
+    ActionRecord {
+        id: id.to_owned(),
+        action: request.kind,
+        object: format!("{}/{}", request.kind.object(), request.object_id),
+        requested_by: request.requester.to_string(),
+        succeeded,
+        reason: failure.as_ref().map(|f| f.reason.to_owned()),
+        message,
+        holders: failure.map(|f| f.holders).unwrap_or_default(),
+        unmounted: progress.unmounted,
+        mount_point: progress.mount_point,
+        duration_ms: started.elapsed().as_millis() as u64,
+        late: false,
+    }
+}
+
+/// The audit log line of an outcome.
+fn audit(record: &ActionRecord) {
+    if record.succeeded {
+        info!(target: "diskwatch::audit", action_id = %record.id, object = %record.object,
+            requested_by = %record.requested_by, duration_ms = record.duration_ms, late = record.late,
+            "action succeeded: {}", record.message);
+    } else {
+        warn!(target: "diskwatch::audit", action_id = %record.id, object = %record.object,
+            requested_by = %record.requested_by, reason = record.reason.as_deref().unwrap_or(""),
+            duration_ms = record.duration_ms, late = record.late, "action failed: {}", record.message);
     }
 }
 

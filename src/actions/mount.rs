@@ -47,10 +47,7 @@ pub fn mount(
     progress: &mut Progress,
 ) -> Result<String, Failure> {
     let name = partition.kernel_name.as_str();
-    match machine.block_dev(name) {
-        Some(dev) if dev == partition.dev => {}
-        _ => return Err(Failure::new("not_found", format!("{name} is gone or is now another device"))),
-    }
+    machine.same_device(name, &partition.dev)?;
     let fs = partition.fs_type.as_deref().unwrap_or("");
     let Some((_, kernel_fs)) = FILESYSTEMS.iter().find(|(f, _)| *f == fs) else {
         let what = if fs.is_empty() { "no filesystem".to_owned() } else { format!("filesystem {fs:?}") };
@@ -72,6 +69,11 @@ pub fn mount(
         flags |= MsFlags::MS_RDONLY;
     }
     let node = machine.node(name);
+    // Right before the call: the node is still the partition asked about.
+    if let Err(failure) = machine.same_device(name, &partition.dev) {
+        let _ = std::fs::remove_dir(&target);
+        return Err(failure);
+    }
     if let Err(e) = nix::mount::mount(Some(&node), &target, Some(*kernel_fs), flags, None::<&str>) {
         let _ = std::fs::remove_dir(&target);
         let e = std::io::Error::from(e);

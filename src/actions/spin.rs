@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
-use super::machine::{read_trimmed, Failure, Machine};
+use super::machine::{file_dev, read_trimmed, Failure, Machine};
 use crate::model::Disk;
 
 /// `struct sg_io_hdr` of <scsi/sg.h> (interface id 'S').
@@ -50,6 +50,7 @@ pub fn standby_cdb() -> [u8; 16] {
 
 pub fn spin_down(machine: &Machine, disk: &Disk) -> Result<String, Failure> {
     let name = &disk.kernel_name;
+    machine.same_device(name, &disk.dev)?;
     let rotational = read_trimmed(&machine.block(name).join("queue/rotational"));
     match rotational.as_deref() {
         Some("1") => {}
@@ -67,6 +68,9 @@ pub fn spin_down(machine: &Machine, disk: &Disk) -> Result<String, Failure> {
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&node)
         .map_err(|e| Failure::os(&format!("open {}", node.display()), &e))?;
+    if file_dev(&file).as_deref() != Some(disk.dev.as_str()) {
+        return Err(Failure::new("changed", format!("{} is no longer the device {}", node.display(), disk.dev)));
+    }
     let cdb = standby_cdb();
     let mut sense = [0u8; 32];
     let mut hdr = SgIoHdr {

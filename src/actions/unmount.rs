@@ -1,12 +1,13 @@
 //! Unmounting: one mount, never lazily (a lazily detached filesystem lives on until its last
 //! user lets go, so "unmounted" would not mean "safe to pull"); busy means failed, with the
-//! processes holding it.
+//! processes holding it. The mount acted on is the one asked about: same device number, and
+//! the same mount (by mount id) still on top of the mount point at the moment of the call.
 
 use std::path::Path;
 
 use nix::mount::{umount2, MntFlags};
 
-use super::holders::{describe, holders};
+use super::holders::{describe, holders, locate};
 use super::machine::{Failure, Machine, Progress, SYSTEM_MOUNTS};
 use crate::model::Mount;
 use crate::mounts::mountinfo::Entry;
@@ -23,6 +24,12 @@ pub fn unmount(
     let Some(entry) = table.iter().rev().find(|e| e.mount_point == mount.mount_point) else {
         return Err(Failure::new("not_mounted", format!("{} is not mounted", mount.mount_point)));
     };
+    if entry.dev != mount.dev {
+        return Err(Failure::new(
+            "changed",
+            format!("{} now holds another filesystem ({}, was {})", entry.mount_point, entry.dev, mount.dev),
+        ));
+    }
     if SYSTEM_MOUNTS.contains(&entry.mount_point.as_str()) {
         return Err(Failure::new(
             "holds_system_mount",
@@ -42,6 +49,17 @@ pub fn unmount_entry(
     mount_root: &Path,
     progress: &mut Progress,
 ) -> Result<(), Failure> {
+    // Right before the call: the mount on top of the point is still this one (another may have
+    // been mounted over it, or it was replaced, since the table was read).
+    match locate(Path::new(&entry.mount_point)) {
+        Some((mnt_id, _)) if mnt_id == u64::from(entry.mount_id) => {}
+        _ => {
+            return Err(Failure::new(
+                "changed",
+                format!("{} is no longer the mount that was asked about", entry.mount_point),
+            ))
+        }
+    }
     match umount2(Path::new(&entry.mount_point), MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) => {
             progress.unmounted.push(entry.mount_point.clone());

@@ -36,6 +36,8 @@ pub struct MdSysfs {
     pub level: Option<String>,
     pub degraded: Option<u32>,
     pub raid_disks: Option<u32>,
+    /// `layout` (raid10: near copies in bits 0–7, far copies in bits 8–15).
+    pub layout: Option<u32>,
     pub sync_action: Option<String>,
     /// `sync_completed`: done and total sectors.
     pub sync_completed: Option<(u64, u64)>,
@@ -87,6 +89,7 @@ pub fn read_sysfs(sysfs: &Path, name: &str, reader: &mut dyn AttrReader) -> Resu
     sys.raid_disks = optional(reader, "raid_disks", &names)?
         // `11 (10)` while a reshape changes the count: the first is the new one.
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()));
+    sys.layout = optional(reader, "layout", &names)?.and_then(|v| v.parse().ok());
     sys.sync_action = optional(reader, "sync_action", &names)?;
     sys.sync_completed = optional(reader, "sync_completed", &names)?.and_then(|v| {
         let (done, total) = v.split_once('/')?;
@@ -180,8 +183,9 @@ pub fn array_from(stat: &MdstatArray, sys: Option<&MdSysfs>) -> Array {
     };
     array.sync_action = sync_action;
     array.mismatch_count = sys.and_then(|s| s.mismatch_cnt);
+    let from_sysfs = sys.is_some_and(|s| !s.members.is_empty());
     array.members = match sys {
-        Some(sys) if !sys.members.is_empty() => members_from_sysfs(sys, array.sync_action.as_deref()),
+        Some(sys) if from_sysfs => members_from_sysfs(sys, array.sync_action.as_deref()),
         _ => members_from_mdstat(stat, array.sync_action.as_deref()),
     };
     add_missing_slots(&mut array.members, array.raid_disks, stat);
@@ -190,9 +194,19 @@ pub fn array_from(stat: &MdstatArray, sys: Option<&MdSysfs>) -> Array {
     array.degraded_count =
         sys.and_then(|s| s.degraded).or_else(|| stat.degraded()).unwrap_or(missing + faulty_in_slot as u32);
     let level = array.level.clone().unwrap_or_default();
+    // md's own word first (md.rst `array_state`): `inactive`/`clear` is not started, `broken`
+    // is a running array that lost more than it can (kernel ≥ 5.18 for raid0/1/4/5/6/10/linear).
+    // Otherwise the array runs, and whether it still holds all data is decided from which
+    // slots are up, as mdadm's `enough()` does (a raid10 survives one loss per mirror set).
     let inactive = !stat.active || matches!(raw_state.as_str(), "inactive" | "clear");
+    let layout = sys.and_then(|s| s.layout).or(stat.raid10_layout);
     let failed = raw_state == "broken"
-        || (!inactive && array.degraded_count > tolerated_losses(&level, array.raid_disks.unwrap_or(0)));
+        || (!inactive
+            && match slots_up(&array.members, array.raid_disks, stat, from_sysfs) {
+                Some(up) => !enough(&level, layout, &up),
+                // No slot is known: the count against the level's tolerance.
+                None => array.degraded_count > tolerated_losses(&level, array.raid_disks.unwrap_or(0)),
+            });
     array.state = if inactive {
         ArrayState::Inactive
     } else if failed {
@@ -210,6 +224,62 @@ pub fn array_from(stat: &MdstatArray, sys: Option<&MdSysfs>) -> Array {
     };
     array.raw_state = Some(raw_state);
     array
+}
+
+/// Which of the array's `raid_disks` slots hold a working member: from the members' slots
+/// (sysfs), else mdstat's `[UU_]` (its `[n]` are descriptor numbers, not slots); `None` when
+/// neither tells.
+fn slots_up(
+    members: &[ArrayMember],
+    raid_disks: Option<u32>,
+    stat: &MdstatArray,
+    from_sysfs: bool,
+) -> Option<Vec<bool>> {
+    let n = raid_disks? as usize;
+    if n == 0 {
+        return None;
+    }
+    if from_sysfs && members.iter().any(|m| m.slot.is_some()) {
+        let mut up = vec![false; n];
+        for m in members.iter().filter(|m| m.role == MemberRole::Active && !m.rebuilding) {
+            if let Some(slot) = m.slot.map(|s| s as usize).filter(|s| *s < n) {
+                up[slot] = true;
+            }
+        }
+        return Some(up);
+    }
+    (stat.slots_up.len() == n).then(|| stat.slots_up.clone())
+}
+
+/// Whether the slots that are `up` still hold every block of a `level` array: the rule of
+/// mdadm's `enough()` (util.c). raid10 keeps `near × far` copies of each chunk on
+/// consecutive slots, the sets starting every `near` slots: it survives as long as every set
+/// has a slot up. The layout defaults to md's `n2` (2 near copies) when unknown.
+pub fn enough(level: &str, layout: Option<u32>, up: &[bool]) -> bool {
+    let n = up.len();
+    let working = up.iter().filter(|u| **u).count();
+    match level {
+        "raid10" => {
+            let layout = layout.unwrap_or(0x102);
+            let near = (layout & 0xff).max(1) as usize;
+            let copies = near * ((layout >> 8) & 0xff).max(1) as usize;
+            let mut first = 0;
+            loop {
+                if !(0..copies).any(|i| up[(first + i) % n]) {
+                    return false;
+                }
+                first = (first + near) % n;
+                if first == 0 {
+                    return true;
+                }
+            }
+        }
+        "raid1" | "multipath" => working >= 1,
+        "raid4" | "raid5" => working + 1 >= n,
+        "raid6" => working + 2 >= n,
+        // raid0, linear: every member holds data of its own.
+        _ => working == n,
+    }
 }
 
 fn round1(v: f64) -> f64 {
@@ -397,6 +467,74 @@ mod tests {
         assert_eq!(check.state, ArrayState::Checking);
         let raid6 = array_from(&stat_of("procfs/proc/mdstat", "md7"), None);
         assert_eq!(raid6.state, ArrayState::Degraded);
+    }
+
+    /// The procfs raid10 of four (sdu, sdv | sdw, sdx in two mirror pairs) with `faulty`
+    /// members, as md reports them after `mdadm --fail`.
+    fn raid10_losing(faulty: &[&str]) -> Array {
+        let mut sys = read_sysfs(&sysfs(), "md10", &mut PlainReader).expect("reads").expect("present");
+        for m in &mut sys.members {
+            if faulty.contains(&m.name.as_str()) {
+                m.flags = vec!["faulty".into()];
+            }
+        }
+        sys.degraded = Some(faulty.len() as u32);
+        let text = "Personalities : [raid10]\nmd10 : active raid10 sdx[3] sdw[2] sdv[1] sdu[0]\n      \
+                    1953260544 blocks super 1.2 512K chunks 2 near-copies [4/4] [UUUU]\n\nunused devices: <none>\n";
+        let stat = mdstat::parse(text).expect("parses").remove(0);
+        array_from(&stat, Some(&sys))
+    }
+
+    #[test]
+    fn raid10_one_loss_per_mirror_pair_is_degraded_both_of_a_pair_failed() {
+        assert_eq!(raid10_losing(&[]).state, ArrayState::Clean);
+        let two_pairs = raid10_losing(&["sdu", "sdw"]);
+        assert_eq!(two_pairs.state, ArrayState::Degraded, "each pair keeps a copy");
+        assert_eq!(two_pairs.degraded_count, 2);
+        assert_eq!(raid10_losing(&["sdv", "sdx"]).state, ArrayState::Degraded);
+        assert_eq!(raid10_losing(&["sdu", "sdv"]).state, ArrayState::Failed, "a whole pair gone");
+        assert_eq!(raid10_losing(&["sdw", "sdx"]).state, ArrayState::Failed);
+    }
+
+    #[test]
+    fn md_says_broken_or_inactive_and_is_believed() {
+        let mut sys = read_sysfs(&sysfs(), "md10", &mut PlainReader).expect("reads").expect("present");
+        sys.array_state = "broken".into();
+        let stat = stat_of("procfs/proc/mdstat", "md10");
+        assert_eq!(array_from(&stat, Some(&sys)).state, ArrayState::Failed);
+        sys.array_state = "inactive".into();
+        assert_eq!(array_from(&stat, Some(&sys)).state, ArrayState::Inactive);
+    }
+
+    #[test]
+    fn enough_follows_mdadm() {
+        let up = |s: &str| s.chars().map(|c| c == 'U').collect::<Vec<_>>();
+        // raid10 n2 over 4: sets {0,1} {2,3}.
+        assert!(enough("raid10", Some(0x102), &up("U_U_")));
+        assert!(!enough("raid10", Some(0x102), &up("__UU")));
+        // raid10 n2 over 3 (odd count): sets {0,1} {2,0} {1,2}.
+        assert!(!enough("raid10", None, &up("U__")));
+        assert!(enough("raid10", None, &up("UU_")));
+        // raid10 f2 over 4: copies on 2 consecutive slots from every slot.
+        assert!(enough("raid10", Some(0x201), &up("U_U_")));
+        assert!(!enough("raid10", Some(0x201), &up("_UU_")), "slots 3 and 0 hold the same chunks");
+        assert!(enough("raid6", None, &up("U__U")));
+        assert!(!enough("raid6", None, &up("U___")));
+        assert!(enough("raid5", None, &up("UU_")));
+        assert!(!enough("raid5", None, &up("U__")));
+        assert!(enough("raid1", None, &up("__U")));
+        assert!(!enough("raid0", None, &up("U_")));
+    }
+
+    #[test]
+    fn raid10_layout_from_mdstat() {
+        let text = |copies: &str| {
+            format!("md1 : active raid10 sdb[1] sda[0]\n      100 blocks 512K chunks {copies} [2/2] [UU]\n\nunused devices: <none>\n")
+        };
+        let layout = |c: &str| mdstat::parse(&text(c)).expect("parses")[0].raid10_layout;
+        assert_eq!(layout("2 near-copies"), Some(0x102));
+        assert_eq!(layout("2 far-copies"), Some(0x201));
+        assert_eq!(layout("2 offset-copies"), Some(0x10201));
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct MdstatArray {
     pub working_disks: Option<u32>,
     /// `[UU_]`: one flag per slot, true when the slot is up.
     pub slots_up: Vec<bool>,
+    /// raid10's layout in md's encoding (near copies in bits 0–7, far copies in bits 8–15,
+    /// bit 16 for the offset form), from `2 near-copies` / `2 far-copies` / `2 offset-copies`.
+    pub raid10_layout: Option<u32>,
     pub sync: Option<MdstatSync>,
 }
 
@@ -135,6 +138,7 @@ fn parse_head(line: &str, number: usize) -> Result<MdstatArray, MdstatError> {
         raid_disks: None,
         working_disks: None,
         slots_up: Vec::new(),
+        raid10_layout: None,
         sync: None,
     };
     while let Some(word) = words.peek() {
@@ -199,7 +203,19 @@ fn parse_detail(array: &mut MdstatArray, line: &str, number: usize) -> Result<()
 
 /// `[2/1] [U_]` at the end of the size line.
 fn parse_status(array: &mut MdstatArray, line: &str) {
-    for part in line.split_whitespace() {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    for pair in words.windows(2) {
+        // raid10's status (drivers/md/raid10.c raid10_status): `2 near-copies`, `2 far-copies`
+        // or `2 offset-copies`.
+        let Ok(copies) = pair[0].parse::<u32>() else { continue };
+        array.raid10_layout = match pair[1] {
+            "near-copies" => Some(copies | 1 << 8),
+            "far-copies" => Some(1 | copies << 8),
+            "offset-copies" => Some(1 | copies << 8 | 1 << 16),
+            _ => continue,
+        };
+    }
+    for part in words {
         let Some(inner) = part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) else { continue };
         if let Some((n, w)) = inner.split_once('/') {
             if let (Ok(n), Ok(w)) = (n.parse(), w.parse()) {

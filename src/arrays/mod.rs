@@ -29,6 +29,7 @@ use tracing::{debug, info, instrument, warn};
 
 pub use crate::model::array::{Array, ArrayKind, ArrayMember, ArrayState, ErrorCounts, MemberRole};
 use crate::sources::{Source, SourceContext, SourceFuture};
+use crate::state::array_transitions::INITIAL_SYNC_WINDOW;
 use crate::state::Fact;
 pub use config::ArraysConfig;
 use read::{AttrReader, WatchSet};
@@ -345,6 +346,9 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
     let mut last_scan = Instant::now();
     let mut gap = MIN_SCAN_GAP;
     let mut deferred: Option<Instant> = None;
+    // The state withholds the degraded alarm of an array that appeared waiting for its first
+    // sync; when that window ends the set is sent again (even unchanged) so it can decide.
+    let mut window_ends: Option<Instant> = None;
     // Scans and remembers when, and how long the next gap is.
     let timed_scan = |scanner: &mut Scanner, last_scan: &mut Instant, gap: &mut std::time::Duration| {
         let started = Instant::now();
@@ -377,6 +381,16 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
                 scanner.scan_kernel();
             }
             _ = fast.tick(), if syncing => scanner.scan_kernel(),
+            _ = sleep_until(window_ends.unwrap_or_else(Instant::now)), if window_ends.is_some() => {
+                window_ends = None;
+                scanner.scan_kernel();
+                let arrays = scanner.arrays();
+                if ctx.facts.send(Fact::Arrays { arrays: arrays.clone(), initial: false }).await.is_err() {
+                    return;
+                }
+                last = arrays;
+                continue;
+            }
             changed = storage.changed(), if storage_open => match changed {
                 Ok(()) => {
                     if last_scan.elapsed() >= gap {
@@ -394,6 +408,9 @@ async fn run(config: ArraysConfig, ctx: SourceContext) {
         }
         let arrays = scanner.arrays();
         if arrays != last {
+            if arrays.iter().any(|a| !last.iter().any(|l| l.id == a.id)) {
+                window_ends = Some(Instant::now() + INITIAL_SYNC_WINDOW + std::time::Duration::from_millis(100));
+            }
             let started = Instant::now();
             if ctx.facts.send(Fact::Arrays { arrays: arrays.clone(), initial: false }).await.is_err() {
                 return;

@@ -113,7 +113,10 @@ fn pool_array(key: &str, pool: &Value, resolve: &dyn Fn(&str) -> Option<String>)
     }
     let resilvering = scanning && function.as_deref() == Some("resilver");
     array.state = match pool_state.as_str() {
-        "ONLINE" | "HEALTHY" if resilvering => ArrayState::Recovering,
+        // A resilver on a pool with every vdev online copies onto a new disk while the old
+        // copies stay (`zpool replace` of a healthy disk, `zpool attach`): redundancy is
+        // intact, as in md's resync.
+        "ONLINE" | "HEALTHY" if resilvering => ArrayState::Resyncing,
         "ONLINE" | "HEALTHY" if scanning => ArrayState::Checking,
         "ONLINE" | "HEALTHY" => ArrayState::Clean,
         "DEGRADED" if resilvering => ArrayState::Recovering,
@@ -192,6 +195,33 @@ mod tests {
         assert!(tank.members.iter().any(|m| m.kernel_name.as_deref() == Some("ca1eb824-c371-491d-ac13-37637e35c683")));
         assert_eq!(tank.size_bytes, number(Some(&Value::String("15.0T".into()))));
         assert_eq!(tank.errors, Some(ErrorCounts::default()));
+    }
+
+    /// The manual's pool with `scan_stats` as `zpool status -j` prints a running scan
+    /// (zpool_main.c `scan_status_nvlist`: function, state, to_examine, issued) and the pool
+    /// state given.
+    fn scanning(function: &str, pool_state: &str) -> Array {
+        let text = std::fs::read_to_string(format!("{FIXTURES}/zpool-status-manpage.json")).expect("fixture");
+        let mut doc: Value = serde_json::from_str(&text).expect("json");
+        let pool = doc["pools"].as_object_mut().and_then(|p| p.values_mut().next()).expect("pool");
+        pool["state"] = Value::String(pool_state.into());
+        pool["scan_stats"] = serde_json::json!({
+            "function": function, "state": "SCANNING", "to_examine": "1000", "examined": "500", "issued": "250"
+        });
+        parse(&doc.to_string(), &no_links).expect("parses").remove(0)
+    }
+
+    #[test]
+    fn a_resilver_of_an_online_pool_is_a_resync_of_a_degraded_one_a_recovery() {
+        let online = scanning("RESILVER", "ONLINE");
+        assert_eq!(online.state, ArrayState::Resyncing, "replace of a healthy disk, attach");
+        assert_eq!(online.degraded_count, 0);
+        assert_eq!(online.sync_action.as_deref(), Some("resilver"));
+        assert_eq!(online.sync_percent, Some(25.0));
+        let degraded = scanning("RESILVER", "DEGRADED");
+        assert_eq!(degraded.state, ArrayState::Recovering);
+        assert_eq!(degraded.degraded_count, 1);
+        assert_eq!(scanning("SCRUB", "ONLINE").state, ArrayState::Checking);
     }
 
     #[test]

@@ -268,6 +268,7 @@ mod tests {
                 inodes_free: 0,
             }),
             stale: false,
+            attention: None,
             forecast: None,
             array_id: None,
         };

@@ -49,6 +49,8 @@ kinds! {
         "SMART health got worse: passed flipped, reallocated/pending/uncorrectable/NVMe media-error counts rose, or an NVMe critical-warning bit appeared",
     DiskTemperature = "disk.temperature": "a disk's temperature crossed the warn or critical threshold, in either direction",
     DiskPowerState = "disk.power_state": "a disk was seen to enter or leave standby",
+    DiskAttentionChanged = "disk.attention_changed":
+        "a disk's attention level or its set of unacknowledged reasons changed (data: the disk, previous, reasons)",
     PartitionAdded = "partition.added": "a partition appeared",
     PartitionRemoved = "partition.removed": "a partition disappeared",
     PartitionChanged = "partition.changed": "a partition's filesystem identity or properties changed",
@@ -56,6 +58,8 @@ kinds! {
     MountUnmounted = "mount.unmounted": "the mount table lost a mount",
     MountRemounted = "mount.remounted": "a mount's options changed (e.g. rw to ro)",
     MountUsage = "mount.usage": "usage crossed a threshold, moved by the configured step, or went stale",
+    MountAttentionChanged = "mount.attention_changed":
+        "a mount's attention level or its set of unacknowledged reasons changed (data: the mount, previous, reasons)",
     ShareCreated = "share.created": "a share appeared in the share configuration",
     ShareUpdated = "share.updated": "a share's configuration changed",
     ShareDeleted = "share.deleted": "a share left the share configuration",
@@ -70,6 +74,8 @@ kinds! {
     ArrayRecovering = "array.recovering": "a rebuild of a degraded array started (progress in array.changed)",
     ArrayRecovered = "array.recovered": "an array has full redundancy again",
     ArrayFailed = "array.failed": "an array lost more members than its level tolerates",
+    ArrayAttentionChanged = "array.attention_changed":
+        "an array's attention level or its set of unacknowledged reasons changed (data: the array, previous, reasons)",
     AgentStarted = "agent.started": "the agent started (after every source's start-up facts)",
     AgentStopping = "agent.stopping": "the agent is shutting down",
     SourceFailed = "source.failed": "a source failed",

@@ -1,8 +1,7 @@
 //! The health source (SPEC §8): SMART health, temperature and power state of every disk,
 //! without ever waking a sleeping disk or keeping an idle one awake.
 //!
-//! - [`smart`]: what `smartctl --json` printed, as a typed answer (ATA, SAT, SCSI/SAS, NVMe).
-//! - [`runner`]: smartctl with a timeout, at most one run per disk.
+//! - `crate::smartctl`: running smartctl and reading its answer (shared with the udev source).
 //! - [`poll`]: one disk's bookkeeping and the rules deciding what it is sent.
 //! - [`poller`]: a round over all disks.
 //! - [`config`]: the `[health]` section.
@@ -13,8 +12,6 @@ pub mod config;
 pub mod hwmon;
 pub mod poll;
 pub mod poller;
-pub mod runner;
-pub mod smart;
 pub mod source;
 
 pub use source::HealthSource;

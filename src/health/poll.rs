@@ -4,18 +4,24 @@
 //! - a runtime-suspended device (`device/power/runtime_status` = `suspended`) gets nothing:
 //!   with runtime PM even CHECK POWER MODE resumes it;
 //! - a disk seen in standby gets nothing more until its partitions show I/O again;
-//! - every smartctl invocation carries `-n standby,2,3`, so a disk in standby answers the
-//!   power check and nothing else, and a bridge without CHECK POWER MODE exits instead of
+//! - every smartctl invocation carries `-n standby,…` (the form the installed smartctl
+//!   accepts, `crate::smartctl::power`), so a disk in standby answers the power check and
+//!   nothing else, and (smartctl ≥ 7.3) a bridge without CHECK POWER MODE exits instead of
 //!   waking the disk;
 //! - SMART is read only when the disk has had I/O since the last read (partition counters):
 //!   a SMART read resets the drive's idle timer, so polling an idle disk would keep it
 //!   spinning forever. An idle disk only gets the power check.
 
-use std::path::Path;
+//! - a bridge that answers "standby" while the disk's I/O counters move does not report the
+//!   power state: after [`LYING_STANDBY_LIMIT`] such answers its power state is `unknown`, so
+//!   it does not flap between standby and active.
 
 use crate::model::{Health, HealthSource, PowerState};
+use crate::smartctl::{Answer, Ask};
 
-use super::smart::{Answer, STANDBY_EXIT, UNSUPPORTED_EXIT};
+/// "Standby" answers in a row, each after I/O since the previous one and with no active answer
+/// between, that mark a bridge as not reporting the power state.
+pub const LYING_STANDBY_LIMIT: u32 = 2;
 
 /// What the poller sends a disk this round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,36 +37,20 @@ pub enum Plan {
     SmartRead,
 }
 
-/// The `-n` argument used on every run.
-pub fn nocheck_arg() -> String {
-    format!("standby,{STANDBY_EXIT},{UNSUPPORTED_EXIT}")
-}
-
-/// smartctl's arguments for a plan; `device_type` is `-d` when configured (autodetection may
-/// send commands that spin some drives up, smartctl(8) on `-n`).
-pub fn args(plan: Plan, devnode: &str, device_type: Option<&str>) -> Vec<String> {
-    let mut a = vec!["--json".to_owned(), if plan == Plan::SmartRead { "-a" } else { "-i" }.to_owned()];
-    a.push("-n".to_owned());
-    a.push(nocheck_arg());
-    if let Some(t) = device_type {
-        a.push("-d".to_owned());
-        a.push(t.to_owned());
+impl Plan {
+    /// What smartctl is asked, for the plans that send anything.
+    pub fn ask(self) -> Option<Ask> {
+        match self {
+            Plan::Suspended | Plan::Asleep => None,
+            Plan::PowerCheck => Some(Ask::PowerCheck),
+            Plan::SmartRead => Some(Ask::Smart),
+        }
     }
-    a.push(devnode.to_owned());
-    a
 }
 
-/// `true` when `<sys_block>/<disk>/device/power/runtime_status` says `suspended` (or
-/// `suspending`): the device is powered down by runtime PM and must not get any command.
-pub fn runtime_suspended(sys_block: &Path, disk: &str) -> bool {
-    std::fs::read_to_string(sys_block.join(disk).join("device/power/runtime_status"))
-        .map(|s| s.trim().starts_with("suspend"))
-        .unwrap_or(false)
-}
-
-/// What the poller knows of one disk.
+/// What the poller knows of one disk's health (named apart from the `Tracked` of other modules).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Tracked {
+pub struct HealthTrack {
     pub power: PowerState,
     pub health: Option<Health>,
     /// Why the health is what it is (`null` after a fresh SMART read): shown in the state.
@@ -71,17 +61,26 @@ pub struct Tracked {
     read_once: bool,
     /// Activity counter when the disk was last seen entering a low-power mode.
     asleep_ios: Option<u64>,
+    /// "Standby" answers in a row that followed I/O (see [`LYING_STANDBY_LIMIT`]).
+    lying_standby: u32,
+    /// The last answer smartctl gave was "standby" (no active answer since).
+    last_answer_standby: bool,
+    /// The bridge answers standby while the disk does I/O: its power answers are ignored.
+    pub power_unreported: bool,
 }
 
-impl Default for Tracked {
+impl Default for HealthTrack {
     fn default() -> Self {
-        Tracked {
+        HealthTrack {
             power: PowerState::Unknown,
             health: None,
             note: None,
             read_ios: None,
             read_once: false,
             asleep_ios: None,
+            lying_standby: 0,
+            last_answer_standby: false,
+            power_unreported: false,
         }
     }
 }
@@ -96,7 +95,7 @@ pub struct Applied {
     pub unsupported: Option<String>,
 }
 
-impl Tracked {
+impl HealthTrack {
     /// The plan for this round given the runtime-PM flag and the current activity counter.
     pub fn plan(&self, suspended: bool, ios: Option<u64>) -> Plan {
         if suspended {
@@ -150,8 +149,27 @@ impl Tracked {
                 self.note = None;
                 self.read_ios = ios;
                 self.read_once = true;
+                self.lying_standby = 0;
+                self.last_answer_standby = false;
+            }
+            Answer::LowPower(_) if self.power_unreported => {
+                self.power = PowerState::Unknown;
+                self.note = Some(UNREPORTED_NOTE.to_owned());
             }
             Answer::LowPower(p) => {
+                // Standby again after I/O since the last standby answer, with no active answer
+                // between: once is a disk that spun down again, twice is a bridge that says so.
+                if self.last_answer_standby && self.asleep_ios.is_some() && ios.is_some() && ios != self.asleep_ios {
+                    self.lying_standby += 1;
+                }
+                self.last_answer_standby = true;
+                if self.lying_standby >= LYING_STANDBY_LIMIT {
+                    self.power_unreported = true;
+                    self.power = PowerState::Unknown;
+                    self.note = Some(UNREPORTED_NOTE.to_owned());
+                    applied.changed = before != (self.power, self.health.clone(), self.note.clone());
+                    return applied;
+                }
                 self.power = p;
                 self.asleep_ios = ios;
                 self.note = Some(match &self.health {
@@ -168,25 +186,43 @@ impl Tracked {
             }
             Answer::Active if plan == Plan::PowerCheck => {
                 self.power = PowerState::Active;
+                self.lying_standby = 0;
+                self.last_answer_standby = false;
                 self.note =
                     Some("no I/O since the last SMART read: not read again, so the disk can spin down".to_owned());
             }
             Answer::Active => {
                 self.power = PowerState::Active;
-                self.health = hwmon_only(hwmon_c, now);
+                self.lying_standby = 0;
+                self.last_answer_standby = false;
+                self.health = hwmon_c.map(|t| Health {
+                    temperature_c: Some(t),
+                    checked_at: now.to_owned(),
+                    source: HealthSource::Hwmon,
+                    ..Health::default()
+                });
                 self.note = Some("smartctl reported no SMART data for this device".to_owned());
                 self.read_ios = ios;
                 self.read_once = true;
             }
+            Answer::Unsupported(why) if self.has_reading() => {
+                // Read before, cannot now (an open failure, a bridge reset): a gap, not a device
+                // without SMART. The last reading stays, so a rise across the gap is still news.
+                self.power = PowerState::Unknown;
+                self.mark_unreadable(now);
+                self.note = Some(format!("SMART unavailable now ({why}); last health kept"));
+                applied.unsupported = Some(why);
+            }
             Answer::Unsupported(why) => {
                 self.power = PowerState::Unknown;
-                self.health = hwmon_only(hwmon_c, now);
+                self.health = None;
                 self.note = Some(format!("SMART unavailable: {why}"));
                 self.read_ios = ios;
                 self.read_once = true;
                 applied.unsupported = Some(why);
             }
-            Answer::Invalid(why) => {
+            Answer::Invalid(why) | Answer::BadCommandLine(why) => {
+                self.mark_unreadable(now);
                 self.note = Some(format!("smartctl failed: {why}; last health kept"));
                 applied.error = Some(why);
             }
@@ -196,54 +232,55 @@ impl Tracked {
     }
 
     /// A run that did not finish (timeout, missing binary): keep everything, say why.
-    pub fn failed(&mut self, why: &str) -> bool {
-        let note = Some(format!("smartctl failed: {why}; last health kept"));
-        let changed = self.note != note;
-        self.note = note;
-        changed
+    pub fn failed(&mut self, why: &str, now: &str) -> bool {
+        let before = (self.note.clone(), self.health.clone());
+        self.mark_unreadable(now);
+        self.note = Some(format!("smartctl failed: {why}; last health kept"));
+        before != (self.note.clone(), self.health.clone())
+    }
+
+    /// Whether the kept health is a SMART reading (not only an hwmon temperature).
+    fn has_reading(&self) -> bool {
+        self.health.as_ref().is_some_and(|h| h.source == HealthSource::Smartctl)
+    }
+
+    /// The last reading stays, marked as not refreshable now (from the first failure on); the
+    /// next round reads SMART again whatever the I/O, so a passing failure does not leave the
+    /// disk `unknown` until its next I/O.
+    fn mark_unreadable(&mut self, now: &str) {
+        if self.has_reading() {
+            self.read_ios = None;
+        }
+        if let Some(h) = self.health.as_mut().filter(|h| h.source == HealthSource::Smartctl) {
+            if h.unreadable_since.is_none() {
+                h.unreadable_since = Some(now.to_owned());
+            }
+        }
     }
 }
 
-fn hwmon_only(hwmon_c: Option<f64>, now: &str) -> Option<Health> {
-    hwmon_c.map(|t| Health {
-        passed: None,
-        temperature_c: Some(t),
-        power_on_hours: None,
-        power_cycles: None,
-        reallocated_sectors: None,
-        pending_sectors: None,
-        uncorrectable: None,
-        nvme_percentage_used: None,
-        nvme_critical_warning: None,
-        nvme_media_errors: None,
-        checked_at: now.to_owned(),
-        source: HealthSource::Hwmon,
-    })
+const UNREPORTED_NOTE: &str =
+    "the bridge answers standby while the disk's I/O counters move: it does not report the power state";
+
+/// hwmon is read only right after a SMART read of an awake disk (`drivetemp` sends SMART
+/// commands of its own, which reset the drive's spin-down timer): never after an answer that
+/// read nothing (unsupported, a permission error, standby).
+pub fn reads_hwmon(plan: Plan, answer: &Answer) -> bool {
+    plan == Plan::SmartRead && matches!(answer, Answer::Reading(_))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::smart::Reading;
+    use crate::smartctl::Reading;
 
     fn reading() -> Answer {
         Answer::Reading(Reading { passed: Some(true), temperature_c: Some(30.0), ..Default::default() })
     }
 
     #[test]
-    fn every_invocation_carries_the_power_check() {
-        for plan in [Plan::PowerCheck, Plan::SmartRead] {
-            let a = args(plan, "/dev/sdb", None);
-            let i = a.iter().position(|x| x == "-n").unwrap();
-            assert_eq!(a[i + 1], "standby,2,3");
-            assert_eq!(a.last().unwrap(), "/dev/sdb");
-        }
-        assert!(args(Plan::SmartRead, "/dev/sdb", Some("sat")).windows(2).any(|w| w == ["-d", "sat"]));
-    }
-
-    #[test]
     fn smart_only_after_io() {
-        let mut t = Tracked::default();
+        let mut t = HealthTrack::default();
         assert_eq!(t.plan(false, Some(10)), Plan::SmartRead);
         assert_eq!(t.plan(true, Some(10)), Plan::Suspended);
         t.apply(Plan::SmartRead, reading(), None, Some(10), "t1");
@@ -259,7 +296,7 @@ mod tests {
 
     #[test]
     fn standby_keeps_last_health() {
-        let mut t = Tracked::default();
+        let mut t = HealthTrack::default();
         t.apply(Plan::SmartRead, reading(), Some(41.5), Some(1), "t1");
         assert_eq!(t.health.as_ref().unwrap().temperature_c, Some(41.5));
         t.apply(Plan::SmartRead, Answer::LowPower(PowerState::Standby), None, Some(2), "t2");
@@ -277,33 +314,83 @@ mod tests {
 
     #[test]
     fn unsupported_and_invalid() {
-        let mut t = Tracked::default();
+        let mut t = HealthTrack::default();
         let a =
             t.apply(Plan::SmartRead, Answer::Unsupported("Unable to detect device type".into()), None, Some(1), "t");
         assert_eq!(a.unsupported.as_deref(), Some("Unable to detect device type"));
         assert!(a.error.is_none());
         assert_eq!(t.health, None);
         assert_eq!(t.power, PowerState::Unknown);
-        let a = t.apply(Plan::SmartRead, Answer::Unsupported("x".into()), Some(35.0), Some(1), "t");
-        assert_eq!(t.health.as_ref().unwrap().source, HealthSource::Hwmon);
-        assert!(a.changed);
         t.apply(Plan::SmartRead, reading(), None, Some(2), "t1");
         let a = t.apply(Plan::SmartRead, Answer::Invalid("truncated".into()), None, Some(3), "t2");
         assert_eq!(a.error.as_deref(), Some("truncated"));
         assert_eq!(t.health.as_ref().unwrap().checked_at, "t1");
-        assert!(t.failed("timeout"));
-        assert!(!t.failed("timeout"));
+        assert_eq!(t.health.as_ref().unwrap().unreadable_since.as_deref(), Some("t2"));
+        assert_eq!(t.plan(false, Some(2)), Plan::SmartRead, "read again after a failure, I/O or not");
+        assert!(t.failed("timeout", "t3"));
+        assert!(!t.failed("timeout", "t4"));
+        assert_eq!(t.health.as_ref().unwrap().unreadable_since.as_deref(), Some("t2"), "from the first failure");
+        let a = t.apply(Plan::SmartRead, Answer::BadCommandLine("INVALID ARGUMENT TO -n".into()), None, Some(3), "t");
+        assert!(a.error.unwrap().contains("INVALID"), "exit bit 0 is an error, not unsupported");
+        t.apply(Plan::SmartRead, reading(), None, Some(4), "t5");
+        assert_eq!(t.health.as_ref().unwrap().unreadable_since, None, "a fresh reading clears it");
     }
 
+    /// Before the fix an open failure after a reading replaced the reading with nothing, so the
+    /// next reading was compared with nothing and a rise across the gap was never announced.
     #[test]
-    fn runtime_pm() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("sdb/device/power");
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join("runtime_status"), "suspended\n").unwrap();
-        assert!(runtime_suspended(dir.path(), "sdb"));
-        std::fs::write(p.join("runtime_status"), "active\n").unwrap();
-        assert!(!runtime_suspended(dir.path(), "sdb"));
-        assert!(!runtime_suspended(dir.path(), "missing"));
+    fn a_transient_open_failure_keeps_the_last_reading() {
+        let mut t = HealthTrack::default();
+        let one = Answer::Reading(Reading { passed: Some(true), reallocated_sectors: Some(1), ..Default::default() });
+        t.apply(Plan::SmartRead, one, None, Some(1), "t1");
+        t.apply(
+            Plan::SmartRead,
+            Answer::Unsupported("Smartctl open device: /dev/sdb failed".into()),
+            None,
+            Some(2),
+            "t2",
+        );
+        let h = t.health.as_ref().expect("kept");
+        assert_eq!((h.reallocated_sectors, h.unreadable_since.as_deref()), (Some(1), Some("t2")));
+        assert!(t.note.as_deref().unwrap().contains("last health kept"));
+    }
+
+    /// Before the fix drivetemp was read after an "unsupported" answer too.
+    #[test]
+    fn hwmon_only_after_a_smart_reading() {
+        assert!(reads_hwmon(Plan::SmartRead, &reading()));
+        assert!(!reads_hwmon(Plan::SmartRead, &Answer::Unsupported("Permission denied".into())));
+        assert!(!reads_hwmon(Plan::SmartRead, &Answer::Active));
+        assert!(!reads_hwmon(Plan::PowerCheck, &reading()));
+        assert!(!reads_hwmon(Plan::SmartRead, &Answer::LowPower(PowerState::Standby)));
+    }
+
+    /// A bridge that answers standby to every check while the disk does I/O: one flap at most,
+    /// then its power state is unknown and stays so.
+    #[test]
+    fn a_bridge_saying_standby_while_io_moves_stops_reporting_power() {
+        let mut t = HealthTrack::default();
+        t.apply(Plan::SmartRead, Answer::LowPower(PowerState::Standby), None, Some(10), "t1");
+        assert_eq!(t.power, PowerState::Standby);
+        let mut asleep_flips = 0;
+        let mut last = t.power.is_asleep();
+        for i in 1..10u64 {
+            t.woke();
+            let ios = Some(10 + i * 5);
+            t.apply(t.plan(false, ios), Answer::LowPower(PowerState::Standby), None, ios, "t");
+            asleep_flips += usize::from(t.power.is_asleep() != last);
+            last = t.power.is_asleep();
+        }
+        assert!(t.power_unreported);
+        assert_eq!(t.power, PowerState::Unknown);
+        assert!(asleep_flips <= 2, "{asleep_flips} flips");
+        // A disk that spun down again once after I/O is believed.
+        let mut t = HealthTrack::default();
+        t.apply(Plan::SmartRead, Answer::LowPower(PowerState::Standby), None, Some(10), "t1");
+        t.woke();
+        t.apply(Plan::SmartRead, reading(), None, Some(11), "t2");
+        t.apply(Plan::PowerCheck, Answer::LowPower(PowerState::Standby), None, Some(20), "t3");
+        assert_eq!(t.power, PowerState::Standby);
+        assert!(!t.power_unreported);
     }
 }

@@ -1,5 +1,6 @@
 //! A poll round over the disks: for each, decide (runtime PM, activity counters), run at most
-//! one smartctl, read hwmon alongside a SMART read, and fold the answer into its [`Tracked`].
+//! one smartctl, read hwmon right after a SMART reading, and fold the answer into its
+//! [`HealthTrack`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,10 +12,9 @@ use tracing::{debug, warn};
 use crate::activity::stat;
 use crate::model::{Health, PowerState};
 
-use super::poll::{args, runtime_suspended, Plan, Tracked};
-use super::runner::Runner;
-use super::smart::{interpret, Answer};
+use super::poll::{reads_hwmon, HealthTrack, Plan};
 use super::{hwmon, now_rfc3339};
+use crate::smartctl::{runtime_suspended, Smartctl};
 
 /// smartctl runs at once in a round (they mostly wait on the device).
 const PARALLEL: usize = 4;
@@ -47,12 +47,11 @@ pub struct RoundStats {
     pub errors: usize,
 }
 
-/// The poller: the runner, sysfs, and every disk's bookkeeping.
+/// The poller: smartctl, sysfs, and every disk's bookkeeping.
 pub struct Poller {
-    runner: Runner,
+    smartctl: Smartctl,
     sys_block: PathBuf,
-    device_type: Option<String>,
-    disks: HashMap<String, (Target, Tracked)>,
+    disks: HashMap<String, (Target, HealthTrack)>,
     /// Last activity counter seen per disk, for wake detection between rounds.
     seen_ios: HashMap<String, u64>,
     /// Errors of the last round per disk (the source's failed/recovered status).
@@ -60,11 +59,10 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(runner: Runner, sysfs: PathBuf, device_type: Option<String>) -> Self {
+    pub fn new(smartctl: Smartctl, sysfs: PathBuf) -> Self {
         Poller {
-            runner,
+            smartctl,
             sys_block: sysfs.join("block"),
-            device_type,
             disks: HashMap::new(),
             seen_ios: HashMap::new(),
             errors: HashMap::new(),
@@ -73,10 +71,10 @@ impl Poller {
 
     /// Disks with a smartctl process alive.
     pub fn in_flight(&self) -> usize {
-        self.runner.in_flight()
+        self.smartctl.in_flight()
     }
 
-    pub fn tracked(&self, id: &str) -> Option<&Tracked> {
+    pub fn tracked(&self, id: &str) -> Option<&HealthTrack> {
         self.disks.get(id).map(|(_, t)| t)
     }
 
@@ -92,7 +90,7 @@ impl Poller {
                 Some((old, _)) => *old = t,
                 None => {
                     new.push(t.id.clone());
-                    self.disks.insert(t.id.clone(), (t, Tracked::default()));
+                    self.disks.insert(t.id.clone(), (t, HealthTrack::default()));
                 }
             }
         }
@@ -134,25 +132,17 @@ impl Poller {
             let ios = stat::activity(&self.sys_block, &t.kernel_name).ok().map(|c| c.ios());
             jobs.push((id.clone(), t.clone(), tracked.plan(suspended, ios), ios));
         }
-        let runner = Arc::new(self.runner.clone());
+        let smartctl = Arc::new(self.smartctl.clone());
         let sys_block = self.sys_block.clone();
-        let device_type = self.device_type.clone();
         let results: Vec<_> = stream::iter(jobs)
             .map(|(id, t, plan, ios)| {
-                let runner = runner.clone();
+                let smartctl = smartctl.clone();
                 let sys_block = sys_block.clone();
-                let device_type = device_type.clone();
                 async move {
-                    if matches!(plan, Plan::Suspended | Plan::Asleep) {
-                        return (id, t, plan, ios, None, None);
-                    }
-                    let out = runner.run(&id, &args(plan, &t.devnode, device_type.as_deref())).await;
-                    let answer = out.map(|o| interpret(o.status, &o.stdout)).map_err(|e| e.to_string());
-                    // drivetemp may touch the drive: read it only alongside a SMART read of an awake disk.
-                    let hwmon_c = match (&answer, plan) {
-                        (Ok(Answer::Reading(_) | Answer::Active | Answer::Unsupported(_)), Plan::SmartRead) => {
-                            hwmon::read_temperature(&sys_block, &t.kernel_name)
-                        }
+                    let Some(ask) = plan.ask() else { return (id, t, plan, ios, None, None) };
+                    let answer = smartctl.ask(&id, &t.devnode, ask).await.map_err(|e| e.to_string());
+                    let hwmon_c = match &answer {
+                        Ok(a) if reads_hwmon(plan, a) => hwmon::read_temperature(&sys_block, &t.kernel_name),
                         _ => None,
                     };
                     (id, t, plan, ios, Some(answer), hwmon_c)
@@ -208,7 +198,7 @@ impl Poller {
                         warn!(disk = %t.kernel_name, error = %e, "smartctl run failed");
                     }
                     self.errors.insert(id.clone(), e.clone());
-                    tracked.failed(&e)
+                    tracked.failed(&e, &now)
                 }
             };
             if did_change {

@@ -9,7 +9,6 @@ use tokio::time::{interval, MissedTickBehavior};
 use tracing::{debug, info, instrument, warn};
 
 use super::poller::{Poller, Target, Update};
-use super::runner::Runner;
 use super::{HealthConfig, KernelNameFilter, NAME};
 use crate::agent::StorageView;
 use crate::sources::{Source, SourceContext, SourceFuture};
@@ -82,8 +81,8 @@ async fn run(config: HealthConfig, wake_every: Duration, ctx: SourceContext) {
         }
     };
     let device_type = Some(config.device_type.clone()).filter(|t| !t.is_empty());
-    let runner = Runner::new(config.smartctl.clone(), config.timeout);
-    let mut poller = Poller::new(runner, config.sysfs.clone(), device_type);
+    let smartctl = crate::smartctl::Smartctl::new(config.smartctl.clone(), config.timeout, device_type);
+    let mut poller = Poller::new(smartctl, config.sysfs.clone());
     let mut storage = ctx.storage.clone();
     poller.set_targets(targets(&storage.borrow_and_update(), &filter));
     // Health never holds up readiness: the first round may wait on slow devices.

@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 use super::auth::token_matches;
 use super::config::HttpConfig;
 use super::error::{ApiError, ErrorBody};
+use super::guard;
 use crate::actions::{Actions, Refusal, Request, Requester};
 use crate::agent::Agent;
 use crate::model::ActionKind;
@@ -59,7 +60,7 @@ fn forbidden(message: String) -> ApiError {
     ApiError { status: StatusCode::FORBIDDEN, code: "forbidden", message }
 }
 
-fn unauthorized(message: &str) -> Response {
+pub(super) fn unauthorized(message: &str) -> Response {
     let mut response = ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.to_owned() }
         .into_response();
     response
@@ -69,30 +70,19 @@ fn unauthorized(message: &str) -> Response {
 }
 
 /// Who asks: the token's name, when the request carries the token; else why not (for a 401).
-fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, &'static str> {
+pub(super) fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requester, &'static str> {
     let Some(token) = &config.auth_token else {
         return Err("actions need the API token, and none is set: set http.auth_token_file");
     };
     let name =
         config.auth_token_file.file_name().map_or_else(|| "token".to_owned(), |n| n.to_string_lossy().into_owned());
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .and_then(|v| v.get(..7).filter(|s| s.eq_ignore_ascii_case(b"bearer ")).map(|_| v[7..].trim_ascii()));
-    if let Some(given) = bearer {
+    if let Some(given) = guard::bearer(headers) {
         if token_matches(token, given) {
             return Ok(Requester::Token(name));
         }
         return Err("wrong token");
     }
-    let cookie_name = format!("diskwatch_token_{}=", config.listen.port());
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
-        .map(|p| p.trim_ascii())
-        .find_map(|p| p.strip_prefix(cookie_name.as_bytes()));
-    match cookie {
+    match guard::cookie(headers, &guard::cookie_name(config)) {
         Some(given) if token_matches(token, given) => {
             if headers.get(ACTION_HEADER).is_some() {
                 Ok(Requester::Token(name))

@@ -52,8 +52,7 @@ impl Guard {
         let nets = |list: &[String]| list.iter().filter_map(|n| parse_net(n).ok()).collect::<Vec<_>>();
         Self {
             token: http.auth_token.clone(),
-            // Cookies are per host, not per port: two agents on one host keep theirs apart.
-            cookie: format!("diskwatch_token_{}", http.listen.port()),
+            cookie: cookie_name(http),
             allow_from: nets(&http.allow_from),
             anonymous_from: nets(&http.anonymous_from),
             hosts: HostCheck::new(&http.allowed_hosts, &crate::node::hostname()),
@@ -197,13 +196,21 @@ fn host_of(headers: &HeaderMap, uri: &axum::http::Uri) -> Option<String> {
         .or_else(|| uri.authority().map(|a| a.to_string()))
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+/// The session cookie's name. Cookies are per host, not per port: two agents on one host
+/// keep theirs apart.
+pub(super) fn cookie_name(http: &HttpConfig) -> String {
+    format!("diskwatch_token_{}", http.listen.port())
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let scheme = value.get(..7)?;
     scheme.eq_ignore_ascii_case(b"bearer ").then(|| value[7..].trim_ascii())
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+/// The value of the cookie `name`.
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers.get_all(header::COOKIE).iter().flat_map(|v| v.as_bytes().split(|b| *b == b';')).find_map(|pair| {
         let pair = pair.trim_ascii();
         let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);

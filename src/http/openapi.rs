@@ -4,6 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::acknowledge;
 use super::actions;
 use super::api;
 use super::dashboard;
@@ -32,6 +33,7 @@ use crate::model::{
         actions::info,
         actions::eject,
         actions::spin_down,
+        acknowledge::disk,
         actions::unmount,
         actions::mount,
         api::partitions,
@@ -78,6 +80,11 @@ use crate::model::{
         api::EventType,
         api::Health,
         actions::Accepted,
+        acknowledge::AckAnswer,
+        crate::model::attention::Attention,
+        crate::model::attention::Reason,
+        crate::model::attention::Level,
+        crate::model::attention::Severity,
         actions::MountBody,
         actions::ActionsInfo,
         crate::model::ActionKind,

@@ -211,6 +211,9 @@ pub struct Array {
     /// *Derived*: ids of the mounts of this array.
     #[serde(default)]
     pub mounts: Vec<String>,
+    /// *Derived*: does this array need its owner (SPEC §9); `null` until assessed.
+    #[serde(default)]
+    pub attention: Option<Box<crate::model::attention::Attention>>,
 }
 
 impl Array {
@@ -244,6 +247,7 @@ impl Array {
             degraded_mount: false,
             initial_sync: false,
             mounts: Vec::new(),
+            attention: None,
         }
     }
 

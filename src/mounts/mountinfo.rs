@@ -212,6 +212,7 @@ impl Entry {
             usage: None,
             stale: false,
             array_id: None,
+            attention: None,
             forecast: None,
         }
     }

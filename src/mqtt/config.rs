@@ -44,9 +44,16 @@ pub struct MqttConfig {
     pub queue_size: usize,
     /// The same queue bounded by the memory its events hold (bytes).
     pub queue_max_bytes: usize,
-    /// How long a removed object's discovery stays before it is cleared.
+    /// How long a removed object's entities stay in Home Assistant (unavailable) before its
+    /// discovery is cleared, for objects on removable media, USB, MMC and loop devices.
     #[serde(with = "humantime_serde")]
-    pub retention: Duration,
+    pub remove_after_removable: Duration,
+    /// The same for everything else: fixed disks, their mounts and shares, arrays.
+    #[serde(with = "humantime_serde")]
+    pub remove_after_fixed: Duration,
+    /// Former name of both delays (one value for all objects): when set, it wins over them.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Duration>,
 }
 
 impl Default for MqttConfig {
@@ -67,7 +74,9 @@ impl Default for MqttConfig {
             keep_alive: Duration::from_secs(30),
             queue_size: 1000,
             queue_max_bytes: 512 << 10,
-            retention: Duration::from_secs(7 * 24 * 3600),
+            remove_after_removable: Duration::from_secs(5 * 60),
+            remove_after_fixed: Duration::from_secs(7 * 24 * 3600),
+            retention: None,
         }
     }
 }
@@ -79,6 +88,14 @@ impl Default for MqttConfig {
 pub const MQTT_PASSWORD_CREDENTIALS: [&str; 2] = ["mqtt_password", "diskwatch_mqtt_password"];
 
 impl MqttConfig {
+    /// How long removed objects stay: (removable, fixed), the former `retention` winning.
+    pub fn removal_delays(&self) -> (Duration, Duration) {
+        match self.retention {
+            Some(r) => (r, r),
+            None => (self.remove_after_removable, self.remove_after_fixed),
+        }
+    }
+
     /// Takes the password from systemd's credentials directory (`$CREDENTIALS_DIRECTORY`) when
     /// one of [`MQTT_PASSWORD_CREDENTIALS`] is there and no `password_file` is configured: it
     /// then wins over `password`, as `password_file` does.

@@ -1,14 +1,16 @@
 //! Pure payload building: a snapshot in, every retained message the broker
 //! should hold out (agent figures, per-object state and availability, Home
 //! Assistant discovery in the device-based or per-component form).
+//!
+//! Entity names never repeat the device name: Home Assistant puts the device's name in
+//! front ("WDC WD40EFRX (sda)" + "Temperature"). Devices are named and described in
+//! [`devices`]; an entity whose value the agent can never know is not announced.
 
 use serde_json::{json, Map, Value};
 
 use super::config::DiscoveryMode;
 use super::topics::{Kind, Naming};
-use crate::arrays::{Array, ArrayKind, ArrayState};
-use crate::events::EventKind;
-use crate::model::{ActionKind, Disk, Mount, Share, Snapshot};
+use crate::model::{ActionKind, Disk, Mount, Snapshot};
 
 /// Object key of the host's own messages; it is never removed.
 pub const HOST: &str = "host";
@@ -20,6 +22,34 @@ pub struct Retained {
     pub object: String,
     pub topic: String,
     pub payload: String,
+    /// The object lives on a removable or loop disk: its topics are cleared after
+    /// `mqtt.remove_after_removable` once it is gone, not `remove_after_fixed`.
+    pub removable: bool,
+}
+
+/// The newest event, kept in the host's retained state so that "Last storage event" has a
+/// value as soon as Home Assistant starts (the event stream itself is not retained).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LastEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: String,
+    pub subject: String,
+    pub time: String,
+}
+
+impl LastEvent {
+    /// From a published CloudEvent's JSON (None if it is not one).
+    pub fn from_json(json: &str) -> Option<Self> {
+        let v: Value = serde_json::from_str(json).ok()?;
+        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some(Self {
+            kind: field("type")?,
+            id: field("id")?,
+            subject: field("subject").unwrap_or_default(),
+            time: field("time").unwrap_or_default(),
+        })
+    }
 }
 
 /// One Home Assistant entity before it is wrapped for a discovery form.
@@ -32,6 +62,20 @@ struct Entity {
     object_availability: Option<String>,
 }
 
+impl Entity {
+    /// A diagnostic entity (Home Assistant lists it apart, under "Diagnostic").
+    fn diagnostic(mut self) -> Self {
+        self.config.insert("entity_category".into(), json!("diagnostic"));
+        self
+    }
+
+    /// Created disabled: rarely useful; the user turns it on in Home Assistant.
+    fn disabled(mut self) -> Self {
+        self.config.insert("enabled_by_default".into(), json!(false));
+        self
+    }
+}
+
 /// The entities of one object, all on one Home Assistant device.
 struct DiscoveryObject {
     /// `disk/<id>` etc.
@@ -40,26 +84,31 @@ struct DiscoveryObject {
     name: String,
     device: Value,
     entities: Vec<Entity>,
+    /// See [`Retained::removable`].
+    removable: bool,
 }
 
 /// Every retained message for `snapshot`: host state, object states and availabilities, discovery.
-pub fn plan(snapshot: &Snapshot, naming: &Naming) -> Vec<Retained> {
+/// `last_event` is the newest event the agent published, if any.
+pub fn plan(snapshot: &Snapshot, naming: &Naming, last_event: Option<&LastEvent>) -> Vec<Retained> {
     let mut out = Vec::new();
-    out.push(Retained { object: HOST.into(), topic: naming.host_state(), payload: host_state(snapshot).to_string() });
-    for d in &snapshot.disks {
-        push_object(&mut out, naming, Kind::Disk, &d.id, json!(d));
+    let host = host_state(snapshot, last_event).to_string();
+    out.push(Retained { object: HOST.into(), topic: naming.host_state(), payload: host, removable: false });
+    let s = snapshot;
+    for d in &s.disks {
+        push_object(&mut out, naming, Kind::Disk, &d.id, json!(d), devices::removable(d));
     }
-    for p in &snapshot.partitions {
-        push_object(&mut out, naming, Kind::Partition, &p.id, json!(p));
+    for p in &s.partitions {
+        push_object(&mut out, naming, Kind::Partition, &p.id, json!(p), devices::on_removable(Some(&p.disk_id), s));
     }
-    for m in &snapshot.mounts {
-        push_object(&mut out, naming, Kind::Mount, &m.id, json!(m));
+    for m in &s.mounts {
+        push_object(&mut out, naming, Kind::Mount, &m.id, json!(m), devices::mount_removable(m, s));
     }
-    for s in &snapshot.shares {
-        push_object(&mut out, naming, Kind::Share, &s.id, json!(s));
+    for sh in &s.shares {
+        push_object(&mut out, naming, Kind::Share, &sh.id, json!(sh), devices::on_removable(sh.disk_id.as_deref(), s));
     }
-    for a in &snapshot.arrays {
-        push_object(&mut out, naming, Kind::Array, &a.id, json!(a));
+    for a in &s.arrays {
+        push_object(&mut out, naming, Kind::Array, &a.id, json!(a), false);
     }
     for object in discovery_objects(snapshot, naming) {
         out.extend(render(&object, naming));
@@ -72,19 +121,21 @@ pub fn object_key(kind: Kind, id: &str) -> String {
     format!("{}/{}", kind.as_str(), id)
 }
 
-fn push_object(out: &mut Vec<Retained>, naming: &Naming, kind: Kind, id: &str, state: Value) {
+fn push_object(out: &mut Vec<Retained>, naming: &Naming, kind: Kind, id: &str, state: Value, removable: bool) {
     let object = object_key(kind, id);
-    out.push(Retained { object: object.clone(), topic: naming.state(kind, id), payload: state.to_string() });
-    out.push(Retained { object, topic: naming.object_availability(kind, id), payload: "online".into() });
+    out.push(Retained { object: object.clone(), topic: naming.state(kind, id), payload: state.to_string(), removable });
+    let topic = naming.object_availability(kind, id);
+    out.push(Retained { object, topic, payload: "online".into(), removable });
 }
 
-fn host_state(s: &Snapshot) -> Value {
+fn host_state(s: &Snapshot, last_event: Option<&LastEvent>) -> Value {
     json!({
         "disks": s.disks.len(),
         "partitions": s.partitions.len(),
         "mounts": s.mounts.len(),
         "shares": s.shares.len(),
         "last_event_id": s.last_event_id,
+        "last_event": last_event,
     })
 }
 
@@ -118,6 +169,7 @@ fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
                 object: object.object.clone(),
                 topic: naming.device_config(&object.name),
                 payload: payload.to_string(),
+                removable: object.removable,
             }]
         }
         DiscoveryMode::Component => object
@@ -131,6 +183,7 @@ fn render(object: &DiscoveryObject, naming: &Naming) -> Vec<Retained> {
                     object: object.object.clone(),
                     topic: naming.component_config(e.component, &object.name, e.key),
                     payload: Value::Object(c).to_string(),
+                    removable: object.removable,
                 }
             })
             .collect(),
@@ -165,108 +218,20 @@ pub fn entity_slug(raw: &str) -> String {
 fn discovery_objects(s: &Snapshot, naming: &Naming) -> Vec<DiscoveryObject> {
     let mut out = vec![host_object(naming)];
     out.extend(s.disks.iter().map(|d| disk_object(d, naming)));
-    for m in &s.mounts {
-        let label = mount_label(m, s);
-        let device = attached_device(m.disk_id.as_deref(), s, naming);
-        out.push(mount_object(m, &label, device, naming));
-    }
-    for sh in &s.shares {
-        let device = attached_device(sh.disk_id.as_deref(), s, naming);
-        out.push(share_object(sh, device, naming));
-    }
-    // An array spans disks: its entities live on the host device.
+    out.extend(s.mounts.iter().map(|m| mount_object(m, s, naming)));
+    // A share is a service of the host (Samba, NFS): its entity sits on the host device.
+    out.extend(s.shares.iter().map(|sh| share_object(sh, s, naming)));
     out.extend(s.arrays.iter().map(|a| array_object(a, naming)));
     out
 }
 
-/// A device reference by identifier: the disk's device when the disk is present, else the host's.
-fn attached_device(disk_id: Option<&str>, s: &Snapshot, naming: &Naming) -> Value {
-    let id = match disk_id {
-        Some(d) if s.disks.iter().any(|disk| disk.id == d) => naming.disk_device(d),
-        _ => naming.host_device(),
-    };
-    json!({"identifiers": [id]})
-}
-
-fn host_object(naming: &Naming) -> DiscoveryObject {
-    let name = naming.host_device();
-    let events = naming.events();
-    let host_state = naming.host_state();
-    let event_types: Vec<&str> = EventKind::ALL.iter().map(|k| k.wire()).collect();
-    let mut entities = vec![
-        entity(
-            "event",
-            "storage_event",
-            &name,
-            "Storage event".into(),
-            json!({
-                "state_topic": events,
-                "event_types": event_types,
-                "value_template":
-                    "{{ {'event_type': value_json.type, 'id': value_json.id, 'subject': value_json.subject} | to_json }}",
-                "icon": "mdi:harddisk",
-            }),
-        ),
-        entity(
-            "sensor",
-            "last_event",
-            &name,
-            "Last storage event".into(),
-            json!({
-                "state_topic": events,
-                "value_template": "{{ value_json.type }}",
-                "json_attributes_topic": events,
-                "json_attributes_template":
-                    "{{ {'id': value_json.id, 'subject': value_json.subject, 'time': value_json.time} | to_json }}",
-                "icon": "mdi:history",
-            }),
-        ),
-        entity(
-            "sensor",
-            "last_event_id",
-            &name,
-            "Last event id".into(),
-            json!({
-                "state_topic": host_state,
-                "value_template": "{{ value_json.last_event_id }}",
-                "entity_category": "diagnostic",
-                "icon": "mdi:counter",
-            }),
-        ),
-    ];
-    for (key, label) in [("disks", "Disks"), ("partitions", "Partitions"), ("mounts", "Mounts"), ("shares", "Shares")] {
-        entities.push(entity(
-            "sensor",
-            key,
-            &name,
-            label.into(),
-            json!({
-                "state_topic": host_state,
-                "value_template": format!("{{{{ value_json.{key} }}}}"),
-                "state_class": "measurement",
-                "icon": "mdi:counter",
-            }),
-        ));
-    }
-    DiscoveryObject {
-        object: HOST.into(),
-        device: json!({
-            "identifiers": [name],
-            "name": format!("diskwatch {}", naming.node_id),
-            "manufacturer": "diskwatch",
-            "model": "Storage monitor",
-            "sw_version": naming.version,
-        }),
-        name,
-        entities,
-    }
-}
-
-/// "WDC WD40EFRX (sdb)", or the kernel name alone.
-pub fn disk_label(d: &Disk) -> String {
-    match d.model.as_deref().map(str::trim).filter(|m| !m.is_empty()) {
-        Some(model) => format!("{} ({})", model.replace('_', " "), d.kernel_name),
-        None => d.kernel_name.clone(),
+/// Data sizes are published in GB (the unit drives are sold in; Home Assistant converts to TB
+/// or GiB on request): `expr` is the byte count's Jinja expression, `guard` when it exists.
+fn gigabytes(expr: &str, guard: Option<&str>) -> String {
+    let value = format!("({expr} / 1000000000) | round(3)");
+    match guard {
+        Some(guard) => format!("{{{{ {value} if {guard} else None }}}}"),
+        None => format!("{{{{ {value} }}}}"),
     }
 }
 
@@ -274,24 +239,13 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
     let name = naming.disk_device(&d.id);
     let state = naming.state(Kind::Disk, &d.id);
     let avail = naming.object_availability(Kind::Disk, &d.id);
-    let label = disk_label(d);
-    let mut device = json!({
-        "identifiers": [name],
-        "name": label,
-        "via_device": naming.host_device(),
-    });
-    for (key, value) in [("manufacturer", &d.vendor), ("model", &d.model), ("serial_number", &d.serial)] {
-        if let Some(v) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-            device[key] = json!(v);
-        }
-    }
     let mut entities = vec![
         // State and availability in one: the entity stays available and shows off when unplugged.
         entity(
             "binary_sensor",
             "connected",
             &name,
-            format!("{label} connected"),
+            "Connected".into(),
             json!({
                 "state_topic": avail,
                 "payload_on": "online",
@@ -303,167 +257,114 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
             "sensor",
             "size",
             &name,
-            format!("{label} size"),
+            "Size".into(),
             json!({
                 "state_topic": state,
-                "value_template": "{{ value_json.size_bytes }}",
+                "value_template": gigabytes("value_json.size_bytes", None),
                 "device_class": "data_size",
-                "unit_of_measurement": "B",
-                "entity_category": "diagnostic",
+                "unit_of_measurement": "GB",
+                "suggested_display_precision": 1,
             }),
-        ),
+        )
+        .diagnostic(),
     ];
     let mut follow = vec!["size"];
     if d.power_state.is_some() {
-        entities.extend(health_entities(&name, &label, &state));
+        // Only what the disk can tell: no SMART entities for a disk without SMART, created
+        // when the value first appears.
+        entities.extend(health_entities(&name, &state).into_iter().filter(|e| health::has_value(d, e.key)));
         follow.extend(HEALTH_KEYS);
     }
     if d.io.is_some() {
-        entities.extend(io_entities(&name, &label, &state));
+        entities.extend(io_entities(&name, &state));
         follow.extend(IO_KEYS);
     }
     if naming.actions.contains(&ActionKind::Eject) && ejectable(d) {
-        entities.push(button(
-            naming,
-            Kind::Disk,
-            &d.id,
-            &name,
-            ActionKind::Eject,
-            format!("Eject {label}"),
-            "mdi:eject",
-        ));
+        entities.push(button(naming, Kind::Disk, &d.id, &name, ActionKind::Eject, "Eject", "mdi:eject"));
         follow.push("eject");
     }
     if naming.actions.contains(&ActionKind::SpinDown) && d.rotational && !d.kernel_name.starts_with("loop") {
-        let b =
-            button(naming, Kind::Disk, &d.id, &name, ActionKind::SpinDown, format!("Spin down {label}"), "mdi:sleep");
-        entities.push(b);
+        entities.push(button(naming, Kind::Disk, &d.id, &name, ActionKind::SpinDown, "Spin down", "mdi:sleep"));
         follow.push("spin_down");
     }
     DiscoveryObject {
         object: object_key(Kind::Disk, &d.id),
         name,
-        device,
+        device: devices::disk_device(d, naming),
         // The connected sensor reads the availability topic itself; the others follow it.
         entities: with_object_availability(entities, &avail, &follow),
+        removable: devices::removable(d),
     }
 }
 
-/// "Data (sdb1)": the filesystem label (else the mount point) and the source device's name.
-pub fn mount_label(m: &Mount, s: &Snapshot) -> String {
-    let fs_label = m
-        .partition_id
-        .as_deref()
-        .and_then(|p| s.partitions.iter().find(|x| x.id == p))
-        .and_then(|p| p.fs_label.clone())
-        .filter(|l| !l.is_empty());
-    let what = fs_label.unwrap_or_else(|| m.mount_point.clone());
-    let dev = m.source.rsplit('/').next().unwrap_or(&m.source);
-    if dev.is_empty() || dev == what {
-        what
-    } else {
-        format!("{what} ({dev})")
-    }
-}
-
-fn mount_object(m: &Mount, label: &str, device: Value, naming: &Naming) -> DiscoveryObject {
-    let name = format!("diskwatch_{}_mount_{}", naming.node_id, m.id);
+fn mount_object(m: &Mount, s: &Snapshot, naming: &Naming) -> DiscoveryObject {
+    let name = devices::mount_identifier(naming, &m.id);
     let state = naming.state(Kind::Mount, &m.id);
     let avail = naming.object_availability(Kind::Mount, &m.id);
-    let entities = vec![
+    let mut entities = vec![
         entity(
             "binary_sensor",
             "mounted",
             &name,
-            format!("{label} mounted"),
+            "Mounted".into(),
             json!({"state_topic": avail, "payload_on": "online", "payload_off": "offline"}),
         ),
         entity(
             "binary_sensor",
             "read_only",
             &name,
-            format!("{label} read-only"),
+            "Read-only".into(),
             json!({
                 "state_topic": state,
                 "value_template": "{{ 'ON' if value_json.read_only else 'OFF' }}",
                 "device_class": "problem",
             }),
         ),
-        entity(
+    ];
+    // Usage is known once the filesystem answered statvfs (never for some pseudo filesystems).
+    if m.usage.is_some() {
+        entities.push(entity(
             "sensor",
             "used",
             &name,
-            format!("{label} used"),
+            "Used".into(),
             json!({
                 "state_topic": state,
                 "value_template": "{{ (value_json.usage.percent | round(1)) if value_json.usage else None }}",
                 "unit_of_measurement": "%",
                 "state_class": "measurement",
+                "suggested_display_precision": 1,
                 "icon": "mdi:harddisk",
                 "json_attributes_topic": state,
                 "json_attributes_template":
                     "{{ {'mount_point': value_json.mount_point, 'source': value_json.source, 'fs_type': value_json.fs_type} | to_json }}",
             }),
-        ),
-        entity(
+        ));
+        entities.push(entity(
             "sensor",
             "free",
             &name,
-            format!("{label} free"),
+            "Free".into(),
             json!({
                 "state_topic": state,
-                "value_template": "{{ value_json.usage.available_bytes if value_json.usage else None }}",
+                "value_template": gigabytes("value_json.usage.available_bytes", Some("value_json.usage")),
                 "device_class": "data_size",
-                "unit_of_measurement": "B",
+                "unit_of_measurement": "GB",
                 "state_class": "measurement",
+                "suggested_display_precision": 1,
             }),
-        ),
-    ];
-    let mut entities = entities;
+        ));
+    }
     let system = crate::actions::machine::SYSTEM_MOUNTS.contains(&m.mount_point.as_str());
     if naming.actions.contains(&ActionKind::Unmount) && !system {
-        entities.push(button(
-            naming,
-            Kind::Mount,
-            &m.id,
-            &name,
-            ActionKind::Unmount,
-            format!("Unmount {label}"),
-            "mdi:eject-outline",
-        ));
+        entities.push(button(naming, Kind::Mount, &m.id, &name, ActionKind::Unmount, "Unmount", "mdi:eject-outline"));
     }
     DiscoveryObject {
         object: object_key(Kind::Mount, &m.id),
+        device: devices::mount_device(m, s, naming),
         name,
-        device,
         entities: with_object_availability(entities, &avail, &["read_only", "used", "free", "unmount"]),
-    }
-}
-
-fn share_object(sh: &Share, device: Value, naming: &Naming) -> DiscoveryObject {
-    let name = format!("diskwatch_{}_share_{}", naming.node_id, sh.id);
-    let state = naming.state(Kind::Share, &sh.id);
-    let avail = naming.object_availability(Kind::Share, &sh.id);
-    let label = format!("{} share {}", sh.protocol.as_str().to_uppercase(), sh.name);
-    let entities = vec![entity(
-        "binary_sensor",
-        "available",
-        &name,
-        format!("{label} available"),
-        json!({
-            "state_topic": state,
-            "value_template": "{{ 'ON' if value_json.available else 'OFF' }}",
-            "device_class": "connectivity",
-            "json_attributes_topic": state,
-            "json_attributes_template":
-                "{{ {'path': value_json.path, 'enabled': value_json.enabled, 'read_only': value_json.read_only} | to_json }}",
-        }),
-    )];
-    DiscoveryObject {
-        object: object_key(Kind::Share, &sh.id),
-        name,
-        device,
-        entities: with_object_availability(entities, &avail, &["available"]),
+        removable: devices::mount_removable(m, s),
     }
 }
 
@@ -480,14 +381,14 @@ fn button(
     id: &str,
     object_name: &str,
     action: ActionKind,
-    name: String,
+    name: &str,
     icon: &str,
 ) -> Entity {
     entity(
         "button",
         action.as_str(),
         object_name,
-        name,
+        name.into(),
         json!({
             "command_topic": naming.command(kind, id, action),
             "payload_press": "PRESS",
@@ -495,73 +396,6 @@ fn button(
             "icon": icon,
         }),
     )
-}
-
-/// "md0 raid1", "btrfs data raid1", "zfs tank raidz1".
-pub fn array_label(a: &Array) -> String {
-    let name = if a.kind == ArrayKind::Md { a.name.clone() } else { format!("{} {}", a.kind.as_str(), a.name) };
-    match a.level.as_deref() {
-        Some(level) => format!("{name} {level}"),
-        None => name,
-    }
-}
-
-fn array_object(a: &Array, naming: &Naming) -> DiscoveryObject {
-    let name = format!("diskwatch_{}_array_{}", naming.node_id, a.id);
-    let state = naming.state(Kind::Array, &a.id);
-    let avail = naming.object_availability(Kind::Array, &a.id);
-    let label = array_label(a);
-    let options: Vec<&str> = ArrayState::ALL.iter().map(|s| s.as_str()).collect();
-    let entities = vec![
-        entity(
-            "sensor",
-            "state",
-            &name,
-            format!("{label} state"),
-            json!({
-                "state_topic": state,
-                "value_template": "{{ value_json.state }}",
-                "device_class": "enum",
-                "options": options,
-                "icon": "mdi:harddisk-plus",
-                "json_attributes_topic": state,
-                "json_attributes_template":
-                    "{{ {'kind': value_json.kind, 'level': value_json.level, 'members': value_json.members | length, 'sync_action': value_json.sync_action} | to_json }}",
-            }),
-        ),
-        entity(
-            "binary_sensor",
-            "degraded",
-            &name,
-            format!("{label} degraded"),
-            json!({
-                "state_topic": state,
-                "value_template": "{{ 'ON' if value_json.state in ['degraded', 'recovering', 'failed'] else 'OFF' }}",
-                "device_class": "problem",
-                "json_attributes_topic": state,
-                "json_attributes_template": "{{ {'degraded_count': value_json.degraded_count} | to_json }}",
-            }),
-        ),
-        entity(
-            "sensor",
-            "sync",
-            &name,
-            format!("{label} sync progress"),
-            json!({
-                "state_topic": state,
-                "value_template": "{{ value_json.sync_percent if value_json.sync_percent is not none else None }}",
-                "unit_of_measurement": "%",
-                "state_class": "measurement",
-                "icon": "mdi:progress-wrench",
-            }),
-        ),
-    ];
-    DiscoveryObject {
-        object: object_key(Kind::Array, &a.id),
-        name,
-        device: json!({"identifiers": [naming.host_device()]}),
-        entities: with_object_availability(entities, &avail, &["state", "degraded", "sync"]),
-    }
 }
 
 /// Entities named in `keys` also depend on the object's availability topic, so
@@ -578,6 +412,14 @@ fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str
 #[path = "discovery_health.rs"]
 mod health;
 use health::{health_entities, io_entities, HEALTH_KEYS, IO_KEYS};
+
+#[path = "discovery_devices.rs"]
+pub mod devices;
+
+#[path = "discovery_host.rs"]
+mod host;
+pub use devices::{array_label, disk_label, mount_label};
+use host::{array_object, host_object, share_object};
 
 #[cfg(test)]
 #[path = "discovery_tests.rs"]

@@ -1,28 +1,56 @@
-//! Home Assistant entities of a disk's health and activity (SPEC §8): temperature (°C,
-//! measurement), SMART problem, power-state enum, power-on hours, read and write rates
-//! (data_rate). Only for disks whose health or activity is watched.
+//! Home Assistant entities of a disk's health and activity (SPEC §8, §9): temperature (°C,
+//! measurement), SMART problem (following `attention`: on for watch and failing), attention
+//! enum (reasons as attributes), an acknowledge button, power-state enum, power-on hours, read
+//! and write rates (data_rate). Only for disks whose health or activity is watched, and each
+//! only once the disk has given its value ([`has_value`]).
 
 use serde_json::json;
 
 use super::{entity, Entity};
-use crate::model::PowerState;
+use crate::model::attention::Level;
+use crate::model::{Disk, PowerState};
 
-pub(super) const HEALTH_KEYS: [&str; 4] = ["temperature", "smart_problem", "power_state", "power_on_hours"];
+pub(super) const HEALTH_KEYS: [&str; 6] =
+    ["temperature", "smart_problem", "attention", "acknowledge", "power_state", "power_on_hours"];
+
+/// The command topic of a disk's acknowledge button, next to its state topic.
+pub(super) fn acknowledge_topic(state: &str) -> String {
+    format!("{}/acknowledge/set", state.strip_suffix("/state").unwrap_or(state))
+}
 pub(super) const IO_KEYS: [&str; 2] = ["read_rate", "write_rate"];
+
+/// Whether the disk has ever given the value of the health entity `key`: a disk whose SMART
+/// is unavailable (`health_note`) gets no SMART, temperature, power-on hours or power-state
+/// entity that would stay unknown for ever; each is announced when its value appears. (A
+/// reading is kept while the disk sleeps, so an entity does not come and go with standby.)
+pub(super) fn has_value(d: &Disk, key: &str) -> bool {
+    let health = d.health.as_deref();
+    match key {
+        "temperature" => health.is_some_and(|h| h.temperature_c.is_some()),
+        "smart_problem" => d.attention.is_some() || health.is_some_and(|h| h.passed.is_some()),
+        // The verdict and its button exist once a verdict does.
+        "attention" | "acknowledge" => d.attention.is_some(),
+        "power_on_hours" => health.is_some_and(|h| h.power_on_hours.is_some()),
+        // Unknown is what a disk that cannot report its power mode says for ever.
+        "power_state" => d.power_state.is_some_and(|p| p != PowerState::Unknown),
+        _ => true,
+    }
+}
 
 /// SPEC §8: temperature, SMART problem, power state and power-on hours of a disk whose health
 /// is watched (its `power_state` is set).
-pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entity> {
+pub(super) fn health_entities(name: &str, state: &str) -> Vec<Entity> {
     let states: Vec<&str> =
         [PowerState::Active, PowerState::Idle, PowerState::Standby, PowerState::Sleeping, PowerState::Unknown]
             .map(PowerState::as_str)
             .to_vec();
+    let levels: Vec<&str> = Level::ALL.map(Level::as_str).to_vec();
     vec![
         entity(
             "sensor",
             "temperature",
             name,
-            format!("{label} temperature"),
+            "Temperature".into(),
             json!({
                 "state_topic": state,
                 "value_template":
@@ -30,6 +58,7 @@ pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entit
                 "device_class": "temperature",
                 "unit_of_measurement": "°C",
                 "state_class": "measurement",
+                "suggested_display_precision": 0,
                 "json_attributes_topic": state,
                 "json_attributes_template":
                     "{{ {'checked_at': value_json.health.checked_at if value_json.health else None, 'source': value_json.health.source if value_json.health else None} | to_json }}",
@@ -39,11 +68,13 @@ pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entit
             "binary_sensor",
             "smart_problem",
             name,
-            format!("{label} SMART"),
+            "SMART".into(),
             json!({
                 "state_topic": state,
+                // SPEC §9: follows the attention verdict (on for watch and failing, unknown while
+                // the disk cannot be read); the drive's own flag only where no verdict exists.
                 "value_template":
-                    "{{ ('OFF' if value_json.health.passed else 'ON') if value_json.health and value_json.health.passed is not none else 'None' }}",
+                    "{{ ({'ok': 'OFF', 'watch': 'ON', 'failing': 'ON'}[value_json.attention.level] | default('None')) if value_json.attention else (('OFF' if value_json.health.passed else 'ON') if value_json.health and value_json.health.passed is not none else 'None') }}",
                 "device_class": "problem",
                 "json_attributes_topic": state,
                 "json_attributes_template":
@@ -52,9 +83,37 @@ pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entit
         ),
         entity(
             "sensor",
+            "attention",
+            name,
+            "Attention".into(),
+            json!({
+                "state_topic": state,
+                "value_template": "{{ value_json.attention.level if value_json.attention else None }}",
+                "device_class": "enum",
+                "options": levels,
+                "icon": "mdi:harddisk-remove",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'reasons': value_json.attention.reasons, 'assessed_at': value_json.attention.assessed_at} | to_json if value_json.attention else '{}' }}",
+            }),
+        ),
+        entity(
+            "button",
+            "acknowledge",
+            name,
+            "Acknowledge".into(),
+            json!({
+                "command_topic": acknowledge_topic(state),
+                "payload_press": "PRESS",
+                "retain": false,
+                "icon": "mdi:check-circle-outline",
+            }),
+        ),
+        entity(
+            "sensor",
             "power_state",
             name,
-            format!("{label} power state"),
+            "Power state".into(),
             json!({
                 "state_topic": state,
                 "value_template": "{{ value_json.power_state if value_json.power_state else None }}",
@@ -69,7 +128,7 @@ pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entit
             "sensor",
             "power_on_hours",
             name,
-            format!("{label} power-on hours"),
+            "Power-on hours".into(),
             json!({
                 "state_topic": state,
                 "value_template":
@@ -77,28 +136,31 @@ pub(super) fn health_entities(name: &str, label: &str, state: &str) -> Vec<Entit
                 "device_class": "duration",
                 "unit_of_measurement": "h",
                 "state_class": "total_increasing",
+                "suggested_display_precision": 0,
                 "entity_category": "diagnostic",
             }),
         ),
     ]
 }
 
-/// SPEC §8: read and write rates of a disk with activity samples.
-pub(super) fn io_entities(name: &str, label: &str, state: &str) -> Vec<Entity> {
-    [("read_rate", "read rate", "read_bytes_per_s"), ("write_rate", "write rate", "write_bytes_per_s")]
+/// SPEC §8: read and write rates of a disk with activity samples, in MB/s.
+pub(super) fn io_entities(name: &str, state: &str) -> Vec<Entity> {
+    [("read_rate", "Read rate", "read_bytes_per_s"), ("write_rate", "Write rate", "write_bytes_per_s")]
         .into_iter()
         .map(|(key, what, field)| {
             entity(
                 "sensor",
                 key,
                 name,
-                format!("{label} {what}"),
+                what.into(),
                 json!({
                     "state_topic": state,
-                    "value_template": format!("{{{{ value_json.io.{field} if value_json.io else None }}}}"),
+                    "value_template":
+                        format!("{{{{ (value_json.io.{field} / 1000000) | round(3) if value_json.io else None }}}}"),
                     "device_class": "data_rate",
-                    "unit_of_measurement": "B/s",
+                    "unit_of_measurement": "MB/s",
                     "state_class": "measurement",
+                    "suggested_display_precision": 1,
                     "json_attributes_topic": state,
                     "json_attributes_template":
                         "{{ {'busy_percent': value_json.io.busy_percent, 'idle_seconds': value_json.io.idle_seconds} | to_json if value_json.io else '{}' }}",

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::*;
-use crate::model::{Partition, Protocol, Usage};
+use crate::model::{Partition, Protocol, Share, Usage};
 use crate::mqtt::config::MqttConfig;
 
 pub(crate) fn disk() -> Disk {
@@ -17,6 +17,7 @@ pub(crate) fn disk() -> Disk {
         vendor: Some("WDC".into()),
         model: Some("WD40EFRX".into()),
         serial: Some("S1".into()),
+        firmware: Some("80.00A80".into()),
         wwn: Some("0x5000".into()),
         bus: Some("ata".into()),
         size_bytes: 4_000_000_000_000,
@@ -36,6 +37,7 @@ pub(crate) fn disk() -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -83,6 +85,7 @@ pub(crate) fn snapshot() -> Snapshot {
             inodes_free: 9,
         }),
         stale: false,
+        attention: None,
         forecast: None,
         array_id: None,
     };
@@ -137,7 +140,7 @@ fn json(m: &Retained) -> Value {
 
 #[test]
 fn states_and_availability_for_every_object() {
-    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Device));
+    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Device), None);
     let disk = json(find(&msgs, "diskwatch/nas1/disk/wwn-0x5000/state"));
     assert_eq!(disk["size_bytes"], 4_000_000_000_000u64);
     assert_eq!(find(&msgs, "diskwatch/nas1/partition/p-1/availability").payload, "online");
@@ -152,35 +155,52 @@ fn states_and_availability_for_every_object() {
 
 #[test]
 fn device_discovery_links_devices_and_names_entities() {
-    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Device));
+    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Device), None);
     let configs: Vec<&Retained> = msgs.iter().filter(|m| m.topic.starts_with("homeassistant/")).collect();
     // host, one disk, two mounts, one share
     assert_eq!(configs.len(), 5);
     let disk = json(find(&msgs, "homeassistant/device/diskwatch_nas1_disk_wwn-0x5000/config"));
     assert_eq!(disk["device"]["via_device"], "diskwatch_nas1");
     assert_eq!(disk["device"]["name"], "WD40EFRX (sdb)");
+    assert_eq!(disk["device"]["manufacturer"], "WDC");
+    assert_eq!(disk["device"]["serial_number"], "S1");
+    assert_eq!(disk["device"]["sw_version"], "80.00A80");
+    assert_eq!(disk["cmps"]["connected"]["name"], "Connected", "HA puts the device name in front");
     assert_eq!(disk["cmps"]["connected"]["platform"], "binary_sensor");
     assert_eq!(
         disk["cmps"]["connected"]["default_entity_id"],
         "binary_sensor.diskwatch_nas1_disk_wwn_0x5000_connected"
     );
     assert_eq!(disk["cmps"]["size"]["device_class"], "data_size");
+    assert_eq!(disk["cmps"]["size"]["unit_of_measurement"], "GB");
+    assert_eq!(disk["cmps"]["size"]["suggested_display_precision"], 1);
     assert_eq!(disk["cmps"]["size"]["entity_category"], "diagnostic");
     // The size goes unavailable with the disk; "connected" shows off instead.
     assert_eq!(disk["cmps"]["size"]["availability"].as_array().unwrap().len(), 2);
     assert_eq!(disk["cmps"]["connected"]["availability"].as_array().unwrap().len(), 1);
     let data = json(find(&msgs, "homeassistant/device/diskwatch_nas1_mount_mnt_data/config"));
-    assert_eq!(data["device"]["identifiers"][0], "diskwatch_nas1_disk_wwn-0x5000");
-    assert_eq!(data["cmps"]["used"]["name"], "Data (sdb1) used");
+    // A mount is a device of its own, under its disk.
+    assert_eq!(data["device"]["identifiers"][0], "diskwatch_nas1_mount_mnt_data");
+    assert_eq!(data["device"]["name"], "Data (/mnt/data)");
+    assert_eq!(data["device"]["model"], "ext4 on sdb1");
+    assert_eq!(data["device"]["via_device"], "diskwatch_nas1_disk_wwn-0x5000");
+    assert_eq!(data["cmps"]["used"]["name"], "Used");
     assert_eq!(data["cmps"]["used"]["unit_of_measurement"], "%");
     assert_eq!(data["cmps"]["read_only"]["device_class"], "problem");
     assert_eq!(data["cmps"]["used"]["availability_mode"], "all");
     let srv = json(find(&msgs, "homeassistant/device/diskwatch_nas1_mount_srv/config"));
-    assert_eq!(srv["device"]["identifiers"][0], "diskwatch_nas1", "a mount without a disk sits on the host");
-    assert_eq!(srv["cmps"]["free"]["name"], "/srv (tmpfs) free");
+    assert_eq!(srv["device"]["via_device"], "diskwatch_nas1", "a mount without a disk sits under the host");
+    assert_eq!(srv["device"]["name"], "/srv");
+    assert_eq!(srv["cmps"]["free"]["name"], "Free");
+    // A share is a service of the host: its entity is on the host device, described alike.
     let share = json(find(&msgs, "homeassistant/device/diskwatch_nas1_share_smb-media/config"));
-    assert_eq!(share["device"]["identifiers"][0], "diskwatch_nas1_disk_wwn-0x5000");
     let host = json(find(&msgs, "homeassistant/device/diskwatch_nas1/config"));
+    assert_eq!(share["device"], host["device"]);
+    assert_eq!(share["cmps"]["available"]["name"], "SMB share media");
+    // Every device block is named (Home Assistant asks for a name in each).
+    for m in &configs {
+        assert!(json(m)["device"]["name"].is_string(), "{}", m.topic);
+    }
     let types = host["cmps"]["storage_event"]["event_types"].as_array().unwrap();
     assert!(types.iter().any(|t| t == "disk.added"));
     assert_eq!(host["origin"]["name"], "diskwatch");
@@ -199,10 +219,10 @@ fn device_discovery_links_devices_and_names_entities() {
 
 #[test]
 fn component_discovery_has_one_topic_per_entity() {
-    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Component));
+    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Component), None);
     let used = json(find(&msgs, "homeassistant/sensor/diskwatch_nas1_mount_mnt_data/used/config"));
     assert_eq!(used["state_class"], "measurement");
-    assert_eq!(used["device"]["identifiers"][0], "diskwatch_nas1_disk_wwn-0x5000");
+    assert_eq!(used["device"]["via_device"], "diskwatch_nas1_disk_wwn-0x5000");
     assert!(used.get("platform").is_none());
     let event = json(find(&msgs, "homeassistant/event/diskwatch_nas1/storage_event/config"));
     assert_eq!(event["state_topic"], "diskwatch/nas1/events");
@@ -227,19 +247,140 @@ fn arrays_get_state_degraded_and_progress_entities_on_the_host() {
     array.level = Some("raid1".into());
     array.state = ArrayState::Degraded;
     s.arrays.push(array);
-    let msgs = plan(&s, &naming(DiscoveryMode::Device));
+    let msgs = plan(&s, &naming(DiscoveryMode::Device), None);
     let state = json(find(&msgs, "diskwatch/nas1/array/btrfs-8a0e6f3c-0000-4000-8000-000000000001/state"));
     assert_eq!(state["state"], "degraded");
     let config = json(find(
         &msgs,
         "homeassistant/device/diskwatch_nas1_array_btrfs-8a0e6f3c-0000-4000-8000-000000000001/config",
     ));
-    assert_eq!(config["device"]["identifiers"][0], "diskwatch_nas1", "arrays live on the host device");
+    assert_eq!(config["device"]["via_device"], "diskwatch_nas1", "arrays are devices under the host");
+    assert_eq!(config["device"]["name"], "btrfs pool raid1");
     assert_eq!(config["cmps"]["state"]["device_class"], "enum");
     assert_eq!(config["cmps"]["state"]["options"].as_array().map(Vec::len), Some(7));
-    assert_eq!(config["cmps"]["state"]["name"], "btrfs pool raid1 state");
+    assert_eq!(config["cmps"]["state"]["name"], "State");
     assert_eq!(config["cmps"]["degraded"]["device_class"], "problem");
     assert_eq!(config["cmps"]["degraded"]["platform"], "binary_sensor");
     assert_eq!(config["cmps"]["sync"]["unit_of_measurement"], "%");
     assert_eq!(config["cmps"]["sync"]["availability"].as_array().map(Vec::len), Some(2));
+}
+
+fn cmps(msgs: &[Retained], topic: &str) -> serde_json::Map<String, Value> {
+    json(find(msgs, topic))["cmps"].as_object().unwrap().clone()
+}
+
+#[test]
+fn health_entities_appear_only_with_their_values() {
+    use crate::model::{Health, HealthSource, PowerState};
+    let topic = "homeassistant/device/diskwatch_nas1_disk_wwn-0x5000/config";
+    let mut s = snapshot();
+    // Health watched, but SMART unavailable: the power mode is unknown for ever, nothing read.
+    s.disks[0].power_state = Some(PowerState::Unknown);
+    s.disks[0].health_note = Some("SMART unavailable: no SMART support".into());
+    let keys = |s: &Snapshot| -> Vec<String> {
+        cmps(&plan(s, &naming(DiscoveryMode::Device), None), topic).keys().cloned().collect()
+    };
+    assert_eq!(keys(&s), ["connected", "size"]);
+    // A temperature from hwmon only: that entity alone.
+    let mut health = Health {
+        passed: None,
+        temperature_c: Some(41.0),
+        power_on_hours: None,
+        power_cycles: None,
+        reallocated_sectors: None,
+        pending_sectors: None,
+        uncorrectable: None,
+        nvme_percentage_used: None,
+        nvme_critical_warning: None,
+        nvme_media_errors: None,
+        checked_at: "2026-12-03T10:00:00Z".into(),
+        source: HealthSource::Hwmon,
+        ..Health::default()
+    };
+    s.disks[0].health = Some(Box::new(health.clone()));
+    assert_eq!(keys(&s), ["connected", "size", "temperature"]);
+    // A full SMART reading, the disk awake.
+    health.passed = Some(true);
+    health.power_on_hours = Some(1200);
+    s.disks[0].health = Some(Box::new(health));
+    s.disks[0].power_state = Some(PowerState::Active);
+    let all = cmps(&plan(&s, &naming(DiscoveryMode::Device), None), topic);
+    let mut names: Vec<(&str, &str)> = all.iter().map(|(k, c)| (k.as_str(), c["name"].as_str().unwrap())).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ("connected", "Connected"),
+            ("power_on_hours", "Power-on hours"),
+            ("power_state", "Power state"),
+            ("size", "Size"),
+            ("smart_problem", "SMART"),
+            ("temperature", "Temperature"),
+        ]
+    );
+    assert_eq!(all["power_on_hours"]["entity_category"], "diagnostic");
+    assert_eq!(all["temperature"]["suggested_display_precision"], 0);
+    // Each follows the disk's availability.
+    assert!(all
+        .values()
+        .filter(|c| c["name"] != "Connected")
+        .all(|c| c["availability"].as_array().unwrap().len() == 2));
+}
+
+#[test]
+fn mounts_without_usage_get_no_usage_entities() {
+    let mut s = snapshot();
+    s.mounts[1].usage = None;
+    let msgs = plan(&s, &naming(DiscoveryMode::Device), None);
+    let keys: Vec<String> =
+        cmps(&msgs, "homeassistant/device/diskwatch_nas1_mount_srv/config").keys().cloned().collect();
+    assert_eq!(keys, ["mounted", "read_only"]);
+}
+
+#[test]
+fn the_last_event_is_retained_with_the_host_state() {
+    let last = LastEvent::from_json(
+        r#"{"specversion":"1.0","id":"42","type":"mount.unmounted","subject":"mount/mnt_data","time":"2026-12-03T10:00:00Z","data":{}}"#,
+    )
+    .unwrap();
+    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Device), Some(&last));
+    let host = json(find(&msgs, "diskwatch/nas1/state"));
+    assert_eq!(host["last_event"]["type"], "mount.unmounted");
+    assert_eq!(host["last_event"]["id"], "42");
+    let sensor = &cmps(&msgs, "homeassistant/device/diskwatch_nas1/config")["last_event"];
+    assert_eq!(sensor["state_topic"], "diskwatch/nas1/state", "read from the retained state");
+    // Before any event: null, and the sensor's template says None (unknown) for it.
+    let host = json(find(&plan(&snapshot(), &naming(DiscoveryMode::Device), None), "diskwatch/nas1/state"));
+    assert!(host["last_event"].is_null());
+}
+
+#[test]
+fn diagnostic_and_rarely_useful_entities_are_marked() {
+    let msgs = plan(&snapshot(), &naming(DiscoveryMode::Device), None);
+    let host = cmps(&msgs, "homeassistant/device/diskwatch_nas1/config");
+    assert_eq!(host["last_event_id"]["entity_category"], "diagnostic");
+    assert_eq!(host["last_event_id"]["enabled_by_default"], false);
+    assert_eq!(host["partitions"]["enabled_by_default"], false);
+    assert_eq!(host["disks"]["entity_category"], "diagnostic");
+    assert!(host["disks"].get("enabled_by_default").is_none());
+    assert!(host["storage_event"].get("entity_category").is_none());
+}
+
+#[test]
+fn objects_on_loop_and_usb_disks_are_removable() {
+    let mut s = snapshot();
+    let fixed = plan(&s, &naming(DiscoveryMode::Device), None);
+    // Only the tmpfs on /srv (on no disk) goes soon.
+    let soon: Vec<&str> = fixed.iter().filter(|m| m.removable).map(|m| m.object.as_str()).collect();
+    assert!(soon.iter().all(|o| *o == "mount/srv") && !soon.is_empty(), "{soon:?}");
+    s.mounts[1].network = true;
+    assert!(plan(&s, &naming(DiscoveryMode::Device), None).iter().all(|m| !m.removable), "network mounts stay");
+    s.disks[0].bus = Some("usb".into());
+    let usb = plan(&s, &naming(DiscoveryMode::Device), None);
+    let removable: std::collections::BTreeSet<&str> =
+        usb.iter().filter(|m| m.removable).map(|m| m.object.as_str()).collect();
+    assert_eq!(
+        removable.into_iter().collect::<Vec<_>>(),
+        ["disk/wwn-0x5000", "mount/mnt_data", "partition/p-1", "share/smb-media"],
+    );
 }

@@ -1,7 +1,8 @@
 //! What the broker holds from us: decides which retained messages to send
 //! for a new plan (changes only, or everything on a re-announce), marks
-//! vanished objects offline at once and clears their topics after the
-//! retention period. Remembered in `state_dir` so a restart orphans nothing.
+//! vanished objects offline at once and clears their topics after their
+//! removal delay (short for removable objects, long for fixed ones; see [`Removal`]).
+//! Remembered in `state_dir` so a restart orphans nothing.
 //! Methods only change state and return messages; the sink does the I/O.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -28,6 +29,54 @@ pub struct ObjectRecord {
     pub availability: Option<String>,
     /// When it left the snapshot, in milliseconds since the Unix epoch.
     pub removed_at_ms: Option<u64>,
+    /// It lived on a removable or loop disk (as last seen): the short removal delay applies.
+    #[serde(default)]
+    pub removable: bool,
+    /// When its discovery configs were cleared; its state and availability topics follow
+    /// [`STATE_CLEAR_GAP_MS`] later (see [`Retainer::expire`]).
+    #[serde(default)]
+    pub configs_cleared_at_ms: Option<u64>,
+}
+
+/// Between clearing an object's discovery and its state topics. Home Assistant drops the
+/// entities (and unsubscribes) on the empty config; an empty state arriving before that
+/// makes every template of the entity fail in its log ("'value_json' is undefined").
+pub const STATE_CLEAR_GAP_MS: u64 = 2_000;
+
+fn is_config(topic: &str) -> bool {
+    topic.ends_with("/config")
+}
+
+/// When removed objects' topics are cleared (and Home Assistant drops their entities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    pub removable_ms: u64,
+    pub fixed_ms: u64,
+    /// At most this many removed removable objects wait for their delay: under plug churn
+    /// (a new mount point or loop device every second) the oldest go first, so Home
+    /// Assistant never piles up entities of objects long gone.
+    pub max_removable: usize,
+}
+
+/// See [`Removal::max_removable`].
+pub const MAX_REMOVED_REMOVABLE: usize = 16;
+
+impl Removal {
+    pub fn new(removable: std::time::Duration, fixed: std::time::Duration) -> Self {
+        Self {
+            removable_ms: removable.as_millis() as u64,
+            fixed_ms: fixed.as_millis() as u64,
+            max_removable: MAX_REMOVED_REMOVABLE,
+        }
+    }
+
+    fn delay_ms(&self, record: &ObjectRecord) -> u64 {
+        if record.removable {
+            self.removable_ms
+        } else {
+            self.fixed_ms
+        }
+    }
 }
 
 /// The persisted form.
@@ -106,6 +155,10 @@ impl Retainer {
             if record.topics.insert(msg.topic.clone()) {
                 self.dirty = true;
             }
+            if record.removable != msg.removable {
+                record.removable = msg.removable;
+                self.dirty = true;
+            }
             if msg.topic.ends_with("/availability") && record.availability.as_deref() != Some(&msg.topic) {
                 record.availability = Some(msg.topic.clone());
                 self.dirty = true;
@@ -119,7 +172,7 @@ impl Retainer {
         for (object, record) in &mut self.objects {
             match present.get(object) {
                 Some(topics) => {
-                    if record.removed_at_ms.take().is_some() {
+                    if record.removed_at_ms.take().is_some() | record.configs_cleared_at_ms.take().is_some() {
                         self.dirty = true;
                     }
                     // Topics the object no longer uses (an entity dropped, the discovery form switched).
@@ -149,16 +202,53 @@ impl Retainer {
         out
     }
 
-    /// Clears every topic of objects removed at least `retention_ms` ago and forgets them.
-    pub fn expire(&mut self, now_ms: u64, retention_ms: u64) -> Vec<Outgoing> {
-        let expired: Vec<String> = self
+    /// Removed removable objects beyond [`Removal::max_removable`], oldest first.
+    fn over_cap(&self, removal: &Removal) -> Vec<String> {
+        let mut gone: Vec<(u64, &String)> = self
             .objects
             .iter()
-            .filter(|(_, r)| r.removed_at_ms.is_some_and(|t| now_ms.saturating_sub(t) >= retention_ms))
+            .filter(|(_, r)| r.removable && r.configs_cleared_at_ms.is_none())
+            .filter_map(|(k, r)| r.removed_at_ms.map(|t| (t, k)))
+            .collect();
+        let excess = gone.len().saturating_sub(removal.max_removable);
+        gone.sort();
+        gone.into_iter().take(excess).map(|(_, k)| k.clone()).collect()
+    }
+
+    /// Objects removed at least their delay ago (and the oldest removable ones beyond the
+    /// cap) lose their discovery configs now, so Home Assistant drops their entities; their
+    /// state and availability topics are cleared [`STATE_CLEAR_GAP_MS`] later, and then the
+    /// object is forgotten.
+    pub fn expire(&mut self, now_ms: u64, removal: &Removal) -> Vec<Outgoing> {
+        let mut expired: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, r)| r.configs_cleared_at_ms.is_none())
+            .filter(|(_, r)| r.removed_at_ms.is_some_and(|t| now_ms.saturating_sub(t) >= removal.delay_ms(r)))
             .map(|(k, _)| k.clone())
             .collect();
+        expired.extend(self.over_cap(removal));
         let mut out = Vec::new();
         for key in expired {
+            if let Some(record) = self.objects.get_mut(&key) {
+                self.dirty = true;
+                let configs: Vec<String> = record.topics.iter().filter(|t| is_config(t)).cloned().collect();
+                for topic in configs {
+                    record.topics.remove(&topic);
+                    self.published.remove(&topic);
+                    self.clearing.insert(topic.clone());
+                    out.push(Outgoing { topic, payload: String::new() });
+                }
+                record.configs_cleared_at_ms = Some(now_ms);
+            }
+        }
+        let done: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, r)| r.configs_cleared_at_ms.is_some_and(|t| now_ms.saturating_sub(t) >= STATE_CLEAR_GAP_MS))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in done {
             if let Some(record) = self.objects.remove(&key) {
                 self.dirty = true;
                 for topic in record.topics {
@@ -171,9 +261,15 @@ impl Retainer {
         out
     }
 
-    /// Every clear not yet acknowledged, to send again on a new connection.
+    /// Every clear not yet acknowledged, to send again on a new connection: discovery
+    /// configs first, so Home Assistant drops an entity before its state topic empties.
     pub fn pending_clears(&self) -> Vec<Outgoing> {
-        self.clearing.iter().map(|topic| Outgoing { topic: topic.clone(), payload: String::new() }).collect()
+        let (configs, others): (Vec<&String>, Vec<&String>) = self.clearing.iter().partition(|t| is_config(t));
+        configs
+            .into_iter()
+            .chain(others)
+            .map(|topic| Outgoing { topic: topic.clone(), payload: String::new() })
+            .collect()
     }
 
     /// The broker acknowledged the clearing of `topic`.
@@ -190,9 +286,16 @@ impl Retainer {
         }
     }
 
-    /// The earliest time an expiry is due, if any object is waiting.
-    pub fn next_expiry_ms(&self, retention_ms: u64) -> Option<u64> {
-        self.objects.values().filter_map(|r| r.removed_at_ms).min().map(|t| t.saturating_add(retention_ms))
+    /// The earliest time an expiry is due, if any object is waiting (0: now, over the cap).
+    pub fn next_expiry_ms(&self, removal: &Removal) -> Option<u64> {
+        if !self.over_cap(removal).is_empty() {
+            return Some(0);
+        }
+        let due = |r: &ObjectRecord| match r.configs_cleared_at_ms {
+            Some(t) => Some(t.saturating_add(STATE_CLEAR_GAP_MS)),
+            None => r.removed_at_ms.map(|t| t.saturating_add(removal.delay_ms(r))),
+        };
+        self.objects.values().filter_map(due).min()
     }
 }
 
@@ -201,7 +304,12 @@ mod tests {
     use super::*;
 
     fn msg(object: &str, topic: &str, payload: &str) -> Retained {
-        Retained { object: object.into(), topic: topic.into(), payload: payload.into() }
+        Retained { object: object.into(), topic: topic.into(), payload: payload.into(), removable: false }
+    }
+
+    /// One delay for every object, as the tests before the two delays used.
+    fn after(ms: u64) -> Removal {
+        Removal { removable_ms: ms, fixed_ms: ms, max_removable: MAX_REMOVED_REMOVABLE }
     }
 
     fn disk_plan(size: &str) -> Vec<Retained> {
@@ -232,16 +340,23 @@ mod tests {
         // Still offline, nothing new to send; a full re-announce repeats the offline.
         assert!(r.update(vec![msg("host", "b/state", "{}")], 2_000, false).is_empty());
         assert_eq!(r.update(vec![msg("host", "b/state", "{}")], 2_000, true).len(), 2);
-        assert!(r.expire(5_000, 5_000).is_empty());
-        assert_eq!(r.next_expiry_ms(5_000), Some(6_000));
-        let cleared = r.expire(6_000, 5_000);
+        assert!(r.expire(5_000, &after(5_000)).is_empty());
+        assert_eq!(r.next_expiry_ms(&after(5_000)), Some(6_000));
+        // The discovery first: Home Assistant drops the entities before their state empties.
+        let cleared = r.expire(6_000, &after(5_000));
+        assert_eq!(cleared, vec![Outgoing { topic: "ha/device/a/config".into(), payload: String::new() }]);
+        assert_eq!(r.next_expiry_ms(&after(5_000)), Some(6_000 + STATE_CLEAR_GAP_MS));
+        assert!(r.expire(6_000 + STATE_CLEAR_GAP_MS - 1, &after(5_000)).is_empty());
+        let cleared = r.expire(6_000 + STATE_CLEAR_GAP_MS, &after(5_000));
         let topics: Vec<&str> = cleared.iter().map(|o| o.topic.as_str()).collect();
-        assert_eq!(topics, ["b/disk/a/availability", "b/disk/a/state", "ha/device/a/config"]);
+        assert_eq!(topics, ["b/disk/a/availability", "b/disk/a/state"]);
         assert!(cleared.iter().all(|o| o.payload.is_empty()));
         assert!(!r.objects().contains_key("disk/a"));
-        assert_eq!(r.next_expiry_ms(5_000), None);
-        // The clears are kept, across a restart too, until the broker acknowledges each.
+        assert_eq!(r.next_expiry_ms(&after(5_000)), None);
+        // The clears are kept, across a restart too, until the broker acknowledges each;
+        // on a new connection they go configs first.
         assert_eq!(r.pending_clears().len(), 3);
+        assert_eq!(r.pending_clears()[0].topic, "ha/device/a/config");
         let again = Retainer::parse(&r.to_json()).unwrap();
         assert_eq!(again.pending_clears(), r.pending_clears());
         r.cleared("b/disk/a/state");
@@ -258,7 +373,7 @@ mod tests {
         let out = r.update(plan, 2, false);
         assert!(out.contains(&Outgoing { topic: "b/disk/a/availability".into(), payload: "online".into() }));
         assert!(out.contains(&Outgoing { topic: "ha/device/a/config".into(), payload: String::new() }));
-        assert!(r.expire(u64::MAX, 0).is_empty());
+        assert!(r.expire(u64::MAX, &after(0)).is_empty());
     }
 
     #[test]
@@ -272,8 +387,46 @@ mod tests {
         // The disk is gone after the restart: it goes offline and is cleared later.
         let out = again.update(vec![], 10, false);
         assert_eq!(out, vec![Outgoing { topic: "b/disk/a/availability".into(), payload: "offline".into() }]);
-        assert_eq!(again.expire(20, 10).len(), 3 + 1);
+        assert_eq!(again.expire(20, &after(10)).len(), 1);
+        assert_eq!(again.expire(20 + STATE_CLEAR_GAP_MS, &after(10)).len(), 2 + 1);
         assert!(Retainer::load(&dir.path().join("missing.json")).unwrap().objects().is_empty());
         assert!(Retainer::parse("not json").is_err());
+    }
+
+    fn object_plan(object: &str, removable: bool) -> Vec<Retained> {
+        let topic = format!("b/{object}/availability");
+        vec![Retained { object: object.into(), topic, payload: "online".into(), removable }]
+    }
+
+    #[test]
+    fn removable_objects_go_sooner_and_never_pile_up() {
+        let removal = Removal { removable_ms: 300_000, fixed_ms: 7 * 86_400_000, max_removable: 3 };
+        let mut r = Retainer::default();
+        let mut plan = object_plan("disk/fixed", false);
+        plan.extend(object_plan("disk/usb", true));
+        r.update(plan, 0, false);
+        r.update(vec![], 1_000, false);
+        assert_eq!(r.next_expiry_ms(&removal), Some(301_000));
+        let cleared = r.expire(301_000, &removal);
+        assert!(cleared.is_empty(), "no discovery to clear: {cleared:?}");
+        let cleared = r.expire(301_000 + STATE_CLEAR_GAP_MS, &removal);
+        assert_eq!(cleared, vec![Outgoing { topic: "b/disk/usb/availability".into(), payload: String::new() }]);
+        assert_eq!(r.next_expiry_ms(&removal), Some(1_000 + 7 * 86_400_000));
+        // The class is remembered across a restart.
+        let mut r = Retainer::parse(&r.to_json()).unwrap();
+        assert!(!r.objects()["disk/fixed"].removable);
+        // Plug churn: a new loop device every second. Only the newest three removed ones stay.
+        for i in 0..10u64 {
+            let object = format!("mount/m{i}");
+            r.update(object_plan(&object, true), 400_000 + i * 1_000, false);
+            r.update(vec![], 400_500 + i * 1_000, false);
+        }
+        assert_eq!(r.next_expiry_ms(&removal), Some(0), "over the cap: due now");
+        assert!(r.expire(410_000, &removal).is_empty(), "no discovery in these plans");
+        let cleared = r.expire(410_000 + STATE_CLEAR_GAP_MS, &removal);
+        assert_eq!(cleared.len(), 7);
+        assert!(cleared.iter().all(|o| o.topic.starts_with("b/mount/m") && !o.topic.contains("m7")));
+        let left: Vec<&String> = r.objects().keys().collect();
+        assert_eq!(left, ["disk/fixed", "mount/m7", "mount/m8", "mount/m9"]);
     }
 }

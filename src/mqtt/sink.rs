@@ -19,9 +19,9 @@ use tracing::{debug, info, instrument, warn};
 
 use super::config::MqttConfig;
 use super::connection::{backoff, options};
-use super::discovery::plan;
+use super::discovery::{plan, LastEvent};
 use super::queue::EventQueue;
-use super::retained::{Outgoing, Retainer};
+use super::retained::{Outgoing, Removal, Retainer};
 use super::topics::Naming;
 use crate::agent::{Agent, SinkState, SinkStatus};
 use crate::events::Published;
@@ -136,7 +136,6 @@ enum Tracked {
 /// Everything the task keeps between loop turns.
 struct Sink {
     agent: Arc<Agent>,
-    config: MqttConfig,
     naming: Naming,
     client: AsyncClient,
     retainer: Retainer,
@@ -155,6 +154,10 @@ struct Sink {
     inflight: HashMap<u16, Tracked>,
     /// Sequence number of the newest event taken from the log.
     last_seq: u64,
+    /// The newest event, for the host's retained state ("Last storage event"); read once
+    /// per reconcile, not per event.
+    last_event: Option<Arc<Published>>,
+    removal: Removal,
     connected: bool,
     /// The snapshot changed since the last reconcile.
     dirty: bool,
@@ -166,6 +169,7 @@ impl Sink {
             return;
         }
         self.last_seq = event.seq;
+        self.last_event = Some(event.clone());
         debug!(id = event.seq, kind = %event.kind(), "event queued for MQTT");
         let dropped = self.queue.push_back(event);
         self.drop_events(dropped);
@@ -204,7 +208,8 @@ impl Sink {
     /// Brings retained state and discovery to the snapshot: changes only, or everything.
     fn reconcile(&mut self, full: bool) {
         let snapshot = self.agent.snapshot();
-        let msgs = self.retainer.update(plan(&snapshot, &self.naming), now_ms(), full);
+        let last = self.last_event.as_ref().and_then(|e| LastEvent::from_json(e.json()));
+        let msgs = self.retainer.update(plan(&snapshot, &self.naming, last.as_ref()), now_ms(), full);
         if full {
             // Retained messages not yet handed over are superseded by the full set; clears are
             // not (they are kept until acknowledged) and go first.
@@ -225,10 +230,9 @@ impl Sink {
     }
 
     fn expire(&mut self) {
-        let retention = self.config.retention.as_millis() as u64;
-        let cleared = self.retainer.expire(now_ms(), retention);
+        let cleared = self.retainer.expire(now_ms(), &self.removal);
         if !cleared.is_empty() {
-            info!(topics = cleared.len(), "MQTT: clearing topics of objects removed past the retention");
+            info!(topics = cleared.len(), "MQTT: clearing topics of objects removed past their removal delay");
             self.clears.extend(cleared);
             self.save();
         }
@@ -344,8 +348,7 @@ impl Sink {
     }
 
     fn next_expiry(&self) -> Option<Instant> {
-        let retention = self.config.retention.as_millis() as u64;
-        let at = self.retainer.next_expiry_ms(retention)?;
+        let at = self.retainer.next_expiry_ms(&self.removal)?;
         Some(Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())))
     }
 }
@@ -376,11 +379,13 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
     let mut events = agent.log.subscribe();
     let mut topology = agent.topology();
     let last_seq = agent.log.last_seq();
+    // The newest event of an earlier run (read back from the journal) until a new one comes.
+    let last_event = agent.log.recent(last_seq.saturating_sub(1), |_| true).pop();
+    let (removable, fixed) = config.removal_delays();
     let url = config.url.clone();
     let mut sink = Sink {
         agent: agent.clone(),
         queue: EventQueue::new(config.queue_size, config.queue_max_bytes),
-        config,
         naming,
         client,
         retainer,
@@ -391,6 +396,8 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
         handed: VecDeque::new(),
         inflight: HashMap::new(),
         last_seq,
+        last_event,
+        removal: Removal::new(removable, fixed),
         connected: false,
         dirty: true,
     };
@@ -430,17 +437,18 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
                     if let Err(e) = sink.client.try_subscribe(sink.naming.ha_status(), QoS::AtLeastOnce) {
                         warn!(error = %e, "cannot subscribe to Home Assistant's status");
                     }
-                    if !sink.naming.actions.is_empty() {
-                        if let Err(e) = sink.client.try_subscribe(sink.naming.commands(), QoS::AtLeastOnce) {
-                            warn!(error = %e, "cannot subscribe to the action command topics");
-                        }
+                    // Always: the acknowledge buttons need no action to be allowed.
+                    if let Err(e) = sink.client.try_subscribe(sink.naming.commands(), QoS::AtLeastOnce) {
+                        warn!(error = %e, "cannot subscribe to the command topics");
                     }
                     sink.retainer.forget_published();
                     sink.reconcile(true);
                     reannounce_at = None;
                 }
                 Some(Notice::Incoming { topic, payload, retain }) => {
-                    if let Some((kind, id, action)) = sink.naming.parse_command(&topic) {
+                    if let Some((kind, id)) = sink.naming.parse_acknowledge(&topic) {
+                        acknowledge(&actions, kind, id, &payload, retain);
+                    } else if let Some((kind, id, action)) = sink.naming.parse_command(&topic) {
                         press(&actions, kind, id, action, &payload, retain);
                     } else if topic == sink.naming.ha_status() && payload.as_ref() == b"online" && reannounce_at.is_none() {
                         let delay = Duration::from_millis(rand::rng().random_range(REANNOUNCE_MIN_MS..REANNOUNCE_MAX_MS));
@@ -563,6 +571,22 @@ fn press(
     let actions = actions.clone();
     tokio::spawn(async move {
         let _ = actions.request_reporting(request).await;
+    });
+}
+
+/// A press of a disk's acknowledge button (SPEC §9): its current reasons are acknowledged.
+/// Retained messages and other payloads are ignored, as for the action buttons.
+fn acknowledge(actions: &crate::actions::Actions, kind: &str, id: &str, payload: &[u8], retain: bool) {
+    if retain || payload != b"PRESS" || kind != "disk" {
+        warn!(kind, id, retain, "acknowledge command ignored (retained, not PRESS, or not a disk)");
+        return;
+    }
+    let (actions, id) = (actions.clone(), id.to_owned());
+    tokio::spawn(async move {
+        match actions.acknowledge_disk(&id).await {
+            Ok(done) => info!(disk = %id, reasons = ?done.codes, "acknowledged from Home Assistant"),
+            Err(e) => warn!(disk = %id, error = %e, "acknowledge from Home Assistant failed"),
+        }
     });
 }
 

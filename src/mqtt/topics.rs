@@ -93,6 +93,13 @@ impl Naming {
         Some((kind, id, crate::model::ActionKind::from_wire(action)?))
     }
 
+    /// The object an acknowledge button's topic (`<base>/<kind>/<id>/acknowledge/set`) is for.
+    pub fn parse_acknowledge<'a>(&self, topic: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = topic.strip_prefix(self.base.as_str())?.strip_prefix('/')?.strip_suffix("/acknowledge/set")?;
+        let (kind, id) = rest.split_once('/')?;
+        (!id.contains('/')).then_some((kind, id))
+    }
+
     /// Where Home Assistant announces itself (`online` after a restart).
     pub fn ha_status(&self) -> String {
         format!("{}/status", self.discovery_prefix)

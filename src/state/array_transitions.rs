@@ -1,11 +1,17 @@
 //! Which events an array's new observation makes (pure; used by [`crate::state::State`]).
 //!
-//! - `array.degraded` when redundancy is lost, `array.failed` when the array becomes unusable,
-//!   `array.recovering` when a rebuild starts, `array.recovered` when redundancy is back;
+//! - `array.degraded` when redundancy is lost, and again each time `degraded_count` rises while
+//!   it is lost (a second member of a RAID6 or a 3-way mirror, a failure during a rebuild: the
+//!   moment mdadm's Monitor raises Fail and DegradedArray again); `array.failed` when the array
+//!   becomes unusable, `array.recovering` when a rebuild starts, `array.recovered` when
+//!   redundancy is back;
 //! - `array.changed` for any other reported change (members, error counters, mismatch count,
 //!   level…), and for sync progress at most once per whole percent and once per second;
-//! - a new array that starts in its first sync with every slot filled (a fresh RAID5/6 is
-//!   created degraded-and-recovering) is `initial_sync`, shown as `resyncing`: no alarm.
+//! - a new array that starts its first sync within [`INITIAL_SYNC_WINDOW`] of appearing, with
+//!   nothing faulty and every empty slot covered by a spare (a fresh RAID5/6 is created
+//!   degraded-and-recovering; md may show it inactive during assembly, or active a moment
+//!   before it slots the spare), is `initial_sync`, shown as `resyncing`: no alarm. If no
+//!   sync has started when the window ends, the withheld `array.degraded` is raised then.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,12 +24,19 @@ use crate::state::diff_fields;
 const NOT_REPORTED: &[&str] =
     &["raw_state", "mounts", "degraded_mount", "initial_sync", "sync_percent", "sync_eta_seconds"];
 
-/// Progress announced last for one array.
+/// What the state remembers of one array between observations: the progress announced
+/// last, and when the array appeared (not at start-up).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProgressMark {
     floor: Option<i64>,
     at: Option<SystemTime>,
+    appeared: Option<SystemTime>,
 }
+
+/// How long after an array appears a starting sync counts as its first: md starts the
+/// recovery of a new RAID5 within milliseconds of `mdadm --create` or `--assemble`, but
+/// shows the array inactive or spare-less in between.
+pub const INITIAL_SYNC_WINDOW: Duration = Duration::from_secs(10);
 
 /// Minimum time between two progress events of one array.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -41,6 +54,16 @@ fn looks_like_initial_sync(array: &Array) -> bool {
     array.sync_action.as_deref().is_some_and(|a| a == "recover" || a == "resync")
         && matches!(array.state, ArrayState::Recovering | ArrayState::Degraded | ArrayState::Resyncing)
         && !array.members.iter().any(|m| matches!(m.role, MemberRole::Faulty | MemberRole::Missing))
+}
+
+/// Whether the array waits for its first sync to start: degraded, nothing faulty, and as many
+/// idle spares as empty slots (md has not slotted the spare yet).
+fn awaits_first_sync(array: &Array) -> bool {
+    let count = |role: MemberRole| array.members.iter().filter(|m| m.role == role && !m.rebuilding).count();
+    array.state == ArrayState::Degraded
+        && count(MemberRole::Faulty) == 0
+        && count(MemberRole::Missing) >= 1
+        && count(MemberRole::Spare) >= count(MemberRole::Missing)
 }
 
 /// Gives members that went missing without a name the name they had before (same slot).
@@ -63,7 +86,8 @@ pub fn transitions(
 ) -> Vec<Raise> {
     let mut raises = Vec::new();
     let Some(old) = old else {
-        new.initial_sync = !quiet && looks_like_initial_sync(new);
+        mark.appeared = (!quiet).then_some(now);
+        new.initial_sync = !quiet && (looks_like_initial_sync(new) || awaits_first_sync(new));
         if new.initial_sync {
             new.state = ArrayState::Resyncing;
         }
@@ -89,7 +113,14 @@ pub fn transitions(
         return raises;
     };
     carry_missing_names(old, new);
-    new.initial_sync = old.initial_sync && new.sync_action.is_some() && looks_like_initial_sync(new);
+    let young = mark.appeared.is_some_and(|t| now.duration_since(t).unwrap_or_default() <= INITIAL_SYNC_WINDOW);
+    // Not yet seen running outside its first sync: seen inactive (assembly) or waiting.
+    let first_run = old.initial_sync || old.state == ArrayState::Inactive;
+    new.initial_sync = if young && first_run {
+        looks_like_initial_sync(new) || awaits_first_sync(new)
+    } else {
+        old.initial_sync && new.sync_action.is_some() && looks_like_initial_sync(new)
+    };
     if new.initial_sync {
         new.state = ArrayState::Resyncing;
     }
@@ -118,6 +149,12 @@ pub fn transitions(
     } else if is.lost_redundancy() && !was.lost_redundancy() {
         raises.push(Raise { kind: EventKind::ArrayDegraded, changed: Some(changed.clone()) });
         if is == ArrayState::Recovering {
+            raises.push(Raise { kind: EventKind::ArrayRecovering, changed: Some(changed.clone()) });
+        }
+    } else if is.lost_redundancy() && is != ArrayState::Failed && new.degraded_count > old.degraded_count {
+        // Another member lost while redundancy was already short.
+        raises.push(Raise { kind: EventKind::ArrayDegraded, changed: Some(changed.clone()) });
+        if is == ArrayState::Recovering && was != ArrayState::Recovering {
             raises.push(Raise { kind: EventKind::ArrayRecovering, changed: Some(changed.clone()) });
         }
     } else if is == ArrayState::Recovering && was != ArrayState::Recovering {
@@ -239,6 +276,122 @@ mod tests {
         let r = transitions(Some(&old), &mut new, false, &mut mark, at(0));
         assert_eq!(kinds(&r), vec!["array.changed"]);
         assert_eq!(r[0].changed, Some(vec!["errors".to_owned(), "errors.corruption".to_owned()]));
+    }
+
+    /// A raid6 of four rebuilding onto sd3 (slot 3), as md shows it mid-recovery.
+    fn raid6_rebuilding() -> Array {
+        let mut a = raid5(ArrayState::Recovering, Some(("recover", 40.0)));
+        a.level = Some("raid6".into());
+        a.raid_disks = Some(4);
+        a.members.push(ArrayMember::new(Some("sd3".into()), MemberRole::Spare, Some(3)));
+        a.members[3].rebuilding = true;
+        a.degraded_count = 1;
+        a
+    }
+
+    #[test]
+    fn each_further_loss_raises_degraded_again() {
+        let mut mark = ProgressMark::default();
+        // A raid6 that lost sd1 (degraded, 1), then sd2 (2): alarm both times.
+        let mut one = raid5(ArrayState::Degraded, None);
+        one.level = Some("raid6".into());
+        one.members[1].role = MemberRole::Faulty;
+        one.degraded_count = 1;
+        let mut two = one.clone();
+        two.members[2].role = MemberRole::Faulty;
+        two.degraded_count = 2;
+        let r = transitions(Some(&one), &mut two, false, &mut mark, at(0));
+        assert_eq!(kinds(&r), vec!["array.degraded"]);
+        let changed = r[0].changed.clone().expect("changed");
+        assert!(
+            changed.contains(&"degraded_count".to_owned()) && changed.contains(&"members".to_owned()),
+            "{changed:?}"
+        );
+        // A member lost during a rebuild: md stops the recovery; degraded again.
+        let rebuilding = raid6_rebuilding();
+        let mut broken = rebuilding.clone();
+        broken.members[0].role = MemberRole::Faulty;
+        broken.degraded_count = 2;
+        let r = transitions(Some(&rebuilding), &mut broken, false, &mut mark, at(5));
+        assert_eq!(kinds(&r), vec!["array.degraded"], "still recovering, one more lost");
+        broken.state = ArrayState::Degraded;
+        broken.sync_action = None;
+        broken.sync_percent = None;
+        let r = transitions(Some(&rebuilding), &mut broken, false, &mut mark, at(6));
+        assert_eq!(kinds(&r), vec!["array.degraded"], "recovery stopped by the loss");
+        // The count falling (a member back) is no alarm; the same count is no alarm either.
+        let r = transitions(Some(&two), &mut one.clone(), false, &mut mark, at(7));
+        assert_eq!(kinds(&r), vec!["array.changed"]);
+        let r = transitions(Some(&two), &mut two.clone(), false, &mut mark, at(8));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_recovery_right_after_assembly_or_before_the_spare_is_slotted_is_the_first_sync() {
+        // Seen first inactive (assembly), then recovering onto the spare: initial sync.
+        let mut mark = ProgressMark::default();
+        let mut inactive = raid5(ArrayState::Inactive, None);
+        inactive.members.iter_mut().for_each(|m| m.role = MemberRole::Spare);
+        let r = transitions(None, &mut inactive, false, &mut mark, at(0));
+        assert_eq!(kinds(&r), vec!["array.added"]);
+        let mut syncing = raid5(ArrayState::Recovering, Some(("recover", 0.0)));
+        syncing.members[2].role = MemberRole::Spare;
+        syncing.members[2].rebuilding = true;
+        syncing.degraded_count = 1;
+        let r = transitions(Some(&inactive), &mut syncing, false, &mut mark, at(1));
+        assert_eq!(kinds(&r), vec!["array.changed"], "no degraded, no recovering");
+        assert!(syncing.initial_sync);
+        assert_eq!(syncing.state, ArrayState::Resyncing);
+
+        // Seen first active with the spare not slotted yet: waiting, no alarm; then the sync.
+        let mut mark = ProgressMark::default();
+        let mut waiting = raid5(ArrayState::Degraded, None);
+        waiting.members[2] = ArrayMember::new(None, MemberRole::Missing, Some(2));
+        waiting.members.push(ArrayMember::new(Some("sd2".into()), MemberRole::Spare, None));
+        waiting.degraded_count = 1;
+        let r = transitions(None, &mut waiting, false, &mut mark, at(0));
+        assert_eq!(kinds(&r), vec!["array.added"]);
+        assert_eq!(waiting.state, ArrayState::Resyncing);
+        let mut started = syncing.clone();
+        started.initial_sync = false;
+        started.state = ArrayState::Recovering;
+        let r = transitions(Some(&waiting), &mut started, false, &mut mark, at(1));
+        assert!(kinds(&r).iter().all(|k| *k == "array.changed"), "{r:?}");
+        assert!(started.initial_sync);
+
+        // No sync within the window: the withheld alarm is raised at the next observation.
+        let mut mark = ProgressMark::default();
+        let mut waiting2 = waiting.clone();
+        waiting2.initial_sync = false;
+        waiting2.state = ArrayState::Degraded;
+        let r = transitions(None, &mut waiting2, false, &mut mark, at(0));
+        assert_eq!(kinds(&r), vec!["array.added"]);
+        let mut still = waiting.clone();
+        still.initial_sync = false;
+        still.state = ArrayState::Degraded;
+        let r = transitions(Some(&waiting2), &mut still.clone(), false, &mut mark, at(5));
+        assert!(r.is_empty(), "within the window");
+        let r = transitions(Some(&waiting2), &mut still, false, &mut mark, at(11));
+        assert_eq!(kinds(&r), vec!["array.degraded"]);
+
+        // A recovery long after the array appeared is a rebuild, inactive before or not.
+        let mut mark = ProgressMark::default();
+        let mut inactive = raid5(ArrayState::Inactive, None);
+        let _ = transitions(None, &mut inactive, false, &mut mark, at(0));
+        let mut late = syncing.clone();
+        late.initial_sync = false;
+        late.state = ArrayState::Recovering;
+        let r = transitions(Some(&inactive), &mut late, false, &mut mark, at(60));
+        assert_eq!(kinds(&r), vec!["array.degraded", "array.recovering"]);
+        // And one found at start-up (quiet) is never an initial sync.
+        let mut mark = ProgressMark::default();
+        let mut inactive = raid5(ArrayState::Inactive, None);
+        let _ = transitions(None, &mut inactive, true, &mut mark, at(0));
+        let mut early = syncing.clone();
+        early.initial_sync = false;
+        early.state = ArrayState::Recovering;
+        let r = transitions(Some(&inactive), &mut early, false, &mut mark, at(1));
+        assert_eq!(kinds(&r), vec!["array.degraded", "array.recovering"]);
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const DERIVED: &[&str] = &[
     "io",
     "arrays",
     "array_id",
+    "attention",
     "forecast",
 ];
 

@@ -52,4 +52,7 @@ pub enum Fact {
     AgentStopping { reason: String },
     /// An action finished, was refused or timed out (the action engine, not a source).
     ActionFinished(Box<ActionRecord>),
+    /// The owner acknowledged these reasons of an object (`disk/<id>`, `mount/<id>`,
+    /// `array/<id>`): code → the value acknowledged. Replaces that object's acknowledgements.
+    Acknowledge { subject: String, acks: crate::attention::Acks },
 }

@@ -20,7 +20,7 @@ impl State {
         drafts: &mut Vec<Draft>,
     ) -> bool {
         let Some(disk) = self.disks.get_mut(id) else { return false };
-        let before = (disk.power_state, disk.health.clone(), disk.health_note.clone());
+        let before = (disk.power_state, disk.health.clone(), disk.health_note.clone(), disk.attention.clone());
         let old_power = disk.power_state;
         // A kept reading (standby) is the same reading, and the same reading is never news.
         let news = match &health {
@@ -30,11 +30,14 @@ impl State {
         disk.power_state = Some(power_state);
         disk.health = health.map(Box::new);
         disk.health_note = note;
-        let changed = before != (disk.power_state, disk.health.clone(), disk.health_note.clone());
+        let attention_news = self.assess_disk(id);
+        let Some(disk) = self.disks.get(id) else { return false };
+        let changed =
+            before != (disk.power_state, disk.health.clone(), disk.health_note.clone(), disk.attention.clone());
         if !changed {
             return false;
         }
-        let snapshot = serde_json::to_value(&*disk).unwrap_or_default();
+        let snapshot = serde_json::to_value(disk).unwrap_or_default();
         let subject = format!("disk/{id}");
         if !news.is_empty() {
             drafts.push(Draft {
@@ -56,6 +59,9 @@ impl State {
                     })),
                 });
             }
+        }
+        if let Some(news) = attention_news {
+            drafts.push(self.attention_draft(id, news));
         }
         let temperature = self.disks.get(id).and_then(|d| d.health.as_ref()).and_then(|h| h.temperature_c);
         if let Some(t) = temperature {
@@ -119,7 +125,7 @@ mod tests {
     }
 
     /// A reading with these counts (the parsing of real smartctl outputs is tested in
-    /// health::smart and, through this state, in tests/health.rs).
+    /// smartctl::parse and, through this state, in tests/health.rs).
     fn reading(at: &str, passed: bool, reallocated: u64) -> Health {
         Health {
             passed: Some(passed),
@@ -134,6 +140,7 @@ mod tests {
             nvme_media_errors: None,
             checked_at: at.into(),
             source: HealthSource::Smartctl,
+            ..Default::default()
         }
     }
 
@@ -143,8 +150,9 @@ mod tests {
         s
     }
 
+    /// The kinds of these events, leaving out `disk.attention_changed` (tested on its own below).
     fn kinds(events: &[crate::events::CloudEvent]) -> Vec<String> {
-        events.iter().map(|e| e.kind.clone()).collect()
+        events.iter().map(|e| e.kind.clone()).filter(|k| k != "disk.attention_changed").collect()
     }
 
     fn health(s: &mut State, p: PowerState, h: Option<Health>) -> Vec<String> {
@@ -197,7 +205,11 @@ mod tests {
                 Fact::DiskHealth { id: "d".into(), power_state: PowerState::Active, health: Some(h), note: None },
                 SystemTime::now(),
             );
-            events.iter().map(|e| (e.kind.clone(), e.data["level"].as_str().map(str::to_owned))).collect::<Vec<_>>()
+            events
+                .iter()
+                .filter(|e| e.kind == "disk.temperature")
+                .map(|e| (e.kind.clone(), e.data["level"].as_str().map(str::to_owned)))
+                .collect::<Vec<_>>()
         };
         assert!(temp(&mut s, 40.0).is_empty());
         assert_eq!(temp(&mut s, 50.0), vec![("disk.temperature".to_owned(), Some("warn".into()))]);
@@ -206,6 +218,59 @@ mod tests {
         }
         assert_eq!(temp(&mut s, 61.0), vec![("disk.temperature".to_owned(), Some("critical".into()))]);
         assert_eq!(temp(&mut s, 45.0), vec![("disk.temperature".to_owned(), Some("normal".into()))]);
+    }
+
+    fn attention_events(s: &mut State, p: PowerState, h: Health) -> Vec<serde_json::Value> {
+        let fact = Fact::DiskHealth { id: "d".into(), power_state: p, health: Some(h), note: None };
+        s.apply(fact, SystemTime::now())
+            .into_iter()
+            .filter(|e| e.kind == "disk.attention_changed")
+            .map(|e| serde_json::to_value(&e.data).unwrap())
+            .collect()
+    }
+
+    /// One event per change of level or of the unacknowledged reasons; none for an unchanged
+    /// value, none for a new `checked_at` or a standby; an acknowledgement holds until the
+    /// value changes; a disk that cannot be read any more is unknown, not ok.
+    #[test]
+    fn attention_changes_once_per_change() {
+        let mut s = state_with_disk();
+        assert!(attention_events(&mut s, PowerState::Active, reading("t1", true, 0)).is_empty());
+        assert_eq!(s.disk_attention("d").unwrap().level, crate::model::attention::Level::Ok);
+        let e = attention_events(&mut s, PowerState::Active, reading("t2", true, 1));
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0]["previous"], "ok");
+        assert_eq!(e[0]["reasons"][0]["code"], "reallocated_sectors");
+        assert_eq!(e[0]["disk"]["attention"]["level"], "watch");
+        for (i, p) in [PowerState::Active, PowerState::Standby, PowerState::Active].into_iter().enumerate() {
+            assert!(attention_events(&mut s, p, reading(&format!("t3{i}"), true, 1)).is_empty(), "unchanged");
+        }
+        // Acknowledged: one event (level back to ok), then quiet while the value stays.
+        let acks = crate::attention::acknowledge_all(s.disk_attention("d").unwrap());
+        let events = s.apply(Fact::Acknowledge { subject: "disk/d".into(), acks }, SystemTime::now());
+        assert_eq!(kinds_all(&events), ["disk.attention_changed"]);
+        assert_eq!(s.disk_attention("d").unwrap().level, crate::model::attention::Level::Ok);
+        assert!(s.disk_attention("d").unwrap().reasons[0].acknowledged);
+        assert!(attention_events(&mut s, PowerState::Active, reading("t4", true, 1)).is_empty());
+        let e = attention_events(&mut s, PowerState::Active, reading("t5", true, 2));
+        assert_eq!(e.len(), 1, "a changed value is news again");
+        assert_eq!(e[0]["disk"]["attention"]["level"], "watch");
+        // Failing, then unreadable: the last reading's reasons stay, the level never turns ok.
+        let mut bad = reading("t6", false, 2);
+        let e = attention_events(&mut s, PowerState::Active, bad.clone());
+        assert_eq!(e[0]["disk"]["attention"]["level"], "failing");
+        bad.unreadable_since = Some("t7".into());
+        let e = attention_events(&mut s, PowerState::Unknown, bad.clone());
+        assert_eq!(e.len(), 1);
+        assert_eq!(s.disk_attention("d").unwrap().level, crate::model::attention::Level::Failing);
+        let mut fine = reading("t1", true, 0);
+        fine.unreadable_since = Some("t8".into());
+        let e = attention_events(&mut s, PowerState::Unknown, fine);
+        assert_eq!(e[0]["disk"]["attention"]["level"], "unknown");
+    }
+
+    fn kinds_all(events: &[crate::events::CloudEvent]) -> Vec<String> {
+        events.iter().map(|e| e.kind.clone()).collect()
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The state model: the only writer of the topology. [`State::apply`] turns a
 //! [`Fact`] into events, assigns each its sequence number, and does no I/O.
 
-mod array_transitions;
+pub mod array_transitions;
 mod arrays;
+mod attention;
 mod diff;
 mod fact;
 mod forecast;
@@ -81,6 +82,8 @@ pub struct State {
     usage_marks: HashMap<String, UsageMark>,
     /// Per disk: the temperature band last announced by `disk.temperature`.
     temp_levels: HashMap<String, rules::TempLevel>,
+    /// The attention bookkeeping: acknowledgements, CRC baselines (see `attention.rs`).
+    attention: attention::AttentionMemory,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +124,7 @@ impl State {
             topology_generation: 0,
             usage_marks: HashMap::new(),
             temp_levels: HashMap::new(),
+            attention: attention::AttentionMemory::default(),
         }
     }
 
@@ -275,6 +279,12 @@ impl State {
                 });
                 false
             }
+            Fact::Acknowledge { subject, acks } => {
+                if self.acknowledge(subject, acks, &mut drafts) {
+                    self.topology_generation += 1;
+                }
+                false
+            }
             Fact::AgentStopping { reason } => {
                 drafts.push(Draft {
                     kind: EventKind::AgentStopping,
@@ -401,6 +411,7 @@ impl State {
                 disk.health_note = old.health_note.clone();
                 disk.io = old.io.clone();
                 disk.arrays = old.arrays.clone();
+                disk.attention = old.attention.clone();
                 let changed = changed_fields(old, &disk, DERIVED);
                 if !changed.is_empty() {
                     drafts.push(current_draft(EventKind::DiskChanged, "disk", &disk.id, Some(changed)));
@@ -420,6 +431,7 @@ impl State {
         }
         if let Some(disk) = self.disks.remove(id) {
             self.temp_levels.remove(id);
+            self.attention.forget_disk(id);
             drafts.push(ready_draft(EventKind::DiskRemoved, "disk", id, &disk));
         }
     }
@@ -479,6 +491,7 @@ impl State {
                 mount.array_id = old.array_id.clone();
                 mount.usage = old.usage.clone();
                 mount.stale = old.stale;
+                mount.attention = old.attention.clone();
                 mount.forecast = old.forecast.clone();
                 // Equal (derived fields copied above) is the common case: skip the field diff.
                 let changed = if *old == mount { Vec::new() } else { changed_fields(old, &mount, DERIVED) };

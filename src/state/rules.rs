@@ -111,6 +111,7 @@ mod tests {
             nvme_media_errors: None,
             checked_at: String::new(),
             source: HealthSource::Smartctl,
+            ..Default::default()
         }
     }
 

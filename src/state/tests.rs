@@ -16,6 +16,7 @@ fn disk(id: &str, dev: &str) -> Disk {
         vendor: None,
         model: Some("Disk".into()),
         serial: Some("S1".into()),
+        firmware: None,
         wwn: None,
         bus: Some("ata".into()),
         size_bytes: 1 << 30,
@@ -35,6 +36,7 @@ fn disk(id: &str, dev: &str) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -79,6 +81,7 @@ pub(super) fn mount(point: &str, dev: &str, options: &str) -> Mount {
         stale: false,
         forecast: None,
         array_id: None,
+        attention: None,
     }
 }
 
@@ -330,6 +333,7 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
         nvme_media_errors: None,
         checked_at: at.into(),
         source: crate::model::HealthSource::Smartctl,
+        ..Default::default()
     };
     use crate::model::PowerState;
     let health = |p: PowerState, h| Fact::DiskHealth { id: "d1".into(), power_state: p, health: Some(h), note: None };
@@ -379,7 +383,10 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
         assert!(crate::events::EventKind::from_wire(kind).is_some(), "{kind} is emitted but not in the catalogue");
     }
     let catalogue: BTreeSet<String> = crate::events::EventKind::ALL.iter().map(|k| k.wire().to_owned()).collect();
-    let never: Vec<&String> = catalogue.difference(&seen).collect();
+    // The mount and array rules are not written yet (SPEC §9: another issue); their kinds are
+    // in the catalogue so clients can subscribe already, and are the only ones left out here.
+    let not_yet = ["mount.attention_changed", "array.attention_changed"];
+    let never: Vec<&String> = catalogue.difference(&seen).filter(|k| !not_yet.contains(&k.as_str())).collect();
     assert!(never.is_empty(), "catalogue entries never emitted: {never:?}");
 }
 
@@ -405,6 +412,7 @@ fn action_record(succeeded: bool) -> crate::model::ActionRecord {
         unmounted: vec![],
         mount_point: None,
         duration_ms: 3,
+        late: false,
     }
 }
 

@@ -39,6 +39,7 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         vendor: sys.vendor.clone().filter(|v| !v.starts_with("0x")).or_else(|| prop(props, "ID_VENDOR")),
         model,
         serial,
+        firmware: sys.firmware.clone().or_else(|| prop(props, "ID_REVISION")).map(String::into_boxed_str),
         wwn,
         bus,
         size_bytes: sys.size_bytes,
@@ -58,6 +59,7 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -148,6 +150,7 @@ mod tests {
             devpath: "/devices/pci0000:00/0000:00:02.0/virtio1/block/vda".into(),
             vendor: Some("0x1af4".into()),
             serial: Some("overlayblk".into()),
+            firmware: None,
             ..sys
         };
         let v = disk(&virtio, &Props::new());

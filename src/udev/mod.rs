@@ -86,6 +86,8 @@ pub struct SleepSetup {
     pub smartctl: Option<std::path::PathBuf>,
     /// The disks smartctl may be sent to (the health source's include/exclude); None: all.
     pub smartctl_disks: Option<crate::health::KernelNameFilter>,
+    /// smartctl's `-d` type (the health source's `device_type`); None: autodetection.
+    pub smartctl_device_type: Option<String>,
     /// Where probe results are kept across restarts; None: in memory only.
     pub cache: Option<std::path::PathBuf>,
 }

@@ -19,10 +19,8 @@ use tracing::{debug, warn};
 
 use super::uevent::Props;
 use crate::activity::stat;
-use crate::health::poll::{nocheck_arg, runtime_suspended};
-use crate::health::runner::Runner;
-use crate::health::smart::{interpret, Answer};
 use crate::health::KernelNameFilter;
+use crate::smartctl::{runtime_suspended, Answer, Ask, Smartctl};
 
 /// How long one power check may take before the disk counts as awake.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,16 +39,26 @@ pub struct Candidate {
 
 /// The power check: runtime PM state from sysfs, CHECK POWER MODE through smartctl.
 pub struct SleepCheck {
-    runner: Option<Runner>,
+    smartctl: Option<Smartctl>,
     /// The disks smartctl is sent to (the health source's include/exclude); None: all.
     filter: Option<KernelNameFilter>,
     sys_block: PathBuf,
 }
 
 impl SleepCheck {
-    /// `smartctl` None: only the runtime PM state is consulted.
-    pub fn new(smartctl: Option<PathBuf>, filter: Option<KernelNameFilter>, sysfs_root: &Path) -> Self {
-        Self { runner: smartctl.map(|s| Runner::new(s, CHECK_TIMEOUT)), filter, sys_block: sysfs_root.join("block") }
+    /// `smartctl` None: only the runtime PM state is consulted; `device_type` is smartctl's
+    /// `-d` (the health source's), so the check talks to the disk the way the health source does.
+    pub fn new(
+        smartctl: Option<PathBuf>,
+        device_type: Option<String>,
+        filter: Option<KernelNameFilter>,
+        sysfs_root: &Path,
+    ) -> Self {
+        Self {
+            smartctl: smartctl.map(|s| Smartctl::new(s, CHECK_TIMEOUT, device_type)),
+            filter,
+            sys_block: sysfs_root.join("block"),
+        }
     }
 
     /// The devpaths of the disks among `disks` that are asleep now (checked at once).
@@ -64,19 +72,20 @@ impl SleepCheck {
             debug!(disk = %disk.kernel_name, "runtime-suspended: not probed");
             return true;
         }
-        let (true, Some(runner)) = (disk.rotational, &self.runner) else { return false };
+        let (true, Some(smartctl)) = (disk.rotational, &self.smartctl) else { return false };
         if self.filter.as_ref().is_some_and(|f| !f.keeps(&disk.kernel_name)) {
             return false;
         }
-        let args = ["--json".to_owned(), "-i".to_owned(), "-n".to_owned(), nocheck_arg(), disk.devnode.clone()];
-        match runner.run(&disk.kernel_name, &args).await {
-            Ok(out) => match interpret(out.status, &out.stdout) {
-                Answer::LowPower(state) => {
-                    debug!(disk = %disk.kernel_name, ?state, "in a low-power mode: not probed");
-                    true
-                }
-                _ => false,
-            },
+        match smartctl.ask(&disk.kernel_name, &disk.devnode, Ask::PowerCheck).await {
+            Ok(Answer::LowPower(state)) => {
+                debug!(disk = %disk.kernel_name, ?state, "in a low-power mode: not probed");
+                true
+            }
+            Ok(Answer::BadCommandLine(why)) => {
+                warn!(disk = %disk.kernel_name, error = %why, "smartctl refused the power check; probing");
+                false
+            }
+            Ok(_) => false,
             Err(e) => {
                 // No answer (no smartctl, a hung bridge): the probe itself is bounded by its timeout.
                 debug!(disk = %disk.kernel_name, error = %e, "power check failed; probing");
@@ -236,8 +245,12 @@ mod tests {
         } else {
             format!("cat '{}'\nexit 0", fixture("ata-hdd-wd140edfz.json").display())
         };
-        std::fs::write(&path, format!("#!/bin/sh\necho \"$@\" >> '{}'\n{body}\n", dir.join("calls").display()))
-            .unwrap();
+        let version = "case \"$*\" in *--version*) echo 'smartctl 7.3 2022-02-28 r5338'; exit 0;; esac";
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\n{version}\necho \"$@\" >> '{}'\n{body}\n", dir.join("calls").display()),
+        )
+        .unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
     }
@@ -254,7 +267,7 @@ mod tests {
         std::fs::create_dir_all(&power).unwrap();
         std::fs::write(power.join("runtime_status"), "suspended\n").unwrap();
         let filter = KernelNameFilter::new(&[], &["loop*".to_owned()]).unwrap();
-        let check = SleepCheck::new(Some(smartctl(dir.path(), true)), Some(filter), &sys);
+        let check = SleepCheck::new(Some(smartctl(dir.path(), true)), Some("sat".into()), Some(filter), &sys);
         let disks =
             [candidate("sdb", true), candidate("sdc", true), candidate("nvme0n1", false), candidate("loop3", true)];
         let asleep = check.asleep(&disks).await;
@@ -263,17 +276,22 @@ mod tests {
         assert_eq!(asleep, ["/devices/x/block/sdb", "/devices/x/block/sdc"]);
         let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
         // Not the runtime-suspended sdb, not the SSD, not loop3 (left out like the health source does).
-        assert_eq!(calls.lines().collect::<Vec<_>>(), ["--json -i -n standby,2,3 /dev/sdc"], "only sdc was asked");
+        // With the health source's -d type (before, the check left it out).
+        assert_eq!(
+            calls.lines().collect::<Vec<_>>(),
+            ["--json -i -n standby,2,3 -d sat /dev/sdc"],
+            "only sdc was asked"
+        );
     }
 
     #[tokio::test]
     async fn an_active_or_unanswering_disk_is_probed() {
         let dir = tempfile::tempdir().unwrap();
-        let check = SleepCheck::new(Some(smartctl(dir.path(), false)), None, dir.path());
+        let check = SleepCheck::new(Some(smartctl(dir.path(), false)), None, None, dir.path());
         assert!(!check.is_asleep(&candidate("sdc", true)).await);
-        let none = SleepCheck::new(Some(dir.path().join("no-such-smartctl")), None, dir.path());
+        let none = SleepCheck::new(Some(dir.path().join("no-such-smartctl")), None, None, dir.path());
         assert!(!none.is_asleep(&candidate("sdc", true)).await);
-        let without = SleepCheck::new(None, None, dir.path());
+        let without = SleepCheck::new(None, None, None, dir.path());
         assert!(!without.is_asleep(&candidate("sdc", true)).await);
     }
 

@@ -34,6 +34,8 @@ pub struct SysDevice {
     pub vendor: Option<String>,
     pub model: Option<String>,
     pub serial: Option<String>,
+    /// Firmware revision: `device/rev` (SCSI, ATA), `device/firmware_rev` (NVMe).
+    pub firmware: Option<String>,
     pub wwid: Option<String>,
     pub slaves: Vec<String>,
     pub holders: Vec<String>,
@@ -126,6 +128,7 @@ impl Sysfs {
             serial: attr(&device_dir, "serial")
                 .or_else(|| attr(&dir, "serial"))
                 .or_else(|| usb_serial(&self.root, &dir)),
+            firmware: attr(&device_dir, "rev").or_else(|| attr(&device_dir, "firmware_rev")),
             wwid: attr(&device_dir, "wwid").or_else(|| attr(&dir, "wwid")),
             slaves: list_dir(&dir.join("slaves")),
             holders: list_dir(&dir.join("holders")),
@@ -197,6 +200,7 @@ mod tests {
         write(r, &format!("{sda}/queue/rotational"), "1\n");
         write(r, &format!("{sda}/device/vendor"), "ATA     \n");
         write(r, &format!("{sda}/device/model"), "WDC WD40EFRX-68N\n");
+        write(r, &format!("{sda}/device/rev"), "0A82\n");
         write(r, &format!("{sda}/device/wwid"), "naa.50014ee2b5d5e6f7\n");
         fs::create_dir_all(r.join(format!("{sda}/holders"))).unwrap();
         fs::create_dir_all(r.join(format!("{sda}/slaves"))).unwrap();
@@ -227,6 +231,7 @@ mod tests {
         assert!(sda.rotational && !sda.removable && !sda.read_only);
         assert_eq!(sda.vendor.as_deref(), Some("ATA"));
         assert_eq!(sda.model.as_deref(), Some("WDC WD40EFRX-68N"));
+        assert_eq!(sda.firmware.as_deref(), Some("0A82"));
         assert_eq!(sda.wwid.as_deref(), Some("naa.50014ee2b5d5e6f7"));
         assert!(sda.devpath.ends_with("/block/sda") && sda.devpath.starts_with("/devices/"));
         assert!(sda.is_present());

@@ -128,7 +128,12 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let kernel = source == PropSource::Kernel;
     let cache = if kernel { ProbeCache::load(sleep.cache.clone()) } else { ProbeCache::default() };
     let mut tracker = Tracker::with_cache(Sysfs::new(&config.sysfs), filter, source, cache);
-    let check = SleepCheck::new(sleep.smartctl.clone(), sleep.smartctl_disks.clone(), &config.sysfs);
+    let check = SleepCheck::new(
+        sleep.smartctl.clone(),
+        sleep.smartctl_device_type.clone(),
+        sleep.smartctl_disks.clone(),
+        &config.sysfs,
+    );
     let mut deferred = Deferred::default();
     let mut writes = Writes::new(&config.sysfs);
     let started = Instant::now();

@@ -95,6 +95,7 @@ pub fn disk(n: usize) -> Disk {
         vendor: Some("ATA".into()),
         model: Some(format!("FAKE DISK {n}")),
         serial: Some(format!("SN{n:06}")),
+        firmware: None,
         wwn: None,
         bus: Some("ata".into()),
         size_bytes: 4 << 40,
@@ -114,6 +115,7 @@ pub fn disk(n: usize) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -177,6 +179,7 @@ pub fn mount(partition: &Partition, mount_point: &str) -> Mount {
         stale: false,
         forecast: None,
         array_id: None,
+        attention: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         vendor: Some("ATA".into()),
         model: Some("WDC_WD40EFRX".into()),
         serial: Some(format!("WD-{id}")),
+        firmware: None,
         wwn: None,
         bus: Some("ata".into()),
         size_bytes,
@@ -33,6 +34,7 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -49,6 +51,7 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         vendor: None,
         model: None,
         serial: None,
+        firmware: None,
         wwn: None,
         bus: Some("virtual".into()),
         size_bytes: 64 << 20,
@@ -68,5 +71,6 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }

@@ -5,6 +5,7 @@
 //! its loop devices and unmounts its filesystems.
 #![allow(dead_code)]
 
+pub mod addon;
 pub mod dashboard;
 pub mod facts;
 pub mod fuse;

@@ -233,6 +233,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         vendor: Some("diskwatch".into()),
         model: Some("Test Disk".into()),
         serial: Some(format!("SER-{id}")),
+        firmware: None,
         wwn: None,
         bus: Some("virtual".into()),
         size_bytes: size,
@@ -252,6 +253,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         health_note: None,
         io: None,
         arrays: Vec::new(),
+        attention: None,
     }
 }
 
@@ -304,6 +306,7 @@ pub fn mount(point: &str, source: &str, dev: &str, used_percent: f64) -> Mount {
         stale: false,
         forecast: None,
         array_id: None,
+        attention: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! (`--ephemeral`), so a test that fails half-way leaves nothing behind for the next run.
 //! The container has its own network namespace (loopback only) and is reached with
 //! `nsenter -t <its PID 1> -a`; its files through `/proc/<PID 1>/root`.
+//! Also shared by the packaged-unit tests: [`build_deb`], drop-ins, `systemd-analyze security`.
 
 use std::fs::File;
 use std::io::Read;
@@ -46,11 +47,12 @@ pub fn rootfs() -> (PathBuf, Option<Duration>) {
     let start = Instant::now();
     let fresh = dir.with_extension("new");
     let _ = std::fs::remove_dir_all(&fresh);
-    let mirror = std::env::var("DISKWATCH_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    // No mirror named: debootstrap's own default (or DISKWATCH_DEBIAN_MIRROR).
+    let mirror = std::env::var("DISKWATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
     let out = Command::new("debootstrap")
         .args(["--variant=minbase", &format!("--include={PACKAGES}"), SUITE])
         .arg(&fresh)
-        .arg(&mirror)
+        .args(mirror)
         .output()
         .unwrap_or_else(|e| panic!("cannot run debootstrap (scripts/setup installs it): {e}"));
     assert!(out.status.success(), "debootstrap {SUITE} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
@@ -58,6 +60,19 @@ pub fn rootfs() -> (PathBuf, Option<Duration>) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&fresh, &dir).expect("move the new rootfs into place");
     (dir, Some(start.elapsed()))
+}
+
+/// Builds the .deb with `cargo deb` (a release build) and returns its path.
+pub fn build_deb() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(&cargo)
+        .args(["deb", "--locked"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run cargo deb: {e}"));
+    assert!(out.status.success(), "cargo deb failed (scripts/setup installs cargo-deb):\n{}", text(&out.stderr));
+    let deb = text(&out.stdout).lines().rev().find(|l| l.trim().ends_with(".deb")).map(|l| l.trim().to_owned());
+    PathBuf::from(deb.unwrap_or_else(|| panic!("cargo deb printed no .deb path:\n{}", text(&out.stdout))))
 }
 
 /// A booted container; powered off (and its throw-away copy removed) on drop.
@@ -177,6 +192,41 @@ impl Container {
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Writes (Some) or removes (None) the drop-in `/etc/systemd/system/<unit>.d/<name>.conf`
+    /// with `[Service]` and `body`, as `systemctl edit` would, then `systemctl daemon-reload`.
+    pub fn set_dropin(&self, unit: &str, name: &str, body: Option<&str>) {
+        let dir = self.root().join(format!("etc/systemd/system/{unit}.d"));
+        let path = dir.join(format!("{name}.conf"));
+        match body {
+            Some(body) => {
+                std::fs::create_dir_all(&dir).expect("create the drop-in directory");
+                std::fs::write(&path, format!("[Service]\n{body}\n")).expect("write the drop-in");
+            }
+            None => {
+                let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+        self.sh("systemctl daemon-reload");
+    }
+
+    /// `systemd-analyze security <unit>` as the container's systemd (PID 1) rates the loaded
+    /// unit: the overall exposure and the whole report.
+    pub fn security(&self, unit: &str) -> (f64, String) {
+        let out = self.run(&["systemd-analyze", "security", "--no-pager", unit]);
+        let report = text(&out.stdout);
+        let line = report.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| {
+            panic!("no exposure line from systemd-analyze security:\n{report}{}", text(&out.stderr))
+        });
+        let score = line
+            .split(':')
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read the score from {line:?}"));
+        (score, report)
     }
 
     /// Waits (polling every 200 ms) until `check` returns Some.

@@ -1,5 +1,7 @@
 //! Reads what `smartctl --json` printed into a typed answer: a SMART reading (ATA, SAT, SCSI/SAS,
-//! NVMe), a disk in a low-power mode, or the reason there is nothing to read.
+//! NVMe), a disk in a low-power mode, or the reason there is nothing to read. The JSON layouts of
+//! smartmontools 6.7 to 7.4 differ (7.3 added most SCSI fields, `scsi_grown_defect_list` and the
+//! self-test pages); every field is optional here.
 //!
 //! smartctl's exit status is a bit mask (smartctl(8) "EXIT STATUS"): bit 1 covers both "device
 //! open failed" and "device is in a low-power mode", so standby is recognised by the message
@@ -10,19 +12,15 @@ use serde_json::Value;
 
 use crate::model::{Health, HealthSource, PowerState};
 
-/// Exit status asked for with `-n standby,STANDBY_EXIT,UNSUPPORTED_EXIT` when the disk is in
-/// standby or sleep (smartctl's default, and what older versions return anyway).
-pub const STANDBY_EXIT: i32 = 2;
-/// Exit status asked for when the device does not implement CHECK POWER MODE (smartctl ≥ 7.3):
-/// without it smartctl would ignore `-n` and go on to wake the disk. Bits 0 and 1 together never
-/// occur otherwise (bit 0 is "command line did not parse", which ends smartctl before any open).
-pub const UNSUPPORTED_EXIT: i32 = 3;
+pub use super::power::{STANDBY_EXIT, UNSUPPORTED_EXIT};
 
 /// Bits of the exit status that mean smartctl did not get to the device's data.
 const BIT_PARSE: i32 = 1 << 0;
 const BIT_OPEN: i32 = 1 << 1;
 
 /// What one smartctl run told us.
+// Short-lived (one per run, consumed at once): boxing the reading would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// SMART data was read; the disk is spinning.
@@ -38,6 +36,9 @@ pub enum Answer {
     Unsupported(String),
     /// smartctl's output could not be understood.
     Invalid(String),
+    /// Exit bit 0: smartctl did not accept its command line (an option this version lacks):
+    /// an error of diskwatch's, never "unsupported".
+    BadCommandLine(String),
 }
 
 /// The SMART values diskwatch reports, before the time and source are stamped on.
@@ -55,6 +56,15 @@ pub struct Reading {
     pub nvme_media_errors: Option<u64>,
     /// `device.protocol`: ATA, SCSI or NVMe.
     pub protocol: Option<String>,
+    pub reported_uncorrect: Option<u64>,
+    pub offline_uncorrectable: Option<u64>,
+    pub command_timeouts: Option<u64>,
+    pub crc_errors: Option<u64>,
+    pub nvme_available_spare: Option<u64>,
+    pub nvme_available_spare_threshold: Option<u64>,
+    pub self_test_failed: Option<bool>,
+    /// `smartctl.version` of the run, `[major, minor]`.
+    pub smartctl_version: Option<(u32, u32)>,
 }
 
 impl Reading {
@@ -72,6 +82,15 @@ impl Reading {
             nvme_media_errors: self.nvme_media_errors,
             checked_at,
             source: HealthSource::Smartctl,
+            protocol: self.protocol,
+            reported_uncorrect: self.reported_uncorrect,
+            offline_uncorrectable: self.offline_uncorrectable,
+            command_timeouts: self.command_timeouts,
+            crc_errors: self.crc_errors,
+            nvme_available_spare: self.nvme_available_spare,
+            nvme_available_spare_threshold: self.nvme_available_spare_threshold,
+            self_test_failed: self.self_test_failed,
+            unreadable_since: None,
         }
     }
 }
@@ -120,11 +139,30 @@ fn messages(json: &Value) -> String {
         .unwrap_or_default()
 }
 
-/// Interprets one run: `status` is the exit status, `stdout` what it printed.
+/// smartctl's answer when it cannot tell what the device is (virtio, loop, an unknown USB
+/// bridge): exit status 1 like a bad command line, but a property of the device.
+fn unknown_device_type(text: &str) -> bool {
+    text.contains("Unable to detect device type") || text.contains("Please specify device type")
+}
+
+/// Interprets one run of the `-n standby,2,3` form (smartctl ≥ 7.3).
 pub fn interpret(status: i32, stdout: &str) -> Answer {
+    interpret_for(status, stdout, true)
+}
+
+/// Interprets one run: `status` is the exit status, `stdout` what it printed; `status2` says
+/// whether `-n …,UNSUPPORTED_EXIT` was given (else exit 3 is bits 0 and 1, not that answer).
+pub fn interpret_for(status: i32, stdout: &str, status2: bool) -> Answer {
     let json: Option<Value> = serde_json::from_str(stdout).ok();
-    if status == UNSUPPORTED_EXIT {
+    if status2 && status == UNSUPPORTED_EXIT {
         return Answer::PowerCheckUnsupported;
+    }
+    if status & BIT_PARSE != 0 {
+        let text = json.as_ref().map(messages).filter(|t| !t.is_empty()).unwrap_or_else(|| excerpt(stdout));
+        if unknown_device_type(&text) {
+            return Answer::Unsupported(text);
+        }
+        return Answer::BadCommandLine(if text.is_empty() { format!("exit status {status}") } else { text });
     }
     if status & BIT_OPEN != 0 {
         if let Some(message) = low_power_message(json.as_ref(), stdout) {
@@ -132,14 +170,13 @@ pub fn interpret(status: i32, stdout: &str) -> Answer {
         }
     }
     let Some(json) = json else {
-        let excerpt: String = stdout.chars().take(120).collect();
         return Answer::Invalid(if stdout.trim().is_empty() {
             format!("no output (exit status {status})")
         } else {
-            format!("output is not JSON (exit status {status}): {excerpt:?}")
+            format!("output is not JSON (exit status {status}): {:?}", excerpt(stdout))
         });
     };
-    if status & (BIT_PARSE | BIT_OPEN) != 0 {
+    if status & BIT_OPEN != 0 {
         let text = messages(&json);
         return Answer::Unsupported(if text.is_empty() { format!("exit status {status}") } else { text });
     }
@@ -147,30 +184,89 @@ pub fn interpret(status: i32, stdout: &str) -> Answer {
         return Answer::Invalid("JSON without smartctl's fields".to_owned());
     }
     let reading = parse(&json);
-    if reading == (Reading { protocol: reading.protocol.clone(), ..Reading::default() }) {
+    let identity_only = Reading {
+        protocol: reading.protocol.clone(),
+        smartctl_version: reading.smartctl_version,
+        ..Reading::default()
+    };
+    if reading == identity_only {
         return Answer::Active;
     }
     Answer::Reading(reading)
+}
+
+/// The first 120 characters of a non-JSON output, for a message.
+fn excerpt(stdout: &str) -> String {
+    stdout.trim().chars().take(120).collect()
 }
 
 fn u64_at(v: &Value, pointer: &str) -> Option<u64> {
     v.pointer(pointer).and_then(Value::as_u64)
 }
 
+fn attribute(table: &[Value], id: u64) -> Option<&Value> {
+    table.iter().find(|a| a.get("id").and_then(Value::as_u64) == Some(id))
+}
+
 /// The raw value of an ATA attribute, its low 48 bits (the raw field is six bytes; some
 /// firmwares pack more in the upper bytes of the JSON number).
 fn ata_raw(table: &[Value], id: u64) -> Option<u64> {
-    table
-        .iter()
-        .find(|a| a.get("id").and_then(Value::as_u64) == Some(id))
-        .and_then(|a| a.pointer("/raw/value").and_then(Value::as_u64))
-        .map(|raw| raw & 0xFFFF_FFFF_FFFF)
+    attribute(table, id).and_then(|a| a.pointer("/raw/value").and_then(Value::as_u64)).map(|raw| raw & 0xFFFF_FFFF_FFFF)
+}
+
+/// A counter that some firmwares pack with others into the 48-bit raw value (Seagate's 188
+/// Command_Timeout holds three 16-bit counters; smartmontools' drive database prints it with
+/// `-v 188,raw16`, as three words, high first). The count is smartctl's own decoding when it
+/// printed one (`raw.string` "0 0 3" → the low word, 3), else the low 16 bits of a raw value
+/// that does not fit in 16 bits, else the raw value.
+fn ata_packed_count(table: &[Value], id: u64) -> Option<u64> {
+    let a = attribute(table, id)?;
+    let raw = a.pointer("/raw/value").and_then(Value::as_u64)? & 0xFFFF_FFFF_FFFF;
+    let words: Vec<u64> = a
+        .pointer("/raw/string")
+        .and_then(Value::as_str)
+        .map(|s| s.split_whitespace().map_while(|w| w.parse().ok()).collect())
+        .unwrap_or_default();
+    if words.len() == 3 {
+        return words.last().copied();
+    }
+    Some(if raw > 0xFFFF { raw & 0xFFFF } else { raw })
+}
+
+/// Whether the newest completed self-test in the drive's log failed (ATA, NVMe, SCSI).
+fn self_test_failed(json: &Value) -> Option<bool> {
+    // ATA: newest first; `status.passed` is false for a failure, absent for aborted/interrupted.
+    if let Some(table) = json.pointer("/ata_smart_self_test_log/standard/table").and_then(Value::as_array) {
+        let newest = table.iter().find(|t| t.pointer("/status/passed").is_some());
+        return Some(newest.and_then(|t| t.pointer("/status/passed")).and_then(Value::as_bool) == Some(false));
+    }
+    // NVMe: self_test_result 5..=7 are failures (fatal error, failed segment); 0 passed,
+    // 1..=4 aborted, 0xF unused entry.
+    if let Some(table) = json.pointer("/nvme_self_test_log/table").and_then(Value::as_array) {
+        let newest = table
+            .iter()
+            .filter_map(|t| t.pointer("/self_test_result/value").and_then(Value::as_u64))
+            .find(|r| *r == 0 || (5..=7).contains(r));
+        return Some(newest.is_some_and(|r| r != 0));
+    }
+    // SCSI (smartctl ≥ 7.3): scsi_self_test_0 is the newest; result 3..=7 are failures.
+    if let Some(result) = json.pointer("/scsi_self_test_0/result/value").and_then(Value::as_u64) {
+        return Some((3..=7).contains(&result));
+    }
+    None
 }
 
 /// Maps smartctl's JSON onto [`Reading`], whatever the protocol.
 pub fn parse(json: &Value) -> Reading {
     let protocol = json.pointer("/device/protocol").and_then(Value::as_str).map(str::to_owned);
+    let version = json.pointer("/smartctl/version").and_then(Value::as_array).and_then(|v| {
+        let major = v.first()?.as_u64()?;
+        let minor = v.get(1)?.as_u64()?;
+        Some((u32::try_from(major).ok()?, u32::try_from(minor).ok()?))
+    });
     let mut r = Reading {
+        smartctl_version: version,
+        self_test_failed: self_test_failed(json),
         passed: json.pointer("/smart_status/passed").and_then(Value::as_bool),
         temperature_c: json.pointer("/temperature/current").and_then(Value::as_f64),
         power_on_hours: u64_at(json, "/power_on_time/hours"),
@@ -181,7 +277,15 @@ pub fn parse(json: &Value) -> Reading {
     if let Some(table) = json.pointer("/ata_smart_attributes/table").and_then(Value::as_array) {
         r.reallocated_sectors = ata_raw(table, 5);
         r.pending_sectors = ata_raw(table, 197);
-        r.uncorrectable = ata_raw(table, 198).or_else(|| ata_raw(table, 187));
+        r.offline_uncorrectable = ata_raw(table, 198);
+        r.reported_uncorrect = ata_raw(table, 187);
+        // Both count what the drive could not correct; they overlap, so the larger one.
+        r.uncorrectable = match (r.offline_uncorrectable, r.reported_uncorrect) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        r.command_timeouts = ata_packed_count(table, 188);
+        r.crc_errors = ata_raw(table, 199);
         r.power_on_hours = r.power_on_hours.or_else(|| ata_raw(table, 9).map(|h| h & 0xFFFF_FFFF));
         r.power_cycles = r.power_cycles.or_else(|| ata_raw(table, 12));
     }
@@ -189,6 +293,8 @@ pub fn parse(json: &Value) -> Reading {
         r.nvme_percentage_used = u64_at(log, "/percentage_used");
         r.nvme_critical_warning = u64_at(log, "/critical_warning");
         r.nvme_media_errors = u64_at(log, "/media_errors");
+        r.nvme_available_spare = u64_at(log, "/available_spare");
+        r.nvme_available_spare_threshold = u64_at(log, "/available_spare_threshold");
         r.power_on_hours = r.power_on_hours.or_else(|| u64_at(log, "/power_on_hours"));
         r.power_cycles = r.power_cycles.or_else(|| u64_at(log, "/power_cycles"));
         if r.temperature_c.is_none() {
@@ -335,6 +441,24 @@ mod tests {
         assert!(matches!(interpret(0, &text[..text.len() / 2]), Answer::Invalid(m) if m.contains("not JSON")));
         assert!(matches!(interpret(0, ""), Answer::Invalid(m) if m.contains("no output")));
         assert!(matches!(interpret(0, "[1,2]"), Answer::Invalid(_)));
+    }
+
+    /// 188 as smartmontools decodes it (corpus outputs, tests/fixtures/smartctl/corpus): a
+    /// Seagate raw16 "2 2 2" is 2, a packed 51540393996 (0xC_0000_000C) is 12, a plain 27 is 27;
+    /// 187 and 198 are both kept; a failed self-test at the head of the log is seen.
+    #[test]
+    fn packed_raw_values_and_self_test() {
+        let r = reading("corpus/sce--sat-seagate_enterprise_capacity_3.5_hdd-st2000nm0008-2f3100-sdl.json");
+        assert_eq!(r.command_timeouts, Some(2));
+        let r = reading("corpus/sce--sat-seagate_exos_x16-st16000nm001g-2kk103-sda.json");
+        assert_eq!(r.command_timeouts, Some(12));
+        let r = reading("corpus/sce--sat-micron_5100___52x0___5300___5400_ssds-micron_5300_mtfddak480tds-sda.json");
+        assert_eq!((r.command_timeouts, r.crc_errors), (Some(27), Some(2)));
+        let r = reading("corpus/sce--mb0500ebncr_13.json");
+        assert_eq!((r.reported_uncorrect, r.offline_uncorrectable, r.uncorrectable), (Some(1), Some(0), Some(1)));
+        let r = reading("corpus/smart-prom-next--usbjmicron_a_when_failed_now.json");
+        assert_eq!(r.self_test_failed, Some(true));
+        assert_eq!(reading("ata-hdd-wd140edfz.json").self_test_failed, Some(false));
     }
 
     #[test]

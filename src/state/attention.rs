@@ -1,0 +1,109 @@
+//! The attention side of the state model (SPEC §9): a disk's verdict is re-assessed whenever
+//! its health changes or the owner acknowledges, with the pure rules of `crate::attention`;
+//! `disk.attention_changed` is raised only when the level or the set of unacknowledged reasons
+//! changes. Acknowledgements are data here; `crate::attention::store` keeps them on disk.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::json;
+
+use super::{Draft, DraftData, State};
+use crate::attention::disk::{Baselines, Limits};
+use crate::attention::{assess, is_news, Acks};
+use crate::events::EventKind;
+use crate::model::attention::{Attention, Reason};
+use crate::model::HealthSource;
+
+/// Acknowledgements and rule history, by object.
+#[derive(Debug, Default)]
+pub(super) struct AttentionMemory {
+    /// Subject (`disk/<id>`) → acknowledged reason codes and values.
+    acks: HashMap<String, Acks>,
+    /// Per disk: the counts first seen (only a rise above them is a reason).
+    baselines: HashMap<String, Baselines>,
+}
+
+impl AttentionMemory {
+    pub(super) fn forget_disk(&mut self, id: &str) {
+        self.baselines.remove(id);
+    }
+}
+
+/// A verdict that is news: the level before and the reasons now.
+pub(super) struct News {
+    previous: Option<&'static str>,
+    reasons: Vec<Reason>,
+}
+
+impl State {
+    /// Acknowledgements kept from an earlier run (`crate::attention::store`), by subject.
+    pub fn load_acknowledgements(&mut self, acks: BTreeMap<String, Acks>) {
+        self.attention.acks.extend(acks);
+    }
+
+    /// What the owner acknowledged of an object, as the state holds it now.
+    pub fn acknowledgements(&self, subject: &str) -> Option<&Acks> {
+        self.attention.acks.get(subject)
+    }
+
+    /// Re-assesses a disk from its health; returns the news, if the verdict is news. The
+    /// verdict itself is stored whether news or not (its `assessed_at` moves with the data).
+    pub(super) fn assess_disk(&mut self, id: &str) -> Option<News> {
+        let disk = self.disks.get_mut(id)?;
+        let subject = format!("disk/{id}");
+        let previous = disk.attention.clone();
+        let limits = Limits { temperature_critical: self.config.temperature_critical };
+        let next = disk.health.as_deref().map(|h| {
+            let base = if h.source == HealthSource::Smartctl {
+                let b = self.attention.baselines.entry(id.to_owned()).or_insert_with(|| Baselines::of(h));
+                // A counter the first reading lacked starts at its first value.
+                b.crc_errors = b.crc_errors.or(h.crc_errors);
+                b.command_timeouts = b.command_timeouts.or(h.command_timeouts);
+                *b
+            } else {
+                Baselines::default()
+            };
+            let found = crate::attention::disk::reasons(h, base, limits);
+            let none = Acks::new();
+            let acks = self.attention.acks.get(&subject).unwrap_or(&none);
+            assess(found, h.unreadable_since.as_deref(), acks, previous.as_deref(), &h.checked_at)
+        });
+        // Without a verdict (nothing read yet) the previous one, if any, stays.
+        let next = next?;
+        // An acknowledgement ends with its reason: if it comes back, it is news again.
+        if let Some(acks) = self.attention.acks.get_mut(&subject) {
+            acks.retain(|code, _| next.reasons.iter().any(|r| &r.code == code));
+        }
+        let news = is_news(previous.as_deref(), &next);
+        let reasons = next.reasons.clone();
+        disk.attention = Some(Box::new(next));
+        news.then(|| News { previous: previous.map(|p| p.level.as_str()), reasons })
+    }
+
+    /// The draft of a `disk.attention_changed`: the disk as it is now, the level before, the reasons.
+    pub(super) fn attention_draft(&self, id: &str, news: News) -> Draft {
+        let disk = self.disks.get(id).map(serde_json::to_value).and_then(Result::ok).unwrap_or_default();
+        Draft {
+            kind: EventKind::DiskAttentionChanged,
+            subject: format!("disk/{id}"),
+            data: DraftData::Ready(json!({"disk": disk, "previous": news.previous, "reasons": news.reasons})),
+        }
+    }
+
+    /// Records an acknowledgement and re-assesses the object; returns whether anything changed.
+    pub(super) fn acknowledge(&mut self, subject: String, acks: Acks, drafts: &mut Vec<Draft>) -> bool {
+        let id = subject.strip_prefix("disk/").map(str::to_owned);
+        self.attention.acks.insert(subject, acks);
+        let Some(id) = id else { return false };
+        let before = self.disks.get(&id).and_then(|d| d.attention.clone());
+        if let Some(news) = self.assess_disk(&id) {
+            drafts.push(self.attention_draft(&id, news));
+        }
+        before != self.disks.get(&id).and_then(|d| d.attention.clone())
+    }
+
+    /// A disk's verdict (for tests and sinks).
+    pub fn disk_attention(&self, id: &str) -> Option<&Attention> {
+        self.disks.get(id).and_then(|d| d.attention.as_deref())
+    }
+}

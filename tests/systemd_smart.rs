@@ -1,0 +1,295 @@
+//! SMART under the packaged unit (issue 26): the .deb is installed in a Debian booted with
+//! systemd as PID 1 (tests/common/nspawn.rs), and its unit starts the agent with a recorder in
+//! smartctl's place. The recorder writes down what the unit lets smartctl do (its capability
+//! sets from /proc/self/status, an open() of the disk node for reading and for writing, and
+//! what Debian's real smartctl gets from the kernel for an ATA pass-through and an NVMe admin
+//! ioctl on that node), then replays a real drive's `smartctl --json` output. Checked: the
+//! agent's snapshot shows that drive's health; the recorder ran with CAP_SYS_RAWIO and
+//! CAP_SYS_ADMIN and opened the node read-only (and not for writing, where the container's
+//! systemd can enforce the unit's device ACL; in nspawn here it cannot); the ioctls reach the
+//! driver; every invocation carries `-n standby,2,3` and a disk found in standby gets no
+//! command at all; the shipped no-smart.conf drop-in takes both capabilities away again.
+//!
+//! smartctl cannot talk to a loop disk: the loop driver answers SG_IO and NVME_IOCTL_ADMIN_CMD
+//! with EINVAL, which is what shows the ioctl passed the sandbox (a seccomp refusal is EPERM).
+//! Needs root, debootstrap, systemd-container and smartmontools (scripts/setup).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::nspawn::{self, Container};
+use serde_json::Value;
+
+const UNIT: &str = "diskwatch.service";
+const API: &str = "http://127.0.0.1:8377/api/v1";
+/// The recorder lives in the state directory: the one place the unit lets its processes write.
+const REC: &str = "/var/lib/diskwatch/smartctl-recorder";
+const CAP_DAC_READ_SEARCH: u32 = 2;
+const CAP_SYS_RAWIO: u32 = 17;
+const CAP_SYS_ADMIN: u32 = 21;
+/// The drive replayed: a WDC WD140EDFZ, SAT (tests/fixtures/smartctl/README.md).
+const FIXTURE: &str = "ata-hdd-wd140edfz.json";
+
+/// Stands in for smartctl: records, then hands over to tests/fixtures/smartctl/recorder.sh
+/// (argv.log, replay per device) in the same process, so with the same credentials.
+const WRAPPER: &str = r#"#!/bin/sh
+# tests/systemd_smart.rs: what the smartctl started by diskwatch.service may do.
+dir=$(dirname "$0")
+for dev; do :; done
+{
+    echo "call $*"
+    # Read by this shell itself: the capabilities smartctl would run with.
+    while read -r key value; do
+        case $key in Cap*) echo "$key $value" ;; esac
+    done < /proc/self/status
+    if (exec 3<"$dev") 2>/dev/null; then echo "open-read ok"; else echo "open-read failed"; fi
+    if (exec 3<>"$dev") 2>/dev/null; then echo "open-write ok"; else echo "open-write failed"; fi
+    # Without -n: with it, smartctl takes the failed CHECK POWER MODE for SLEEP and stops (a
+    # loop disk, which no command can wake; argv.log, the never-wake record, has only the
+    # agent's own invocations).
+    "$dir/real-smartctl" -d sat -i "$dev" 2>&1 | grep -i 'failed' | sed 's/^/sat: /'
+    "$dir/real-smartctl" -d nvme -i "$dev" 2>&1 | grep -i 'failed' | sed 's/^/nvme: /'
+    echo end
+} >> "$dir/calls.log"
+exec "$dir/recorder.sh" "$@"
+"#;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One recorded invocation.
+#[derive(Debug, Default, Clone)]
+struct Call {
+    argv: String,
+    cap_eff: u64,
+    cap_bnd: u64,
+    lines: Vec<String>,
+}
+
+impl Call {
+    fn has(&self, line: &str) -> bool {
+        self.lines.iter().any(|l| l == line)
+    }
+
+    fn probe(&self, kind: &str) -> String {
+        self.lines.iter().filter(|l| l.starts_with(&format!("{kind}: "))).cloned().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+fn hex(value: &str) -> u64 {
+    u64::from_str_radix(value.trim(), 16).unwrap_or_else(|e| panic!("capability mask {value:?}: {e}"))
+}
+
+/// The recorded invocations for `node` (the agent also asks about the container's other disks).
+fn calls(c: &Container, node: &str) -> Vec<Call> {
+    let log = std::fs::read_to_string(c.root().join(&REC[1..]).join("calls.log")).unwrap_or_default();
+    let mut calls = Vec::new();
+    let mut cur: Option<Call> = None;
+    for line in log.lines() {
+        if let Some(argv) = line.strip_prefix("call ") {
+            cur = Some(Call { argv: argv.to_owned(), ..Call::default() });
+        } else if line == "end" {
+            calls.extend(cur.take());
+        } else if let Some(call) = cur.as_mut() {
+            if let Some(v) = line.strip_prefix("CapEff: ") {
+                call.cap_eff = hex(v);
+            } else if let Some(v) = line.strip_prefix("CapBnd: ") {
+                call.cap_bnd = hex(v);
+            }
+            call.lines.push(line.to_owned());
+        }
+    }
+    calls.retain(|call| call.argv.ends_with(&format!(" {node}")));
+    calls
+}
+
+/// recorder.sh's log lines for `node`: arguments, or `WOKE <arguments>`.
+fn argv_log(c: &Container, node: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(c.root().join(&REC[1..]).join("argv.log")).unwrap_or_default();
+    log.lines().filter(|l| l.ends_with(&format!(" {node}"))).map(str::to_owned).collect()
+}
+
+fn disk(c: &Container, name: &str) -> Option<Value> {
+    let snap = c.http_get(&format!("{API}/snapshot"))?;
+    snap["disks"].as_array()?.iter().find(|d| d["kernel_name"] == name).cloned()
+}
+
+fn restart(c: &Container) {
+    c.sh(&format!("systemctl restart {UNIT}"));
+    c.wait_for(Duration::from_secs(60), "the service to be active", || {
+        (c.property(UNIT, "ActiveState") == "active").then_some(())
+    });
+    c.wait_for(Duration::from_secs(30), "the API to answer", || c.http_get(&format!("{API}/health")));
+}
+
+/// Waits for the next recorded invocation for `node` after the first `seen`.
+fn next_call(c: &Container, node: &str, seen: usize) -> Call {
+    c.wait_for(Duration::from_secs(30), "a smartctl invocation", || calls(c, node).get(seen).cloned())
+}
+
+/// Whether the container's systemd enforces `DevicePolicy=`: a transient unit allowed nothing
+/// but /dev/null read-only (`strict`: not even the pseudo devices `closed` adds read-write)
+/// tries to open it for writing. (In nspawn on a cgroup v1 host, and with the unified
+/// hierarchy too, it does not; on a host's systemd it does.)
+fn device_acl_enforced(c: &Container) -> bool {
+    let out = c.sh("systemd-run --quiet --wait --pipe -p DevicePolicy=strict -p 'DeviceAllow=/dev/null r' \
+         sh -c 'if (exec 3<>/dev/null) 2>/dev/null; then echo opened; else echo refused; fi'");
+    out == "refused"
+}
+
+fn write_exec(path: &Path, body: &[u8]) {
+    std::fs::write(path, body).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod 755");
+}
+
+fn replace_once(text: &str, from: &str, to: &str) -> String {
+    assert_eq!(text.matches(from).count(), 1, "the installed config no longer has {from:?} once");
+    text.replace(from, to)
+}
+
+#[test]
+fn smart_under_the_packaged_unit() {
+    if !common::require_root("smart_under_the_packaged_unit") {
+        return;
+    }
+    let real_smartctl = Path::new("/usr/sbin/smartctl");
+    assert!(real_smartctl.exists(), "smartctl is missing (scripts/setup installs smartmontools)");
+    // Slow and touching nothing shared: before the machine lock.
+    let deb = nspawn::build_deb();
+    let (rootfs, made) = nspawn::rootfs();
+    if let Some(t) = made {
+        eprintln!("rootfs: debootstrapped in {:.1} s", t.as_secs_f64());
+    }
+    let _lock = common::machine_lock();
+    // nspawn leaves CAP_SYS_RAWIO out of a container's bounding set; a host's systemd has it.
+    let c = Container::boot(&rootfs, &["--capability=CAP_SYS_RAWIO"]);
+    std::fs::copy(&deb, c.root().join("root/diskwatch.deb")).expect("copy the .deb into the container");
+    c.sh("dpkg -i /root/diskwatch.deb && rm /root/diskwatch.deb");
+    c.wait_for(Duration::from_secs(60), "the installed service to be active", || {
+        (c.property(UNIT, "ActiveState") == "active").then_some(())
+    });
+
+    // --- what the installed unit grants --------------------------------------------------------
+    let bounding = c.property(UNIT, "CapabilityBoundingSet");
+    eprintln!("CapabilityBoundingSet: {bounding}");
+    for cap in ["cap_dac_read_search", "cap_sys_rawio", "cap_sys_admin"] {
+        assert!(bounding.split_whitespace().any(|c| c == cap), "{cap} missing from {bounding}");
+    }
+    assert_eq!(bounding.split_whitespace().count(), 3, "more than the three capabilities: {bounding}");
+    let (exposure, report) = c.security(UNIT);
+    let exposed: Vec<&str> = report.lines().filter(|l| l.starts_with('✗')).collect();
+    eprintln!("systemd-analyze security (PID 1): {exposure}\n{}", exposed.join("\n"));
+    assert!(exposure <= 2.5, "exposure {exposure}:\n{report}");
+
+    // --- the recorder in smartctl's place, a loop disk the agent watches -------------------------
+    let rec = c.root().join(&REC[1..]);
+    std::fs::create_dir_all(&rec).expect("create the recorder directory");
+    write_exec(&rec.join("smartctl"), WRAPPER.as_bytes());
+    let fixtures = repo().join("tests/fixtures/smartctl");
+    write_exec(&rec.join("recorder.sh"), &std::fs::read(fixtures.join("recorder.sh")).expect("read recorder.sh"));
+    for f in [FIXTURE, "standby-smartctl-7.3.txt"] {
+        std::fs::copy(fixtures.join(f), rec.join(f)).expect("copy a fixture");
+    }
+    std::fs::copy(real_smartctl, rec.join("real-smartctl")).expect("copy smartctl into the container");
+    let disk_dev = common::LoopDevice::new(64, &[]);
+    let name = disk_dev.name();
+    let node = disk_dev.device.clone();
+    // The container's /dev is its own tmpfs: the node udev would make on a real system.
+    let (major, minor) =
+        disk_dev.dev().split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())).expect("major:minor");
+    c.sh(&format!("mknod -m 0660 {node} b {major} {minor}"));
+    std::fs::write(rec.join("map"), format!("{node} {FIXTURE}\n")).expect("write the map");
+
+    let config_path = c.root().join("etc/diskwatch/config.toml");
+    let mut config = std::fs::read_to_string(&config_path).expect("read the installed config");
+    config = replace_once(&config, "\ninclude = []\nreceive_buffer", "\ninclude = [\"loop*\"]\nreceive_buffer");
+    config = replace_once(&config, "\nsmartctl = \"smartctl\"", &format!("\nsmartctl = \"{REC}/smartctl\""));
+    config = replace_once(&config, "\ninterval = \"30min\"", "\ninterval = \"2s\"");
+    config =
+        replace_once(&config, "\ninclude = []                       # wins over exclude", "\ninclude = [\"loop*\"]");
+    std::fs::write(&config_path, config).expect("write the config");
+    restart(&c);
+
+    // --- the agent shows the replayed drive's health ----------------------------------------------
+    let start = Instant::now();
+    let shown = c.wait_for(Duration::from_secs(30), "the replayed health in /api/v1/snapshot", || {
+        disk(&c, &name).filter(|d| d["health"]["passed"] == true)
+    });
+    eprintln!("health in the snapshot {:.2} s after the restart: {}", start.elapsed().as_secs_f64(), shown["health"]);
+    assert_eq!(shown["health"]["temperature_c"], 32.0);
+    assert_eq!(shown["health"]["power_on_hours"], 1730);
+    assert_eq!(shown["health"]["source"], "smartctl");
+    assert_eq!(shown["power_state"], "active");
+
+    // --- what the recorder could do ------------------------------------------------------------
+    let first = next_call(&c, &node, 0);
+    eprintln!("recorder: {first:#?}");
+    assert!(first.argv.ends_with(&node), "{first:?}");
+    for (bit, cap) in [(CAP_SYS_RAWIO, "CAP_SYS_RAWIO"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")] {
+        assert!(first.cap_eff & (1 << bit) != 0, "smartctl ran without {cap} effective: {first:?}");
+        assert!(first.cap_bnd & (1 << bit) != 0, "{cap} not in smartctl's bounding set: {first:?}");
+    }
+    let granted = (1u64 << CAP_DAC_READ_SEARCH) | (1 << CAP_SYS_RAWIO) | (1 << CAP_SYS_ADMIN);
+    assert_eq!(first.cap_bnd, granted, "smartctl's bounding set is more than the three: {first:?}");
+    assert!(first.has("open-read ok"), "the disk node could not be opened for reading: {first:?}");
+    assert_eq!(c.property(UNIT, "DevicePolicy"), "closed");
+    // "<device> <access>" pairs: block devices read-only (char-rtc r comes with ProtectClock).
+    let allow = c.property(UNIT, "DeviceAllow");
+    let words: Vec<&str> = allow.split_whitespace().collect();
+    assert!(words.chunks(2).any(|p| p == ["block-*", "r"]), "DeviceAllow: {allow}");
+    assert!(words.chunks(2).all(|p| p.len() == 2 && p[1] == "r" && !p[0].contains("nvme")), "DeviceAllow: {allow}");
+    if device_acl_enforced(&c) {
+        assert!(first.has("open-write failed"), "the disk node could be opened for writing: {first:?}");
+    } else {
+        eprintln!("this container's systemd cannot enforce device ACLs (no device cgroup/BPF): write open not checked");
+    }
+    // EINVAL from the loop driver: the ioctl passed seccomp and the device policy.
+    for kind in ["sat", "nvme"] {
+        let probe = first.probe(kind);
+        assert!(probe.contains("Invalid argument"), "{kind} pass-through did not reach the driver: {probe:?}");
+        assert!(!probe.contains("not permitted") && !probe.contains("denied"), "{kind}: {probe:?}");
+    }
+
+    // --- never wake: the power check on every call, nothing to a disk in standby ------------------
+    let checked_at = shown["health"]["checked_at"].clone();
+    let mut map = std::fs::read_to_string(rec.join("map")).expect("read the map");
+    map.push_str(&format!("{node} standby\n"));
+    std::fs::write(rec.join("map"), map).expect("write the map");
+    let slept = c.wait_for(Duration::from_secs(30), "power_state standby", || {
+        disk(&c, &name).filter(|d| d["power_state"] == "standby")
+    });
+    assert_eq!(slept["health"]["checked_at"], checked_at, "the last health is kept in standby: {slept}");
+    assert_eq!(slept["health"]["passed"], true);
+    let asleep = argv_log(&c, &node).len();
+    // Three rounds (interval 2 s) in standby without I/O: not even a power check.
+    std::thread::sleep(Duration::from_secs(7));
+    let argv = argv_log(&c, &node);
+    eprintln!("smartctl invocations: {} ({} after standby was seen)", argv.len(), argv.len() - asleep);
+    assert_eq!(argv.len(), asleep, "commands sent to a disk in standby: {:?}", &argv[asleep..]);
+    assert!(!argv.is_empty());
+    for line in &argv {
+        assert!(!line.starts_with("WOKE"), "a call without the power check woke the disk: {line}");
+        assert!(line.contains("-n standby,2,3"), "a call without -n standby: {line}");
+    }
+
+    // --- the shipped drop-in takes SMART's capabilities away ------------------------------------
+    c.sh("install -D -m 0644 /usr/share/diskwatch/no-smart.conf /etc/systemd/system/diskwatch.service.d/no-smart.conf");
+    c.sh("systemctl daemon-reload");
+    let seen = calls(&c, &node).len();
+    restart(&c);
+    let bounding = c.property(UNIT, "CapabilityBoundingSet");
+    assert_eq!(bounding, "cap_dac_read_search", "after no-smart.conf");
+    let without = next_call(&c, &node, seen);
+    assert_eq!(without.cap_bnd, 1 << CAP_DAC_READ_SEARCH, "{without:?}");
+    assert_eq!(without.cap_eff & ((1 << CAP_SYS_RAWIO) | (1 << CAP_SYS_ADMIN)), 0, "{without:?}");
+    let (exposure_without, _) = c.security(UNIT);
+    eprintln!("with no-smart.conf: bounding set {bounding}, exposure {exposure_without}");
+    assert!(exposure_without < exposure, "{exposure_without} is not below {exposure}");
+    c.sh("rm -r /etc/systemd/system/diskwatch.service.d && systemctl daemon-reload");
+    drop(disk_dev);
+    drop(c);
+}
