@@ -103,7 +103,8 @@ fn window() -> u64 {
 const SEEDS: u64 = 10;
 
 fn run_all(name: &str, first_seed: u64) -> Figures {
-    let mut all = Figures { forecasts: 0, errors: Vec::new(), errors_3d: Vec::new(), false_watch: 0, false_failing: 0, nulls: 0 };
+    let mut all =
+        Figures { forecasts: 0, errors: Vec::new(), errors_3d: Vec::new(), false_watch: 0, false_failing: 0, nulls: 0 };
     for seed in first_seed * 100..first_seed * 100 + SEEDS {
         let f = run(name, seed);
         all.forecasts += f.forecasts;
@@ -121,7 +122,8 @@ fn run_all(name: &str, first_seed: u64) -> Figures {
 fn run(name: &str, seed: u64) -> Figures {
     let used = scenario(name, seed);
     let mut series = Series::new(600, window());
-    let mut f = Figures { forecasts: 0, errors: Vec::new(), errors_3d: Vec::new(), false_watch: 0, false_failing: 0, nulls: 0 };
+    let mut f =
+        Figures { forecasts: 0, errors: Vec::new(), errors_3d: Vec::new(), false_watch: 0, false_failing: 0, nulls: 0 };
     let end = (DAYS * 1440) as usize;
     for (m, &u) in used.iter().enumerate().take(end) {
         let now = m as u64 * MINUTE;
@@ -172,7 +174,14 @@ fn main() {
     );
     println!(
         "{:<24} {:>9} {:>5} {:>13} {:>10} {:>17} {:>12} {:>14}",
-        "scenario", "forecasts", "null", "median error", "p90 error", "median (basis≥3d)", "false watch", "false failing"
+        "scenario",
+        "forecasts",
+        "null",
+        "median error",
+        "p90 error",
+        "median (basis≥3d)",
+        "false watch",
+        "false failing"
     );
     for (name, seed) in [
         ("steady fill", 1),

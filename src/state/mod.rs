@@ -4,6 +4,7 @@
 pub mod array_transitions;
 mod arrays;
 mod attention;
+mod attention_objects;
 mod diff;
 mod fact;
 mod forecast;
@@ -152,6 +153,8 @@ impl State {
         let mut drafts = Vec::new();
         let availability_before: HashMap<String, bool> =
             self.shares.values().map(|s| (s.id.clone(), s.available)).collect();
+        // Mounts and arrays are judged again after what can change their verdict.
+        let judge = matches!(fact, Fact::MountUsage { .. } | Fact::MountForecasts { .. } | Fact::Acknowledge { .. });
         let structural = match fact {
             Fact::BlockDevices { disks, partitions, initial } => {
                 self.replace_block_devices(disks, partitions, initial, &mut drafts);
@@ -297,6 +300,12 @@ impl State {
         if structural {
             self.relink(&availability_before, &mut drafts);
             self.topology_generation += 1;
+        }
+        if structural || judge {
+            let at = humantime::format_rfc3339_millis(now).to_string();
+            if self.assess_objects(&at, &mut drafts) {
+                self.topology_generation += 1;
+            }
         }
         drafts
             .into_iter()
