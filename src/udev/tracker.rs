@@ -37,8 +37,10 @@ pub enum PropSource {
 /// The object last sent for a device, so a twin's arrival or departure can re-send it.
 #[derive(Debug, Clone)]
 enum Reported {
-    Disk(Disk),
-    Partition(Partition),
+    /// Boxed, both: a disk carries its health, attention and activity, and the two would
+    /// otherwise differ in size by hundreds of bytes.
+    Disk(Box<Disk>),
+    Partition(Box<Partition>),
 }
 
 impl Reported {
@@ -72,8 +74,8 @@ impl Reported {
 
     fn upsert(&self) -> Fact {
         match self {
-            Reported::Disk(d) => Fact::DiskUpsert(d.clone()),
-            Reported::Partition(p) => Fact::PartitionUpsert(p.clone()),
+            Reported::Disk(d) => Fact::DiskUpsert((**d).clone()),
+            Reported::Partition(p) => Fact::PartitionUpsert((**p).clone()),
         }
     }
 }
@@ -234,14 +236,14 @@ impl Tracker {
         }
         let described: Vec<Disk> = parallel_map(&disk_devs, |sys| describe::disk(sys, &self.props(sys, None)));
         for (sys, disk) in disk_devs.iter().zip(described) {
-            self.adopt(sys, Reported::Disk(disk));
+            self.adopt(sys, Reported::Disk(Box::new(disk)));
         }
         let mut part_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Partition)).collect();
         part_devs.sort_by(|a, b| a.devpath.cmp(&b.devpath));
         let described = parallel_map(&part_devs, |sys| self.describe_partition(sys, None));
         for (sys, p) in part_devs.iter().zip(described) {
             if let Some(p) = p {
-                self.adopt(sys, Reported::Partition(p));
+                self.adopt(sys, Reported::Partition(Box::new(p)));
             }
         }
         // Twins are marked unstable both, whichever came first.
@@ -254,8 +256,8 @@ impl Tracker {
         let mut partitions = Vec::new();
         for sys in disk_devs.iter().chain(&part_devs) {
             match self.known.get(&sys.devpath).and_then(|k| k.reported.clone()) {
-                Some(Reported::Disk(d)) => disks.push(d),
-                Some(Reported::Partition(p)) => partitions.push(p),
+                Some(Reported::Disk(d)) => disks.push(*d),
+                Some(Reported::Partition(p)) => partitions.push(*p),
                 None => {}
             }
         }
@@ -315,7 +317,7 @@ impl Tracker {
                 if renamed {
                     self.forget(devpath, out);
                 }
-                self.report(&sys, Reported::Disk(disk), out);
+                self.report(&sys, Reported::Disk(Box::new(disk)), out);
                 if action == Action::Add {
                     self.refresh_members(&sys.slaves, out);
                 }
@@ -330,7 +332,7 @@ impl Tracker {
                 if self.known.get(devpath).is_some_and(|k| k.base != p.id) {
                     self.forget(devpath, out);
                 }
-                self.report(&sys, Reported::Partition(p), out);
+                self.report(&sys, Reported::Partition(Box::new(p)), out);
             }
             None => {}
         }
@@ -366,7 +368,7 @@ impl Tracker {
             }
             let disk = describe::disk(&sys, &props);
             if self.known.get(&sys.devpath).is_some_and(|k| k.base == disk.id) {
-                self.report(&sys, Reported::Disk(disk), out);
+                self.report(&sys, Reported::Disk(Box::new(disk)), out);
             }
         }
     }
