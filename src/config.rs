@@ -12,6 +12,7 @@ pub use crate::actions::config::ActionsConfig;
 pub use crate::activity::ActivityConfig;
 pub use crate::arrays::config::ArraysConfig;
 pub use crate::events::config::EventsConfig;
+pub use crate::forecast::ForecastConfig;
 pub use crate::health::HealthConfig;
 pub use crate::history::HistoryConfig;
 pub use crate::http::config::HttpConfig;
@@ -79,6 +80,7 @@ pub struct Config {
     pub history: HistoryConfig,
     #[serde(default)]
     pub sleep: crate::wake::SleepConfig,
+    pub forecast: ForecastConfig,
 }
 
 impl Default for Config {
@@ -101,6 +103,7 @@ impl Default for Config {
             activity: ActivityConfig::default(),
             history: HistoryConfig::default(),
             sleep: crate::wake::SleepConfig::default(),
+            forecast: ForecastConfig::default(),
         }
     }
 }
@@ -198,6 +201,7 @@ impl Config {
         self.activity.validate(&mut problems);
         self.history.validate(&mut problems);
         self.sleep.validate(&mut problems);
+        self.forecast.validate(&mut problems);
         if !self.node_id.is_empty() && crate::model::sanitize_id(&self.node_id) != self.node_id {
             problems.push(format!("node_id: {:?} may hold only letters, digits, '_' and '-'", self.node_id));
         }

@@ -25,6 +25,7 @@
 //! - [`attention`]: the attention verdict: a pure rule table over an object (SPEC §9).
 //! - [`activity`]: I/O rates and idle time from `/sys/block/*/stat`.
 //! - [`history`]: per-object series of usage, temperature and I/O, persisted.
+//! - [`forecast`]: time to full of every mount, from a robust trend over days.
 //! - [`arrays`]: the md RAID, multi-device btrfs and ZFS source.
 //! - [`mqtt`]: the MQTT sink with Home Assistant discovery.
 //! - [`client`]: the CLI's client of a running agent (`snapshot`, `events`).
@@ -41,6 +42,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod events;
+pub mod forecast;
 pub mod fsutil;
 pub mod health;
 pub mod history;

@@ -191,6 +191,25 @@ pub struct Mount {
     /// *Derived*: does this mount need its owner (SPEC §9); `null` until assessed.
     #[serde(default)]
     pub attention: Option<Box<attention::Attention>>,
+    /// When the filesystem fills at its current trend (`null` until `[forecast] min_basis` of
+    /// history; derived by the forecast source, docs/forecast.md).
+    #[serde(default)]
+    pub forecast: Option<Forecast>,
+}
+
+/// Time to full of a mount, from a robust trend over its usage history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Forecast {
+    /// Seconds until the filesystem is full at the trend; `null` when flat or shrinking (not
+    /// provably growing) or beyond ten years.
+    pub full_in_seconds: Option<u64>,
+    /// The 95 % interval of `full_in_seconds` (the trend's faster and slower slopes).
+    pub low_seconds: Option<u64>,
+    pub high_seconds: Option<u64>,
+    /// How much history the trend is fitted over (since the last cleanup).
+    pub basis_seconds: u64,
+    /// The trend, bytes per day (negative when shrinking).
+    pub bytes_per_day: i64,
 }
 
 /// File-sharing protocol of a share.

@@ -108,6 +108,10 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
     if config.sleep.enabled && config.health.enabled {
         sources.push(Box::new(crate::wake::WakeSource::new(config.sleep.clone(), config.activity.interval)));
     }
+    if config.forecast.enabled && config.mounts.enabled {
+        let source = crate::forecast::ForecastSource::new(config.forecast.clone(), Some(config.state_dir.clone()));
+        sources.push(Box::new(source));
+    }
     sources
 }
 

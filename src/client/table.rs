@@ -269,6 +269,7 @@ mod tests {
             }),
             stale: false,
             attention: None,
+            forecast: None,
             array_id: None,
         };
         let snap = Snapshot {

@@ -213,6 +213,7 @@ impl Entry {
             stale: false,
             array_id: None,
             attention: None,
+            forecast: None,
         }
     }
 }

@@ -359,6 +359,28 @@ fn mount_object(m: &Mount, s: &Snapshot, naming: &Naming) -> DiscoveryObject {
             }),
         ));
     }
+    // SPEC §9: time to full, once a forecast exists (`[forecast] min_basis` of history);
+    // unknown while the mount is flat or shrinking.
+    if m.forecast.is_some() {
+        entities.push(entity(
+            "sensor",
+            "days_until_full",
+            &name,
+            "Days until full".into(),
+            json!({
+                "state_topic": state,
+                "value_template":
+                    "{{ (value_json.forecast.full_in_seconds / 86400) | round(1) if value_json.forecast and value_json.forecast.full_in_seconds is not none else None }}",
+                "unit_of_measurement": "d",
+                "device_class": "duration",
+                "suggested_display_precision": 1,
+                "icon": "mdi:calendar-clock",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'low_days': ((value_json.forecast.low_seconds / 86400) | round(1)) if value_json.forecast.low_seconds is not none else None, 'high_days': ((value_json.forecast.high_seconds / 86400) | round(1)) if value_json.forecast.high_seconds is not none else None, 'basis_days': (value_json.forecast.basis_seconds / 86400) | round(2), 'bytes_per_day': value_json.forecast.bytes_per_day} | to_json if value_json.forecast else '{}' }}",
+            }),
+        ));
+    }
     let system = crate::actions::machine::SYSTEM_MOUNTS.contains(&m.mount_point.as_str());
     if naming.actions.contains(&ActionKind::Unmount) && !system {
         entities.push(button(naming, Kind::Mount, &m.id, &name, ActionKind::Unmount, "Unmount", "mdi:eject-outline"));
@@ -367,7 +389,11 @@ fn mount_object(m: &Mount, s: &Snapshot, naming: &Naming) -> DiscoveryObject {
         object: object_key(Kind::Mount, &m.id),
         device: devices::mount_device(m, s, naming),
         name,
-        entities: with_object_availability(entities, &avail, &["read_only", "used", "free", "unmount"]),
+        entities: with_object_availability(
+            entities,
+            &avail,
+            &["read_only", "used", "free", "days_until_full", "unmount"],
+        ),
         removable: devices::mount_removable(m, s),
     }
 }

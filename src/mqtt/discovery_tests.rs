@@ -87,6 +87,7 @@ pub(crate) fn snapshot() -> Snapshot {
         }),
         stale: false,
         attention: None,
+        forecast: None,
         array_id: None,
     };
     let share = Share {
@@ -383,4 +384,27 @@ fn objects_on_loop_and_usb_disks_are_removable() {
         removable.into_iter().collect::<Vec<_>>(),
         ["disk/wwn-0x5000", "mount/mnt_data", "partition/p-1", "share/smb-media"],
     );
+}
+
+#[test]
+fn days_until_full_appears_with_a_forecast() {
+    let mut s = snapshot();
+    let topic = "homeassistant/device/diskwatch_nas1_mount_srv/config";
+    let keys = |s: &Snapshot| -> Vec<String> {
+        cmps(&plan(s, &naming(DiscoveryMode::Device), None), topic).keys().cloned().collect()
+    };
+    assert!(!keys(&s).contains(&"days_until_full".to_owned()), "no forecast yet: no entity");
+    s.mounts[1].forecast = Some(crate::model::Forecast {
+        full_in_seconds: Some(3 * 86_400),
+        low_seconds: Some(2 * 86_400),
+        high_seconds: Some(5 * 86_400),
+        basis_seconds: 86_400,
+        bytes_per_day: 1_000_000_000,
+    });
+    let all = cmps(&plan(&s, &naming(DiscoveryMode::Device), None), topic);
+    let c = &all["days_until_full"];
+    assert_eq!(c["name"], "Days until full");
+    assert_eq!(c["unit_of_measurement"], "d");
+    assert_eq!(c["device_class"], "duration");
+    assert_eq!(c["availability_mode"], "all");
 }

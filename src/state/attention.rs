@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Draft, DraftData, State};
 use crate::attention::disk::{Baselines, Limits};
-use crate::attention::{assess, is_news, Acks};
+use crate::attention::{assess, is_news, Acks, Found};
 use crate::events::EventKind;
 use crate::model::attention::{Attention, Reason};
 use crate::model::HealthSource;
@@ -18,9 +18,13 @@ use crate::model::HealthSource;
 #[derive(Debug, Default)]
 pub(super) struct AttentionMemory {
     /// Subject (`disk/<id>`) → acknowledged reason codes and values.
-    acks: HashMap<String, Acks>,
+    pub(super) acks: HashMap<String, Acks>,
     /// Per disk: the counts first seen (only a rise above them is a reason).
     baselines: HashMap<String, Baselines>,
+    /// Per member disk: the reasons its arrays give it (`state::attention_objects`).
+    pub(super) array_reasons: HashMap<String, Vec<Found>>,
+    /// The time of the fact being applied, for a verdict made without a health reading.
+    pub(super) now: String,
 }
 
 impl AttentionMemory {
@@ -63,10 +67,22 @@ impl State {
             } else {
                 Baselines::default()
             };
-            let found = crate::attention::disk::reasons(h, base, limits);
+            let mut found = crate::attention::disk::reasons(h, base, limits);
+            found.extend(self.attention.array_reasons.get(id).cloned().unwrap_or_default());
             let none = Acks::new();
             let acks = self.attention.acks.get(&subject).unwrap_or(&none);
             assess(found, h.unreadable_since.as_deref(), acks, previous.as_deref(), &h.checked_at)
+        });
+        // A disk without a reading (not watched, or not yet read) still carries its arrays'
+        // reasons, and goes back to ok when they end.
+        let next = next.or_else(|| {
+            let found = self.attention.array_reasons.get(id).cloned().unwrap_or_default();
+            if found.is_empty() && previous.is_none() {
+                return None;
+            }
+            let none = Acks::new();
+            let acks = self.attention.acks.get(&subject).unwrap_or(&none);
+            Some(assess(found, None, acks, previous.as_deref(), &self.attention.now))
         });
         // Without a verdict (nothing read yet) the previous one, if any, stays.
         let next = next?;
@@ -94,6 +110,7 @@ impl State {
     pub(super) fn acknowledge(&mut self, subject: String, acks: Acks, drafts: &mut Vec<Draft>) -> bool {
         let id = subject.strip_prefix("disk/").map(str::to_owned);
         self.attention.acks.insert(subject, acks);
+        // Mounts and arrays are re-assessed after every acknowledgement (`assess_objects`).
         let Some(id) = id else { return false };
         let before = self.disks.get(&id).and_then(|d| d.attention.clone());
         if let Some(news) = self.assess_disk(&id) {

@@ -22,6 +22,7 @@ pub const DERIVED: &[&str] = &[
     "arrays",
     "array_id",
     "attention",
+    "forecast",
 ];
 
 /// Names of the top-level fields whose values differ, in serialisation order,

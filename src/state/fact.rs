@@ -2,7 +2,7 @@
 //! the state model decides which events that makes.
 
 use crate::model::array::Array;
-use crate::model::{ActionRecord, Disk, DiskIo, Health, Mount, Partition, PowerState, Share, Usage};
+use crate::model::{ActionRecord, Disk, DiskIo, Forecast, Health, Mount, Partition, PowerState, Share, Usage};
 
 /// One observation sent by a source to the core.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub enum Fact {
     /// A disk's sleep record (the wake source); `woken` is set when this fact reports a wake,
     /// which makes a `disk.woken` event.
     DiskSleep { id: String, sleep: Box<crate::model::sleep::Sleep>, woken: bool },
+    /// Time-to-full forecasts of mounts, from the forecast source (no event; fields only).
+    MountForecasts { forecasts: Vec<(String, Option<Forecast>)> },
     /// I/O activity samples of disks (no event; fields only).
     DiskIo { samples: Vec<(String, DiskIo)> },
     /// The complete share set after a re-parse.

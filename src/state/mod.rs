@@ -4,8 +4,10 @@
 pub mod array_transitions;
 mod arrays;
 mod attention;
+mod attention_objects;
 mod diff;
 mod fact;
+mod forecast;
 mod health;
 mod link;
 pub mod rules;
@@ -152,6 +154,8 @@ impl State {
         let mut drafts = Vec::new();
         let availability_before: HashMap<String, bool> =
             self.shares.values().map(|s| (s.id.clone(), s.available)).collect();
+        // Mounts and arrays are judged again after what can change their verdict.
+        let judge = matches!(fact, Fact::MountUsage { .. } | Fact::MountForecasts { .. } | Fact::Acknowledge { .. });
         let structural = match fact {
             Fact::BlockDevices { disks, partitions, initial } => {
                 self.replace_block_devices(disks, partitions, initial, &mut drafts);
@@ -199,6 +203,12 @@ impl State {
             }
             Fact::DiskSleep { id, sleep, woken } => {
                 if self.disk_sleep(&id, sleep, woken, &mut drafts) {
+                    self.topology_generation += 1;
+                }
+                false
+            }
+            Fact::MountForecasts { forecasts } => {
+                if self.mount_forecasts(forecasts) {
                     self.topology_generation += 1;
                 }
                 false
@@ -297,6 +307,12 @@ impl State {
         if structural {
             self.relink(&availability_before, &mut drafts);
             self.topology_generation += 1;
+        }
+        if structural || judge {
+            let at = humantime::format_rfc3339_millis(now).to_string();
+            if self.assess_objects(&at, &mut drafts) {
+                self.topology_generation += 1;
+            }
         }
         drafts
             .into_iter()
@@ -493,6 +509,7 @@ impl State {
                 mount.usage = old.usage.clone();
                 mount.stale = old.stale;
                 mount.attention = old.attention.clone();
+                mount.forecast = old.forecast.clone();
                 // Equal (derived fields copied above) is the common case: skip the field diff.
                 let changed = if *old == mount { Vec::new() } else { changed_fields(old, &mount, DERIVED) };
                 if !changed.is_empty() {
@@ -501,6 +518,7 @@ impl State {
                         drafts.push(ready_draft(EventKind::MountUnmounted, "mount", &id, old));
                         mount.usage = None;
                         mount.stale = false;
+                        mount.forecast = None;
                         self.usage_marks.insert(id.clone(), UsageMark { announced: None, announce_first: true });
                         drafts.push(current_draft(EventKind::MountMounted, "mount", &id, None));
                     } else {

@@ -63,7 +63,7 @@ fn partition(id: &str, disk_id: &str, dev: &str) -> Partition {
     }
 }
 
-fn mount(point: &str, dev: &str, options: &str) -> Mount {
+pub(super) fn mount(point: &str, dev: &str, options: &str) -> Mount {
     Mount {
         id: crate::model::mount_id(point),
         mount_point: point.into(),
@@ -80,6 +80,7 @@ fn mount(point: &str, dev: &str, options: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        forecast: None,
         array_id: None,
         attention: None,
     }
@@ -125,7 +126,7 @@ fn types(events: &[CloudEvent]) -> Vec<&str> {
     events.iter().map(|e| e.kind.as_str()).collect()
 }
 
-fn state() -> State {
+pub(super) fn state() -> State {
     State::new(StateConfig::default(), 0)
 }
 
@@ -353,6 +354,7 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
     run(&mut s, Fact::MountsChanged { upserts: vec![mount("/mnt/data", "8:17", "ro")], removed: vec![] });
     run(&mut s, Fact::MountUsage { id: "mnt_data".into(), usage: Some(usage(50.0)), stale: false });
     run(&mut s, Fact::MountUsage { id: "mnt_data".into(), usage: Some(usage(85.0)), stale: false });
+    run(&mut s, Fact::MountUsage { id: "mnt_data".into(), usage: Some(usage(99.0)), stale: false });
     run(&mut s, Fact::Shares { shares: vec![share("media", "/mnt/data/media", true, true)], initial: false });
     run(&mut s, Fact::Shares { shares: vec![share("media", "/mnt/data/media", false, true)], initial: false });
     run(&mut s, Fact::Shares { shares: vec![share("media", "/mnt/data/media", true, true)], initial: false });
@@ -389,10 +391,7 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
         assert!(crate::events::EventKind::from_wire(kind).is_some(), "{kind} is emitted but not in the catalogue");
     }
     let catalogue: BTreeSet<String> = crate::events::EventKind::ALL.iter().map(|k| k.wire().to_owned()).collect();
-    // The mount and array rules are not written yet (SPEC §9: another issue); their kinds are
-    // in the catalogue so clients can subscribe already, and are the only ones left out here.
-    let not_yet = ["mount.attention_changed", "array.attention_changed"];
-    let never: Vec<&String> = catalogue.difference(&seen).filter(|k| !not_yet.contains(&k.as_str())).collect();
+    let never: Vec<&String> = catalogue.difference(&seen).collect();
     assert!(never.is_empty(), "catalogue entries never emitted: {never:?}");
 }
 
@@ -461,7 +460,10 @@ fn arrays_link_members_and_mounts_both_ways() {
     ];
     let events = s.apply(Fact::Arrays { arrays: vec![array], initial: false }, T);
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    assert_eq!(kinds, vec!["array.added", "array.degraded"]);
+    // SPEC §9: the degraded array needs its owner, and so does its member disk.
+    assert_eq!(kinds, vec!["array.added", "array.degraded", "array.attention_changed", "disk.attention_changed"]);
+    let member = s.disk_attention("wwn-a").expect("the member disk's verdict");
+    assert_eq!(member.reasons[0].code, "array_member");
     let a = s.array("btrfs-f5").expect("array");
     assert_eq!(a.members[0].partition_id.as_deref(), Some("p-a1"));
     assert_eq!(a.members[0].disk_id.as_deref(), Some("wwn-a"));
@@ -473,7 +475,13 @@ fn arrays_link_members_and_mounts_both_ways() {
     // The event data carries the links.
     assert_eq!(events[0].data["array"]["mounts"][0], "srv_pool");
     let events = s.apply(Fact::Arrays { arrays: vec![], initial: false }, T);
-    assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["array.removed"]);
+    // The member disk's array reason ends with the array: back to ok, once.
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        vec!["array.removed", "disk.attention_changed"]
+    );
+    assert_eq!(s.disk_attention("wwn-a").expect("verdict").level, crate::model::attention::Level::Ok);
+    assert!(s.apply(Fact::Arrays { arrays: vec![], initial: false }, T).is_empty());
     assert!(s.partitions().next().expect("partition").arrays.is_empty());
     assert_eq!(s.mounts().next().expect("mount").array_id, None);
 }

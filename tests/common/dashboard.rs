@@ -178,6 +178,7 @@ pub fn mount(partition: &Partition, mount_point: &str) -> Mount {
         shares: vec![],
         usage: None,
         stale: false,
+        forecast: None,
         array_id: None,
         attention: None,
     }

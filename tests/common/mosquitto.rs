@@ -305,6 +305,7 @@ pub fn mount(point: &str, source: &str, dev: &str, used_percent: f64) -> Mount {
             inodes_free: 990,
         }),
         stale: false,
+        forecast: None,
         array_id: None,
         attention: None,
     }

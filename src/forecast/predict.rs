@@ -1,0 +1,174 @@
+//! Time to full from a mount's usage history: pure, over `(unix seconds, used bytes)` points.
+//!
+//! The rules (docs/forecast.md):
+//! - the basis starts after the last cleanup (used space falling by more than
+//!   [`CLEANUP_FRACTION`] of the filesystem between two points), so a deleted download does not
+//!   make the following fill look like a shrink;
+//! - no forecast below `min_basis` of history;
+//! - the trend is Theil–Sen over the basis (at most [`MAX_POINTS`] averaged points, pairs at
+//!   least a quarter of the basis apart), with Sen's 95 % interval for
+//!   `low_seconds`/`high_seconds`;
+//! - `full_in_seconds` is null when the filesystem is not provably growing (the interval's
+//!   lower slope is ≤ 0: flat or shrinking) or would take longer than [`HORIZON_SECONDS`].
+
+use crate::model::attention::Severity;
+use crate::model::Forecast;
+
+use super::trend::theil_sen;
+
+/// A drop of more than this share of the filesystem between two points is a cleanup.
+pub const CLEANUP_FRACTION: f64 = 0.01;
+/// Points the trend is fitted over at most (consecutive points are averaged down to this).
+pub const MAX_POINTS: usize = 288;
+/// Beyond ten years a forecast is not a forecast: null, like a flat mount.
+pub const HORIZON_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
+
+/// The forecast for a filesystem of `total_bytes` from `points` (oldest first), made at `now`;
+/// `None` while the basis is shorter than `min_basis_s` (or the points do not make a line).
+pub fn forecast(points: &[(u64, u64)], total_bytes: u64, now: u64, min_basis_s: u64) -> Option<Forecast> {
+    let (&(_, last_used), _) = points.split_last()?;
+    let basis = &points[basis_start(points, total_bytes)..];
+    let first_t = basis.first()?.0;
+    let basis_seconds = now.saturating_sub(first_t);
+    if basis_seconds < min_basis_s.max(1) || basis.len() < 3 {
+        return None;
+    }
+    let pts = downsample(basis, now);
+    let trend = theil_sen(&pts, 0.0, basis_seconds as f64 / 2.0)?;
+    let remaining = total_bytes.saturating_sub(last_used) as f64;
+    let seconds = |slope: f64| -> Option<u64> {
+        if slope <= 0.0 {
+            return None;
+        }
+        let s = remaining / slope;
+        (s <= HORIZON_SECONDS).then_some(s.round() as u64)
+    };
+    let growing = trend.slope_low > 0.0 && trend.slope > 0.0;
+    let full_in_seconds = if growing { seconds(trend.slope) } else { None };
+    Some(Forecast {
+        full_in_seconds,
+        low_seconds: full_in_seconds.and(seconds(trend.slope_high)),
+        high_seconds: full_in_seconds.and(seconds(trend.slope_low)),
+        basis_seconds,
+        bytes_per_day: (trend.slope * 86_400.0).round() as i64,
+    })
+}
+
+/// The attention a forecast calls for (docs/forecast.md): failing at 98 % used or when even
+/// the slower end of the interval fills within a day, watch when it fills within a week. The
+/// slower end, not the central estimate: a burst at the start of a short basis makes a steep
+/// central slope with a wide interval, and no alert is worth a false one.
+pub fn severity(forecast: Option<&Forecast>, percent_used: f64) -> Option<Severity> {
+    if percent_used >= FULL_PERCENT {
+        return Some(Severity::Failing);
+    }
+    let slow = forecast.and_then(|f| f.high_seconds)?;
+    if slow < DAY_SECONDS {
+        Some(Severity::Failing)
+    } else if slow < WEEK_SECONDS {
+        Some(Severity::Watch)
+    } else {
+        None
+    }
+}
+
+/// Used % at which a mount needs attention whatever its trend.
+pub const FULL_PERCENT: f64 = 98.0;
+const DAY_SECONDS: u64 = 86_400;
+const WEEK_SECONDS: u64 = 7 * DAY_SECONDS;
+
+/// The index where the basis starts: just after the last cleanup.
+fn basis_start(points: &[(u64, u64)], total_bytes: u64) -> usize {
+    let threshold = (total_bytes as f64 * CLEANUP_FRACTION) as u64;
+    points.windows(2).rposition(|w| w[0].1 > w[1].1.saturating_add(threshold)).map_or(0, |i| i + 1)
+}
+
+/// `(seconds relative to now, bytes)`, averaged in runs so at most [`MAX_POINTS`] remain.
+fn downsample(points: &[(u64, u64)], now: u64) -> Vec<(f64, f64)> {
+    let run = points.len().div_ceil(MAX_POINTS);
+    points
+        .chunks(run)
+        .map(|c| {
+            let n = c.len() as f64;
+            let t = c.iter().map(|p| p.0 as f64 - now as f64).sum::<f64>() / n;
+            let y = c.iter().map(|p| p.1 as f64).sum::<f64>() / n;
+            (t, y)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GB: u64 = 1_000_000_000;
+    const HOUR: u64 = 3600;
+
+    fn steady(hours: u64, per_hour: u64, start: u64) -> Vec<(u64, u64)> {
+        (0..=hours).map(|h| (h * HOUR, start + h * per_hour)).collect()
+    }
+
+    #[test]
+    fn steady_fill() {
+        // 1 TB disk, 400 GB used after 48 h at 1 GB/h: 600 h left.
+        let pts = steady(48, GB, 352 * GB);
+        let f = forecast(&pts, 1000 * GB, 48 * HOUR, 6 * HOUR).unwrap();
+        assert_eq!(f.full_in_seconds, Some(600 * HOUR));
+        assert_eq!(f.basis_seconds, 48 * HOUR);
+        assert_eq!(f.bytes_per_day, 24 * GB as i64);
+        assert!(f.low_seconds.unwrap() <= f.full_in_seconds.unwrap());
+        assert!(f.high_seconds.unwrap() >= f.full_in_seconds.unwrap());
+    }
+
+    #[test]
+    fn too_little_history() {
+        let pts = steady(5, GB, 0);
+        assert!(forecast(&pts, 1000 * GB, 5 * HOUR, 6 * HOUR).is_none());
+        assert!(forecast(&[], 1000 * GB, 0, 1).is_none());
+    }
+
+    #[test]
+    fn flat_and_shrinking_have_no_time_to_full() {
+        let flat: Vec<(u64, u64)> = (0..100).map(|h| (h * HOUR, 500 * GB + (h % 3) * 100_000_000)).collect();
+        let f = forecast(&flat, 1000 * GB, 99 * HOUR, 6 * HOUR).unwrap();
+        assert_eq!(f.full_in_seconds, None, "{f:?}");
+        assert_eq!(f.low_seconds, None);
+        let shrink: Vec<(u64, u64)> = (0..100).map(|h| (h * HOUR, 900 * GB - h * 100_000_000)).collect();
+        let f = forecast(&shrink, 1000 * GB, 99 * HOUR, 6 * HOUR).unwrap();
+        assert_eq!(f.full_in_seconds, None);
+        assert!(f.bytes_per_day < 0);
+    }
+
+    #[test]
+    fn basis_restarts_after_a_cleanup() {
+        // 48 h of fill, then 200 GB deleted, then 10 h of fill at the same rate.
+        let mut pts = steady(48, GB, 300 * GB);
+        let base = pts.last().unwrap().1 - 200 * GB;
+        pts.extend((1..=10).map(|h| ((48 + h) * HOUR, base + h * GB)));
+        let now = 58 * HOUR;
+        let f = forecast(&pts, 1000 * GB, now, 6 * HOUR).unwrap();
+        assert_eq!(f.basis_seconds, 9 * HOUR);
+        let left = 1000 * GB - (base + 10 * GB);
+        assert_eq!(f.full_in_seconds, Some(left / GB * HOUR));
+        // With a basis under min_basis after the cleanup: no forecast yet.
+        assert!(forecast(&pts, 1000 * GB, now, 12 * HOUR).is_none());
+    }
+
+    #[test]
+    fn full_already() {
+        let pts = steady(10, GB, 990 * GB);
+        let f = forecast(&pts, 1000 * GB, 10 * HOUR, HOUR).unwrap();
+        assert_eq!(f.full_in_seconds, Some(0));
+    }
+
+    #[test]
+    fn thousands_of_points_are_averaged_down() {
+        let pts: Vec<(u64, u64)> = (0..4032).map(|i| (i * 300, 100 * GB + i * 10_000_000)).collect();
+        assert!(downsample(&pts, 0).len() <= MAX_POINTS);
+        let f = forecast(&pts, 1000 * GB, 4031 * 300, 6 * HOUR).unwrap();
+        let per_s = 10_000_000.0 / 300.0;
+        let expect = (1000 * GB - pts.last().unwrap().1) as f64 / per_s;
+        let got = f.full_in_seconds.unwrap() as f64;
+        assert!((got - expect).abs() / expect < 0.001, "{got} vs {expect}");
+    }
+}
