@@ -118,7 +118,7 @@ mod tests {
             full_in_seconds: Some(full),
             low_seconds: Some(full / 2),
             high_seconds: Some(high),
-            basis_seconds: 86_400,
+            basis_seconds: 8 * 86_400,
             bytes_per_day: 1,
         };
         m.forecast = Some(fc(3 * 86_400, 5 * 86_400));

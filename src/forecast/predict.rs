@@ -1,9 +1,10 @@
 //! Time to full from a mount's usage history: pure, over `(unix seconds, used bytes)` points.
 //!
 //! The rules (docs/forecast.md):
-//! - the basis starts after the last cleanup (used space falling by more than
-//!   [`CLEANUP_FRACTION`] of the filesystem between two points), so a deleted download does not
-//!   make the following fill look like a shrink;
+//! - the basis starts after the last cleanup (used space falling more than
+//!   [`CLEANUP_FRACTION`] of the filesystem below everything of the day before), so a deleted
+//!   download does not make the following fill look like a shrink, while temporary files
+//!   deleted again (a nightly backup's staging) do not restart it;
 //! - no forecast below `min_basis` of history;
 //! - the trend is Theil–Sen over the basis (at most [`MAX_POINTS`] averaged points, pairs at
 //!   least a quarter of the basis apart), with Sen's 95 % interval for
@@ -55,14 +56,21 @@ pub fn forecast(points: &[(u64, u64)], total_bytes: u64, now: u64, min_basis_s: 
 }
 
 /// The attention a forecast calls for (docs/forecast.md): failing at 98 % used or when even
-/// the slower end of the interval fills within a day, watch when it fills within a week. The
-/// slower end, not the central estimate: a burst at the start of a short basis makes a steep
-/// central slope with a wide interval, and no alert is worth a false one.
+/// the slower end of the interval fills within a day, watch when it fills within a week, and
+/// only when that is at most [`EXTRAPOLATION`] times the basis ahead. The slower end, not the
+/// central estimate: a burst in a short basis makes a steep central slope with a wide
+/// interval, and no alert is worth a false one.
 pub fn severity(forecast: Option<&Forecast>, percent_used: f64) -> Option<Severity> {
     if percent_used >= FULL_PERCENT {
         return Some(Severity::Failing);
     }
-    let slow = forecast.and_then(|f| f.high_seconds)?;
+    let f = forecast?;
+    let slow = f.high_seconds?;
+    // An alert never rests on extrapolating more than EXTRAPOLATION times the history it has:
+    // one big download in the first hours is no week-long trend.
+    if slow > f.basis_seconds.saturating_mul(EXTRAPOLATION) {
+        return None;
+    }
     if slow < DAY_SECONDS {
         Some(Severity::Failing)
     } else if slow < WEEK_SECONDS {
@@ -72,15 +80,35 @@ pub fn severity(forecast: Option<&Forecast>, percent_used: f64) -> Option<Severi
     }
 }
 
+/// How many times its basis an alerting forecast may reach ahead at most.
+pub const EXTRAPOLATION: u64 = 4;
+
 /// Used % at which a mount needs attention whatever its trend.
 pub const FULL_PERCENT: f64 = 98.0;
 const DAY_SECONDS: u64 = 86_400;
 const WEEK_SECONDS: u64 = 7 * DAY_SECONDS;
 
-/// The index where the basis starts: just after the last cleanup.
+/// How far back a drop is compared: below everything of the last day is a cleanup; back to
+/// where it was a few hours ago (a nightly backup's staging files deleted) is not.
+const CLEANUP_LOOKBACK_SECONDS: u64 = 86_400;
+
+/// The index where the basis starts: just after the last cleanup, a point more than
+/// [`CLEANUP_FRACTION`] of the filesystem below every point of the day before it.
 fn basis_start(points: &[(u64, u64)], total_bytes: u64) -> usize {
     let threshold = (total_bytes as f64 * CLEANUP_FRACTION) as u64;
-    points.windows(2).rposition(|w| w[0].1 > w[1].1.saturating_add(threshold)).map_or(0, |i| i + 1)
+    let mut start = 0;
+    let mut window: std::collections::VecDeque<(u64, u64)> = std::collections::VecDeque::new();
+    for (i, &(t, used)) in points.iter().enumerate() {
+        while window.front().is_some_and(|&(wt, _)| wt + CLEANUP_LOOKBACK_SECONDS < t) {
+            window.pop_front();
+        }
+        if window.iter().map(|p| p.1).min().is_some_and(|low| low > used.saturating_add(threshold)) {
+            start = i;
+            window.clear();
+        }
+        window.push_back((t, used));
+    }
+    start
 }
 
 /// `(seconds relative to now, bytes)`, averaged in runs so at most [`MAX_POINTS`] remain.
@@ -152,6 +180,15 @@ mod tests {
         assert_eq!(f.full_in_seconds, Some(left / GB * HOUR));
         // With a basis under min_basis after the cleanup: no forecast yet.
         assert!(forecast(&pts, 1000 * GB, now, 12 * HOUR).is_none());
+    }
+
+    #[test]
+    fn temporary_files_deleted_again_are_no_cleanup() {
+        // Steady 1 GB/h; 30 GB staged from hour 26 to 28 and deleted: the basis stays whole.
+        let pts: Vec<(u64, u64)> =
+            (0..=48).map(|h| (h * HOUR, 300 * GB + h * GB + if (26..28).contains(&h) { 30 * GB } else { 0 })).collect();
+        let f = forecast(&pts, 1000 * GB, 48 * HOUR, 6 * HOUR).unwrap();
+        assert_eq!(f.basis_seconds, 48 * HOUR);
     }
 
     #[test]
