@@ -159,9 +159,11 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                     let now = Instant::now();
                     stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
                     off_runtime(|| {
+                        tracker.prefetch(&events);
                         for ev in events.drain(..) {
                             handle(&mut tracker, &mut coalescer, &mut watcher, &mut writes, ev, now, &mut facts);
                         }
+                        tracker.end_batch();
                     });
                 }
                 Received::Overflow => {
