@@ -104,6 +104,8 @@ pub struct Tracker {
     known: HashMap<String, Known>,
     /// New disks announced before their blkid probe, to be probed next.
     unprobed: Vec<String>,
+    /// Disks handed out for their first probe and not re-read since: the probe's result applies.
+    probing: HashSet<String>,
     /// Devices whose `remove` came: the kernel sends it before the sysfs entry
     /// goes, so a late change or node write must not bring them back until an `add`.
     removed: HashSet<String>,
@@ -133,6 +135,7 @@ impl Tracker {
             source,
             known: HashMap::new(),
             unprobed: Vec::new(),
+            probing: HashSet::new(),
             removed: HashSet::new(),
             asleep: HashSet::new(),
             cache: Mutex::new(cache),
@@ -311,6 +314,10 @@ impl Tracker {
                 // blkid probe, which follows with `probe_pending` and may add the table and fs.
                 let announce_first = self.source == PropSource::Kernel && !self.known.contains_key(devpath);
                 let props = if announce_first { Props::new() } else { self.props(&sys, event_props) };
+                if !announce_first {
+                    // Read afresh now: a first probe still running would report older findings.
+                    self.probing.remove(devpath);
+                }
                 if announce_first {
                     self.unprobed.push(devpath.to_owned());
                 }
@@ -369,16 +376,22 @@ impl Tracker {
     /// The disks announced without a probe, as sysfs shows them now (the
     /// caller probes them, off the async threads, and hands them to [`Self::finish_probe`]).
     pub fn take_unprobed(&mut self) -> Vec<SysDevice> {
-        std::mem::take(&mut self.unprobed)
+        let taken: Vec<SysDevice> = std::mem::take(&mut self.unprobed)
             .into_iter()
             .filter(|p| self.known.contains_key(p))
             .filter_map(|p| self.sysfs.read(&p).filter(SysDevice::is_present))
-            .collect()
+            .collect();
+        self.probing.extend(taken.iter().map(|d| d.devpath.clone()));
+        taken
     }
 
     /// Upserts probed disks that are still reported under the same id.
     pub fn finish_probe(&mut self, probed: Vec<(SysDevice, Props)>, out: &mut Vec<Fact>) {
         for (sys, props) in probed {
+            if !self.probing.remove(&sys.devpath) {
+                // Removed, or re-read (and probed) since the probe started.
+                continue;
+            }
             if let Ok(mut c) = self.cache.lock() {
                 c.put(&Self::cache_key(&sys), None, &props);
             }
@@ -448,6 +461,7 @@ impl Tracker {
     }
 
     fn forget(&mut self, devpath: &str, out: &mut Vec<Fact>) {
+        self.probing.remove(devpath);
         let Some(known) = self.known.remove(devpath) else { return };
         match known.kind {
             Kind::Disk => {

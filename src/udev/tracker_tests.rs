@@ -101,6 +101,35 @@ fn kernel_mode_announces_a_new_disk_before_probing_it() {
 }
 
 #[test]
+fn a_first_probe_finishing_after_a_re_read_is_dropped() {
+    let t = fake();
+    let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+    let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
+    tr.enumerate(true);
+    write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
+    let mut out = Vec::new();
+    tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+    // The first probe runs while the loop goes on; a change re-reads the disk meanwhile.
+    let in_flight = tr.take_unprobed();
+    assert_eq!(in_flight.len(), 1);
+    tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
+    out.clear();
+    let stale = in_flight.into_iter().map(|d| (d, props_of(&[("ID_PART_TABLE_TYPE", "gpt")]))).collect();
+    tr.finish_probe(stale, &mut out);
+    assert!(out.is_empty(), "an older probe must not overwrite the re-read: {out:?}");
+    // A probe still current applies.
+    let (disk, _) = add_loop(t.path(), "loop93", 93);
+    tr.handle(Action::Add, &disk, None, &mut out);
+    out.clear();
+    let current = tr.take_unprobed().into_iter().map(|d| (d, props_of(&[("ID_PART_TABLE_TYPE", "gpt")]))).collect();
+    tr.finish_probe(current, &mut out);
+    assert!(
+        matches!(&out[..], [Fact::DiskUpsert(d)] if d.kernel_name == "loop93" && d.partition_table.as_deref() == Some("gpt")),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn removals_use_the_remembered_id() {
     let t = fake();
     let mut tr = tracker(t.path());
