@@ -17,6 +17,14 @@ use super::probe::{self, TableEntry};
 /// A partition table: its type and entries.
 pub type Table = (Option<String>, Vec<TableEntry>);
 
+/// The completed writes of the disk at `disk` (a devpath) under `sysfs`, or None while I/O is in
+/// flight or unknown.
+pub fn writes(sysfs: &Path, disk: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(sysfs.join(disk.trim_start_matches('/')).join("stat")).ok()?;
+    let c = crate::activity::stat::parse(&text)?;
+    (c.in_flight == 0).then_some(c.write_ios)
+}
+
 #[derive(Debug)]
 struct Kept {
     /// The disk's write counter before the table was read.
@@ -37,9 +45,7 @@ impl Tables {
 
     /// The disk's completed writes, or None while I/O is in flight or unknown.
     pub fn writes(&self, disk: &str) -> Option<u64> {
-        let text = std::fs::read_to_string(self.sysfs.join(disk.trim_start_matches('/')).join("stat")).ok()?;
-        let c = crate::activity::stat::parse(&text)?;
-        (c.in_flight == 0).then_some(c.write_ios)
+        writes(&self.sysfs, disk)
     }
 
     /// The kept table of `disk`, if the disk was not written since it was read.

@@ -23,7 +23,7 @@ use super::parallel::parallel_map;
 use super::probe::{self, kernel_props, Found, Job};
 use super::sleep::{Candidate, ProbeCache};
 use super::sysfs::{Kind, SysDevice, Sysfs};
-use super::tables::Tables;
+use super::tables::{Table, Tables};
 use super::uevent::{Action, Props, Uevent};
 
 /// Where the identity properties (ID_FS_*, ID_SERIAL, ...) come from.
@@ -350,8 +350,19 @@ impl Tracker {
                 }
             }
             Some(Kind::Partition) => {
-                let probed = self.prefetched.remove(devpath);
-                let Some(p) = self.describe_partition(&sys, event_props, probed) else { return };
+                let p = match self.partition_from_table(&sys) {
+                    Some(p) => {
+                        self.unprobed.push(devpath.to_owned());
+                        p
+                    }
+                    None => {
+                        // Read afresh now: a first probe still running would report older findings.
+                        self.probing.remove(devpath);
+                        let probed = self.prefetched.remove(devpath);
+                        let Some(p) = self.describe_partition(&sys, event_props, probed) else { return };
+                        p
+                    }
+                };
                 if self.known.get(devpath).is_some_and(|k| k.base != p.id) {
                     self.forget(devpath, out);
                 }
@@ -392,6 +403,14 @@ impl Tracker {
                 // Removed, or re-read (and probed) since the probe started.
                 continue;
             }
+            if sys.kind == Some(Kind::Partition) {
+                // Announced from its disk's table: its filesystem follows.
+                let Some(p) = self.describe_partition(&sys, None, Some(props)) else { continue };
+                if self.known.get(&sys.devpath).is_some_and(|k| k.base == p.id) {
+                    self.report(&sys, Reported::Partition(p), out);
+                }
+                continue;
+            }
             if let Ok(mut c) = self.cache.lock() {
                 c.put(&Self::cache_key(&sys), None, &props);
             }
@@ -400,6 +419,32 @@ impl Tracker {
                 self.report(&sys, Reported::Disk(disk), out);
             }
         }
+    }
+
+    /// Keeps the tables the first probes of new disks read (`writes`: the disk's write counter
+    /// before the read), for disks whose probe still applies.
+    pub fn keep_tables(&mut self, tables: Vec<(String, Option<u64>, Table)>) {
+        for (disk, writes, table) in tables {
+            if self.probing.contains(&disk) {
+                self.tables.keep(&disk, writes, &table);
+            }
+        }
+    }
+
+    /// Kernel mode, a new partition whose disk's kept table gives it an entry UUID: its id needs
+    /// nothing else, so it is announced at once and its own probe (the filesystem) follows, as
+    /// a new disk's does.
+    fn partition_from_table(&self, sys: &SysDevice) -> Option<Partition> {
+        if self.source != PropSource::Kernel || self.known.contains_key(&sys.devpath) {
+            return None;
+        }
+        let parent = sys.parent_devpath()?;
+        let disk_id = self.known.get(parent).filter(|_| !self.asleep.contains(parent))?.id.clone();
+        let (kind, entries) = self.tables.fresh(parent)?;
+        let entry = entries.iter().find(|e| Some(e.number) == sys.partition && e.uuid.is_some())?;
+        let mut props = Props::new();
+        probe::entry_props(entry, kind.as_deref(), &mut props);
+        Some(describe::partition(sys, &props, &disk_id))
     }
 
     /// Remembers a device under the id it may claim and sends its upsert; a twin already present
@@ -595,6 +640,17 @@ impl Tracker {
             };
             let Some((parent, _)) = ev.devpath.rsplit_once('/') else { continue };
             if !self.filter.accepts(name) || self.asleep.contains(parent) {
+                continue;
+            }
+            let number = ev.props.get("PARTN").and_then(|n| n.parse::<u32>().ok());
+            let from_table = !changed.contains(parent)
+                && self.known.contains_key(parent)
+                && self
+                    .tables
+                    .fresh(parent)
+                    .is_some_and(|(_, e)| e.iter().any(|e| Some(e.number) == number && e.uuid.is_some()));
+            if from_table {
+                // Announced from the kept table, probed after (`partition_from_table`).
                 continue;
             }
             parts.push((&ev.devpath, devname));

@@ -1,6 +1,7 @@
 //! Tests of the tracker against fake sysfs trees.
 
 use super::*;
+use crate::udev::probe::TableEntry;
 use std::fs;
 
 fn write(root: &Path, rel: &str, content: &str) {
@@ -125,6 +126,38 @@ fn a_first_probe_finishing_after_a_re_read_is_dropped() {
     tr.finish_probe(current, &mut out);
     assert!(
         matches!(&out[..], [Fact::DiskUpsert(d)] if d.kernel_name == "loop93" && d.partition_table.as_deref() == Some("gpt")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn kernel_mode_announces_a_partition_its_kept_table_names_then_probes_it() {
+    let t = fake();
+    let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+    let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
+    tr.enumerate(true);
+    let (disk, part) = add_loop(t.path(), "loop93", 93);
+    write(t.path(), &format!("{}/stat", disk.trim_start_matches('/')), "1 0 8 0 5 0 40 0 0 0 0 0 0 0 0 0 0\n");
+    let mut out = Vec::new();
+    tr.handle(Action::Add, &disk, None, &mut out);
+    let uuid = "6a1d0b5e-1111-4a2b-9c3d-000000000001";
+    let entry = TableEntry { number: 1, uuid: Some(uuid.into()), name: Some("alpha".into()) };
+    let writes = tr.tables.writes(&disk);
+    tr.tables.keep(&disk, writes, &(Some("gpt".into()), vec![entry]));
+    out.clear();
+    tr.handle(Action::Add, &part, None, &mut out);
+    assert!(
+        matches!(&out[..], [Fact::PartitionUpsert(p)] if p.id == uuid && p.fs_type.is_none()),
+        "announced from the table, before its own probe: {out:?}"
+    );
+    let pending = tr.take_unprobed();
+    assert!(pending.iter().any(|d| d.devpath == part), "its filesystem probe follows");
+    out.clear();
+    let probed = pending.into_iter().map(|d| (d, props_of(&[("ID_FS_TYPE", "ext4")]))).collect();
+    tr.finish_probe(probed, &mut out);
+    assert!(
+        out.iter()
+            .any(|f| matches!(f, Fact::PartitionUpsert(p) if p.id == uuid && p.fs_type.as_deref() == Some("ext4"))),
         "{out:?}"
     );
 }
