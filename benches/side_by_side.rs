@@ -161,7 +161,14 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         for (i, _) in PARTS.iter().enumerate().rev() {
-            let _ = blkpg(&self.dev, BLKPG_DEL_PARTITION, i as i32 + 1, 0, 0);
+            // EBUSY while an observer still has the partition open (probing it): try again.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while let Err(e) = blkpg(&self.dev, BLKPG_DEL_PARTITION, i as i32 + 1, 0, 0) {
+                if e.raw_os_error() != Some(libc::EBUSY) || Instant::now() > deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         // SAFETY: LOOP_CLR_FD takes no argument.
         unsafe { libc::ioctl(self.dev.as_raw_fd(), LOOP_CLR_FD, 0) };
@@ -309,9 +316,11 @@ fn udisks_signals(monitor: &mut Child, image_name: String, mount_dir: String, tx
                 path.to_owned()
             };
             let name = object.strip_prefix("/org/freedesktop/UDisks2/block_devices/")?;
-            let key = if header.contains("member=InterfacesAdded") && name.contains('p') {
+            let partition =
+                name.trim_start_matches("loop").trim_start_matches(|c: char| c.is_ascii_digit()).starts_with('p');
+            let key = if header.contains("member=InterfacesAdded") && partition {
                 format!("part:{name}")
-            } else if !name.contains('p') && body.contains("BackingFile") && body.contains(&image_name) {
+            } else if !partition && body.contains("BackingFile") && body.contains(&image_name) {
                 format!("disk:{name}")
             } else if body.contains("MountPoints") {
                 let verb = if body.contains(&mount_dir) { "mount" } else { "umount" };

@@ -19,7 +19,7 @@ use super::netlink::{KernelSocket, Received};
 use super::probe::{kernel_props, table_bounded};
 use super::sleep::{Deferred, ProbeCache, SleepCheck, RECHECK};
 use super::sysfs::{Kind, SysDevice, Sysfs};
-use super::tables::{self, Table};
+use super::tables::Tables;
 use super::tracker::{PropSource, Tracker};
 use super::udevd::UdevMonitor;
 use super::uevent::{Action, Props, Uevent};
@@ -107,30 +107,25 @@ fn trim_heap() {
     }
 }
 
-/// What the first probes of new devices found, and the new disks' tables.
-type FirstProbes = (Vec<(SysDevice, Props)>, Vec<(String, Option<u64>, Table)>);
-
-/// The first probes of devices announced before them: a new disk's identity and, when it has
-/// one, its partition table (kept for its partitions to come: `tables.rs`); a partition's
-/// filesystem.
-fn first_probes(sysfs: &std::path::Path, devices: Vec<SysDevice>) -> FirstProbes {
-    let mut tables = Vec::new();
-    let probed = devices
+/// The first probes of devices announced before them: a new disk's partition table first (kept
+/// at once for its partitions to come, whose ids it gives: `tables.rs`), then its identity; a
+/// partition's filesystem.
+fn first_probes(tables: &Tables, devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
+    devices
         .into_iter()
         .map(|sys| {
-            // The counter before the read: a write during it makes the table not fresh.
-            let writes = (sys.kind == Some(Kind::Disk)).then(|| tables::writes(sysfs, &sys.devpath)).flatten();
-            let props = kernel_props(&sys);
-            if sys.kind == Some(Kind::Disk) && props.contains_key("ID_PART_TABLE_TYPE") {
+            if sys.kind == Some(Kind::Disk) {
+                // The counter before the read: a write during it makes the table not fresh.
+                let writes = tables.writes(&sys.devpath);
                 let node = std::path::PathBuf::from(format!("/dev/{}", sys.kernel_name));
                 if let Ok(table) = table_bounded(&node) {
-                    tables.push((sys.devpath.clone(), writes, table));
+                    tables.keep(&sys.devpath, writes, &table);
                 }
             }
+            let props = kernel_props(&sys);
             (sys, props)
         })
-        .collect();
-    (probed, tables)
+        .collect()
 }
 
 /// The probe in flight, when there is one; forever otherwise.
@@ -200,7 +195,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut facts = Vec::new();
     let mut last_save = Instant::now();
     let mut trim_at: Option<Instant> = None;
-    let mut probing: Option<JoinHandle<FirstProbes>> = None;
+    let mut probing: Option<JoinHandle<Vec<(SysDevice, Props)>>> = None;
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'events: loop {
@@ -274,10 +269,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
             probed = joined(&mut probing) => {
                 probing = None;
                 match probed {
-                    Ok((probed, tables)) => {
-                        tracker.keep_tables(tables);
-                        tracker.finish_probe(probed, &mut facts);
-                    }
+                    Ok(probed) => tracker.finish_probe(probed, &mut facts),
                     Err(e) => warn!(error = %e, "blkid probe task failed"),
                 }
             }
@@ -311,8 +303,8 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
         if probing.is_none() {
             let unprobed = tracker.take_unprobed();
             if !unprobed.is_empty() {
-                let root = config.sysfs.clone();
-                probing = Some(tokio::task::spawn_blocking(move || first_probes(&root, unprobed)));
+                let tables = tracker.tables();
+                probing = Some(tokio::task::spawn_blocking(move || first_probes(&tables, unprobed)));
             }
         }
         trim_at.get_or_insert_with(|| Instant::now() + TRIM_AFTER);

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
@@ -23,7 +23,7 @@ use super::parallel::parallel_map;
 use super::probe::{self, kernel_props, Found, Job};
 use super::sleep::{Candidate, ProbeCache};
 use super::sysfs::{Kind, SysDevice, Sysfs};
-use super::tables::{Table, Tables};
+use super::tables::Tables;
 use super::uevent::{Action, Props, Uevent};
 
 /// Where the identity properties (ID_FS_*, ID_SERIAL, ...) come from.
@@ -115,7 +115,7 @@ pub struct Tracker {
     /// What the probes found, by disk identity, for disks that are asleep at the next enumeration.
     cache: Mutex<ProbeCache>,
     /// Partition tables read for partitions' entries (kernel mode), while their disk is unwritten.
-    tables: Tables,
+    tables: Arc<Tables>,
     /// Filesystem probes of the partitions a batch of events adds, run at once by [`Self::prefetch`].
     prefetched: HashMap<String, Props>,
     /// Disks whose table [`Self::prefetch`] read after this batch's events came: current.
@@ -139,7 +139,7 @@ impl Tracker {
             removed: HashSet::new(),
             asleep: HashSet::new(),
             cache: Mutex::new(cache),
-            tables: Tables::new(sysfs_root),
+            tables: Arc::new(Tables::new(sysfs_root)),
             prefetched: HashMap::new(),
             batch_tables: HashSet::new(),
         }
@@ -421,14 +421,9 @@ impl Tracker {
         }
     }
 
-    /// Keeps the tables the first probes of new disks read (`writes`: the disk's write counter
-    /// before the read), for disks whose probe still applies.
-    pub fn keep_tables(&mut self, tables: Vec<(String, Option<u64>, Table)>) {
-        for (disk, writes, table) in tables {
-            if self.probing.contains(&disk) {
-                self.tables.keep(&disk, writes, &table);
-            }
-        }
+    /// The partition tables kept, shared with the first probes of new disks (which keep theirs).
+    pub fn tables(&self) -> Arc<Tables> {
+        Arc::clone(&self.tables)
     }
 
     /// Kernel mode, a new partition whose disk's kept table gives it an entry UUID: its id needs
@@ -629,7 +624,8 @@ impl Tracker {
             .filter(|e| e.action == Action::Change && e.props.get("DEVTYPE").is_some_and(|t| t == "disk"))
             .map(|e| e.devpath.as_str())
             .collect();
-        let mut parts: Vec<(&str, &str)> = Vec::new();
+        // The added partitions: devpath, node name, disk devpath, number.
+        let mut parts: Vec<(&str, &str, &str, Option<u32>)> = Vec::new();
         let mut disks: Vec<&str> = Vec::new();
         for ev in events.iter().filter(|e| e.action == Action::Add) {
             let name = ev.devpath.rsplit('/').next().unwrap_or_default();
@@ -643,17 +639,7 @@ impl Tracker {
                 continue;
             }
             let number = ev.props.get("PARTN").and_then(|n| n.parse::<u32>().ok());
-            let from_table = !changed.contains(parent)
-                && self.known.contains_key(parent)
-                && self
-                    .tables
-                    .fresh(parent)
-                    .is_some_and(|(_, e)| e.iter().any(|e| Some(e.number) == number && e.uuid.is_some()));
-            if from_table {
-                // Announced from the kept table, probed after (`partition_from_table`).
-                continue;
-            }
-            parts.push((&ev.devpath, devname));
+            parts.push((&ev.devpath, devname, parent, number));
             if !disks.contains(&parent) && (changed.contains(parent) || self.tables.fresh(parent).is_none()) {
                 disks.push(parent);
             }
@@ -661,23 +647,37 @@ impl Tracker {
         if parts.is_empty() {
             return;
         }
+        // First the tables, every disk's at once: a partition whose entry has a UUID has its id
+        // then, is announced at once and probed after (`partition_from_table`).
         let disk_node = |d: &str| PathBuf::from(format!("/dev/{}", d.rsplit('/').next().unwrap_or_default()));
         let writes: Vec<Option<u64>> = disks.iter().map(|d| self.tables.writes(d)).collect();
-        let jobs = parts
-            .iter()
-            .map(|(_, devname)| Job::Filesystem(PathBuf::from(format!("/dev/{devname}"))))
-            .chain(disks.iter().map(|d| Job::Table(disk_node(d))))
-            .collect();
-        let mut found = probe::probe_all(jobs).into_iter();
-        for ((devpath, _), f) in parts.iter().zip(found.by_ref()) {
-            if let Found::Filesystem(props) = f {
-                self.prefetched.insert((*devpath).to_owned(), props);
-            }
-        }
+        let found = probe::probe_all(disks.iter().map(|d| Job::Table(disk_node(d))).collect());
         for ((disk, writes), f) in disks.iter().zip(&writes).zip(found) {
             if let Found::Table(kind, entries) = f {
                 self.tables.keep(disk, *writes, &(kind, entries));
                 self.batch_tables.insert((*disk).to_owned());
+            }
+        }
+        // Then, all at once, the filesystems of the partitions no table names.
+        let unnamed: Vec<(&str, &str)> = parts
+            .iter()
+            .filter(|(_, _, parent, number)| {
+                !(self.known.contains_key(*parent)
+                    && self
+                        .tables
+                        .fresh(parent)
+                        .is_some_and(|(_, e)| e.iter().any(|e| Some(e.number) == *number && e.uuid.is_some())))
+            })
+            .map(|(devpath, devname, _, _)| (*devpath, *devname))
+            .collect();
+        if unnamed.is_empty() {
+            return;
+        }
+        let jobs =
+            unnamed.iter().map(|(_, devname)| Job::Filesystem(PathBuf::from(format!("/dev/{devname}")))).collect();
+        for ((devpath, _), f) in unnamed.iter().zip(probe::probe_all(jobs)) {
+            if let Found::Filesystem(props) = f {
+                self.prefetched.insert((*devpath).to_owned(), props);
             }
         }
     }
