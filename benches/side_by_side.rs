@@ -380,6 +380,8 @@ struct Figures {
     missed: usize,
     rss_before_kib: u64,
     rss_after_kib: u64,
+    /// After the 10 idle seconds that follow the cycles.
+    rss_idle_kib: u64,
     idle_cpu_percent: f64,
 }
 
@@ -418,7 +420,10 @@ fn run_cycles(name: &str, pid: u32, image: &Path, mnt: &Path, floor: &mut Notes,
         floor.wait(key, since),
         seen.wait(key, since),
     ) {
-        (Some(k), Some(o)) => steps[step].push(o.saturating_duration_since(k).as_secs_f64() * 1e3),
+        // Signed: under load the floor's own thread can wake after the observer did.
+        (Some(k), Some(o)) => steps[step].push(
+            o.saturating_duration_since(k).as_secs_f64() * 1e3 - k.saturating_duration_since(o).as_secs_f64() * 1e3,
+        ),
         _ => {
             eprintln!("{name}: no {key} seen within {WAIT:?}");
             missed += 1;
@@ -463,7 +468,8 @@ fn run_cycles(name: &str, pid: u32, image: &Path, mnt: &Path, floor: &mut Notes,
     }
     let rss_after_kib = rss_kib(pid);
     let idle_cpu_percent = idle_cpu(pid);
-    Figures { name: name.to_owned(), steps, missed, rss_before_kib, rss_after_kib, idle_cpu_percent }
+    let rss_idle_kib = rss_kib(pid);
+    Figures { rss_idle_kib, name: name.to_owned(), steps, missed, rss_before_kib, rss_after_kib, idle_cpu_percent }
 }
 
 fn wait_http(port: u16, path: &str) {
@@ -611,11 +617,12 @@ fn print(all: &[Figures]) {
     }
     for f in all {
         println!(
-            "{}: resident memory before={:.2} MB after={:.2} MB ({:+.2} MB over {CYCLES} cycles), idle CPU {:.2} % of a core, missed notifications {}",
+            "{}: resident memory before={:.2} MB after={:.2} MB ({:+.2} MB over {CYCLES} cycles), 10 s later {:.2} MB, idle CPU {:.2} % of a core, missed notifications {}",
             f.name,
             f.rss_before_kib as f64 * 1024.0 / 1e6,
             f.rss_after_kib as f64 * 1024.0 / 1e6,
             (f.rss_after_kib as f64 - f.rss_before_kib as f64) * 1024.0 / 1e6,
+            f.rss_idle_kib as f64 * 1024.0 / 1e6,
             f.idle_cpu_percent,
             f.missed
         );
