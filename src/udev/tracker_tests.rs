@@ -3,6 +3,7 @@
 use super::*;
 use crate::udev::probe::TableEntry;
 use std::fs;
+use std::path::Path;
 
 fn write(root: &Path, rel: &str, content: &str) {
     let p = root.join(rel);
