@@ -95,10 +95,9 @@ const CACHE_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long after devices came or went the heap is trimmed (at most once per this period).
 const TRIM_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Gives the memory the probes freed back to the system. Each probe runs on a thread of its
-/// own (a hung device must not hold the source), and glibc gives threads their own arenas,
-/// which keep what libblkid's buffers freed: without this the resident size grew with every
-/// plug cycle until each arena had its high-water mark.
+/// Gives the heap's free memory back to the system after device churn. Each probe runs on a
+/// thread of its own (a hung device must not hold the source), and glibc's per-thread arenas
+/// keep what those threads freed (docs/udev.md has the memory figures over plug cycles).
 fn trim_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free heap memory to the system; no pointer is involved.
