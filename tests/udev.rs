@@ -344,3 +344,45 @@ async fn a_cloned_disk_is_kept_apart_and_unplugging_it_leaves_the_original() {
     assert_eq!(removed, vec![clone_part.as_str()], "only the clone's partition was removed");
     agent.stop().await;
 }
+
+/// A disk's table is read once for partitions added one after another, and only while the disk
+/// is not written: after the GPT is rewritten with new entry UUIDs, partitions added again carry
+/// the new ones (kernel mode; the partitions are added with BLKPG through partx).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_mode_partitions_follow_a_rewritten_table() {
+    if !require_root("kernel_mode_partitions_follow_a_rewritten_table") {
+        return;
+    }
+    let _lock = machine_lock();
+    let (agent, _stats) = start_agent(UdevMode::Kernel, |_| {}).await;
+    let lo = LoopDevice::new(64, &[20, 20]);
+    let name = lo.name();
+    let (p1, p2) = (format!("{name}p1"), format!("{name}p2"));
+    let snap = agent
+        .wait_snapshot(WAIT, |s| {
+            [&p1, &p2].iter().all(|p| partition_named(s, p).is_some_and(|p| p["part_uuid"].is_string()))
+        })
+        .await;
+    let old = partition_named(&snap, &p1).unwrap()["part_uuid"].clone();
+    let (new1, new2) = ("6a1d0b5e-1111-4a2b-9c3d-000000000001", "6a1d0b5e-2222-4a2b-9c3d-000000000002");
+    let script = format!("label: gpt\nsize=20MiB, uuid={new1}\nsize=20MiB, uuid={new2}\n");
+    let mut child = std::process::Command::new("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel", &lo.device])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "sfdisk failed");
+    sh("partx", &["-d", &lo.device]);
+    sh("partx", &["-a", &lo.device]);
+    let snap = agent
+        .wait_snapshot(WAIT, |s| {
+            partition_named(s, &p1).is_some_and(|p| p["part_uuid"] == new1)
+                && partition_named(s, &p2).is_some_and(|p| p["part_uuid"] == new2)
+        })
+        .await;
+    assert_ne!(partition_named(&snap, &p1).unwrap()["part_uuid"], old);
+    agent.stop().await;
+}

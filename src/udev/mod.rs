@@ -18,6 +18,7 @@ pub mod parallel;
 pub mod probe;
 pub mod sleep;
 pub mod sysfs;
+pub mod tables;
 pub mod tracker;
 pub mod udevd;
 pub mod uevent;

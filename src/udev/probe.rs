@@ -52,8 +52,7 @@ fn bounded<T: Send + 'static>(node: &Path, f: impl FnOnce() -> T + Send + 'stati
 
 fn bounded_for<T: Send + 'static>(timeout: Duration, node: &Path, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    // A thread of its own (measured: the runtime's blocking pool, reusing threads, made the
-    // 26-device coldplug slower, p50 50 ms against 31 ms, from the hand-offs).
+    // A thread of its own: the runtime's blocking pool was slower from its hand-offs (docs/udev.md).
     let spawned = std::thread::Builder::new().name("blkid".into()).spawn(move || {
         let _ = tx.send(f());
     });
@@ -68,6 +67,70 @@ fn bounded_for<T: Send + 'static>(timeout: Duration, node: &Path, f: impl FnOnce
             None
         }
     }
+}
+
+/// One probe of [`probe_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    /// A partition's filesystem (its own superblock, no table).
+    Filesystem(PathBuf),
+    /// A disk's partition table.
+    Table(PathBuf),
+}
+
+/// What a [`Job`] found; `Failed` when the probe failed or did not finish in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Filesystem(Props),
+    Table(Option<String>, Vec<TableEntry>),
+    Failed,
+}
+
+impl Job {
+    fn node(&self) -> &Path {
+        match self {
+            Job::Filesystem(p) | Job::Table(p) => p,
+        }
+    }
+
+    fn run(&self) -> Found {
+        let found = match self {
+            Job::Filesystem(node) => probe(node, false).map(Found::Filesystem),
+            Job::Table(node) => table(node).map(|(kind, entries)| Found::Table(kind, entries)),
+        };
+        found.unwrap_or_else(|e| {
+            debug!(device = %self.node().display(), error = %e, "blkid probe failed");
+            Found::Failed
+        })
+    }
+}
+
+/// Runs every job at once, each on its own thread (they wait on different I/O), and waits at
+/// most [`PROBE_TIMEOUT`] for all of them. Results in the order of `jobs`.
+pub fn probe_all(jobs: Vec<Job>) -> Vec<Found> {
+    probe_all_for(PROBE_TIMEOUT, jobs)
+}
+
+fn probe_all_for(timeout: Duration, jobs: Vec<Job>) -> Vec<Found> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = vec![Found::Failed; jobs.len()];
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, job) in jobs.into_iter().enumerate() {
+        let tx = tx.clone();
+        let node = job.node().to_owned();
+        let spawned = std::thread::Builder::new().name("blkid".into()).spawn(move || {
+            let _ = tx.send((i, job.run()));
+        });
+        if let Err(e) = spawned {
+            warn!(device = %node.display(), error = %e, "cannot start a probe thread; device reported without a probe");
+        }
+    }
+    drop(tx);
+    // Ends when every thread has answered (all senders gone) or at the deadline.
+    while let Ok((i, found)) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        out[i] = found;
+    }
+    out
 }
 
 /// Identity properties of a device from our own blkid probe (kernel mode).
@@ -204,6 +267,24 @@ mod tests {
         assert_eq!(hung, None);
         assert!(started.elapsed() < Duration::from_secs(4), "waited for the hung probe (it sleeps 5 s)");
         assert_eq!(bounded_for(Duration::from_secs(5), Path::new("/dev/ok"), || 7), Some(7));
+    }
+
+    #[test]
+    fn probes_run_at_once_and_answer_in_order() {
+        let t = tempfile::tempdir().unwrap();
+        let img = image(t.path(), 8);
+        let ok = Command::new("mkfs.ext4").args(["-q", "-F", "-L", "at-once"]).arg(&img).status().unwrap();
+        assert!(ok.success());
+        let found = probe_all(vec![
+            Job::Table(img.clone()),
+            Job::Filesystem(img.clone()),
+            Job::Filesystem(t.path().join("missing")),
+        ]);
+        assert_eq!(found[0], Found::Table(None, Vec::new()));
+        let Found::Filesystem(props) = &found[1] else { panic!("{found:?}") };
+        assert_eq!(props["ID_FS_LABEL"], "at-once");
+        assert_eq!(found[2], Found::Failed);
+        assert!(probe_all(Vec::new()).is_empty());
     }
 
     #[test]

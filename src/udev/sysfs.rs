@@ -71,6 +71,11 @@ impl Sysfs {
         Self { root: root.into() }
     }
 
+    /// The sysfs root this reads.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Kernel names of every block device, sorted.
     pub fn list(&self) -> std::io::Result<Vec<String>> {
         let mut names: Vec<String> = fs::read_dir(self.root.join("class/block"))?

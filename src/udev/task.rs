@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 use tracing::{debug, info, instrument, warn};
 
@@ -15,12 +16,13 @@ use crate::state::Fact;
 use super::coalesce::Coalescer;
 use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
-use super::probe::kernel_props;
+use super::probe::{kernel_props, table_bounded};
 use super::sleep::{Deferred, ProbeCache, SleepCheck, RECHECK};
-use super::sysfs::Sysfs;
+use super::sysfs::{Kind, SysDevice, Sysfs};
+use super::tables::Tables;
 use super::tracker::{PropSource, Tracker};
 use super::udevd::UdevMonitor;
-use super::uevent::{Action, Uevent};
+use super::uevent::{Action, Props, Uevent};
 use super::watch::{NodeWatcher, Writes};
 use super::{resolve_mode, SleepSetup, UdevError, UdevStats};
 
@@ -90,6 +92,49 @@ async fn enumerate(
 /// How often, at most, the probe cache is written while devices come and go.
 const CACHE_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How long after devices came or went the heap is trimmed (at most once per this period).
+const TRIM_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Gives the heap's free memory back to the system after device churn. Each probe runs on a
+/// thread of its own (a hung device must not hold the source), and glibc's per-thread arenas
+/// keep what those threads freed (docs/udev.md has the memory figures over plug cycles).
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap memory to the system; no pointer is involved.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The first probes of devices announced before them: a new disk's partition table first (kept
+/// at once for its partitions to come, whose ids it gives: `tables.rs`), then its identity; a
+/// partition's filesystem.
+fn first_probes(tables: &Tables, devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
+    devices
+        .into_iter()
+        .map(|sys| {
+            if sys.kind == Some(Kind::Disk) {
+                // The counter before the read: a write during it makes the table not fresh.
+                let writes = tables.writes(&sys.devpath);
+                let node = std::path::PathBuf::from(format!("/dev/{}", sys.kernel_name));
+                if let Ok(table) = table_bounded(&node) {
+                    tables.keep(&sys.devpath, writes, &table);
+                }
+            }
+            let props = kernel_props(&sys);
+            (sys, props)
+        })
+        .collect()
+}
+
+/// The probe in flight, when there is one; forever otherwise.
+async fn joined<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn deadline(at: Option<Instant>) {
     match at {
         Some(t) => sleep_until(t.into()).await,
@@ -153,6 +198,8 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut written_paths = Vec::new();
     let mut facts = Vec::new();
     let mut last_save = Instant::now();
+    let mut trim_at: Option<Instant> = None;
+    let mut probing: Option<JoinHandle<Vec<(SysDevice, Props)>>> = None;
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'events: loop {
@@ -164,9 +211,11 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                     let now = Instant::now();
                     stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
                     off_runtime(|| {
+                        tracker.prefetch(&events);
                         for ev in events.drain(..) {
                             handle(&mut tracker, &mut coalescer, &mut watcher, &mut writes, ev, now, &mut facts);
                         }
+                        tracker.end_batch();
                     });
                 }
                 Received::Overflow => {
@@ -221,6 +270,19 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                     }
                 });
             }
+            probed = joined(&mut probing) => {
+                probing = None;
+                match probed {
+                    Ok(probed) => tracker.finish_probe(probed, &mut facts),
+                    Err(e) => warn!(error = %e, "blkid probe task failed"),
+                }
+            }
+            _ = deadline(trim_at) => {
+                trim_at = None;
+                // Off the loop: the next event need not wait for it.
+                drop(tokio::task::spawn_blocking(trim_heap));
+                continue 'events;
+            }
             _ = recheck.tick(), if !deferred.is_empty() => {
                 deferred.retain(tracker.asleep());
                 for devpath in deferred.woken(&check).await {
@@ -239,29 +301,17 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 break 'events;
             }
         }
-        // New disks went out without their blkid probe; probe them now, on a
-        // blocking thread so the core and the streams deliver their events meanwhile.
-        let unprobed = tracker.take_unprobed();
-        if !unprobed.is_empty() {
-            let probe = tokio::task::spawn_blocking(move || {
-                unprobed
-                    .into_iter()
-                    .map(|sys| {
-                        let props = kernel_props(&sys);
-                        (sys, props)
-                    })
-                    .collect::<Vec<_>>()
-            });
-            match probe.await {
-                Ok(probed) => tracker.finish_probe(probed, &mut facts),
-                Err(e) => warn!(error = %e, "blkid probe task failed"),
+        // New disks went out without their blkid probe; probe them now, on a blocking thread,
+        // while the loop goes on with the next events (a partition added meanwhile is not held
+        // up behind its disk's probe).
+        if probing.is_none() {
+            let unprobed = tracker.take_unprobed();
+            if !unprobed.is_empty() {
+                let tables = tracker.tables();
+                probing = Some(tokio::task::spawn_blocking(move || first_probes(&tables, unprobed)));
             }
         }
-        for fact in facts.drain(..) {
-            if ctx.facts.send(fact).await.is_err() {
-                break 'events;
-            }
-        }
+        trim_at.get_or_insert_with(|| Instant::now() + TRIM_AFTER);
         // The cache is a hint for disks found asleep later: written after the facts went out,
         // and at most every CACHE_SAVE_EVERY during a plug storm (each write is fsynced).
         if kernel && last_save.elapsed() >= CACHE_SAVE_EVERY {

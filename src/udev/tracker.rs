@@ -8,8 +8,7 @@
 //! is removed by its own device path, so unplugging one never removes the other.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tracing::debug;
 
@@ -20,9 +19,9 @@ use super::describe;
 use super::filter::NameFilter;
 use super::identity;
 use super::parallel::parallel_map;
-use super::probe::{self, kernel_props};
 use super::sleep::{Candidate, ProbeCache};
 use super::sysfs::{Kind, SysDevice, Sysfs};
+use super::tables::Tables;
 use super::uevent::{Action, Props};
 
 /// Where the identity properties (ID_FS_*, ID_SERIAL, ...) come from.
@@ -105,6 +104,8 @@ pub struct Tracker {
     known: HashMap<String, Known>,
     /// New disks announced before their blkid probe, to be probed next.
     unprobed: Vec<String>,
+    /// Disks handed out for their first probe and not re-read since: the probe's result applies.
+    probing: HashSet<String>,
     /// Devices whose `remove` came: the kernel sends it before the sysfs entry
     /// goes, so a late change or node write must not bring them back until an `add`.
     removed: HashSet<String>,
@@ -113,6 +114,12 @@ pub struct Tracker {
     asleep: HashSet<String>,
     /// What the probes found, by disk identity, for disks that are asleep at the next enumeration.
     cache: Mutex<ProbeCache>,
+    /// Partition tables read for partitions' entries (kernel mode), while their disk is unwritten.
+    tables: Arc<Tables>,
+    /// Filesystem probes of the partitions a batch of events adds, run at once by [`Self::prefetch`].
+    prefetched: HashMap<String, Props>,
+    /// Disks whose table [`Self::prefetch`] read after this batch's events came: current.
+    batch_tables: HashSet<String>,
 }
 
 impl Tracker {
@@ -121,15 +128,20 @@ impl Tracker {
     }
 
     pub fn with_cache(sysfs: Sysfs, filter: NameFilter, source: PropSource, cache: ProbeCache) -> Self {
+        let sysfs_root = sysfs.root().to_owned();
         Self {
             sysfs,
             filter,
             source,
             known: HashMap::new(),
             unprobed: Vec::new(),
+            probing: HashSet::new(),
             removed: HashSet::new(),
             asleep: HashSet::new(),
             cache: Mutex::new(cache),
+            tables: Arc::new(Tables::new(sysfs_root)),
+            prefetched: HashMap::new(),
+            batch_tables: HashSet::new(),
         }
     }
 
@@ -224,6 +236,7 @@ impl Tracker {
             .collect();
         self.known.clear();
         self.removed.clear();
+        self.tables.clear();
         // Probing waits on device I/O; probe several devices at once.
         let mut disk_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Disk)).collect();
         // In name order, so which of two twins keeps the plain id does not depend on sysfs order.
@@ -240,7 +253,7 @@ impl Tracker {
         }
         let mut part_devs: Vec<&SysDevice> = devices.iter().filter(|d| d.kind == Some(Kind::Partition)).collect();
         part_devs.sort_by(|a, b| a.devpath.cmp(&b.devpath));
-        let described = parallel_map(&part_devs, |sys| self.describe_partition(sys, None));
+        let described = parallel_map(&part_devs, |sys| self.describe_partition(sys, None, None));
         for (sys, p) in part_devs.iter().zip(described) {
             if let Some(p) = p {
                 self.adopt(sys, Reported::Partition(Box::new(p)));
@@ -301,6 +314,10 @@ impl Tracker {
                 // blkid probe, which follows with `probe_pending` and may add the table and fs.
                 let announce_first = self.source == PropSource::Kernel && !self.known.contains_key(devpath);
                 let props = if announce_first { Props::new() } else { self.props(&sys, event_props) };
+                if !announce_first {
+                    // Read afresh now: a first probe still running would report older findings.
+                    self.probing.remove(devpath);
+                }
                 if announce_first {
                     self.unprobed.push(devpath.to_owned());
                 }
@@ -322,13 +339,30 @@ impl Tracker {
                     self.refresh_members(&sys.slaves, out);
                 }
                 if action != Action::Add {
+                    // A change of the disk (a table re-read, a media change): its table is read
+                    // again, unless it was read after this change came.
+                    if !self.batch_tables.contains(devpath) {
+                        self.tables.forget(devpath);
+                    }
                     for child in children {
                         self.handle(Action::Change, &child, None, out);
                     }
                 }
             }
             Some(Kind::Partition) => {
-                let Some(p) = self.describe_partition(&sys, event_props) else { return };
+                let p = match self.partition_from_table(&sys) {
+                    Some(p) => {
+                        self.unprobed.push(devpath.to_owned());
+                        p
+                    }
+                    None => {
+                        // Read afresh now: a first probe still running would report older findings.
+                        self.probing.remove(devpath);
+                        let probed = self.prefetched.remove(devpath);
+                        let Some(p) = self.describe_partition(&sys, event_props, probed) else { return };
+                        p
+                    }
+                };
                 if self.known.get(devpath).is_some_and(|k| k.base != p.id) {
                     self.forget(devpath, out);
                 }
@@ -353,16 +387,30 @@ impl Tracker {
     /// The disks announced without a probe, as sysfs shows them now (the
     /// caller probes them, off the async threads, and hands them to [`Self::finish_probe`]).
     pub fn take_unprobed(&mut self) -> Vec<SysDevice> {
-        std::mem::take(&mut self.unprobed)
+        let taken: Vec<SysDevice> = std::mem::take(&mut self.unprobed)
             .into_iter()
             .filter(|p| self.known.contains_key(p))
             .filter_map(|p| self.sysfs.read(&p).filter(SysDevice::is_present))
-            .collect()
+            .collect();
+        self.probing.extend(taken.iter().map(|d| d.devpath.clone()));
+        taken
     }
 
     /// Upserts probed disks that are still reported under the same id.
     pub fn finish_probe(&mut self, probed: Vec<(SysDevice, Props)>, out: &mut Vec<Fact>) {
         for (sys, props) in probed {
+            if !self.probing.remove(&sys.devpath) {
+                // Removed, or re-read (and probed) since the probe started.
+                continue;
+            }
+            if sys.kind == Some(Kind::Partition) {
+                // Announced from its disk's table: its filesystem follows.
+                let Some(p) = self.describe_partition(&sys, None, Some(props)) else { continue };
+                if self.known.get(&sys.devpath).is_some_and(|k| k.base == p.id) {
+                    self.report(&sys, Reported::Partition(Box::new(p)), out);
+                }
+                continue;
+            }
             if let Ok(mut c) = self.cache.lock() {
                 c.put(&Self::cache_key(&sys), None, &props);
             }
@@ -432,6 +480,7 @@ impl Tracker {
     }
 
     fn forget(&mut self, devpath: &str, out: &mut Vec<Fact>) {
+        self.probing.remove(devpath);
         let Some(known) = self.known.remove(devpath) else { return };
         match known.kind {
             Kind::Disk => {
@@ -445,6 +494,12 @@ impl Tracker {
                     !child
                 });
                 out.push(Fact::DiskRemoved { id: known.id });
+                self.tables.forget(devpath);
+                if self.source == PropSource::Kernel {
+                    // A disk plugged in again is awake and probed afresh: its entry is not needed,
+                    // and keeping it would grow the cache with every new kernel name or size.
+                    self.retain_cache();
+                }
                 for base in bases {
                     self.mark_twins(Kind::Partition, &base, out);
                 }
@@ -467,369 +522,11 @@ impl Tracker {
             }
         }
     }
-
-    fn describe_partition(&self, sys: &SysDevice, event_props: Option<&Props>) -> Option<Partition> {
-        let parent_path = sys.parent_devpath()?;
-        let disk_id = match self.known.get(parent_path) {
-            Some(k) => k.id.clone(),
-            None => {
-                let parent = self.sysfs.read(parent_path)?;
-                describe::disk(&parent, &self.props(&parent, None)).id
-            }
-        };
-        let key = (self.source == PropSource::Kernel)
-            .then(|| self.sysfs.read(parent_path).map(|parent| Self::cache_key(&parent)))
-            .flatten();
-        if self.asleep.contains(parent_path) {
-            // Its disk sleeps: what the last probe found, or sysfs alone.
-            let cached = key.as_deref().and_then(|k| {
-                let cache = self.cache.lock().ok()?;
-                cache.get(k)?.partitions.get(&sys.partition?).cloned()
-            });
-            return Some(describe::partition(sys, &cached.unwrap_or_default(), &disk_id));
-        }
-        let mut props = self.props(sys, event_props);
-        // udevd's blkid builtin fills ID_PART_ENTRY_*; without it, read the parent's table.
-        if self.source == PropSource::Kernel || !props.contains_key("ID_PART_ENTRY_SCHEME") {
-            let parent_node = format!("/dev/{}", parent_path.rsplit('/').next().unwrap_or_default());
-            match probe::table_bounded(Path::new(&parent_node)) {
-                Ok((kind, entries)) => {
-                    if let Some(e) = entries.iter().find(|e| Some(e.number) == sys.partition) {
-                        probe::entry_props(e, kind.as_deref(), &mut props);
-                    }
-                }
-                Err(e) => debug!(device = %parent_node, error = %e, "partition table probe failed"),
-            }
-        }
-        if let (Some(k), Some(n), Ok(mut c)) = (key, sys.partition, self.cache.lock()) {
-            c.put(&k, Some(n), &props);
-        }
-        Some(describe::partition(sys, &props, &disk_id))
-    }
-
-    /// Identity properties of a device in the configured mode.
-    fn props(&self, sys: &SysDevice, event_props: Option<&Props>) -> Props {
-        match self.source {
-            PropSource::Kernel if sys.kind == Some(Kind::Disk) => {
-                let key = Self::cache_key(sys);
-                if self.asleep.contains(&sys.devpath) {
-                    let cached = self.cache.lock().ok().and_then(|c| c.get(&key).map(|p| p.disk.clone()));
-                    return cached.unwrap_or_default();
-                }
-                let props = kernel_props(sys);
-                if let Ok(mut c) = self.cache.lock() {
-                    c.put(&key, None, &props);
-                }
-                props
-            }
-            PropSource::Kernel => kernel_props(sys),
-            PropSource::Udev => {
-                let props = match event_props {
-                    Some(p) => p.clone(),
-                    None => super::udevd::database_props(&sys.dev),
-                };
-                // udevd never processed this device (started after it, no `udevadm trigger`):
-                // probe it ourselves rather than report it without identity.
-                if props.is_empty() {
-                    kernel_props(sys)
-                } else {
-                    props
-                }
-            }
-        }
-    }
 }
+
+#[path = "tracker_probe.rs"]
+mod probing;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-
-    fn write(root: &Path, rel: &str, content: &str) {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, content).unwrap();
-    }
-
-    /// A fake sysfs with an attached loop disk `loop90` (partitions p1, p2) and a detached `loop91`.
-    fn fake() -> tempfile::TempDir {
-        let t = tempfile::tempdir().unwrap();
-        let r = t.path();
-        fs::create_dir_all(r.join("class/block")).unwrap();
-        for (name, rel, uevent) in [
-            ("loop90", "devices/virtual/block/loop90", "MAJOR=7\nMINOR=90\nDEVNAME=loop90\nDEVTYPE=disk\n"),
-            (
-                "loop90p1",
-                "devices/virtual/block/loop90/loop90p1",
-                "MAJOR=259\nMINOR=90\nDEVNAME=loop90p1\nDEVTYPE=partition\nPARTN=1\n",
-            ),
-            (
-                "loop90p2",
-                "devices/virtual/block/loop90/loop90p2",
-                "MAJOR=259\nMINOR=91\nDEVNAME=loop90p2\nDEVTYPE=partition\nPARTN=2\n",
-            ),
-            ("loop91", "devices/virtual/block/loop91", "MAJOR=7\nMINOR=91\nDEVNAME=loop91\nDEVTYPE=disk\n"),
-            ("sda", "devices/virtual/block/sda", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n"),
-        ] {
-            write(r, &format!("{rel}/uevent"), uevent);
-            write(r, &format!("{rel}/size"), "2048\n");
-            std::os::unix::fs::symlink(r.join(rel), r.join("class/block").join(name)).unwrap();
-        }
-        write(r, "devices/virtual/block/loop90/loop/backing_file", "/x.img\n");
-        t
-    }
-
-    fn tracker(root: &Path) -> Tracker {
-        let filter = NameFilter::new(&["loop9*".into()], &["loop*".into(), "sd*".into()]).unwrap();
-        Tracker::new(Sysfs::new(root), filter, PropSource::Udev)
-    }
-
-    #[test]
-    fn enumeration_reports_present_filtered_devices() {
-        let t = fake();
-        let mut tr = tracker(t.path());
-        let Fact::BlockDevices { disks, partitions, initial } = tr.enumerate(true) else { panic!() };
-        assert!(initial);
-        assert_eq!(disks.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["dev-loop90"]);
-        let mut parts: Vec<_> = partitions.iter().map(|p| (p.id.clone(), p.disk_id.clone())).collect();
-        parts.sort();
-        assert_eq!(
-            parts,
-            vec![("dev-loop90-part1".into(), "dev-loop90".into()), ("dev-loop90-part2".into(), "dev-loop90".into())]
-        );
-        assert_eq!(tr.len(), 3);
-    }
-
-    #[test]
-    fn attach_and_detach_of_a_loop_slot() {
-        let t = fake();
-        let mut tr = tracker(t.path());
-        tr.enumerate(true);
-        let mut out = Vec::new();
-        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
-        assert!(out.is_empty(), "a detached slot is no disk");
-        write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
-        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
-        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"));
-        out.clear();
-        assert!(!tr.presence_changed("/devices/virtual/block/loop91"));
-        fs::remove_file(t.path().join("devices/virtual/block/loop91/loop/backing_file")).unwrap();
-        assert!(tr.presence_changed("/devices/virtual/block/loop91"));
-        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
-        assert!(matches!(&out[..], [Fact::DiskRemoved { id }] if id == "dev-loop91"));
-    }
-
-    #[test]
-    fn kernel_mode_announces_a_new_disk_before_probing_it() {
-        let t = fake();
-        let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
-        let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
-        tr.enumerate(true);
-        write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
-        let mut out = Vec::new();
-        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
-        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"));
-        out.clear();
-        tr.probe_pending(&mut out);
-        assert!(matches!(&out[..], [Fact::DiskUpsert(d)] if d.id == "dev-loop91"), "the probed upsert follows");
-        out.clear();
-        tr.probe_pending(&mut out);
-        assert!(out.is_empty(), "each new disk is probed once");
-        // A known disk is probed in line: no second round.
-        tr.handle(Action::Change, "/devices/virtual/block/loop91", None, &mut out);
-        out.clear();
-        tr.probe_pending(&mut out);
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn removals_use_the_remembered_id() {
-        let t = fake();
-        let mut tr = tracker(t.path());
-        tr.enumerate(true);
-        let mut out = Vec::new();
-        tr.handle(Action::Remove, "/devices/virtual/block/loop90/loop90p1", None, &mut out);
-        assert!(matches!(&out[..], [Fact::PartitionRemoved { id }] if id == "dev-loop90-part1"));
-        out.clear();
-        tr.handle(Action::Remove, "/devices/virtual/block/loop90", None, &mut out);
-        assert!(matches!(&out[..], [Fact::DiskRemoved { id }] if id == "dev-loop90"));
-        assert!(tr.is_empty(), "the disk's partitions are forgotten with it");
-        out.clear();
-        tr.handle(Action::Remove, "/devices/virtual/block/loop90", None, &mut out);
-        assert!(out.is_empty());
-    }
-
-    #[test]
-    fn a_late_change_does_not_revive_a_removed_device() {
-        let t = fake();
-        let mut tr = tracker(t.path());
-        tr.enumerate(true);
-        let p1 = "/devices/virtual/block/loop90/loop90p1";
-        let mut out = Vec::new();
-        // The sysfs entry is still there when the remove event is read.
-        tr.handle(Action::Remove, p1, None, &mut out);
-        out.clear();
-        tr.handle(Action::Change, p1, None, &mut out);
-        assert!(out.is_empty(), "revived: {out:?}");
-        tr.handle(Action::Add, p1, None, &mut out);
-        assert!(matches!(&out[..], [Fact::PartitionUpsert(p)] if p.kernel_name == "loop90p1"));
-    }
-
-    #[test]
-    fn an_id_change_removes_the_old_id() {
-        let t = fake();
-        let mut tr = tracker(t.path());
-        tr.enumerate(true);
-        let mut out = Vec::new();
-        let props: Props = [("ID_FS_UUID", "fresh-uuid"), ("ID_FS_TYPE", "ext4")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        tr.handle(Action::Change, "/devices/virtual/block/loop90/loop90p2", Some(&props), &mut out);
-        assert!(matches!(&out[0], Fact::PartitionRemoved { id } if id == "dev-loop90-part2"));
-        assert!(
-            matches!(&out[1], Fact::PartitionUpsert(p) if p.id == "fresh-uuid" && p.fs_type.as_deref() == Some("ext4"))
-        );
-    }
-
-    #[test]
-    fn an_array_coming_and_going_refreshes_its_members_holders() {
-        let t = fake();
-        let r = t.path();
-        let mut tr = tracker(r);
-        tr.enumerate(true);
-        let md = "devices/virtual/block/loop95";
-        write(r, &format!("{md}/uevent"), "MAJOR=9\nMINOR=0\nDEVNAME=loop95\nDEVTYPE=disk\n");
-        write(r, &format!("{md}/loop/backing_file"), "/z.img\n");
-        fs::create_dir_all(r.join(format!("{md}/slaves/loop90p1"))).unwrap();
-        fs::create_dir_all(r.join("devices/virtual/block/loop90/loop90p1/holders/loop95")).unwrap();
-        std::os::unix::fs::symlink(r.join(md), r.join("class/block/loop95")).unwrap();
-        let mut out = Vec::new();
-        tr.handle(Action::Add, &format!("/{md}"), None, &mut out);
-        assert!(matches!(&out[0], Fact::DiskUpsert(d) if d.members == vec!["loop90p1"]));
-        assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
-        out.clear();
-        fs::remove_dir(r.join("devices/virtual/block/loop90/loop90p1/holders/loop95")).unwrap();
-        tr.handle(Action::Remove, &format!("/{md}"), None, &mut out);
-        assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "dev-loop95"));
-        assert!(matches!(&out[1], Fact::PartitionUpsert(p) if p.kernel_name == "loop90p1"), "{out:?}");
-    }
-
-    fn props_of(kv: &[(&str, &str)]) -> Props {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    /// Adds an attached loop disk `name` with one partition to the fake sysfs.
-    fn add_loop(root: &Path, name: &str, minor: u32) -> (String, String) {
-        let rel = format!("devices/virtual/block/{name}");
-        write(root, &format!("{rel}/uevent"), &format!("MAJOR=7\nMINOR={minor}\nDEVNAME={name}\nDEVTYPE=disk\n"));
-        write(root, &format!("{rel}/size"), "2048\n");
-        write(root, &format!("{rel}/loop/backing_file"), "/clone.img\n");
-        let part = format!("{name}p1");
-        write(
-            root,
-            &format!("{rel}/{part}/uevent"),
-            &format!("MAJOR=259\nMINOR={minor}\nDEVNAME={part}\nDEVTYPE=partition\nPARTN=1\n"),
-        );
-        write(root, &format!("{rel}/{part}/size"), "1024\n");
-        std::os::unix::fs::symlink(root.join(&rel), root.join("class/block").join(name)).unwrap();
-        std::os::unix::fs::symlink(root.join(format!("{rel}/{part}")), root.join("class/block").join(&part)).unwrap();
-        (format!("/{rel}"), format!("/{rel}/{part}"))
-    }
-
-    #[test]
-    fn twin_partitions_are_kept_apart_and_removed_by_device_path() {
-        let t = fake();
-        let (_, first) = add_loop(t.path(), "loop92", 92);
-        let (_, second) = add_loop(t.path(), "loop93", 93);
-        let mut tr = tracker(t.path());
-        tr.enumerate(true);
-        // A cloned disk: both partitions carry the same partition and filesystem UUIDs.
-        let clone = props_of(&[("ID_PART_ENTRY_UUID", "c10e-1"), ("ID_FS_UUID", "f5-1"), ("ID_FS_TYPE", "ext4")]);
-        let mut out = Vec::new();
-        tr.handle(Action::Change, &first, Some(&clone), &mut out);
-        assert!(
-            matches!(&out[..], [Fact::PartitionRemoved { .. }, Fact::PartitionUpsert(p)] if p.id == "c10e-1" && p.stable)
-        );
-        out.clear();
-        tr.handle(Action::Change, &second, Some(&clone), &mut out);
-        match &out[..] {
-            [Fact::PartitionRemoved { id }, Fact::PartitionUpsert(twin), Fact::PartitionUpsert(first)] => {
-                assert_eq!(id, "dev-loop93-part1");
-                assert_eq!(
-                    (twin.id.as_str(), twin.stable, twin.kernel_name.as_str()),
-                    ("c10e-1-loop93p1", false, "loop93p1")
-                );
-                assert_eq!(
-                    (first.id.as_str(), first.stable, first.kernel_name.as_str()),
-                    ("c10e-1", false, "loop92p1")
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        out.clear();
-        // Unplugging the twin removes the twin, and the first is stable again.
-        tr.handle(Action::Remove, &second, None, &mut out);
-        match &out[..] {
-            [Fact::PartitionRemoved { id }, Fact::PartitionUpsert(first)] => {
-                assert_eq!(id, "c10e-1-loop93p1");
-                assert_eq!((first.id.as_str(), first.stable), ("c10e-1", true));
-            }
-            other => panic!("{other:?}"),
-        }
-        // Back, then the first goes: the twin keeps its id, unstable (a restart may rename it).
-        out.clear();
-        tr.handle(Action::Add, &second, Some(&clone), &mut out);
-        out.clear();
-        tr.handle(Action::Remove, &first, None, &mut out);
-        assert!(matches!(&out[..], [Fact::PartitionRemoved { id }] if id == "c10e-1"), "{out:?}");
-    }
-
-    #[test]
-    fn twin_disks_with_one_serial_are_kept_apart() {
-        let t = fake();
-        let (a, _) = add_loop(t.path(), "loop92", 92);
-        let (b, _) = add_loop(t.path(), "loop93", 93);
-        let mut tr = tracker(t.path());
-        tr.enumerate(true);
-        let stick = props_of(&[("ID_BUS", "usb"), ("ID_SERIAL", "Generic_Flash_0001"), ("ID_SERIAL_SHORT", "0001")]);
-        let mut out = Vec::new();
-        tr.handle(Action::Change, &a, Some(&stick), &mut out);
-        tr.handle(Action::Change, &b, Some(&stick), &mut out);
-        let upserts: Vec<(String, bool)> = out
-            .iter()
-            .filter_map(|f| match f {
-                Fact::DiskUpsert(d) => Some((d.id.clone(), d.stable)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            upserts,
-            vec![
-                ("usb-Generic_Flash_0001".into(), true),
-                ("usb-Generic_Flash_0001-loop93".into(), false),
-                ("usb-Generic_Flash_0001".into(), false),
-            ]
-        );
-        // The twin's partition hangs under the twin's id.
-        let twin_part = out.iter().find_map(|f| match f {
-            Fact::PartitionUpsert(p) if p.kernel_name == "loop93p1" => Some(p.disk_id.clone()),
-            _ => None,
-        });
-        assert_eq!(twin_part.as_deref(), Some("usb-Generic_Flash_0001-loop93"));
-        out.clear();
-        tr.handle(Action::Remove, &b, None, &mut out);
-        assert!(matches!(&out[0], Fact::DiskRemoved { id } if id == "usb-Generic_Flash_0001-loop93"), "{out:?}");
-        assert!(out.iter().any(|f| matches!(f, Fact::DiskUpsert(d) if d.id == "usb-Generic_Flash_0001" && d.stable)));
-        assert!(!out.iter().any(|f| matches!(f, Fact::DiskRemoved { id } if id == "usb-Generic_Flash_0001")));
-    }
-
-    #[test]
-    fn filtered_devices_are_ignored() {
-        let t = fake();
-        let mut tr = tracker(t.path());
-        let mut out = Vec::new();
-        tr.handle(Action::Add, "/devices/virtual/block/sda", None, &mut out);
-        assert!(out.is_empty());
-    }
-}
+#[path = "tracker_tests.rs"]
+mod tests;
