@@ -48,7 +48,7 @@ impl Plan {
     }
 }
 
-/// What the poller knows of one disk's health (named apart from the `Tracked` of other modules).
+/// What the poller knows of one disk's health.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthTrack {
     pub power: PowerState,

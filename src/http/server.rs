@@ -206,7 +206,7 @@ impl Server {
         close: CancellationToken,
         shutdown: CancellationToken,
     ) {
-        let io = TokioIo::new(Tracked { inner: stream, state: state.clone(), server: self.clone() });
+        let io = TokioIo::new(WatchedStream { inner: stream, state: state.clone(), server: self.clone() });
         let service = {
             let server = self.clone();
             let state = state.clone();
@@ -320,13 +320,13 @@ impl Drop for Active {
 }
 
 /// The socket, noting since when a write has been waiting for the client to read.
-struct Tracked {
+struct WatchedStream {
     inner: TcpStream,
     state: Arc<ConnState>,
     server: Arc<Server>,
 }
 
-impl Tracked {
+impl WatchedStream {
     fn note<T>(&self, poll: Poll<T>) -> Poll<T> {
         match poll {
             Poll::Pending => {
@@ -340,13 +340,13 @@ impl Tracked {
     }
 }
 
-impl AsyncRead for Tracked {
+impl AsyncRead for WatchedStream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Tracked {
+impl AsyncWrite for WatchedStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.note(poll)

@@ -18,7 +18,7 @@ use crate::metrics::{Conditions, UsageMetrics};
 use crate::model::{Mount, Usage};
 use crate::state::Fact;
 
-struct Tracked {
+struct UsageWatch {
     path: PathBuf,
     dev: String,
     /// The running query's start stamp (0 while queued), when one is in flight.
@@ -34,7 +34,7 @@ struct Tracked {
 /// Keeps track of the mounts to sample and of the queries in flight.
 pub struct Sampler {
     pool: Pool,
-    mounts: HashMap<String, Tracked>,
+    mounts: HashMap<String, UsageWatch>,
     timeout: Duration,
     metrics: UsageMetrics,
     conditions: Conditions,
@@ -70,7 +70,7 @@ impl Sampler {
                     fresh.push(m.id.clone());
                     next.insert(
                         m.id.clone(),
-                        Tracked { path, dev: m.dev.clone(), in_flight: None, queued: 0, stale: false, last: None },
+                        UsageWatch { path, dev: m.dev.clone(), in_flight: None, queued: 0, stale: false, last: None },
                     );
                 }
             }
@@ -94,7 +94,7 @@ impl Sampler {
             }
             self.mounts.insert(
                 m.id.clone(),
-                Tracked { path, dev: m.dev.clone(), in_flight: None, queued: 0, stale: false, last: None },
+                UsageWatch { path, dev: m.dev.clone(), in_flight: None, queued: 0, stale: false, last: None },
             );
             self.sample(&m.id);
         }
@@ -265,7 +265,7 @@ mod tests {
         let (mut s, _rx) = Sampler::new(Duration::from_secs(2), UsageMetrics::default(), Conditions::default());
         s.mounts.insert(
             "nas".into(),
-            Tracked {
+            UsageWatch {
                 path: "/mnt/nas".into(),
                 dev: "0:9".into(),
                 in_flight: Some(Arc::default()),
@@ -325,7 +325,7 @@ mod tests {
         let started = Arc::new(AtomicU64::new(1));
         s.mounts.insert(
             "nas".into(),
-            Tracked {
+            UsageWatch {
                 path: "/mnt/nas".into(),
                 dev: "0:9".into(),
                 in_flight: Some(started),

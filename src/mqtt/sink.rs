@@ -125,7 +125,7 @@ async fn drive(mut eventloop: EventLoop, notices: mpsc::Sender<Notice>, token: C
 
 /// A publish handed to the client, until the broker acknowledges it.
 #[derive(Debug)]
-enum Tracked {
+enum InFlight {
     Event(Arc<Published>),
     /// A retained state or discovery message: sent again by the next full announce if lost.
     Retained,
@@ -149,9 +149,9 @@ struct Sink {
     /// Retained messages not yet handed to the client.
     outbox: VecDeque<Outgoing>,
     /// Handed to the client, not yet written (no packet id yet), in order.
-    handed: VecDeque<Tracked>,
+    handed: VecDeque<InFlight>,
     /// Written, waiting for the broker's acknowledgement.
-    inflight: HashMap<u16, Tracked>,
+    inflight: HashMap<u16, InFlight>,
     /// Sequence number of the newest event taken from the log.
     last_seq: u64,
     /// The newest event, for the host's retained state ("Last storage event"); read once
@@ -244,7 +244,7 @@ impl Sink {
         }
     }
 
-    fn publish(&mut self, topic: &str, payload: &str, retain: bool, tracked: Tracked) -> bool {
+    fn publish(&mut self, topic: &str, payload: &str, retain: bool, tracked: InFlight) -> bool {
         // QoS 1 for retained messages too: rumqttc cannot set TCP_NODELAY, and without
         // PUBACKs carrying the broker's TCP acknowledgements back, Nagle's algorithm meets
         // delayed ACKs and stalls the following writes (events included) by up to 40 ms.
@@ -278,7 +278,7 @@ impl Sink {
                 std::mem::forget(send);
             }
         }
-        self.handed.push_back(Tracked::Event(event.clone()));
+        self.handed.push_back(InFlight::Event(event.clone()));
         true
     }
 
@@ -288,13 +288,13 @@ impl Sink {
             return;
         }
         while let Some(msg) = self.clears.front().cloned() {
-            if !self.publish(&msg.topic, "", true, Tracked::Clear(msg.topic.clone())) {
+            if !self.publish(&msg.topic, "", true, InFlight::Clear(msg.topic.clone())) {
                 return;
             }
             self.clears.pop_front();
         }
         while let Some(msg) = self.outbox.front().cloned() {
-            if !self.publish(&msg.topic, &msg.payload, true, Tracked::Retained) {
+            if !self.publish(&msg.topic, &msg.payload, true, InFlight::Retained) {
                 return;
             }
             self.outbox.pop_front();
@@ -311,7 +311,7 @@ impl Sink {
 
     fn written(&mut self, pkid: u16) {
         match self.handed.pop_front() {
-            Some(Tracked::Retained) => {}
+            Some(InFlight::Retained) => {}
             Some(tracked) => {
                 self.inflight.insert(pkid, tracked);
             }
@@ -321,11 +321,11 @@ impl Sink {
 
     fn acked(&mut self, pkid: u16) {
         match self.inflight.remove(&pkid) {
-            Some(Tracked::Clear(topic)) => {
+            Some(InFlight::Clear(topic)) => {
                 self.retainer.cleared(&topic);
                 self.save();
             }
-            Some(Tracked::Event(event)) => self.queue.acknowledged(&event),
+            Some(InFlight::Event(event)) => self.queue.acknowledged(&event),
             _ => {}
         }
     }
@@ -336,7 +336,7 @@ impl Sink {
         self.connected = false;
         let mut events: Vec<Arc<Published>> = Vec::new();
         for tracked in self.handed.drain(..).chain(self.inflight.drain().map(|(_, t)| t)) {
-            if let Tracked::Event(e) = tracked {
+            if let InFlight::Event(e) = tracked {
                 events.push(e);
             }
         }
@@ -516,7 +516,7 @@ async fn drain(sink: &mut Sink, notices: &mut mpsc::Receiver<Notice>) {
         sink.flush();
         if !said_goodbye && sink.queue.is_empty() && sink.outbox.is_empty() && sink.clears.is_empty() {
             let availability = sink.naming.availability();
-            if sink.publish(&availability, "offline", true, Tracked::Retained) {
+            if sink.publish(&availability, "offline", true, InFlight::Retained) {
                 let _ = sink.client.try_disconnect();
                 said_goodbye = true;
             }
