@@ -14,7 +14,8 @@
 
 use std::time::Instant;
 
-use diskwatch::forecast::predict::{forecast, severity, FULL_PERCENT};
+use diskwatch::attention::objects::{severity, FULL_PERCENT};
+use diskwatch::forecast::predict::forecast;
 use diskwatch::forecast::series::Series;
 use diskwatch::model::attention::Severity;
 

@@ -6,10 +6,42 @@
 use serde_json::json;
 
 use super::Found;
-use crate::forecast::predict::{severity, FULL_PERCENT};
 use crate::model::array::{Array, ArrayState, MemberRole};
 use crate::model::attention::Severity;
-use crate::model::Mount;
+use crate::model::{Forecast, Mount};
+
+/// The attention a forecast calls for (docs/forecast.md): failing at 98 % used or when even
+/// the slower end of the interval fills within a day, watch when it fills within a week, and
+/// only when that is at most [`EXTRAPOLATION`] times the basis ahead. The slower end, not the
+/// central estimate: a burst in a short basis makes a steep central slope with a wide
+/// interval, and no alert is worth a false one.
+pub fn severity(forecast: Option<&Forecast>, percent_used: f64) -> Option<Severity> {
+    if percent_used >= FULL_PERCENT {
+        return Some(Severity::Failing);
+    }
+    let f = forecast?;
+    let slow = f.high_seconds?;
+    // An alert never rests on extrapolating more than EXTRAPOLATION times the history it has:
+    // one big download in the first hours is no week-long trend.
+    if slow > f.basis_seconds.saturating_mul(EXTRAPOLATION) {
+        return None;
+    }
+    if slow < DAY_SECONDS {
+        Some(Severity::Failing)
+    } else if slow < WEEK_SECONDS {
+        Some(Severity::Watch)
+    } else {
+        None
+    }
+}
+
+/// How many times its basis an alerting forecast may reach ahead at most.
+pub const EXTRAPOLATION: u64 = 4;
+
+/// Used % at which a mount needs attention whatever its trend.
+pub const FULL_PERCENT: f64 = 98.0;
+const DAY_SECONDS: u64 = 86_400;
+const WEEK_SECONDS: u64 = 7 * DAY_SECONDS;
 
 /// A mount's reasons: 98 % used, or filling within a week (watch) or a day (failing).
 pub fn mount_reasons(m: &Mount) -> Vec<Found> {
