@@ -310,6 +310,11 @@ async fn provoke(
     act: impl FnOnce() -> Option<Child>,
 ) -> Option<Value> {
     let name = fx.disk.name();
+    // Nothing left over from the row before may reach the disk while the recorder says
+    // standby: a real drive would spin up and say so, the recorder cannot (and two standby
+    // answers after I/O are the health source's "bridge that lies about standby").
+    common::sh("sync", &[]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     replay.map(&fx.disk.device, "standby");
     agent
         .wait_disk(&name, "asleep and armed", |d| {
@@ -333,6 +338,14 @@ async fn provoke(
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     drop(kid);
+    // As a real drive does after a wake, the recorder now answers active: wait until the agent
+    // has seen it. Otherwise a standby answer that followed this row's I/O and the next row's
+    // would add up to the health source's "bridge that lies about standby" rule (two standby
+    // answers after I/O with no active answer between), and its power state would be unknown.
+    // (Without a wake the disk did no I/O and is not asked again: it stays in standby.)
+    if wake.is_some() {
+        agent.wait_disk(&name, "active again after the row", |d| d["power_state"] == "active").await;
+    }
     wake
 }
 
