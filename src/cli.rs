@@ -74,6 +74,16 @@ pub enum Command {
         #[command(subcommand)]
         action: TokenCommand,
     },
+    /// Serve one smartctl request of the agent on standard input and output, checked against
+    /// the allow-list (for diskwatch-smartctl@.service, started per connection; docs/health.md)
+    SmartctlHelper {
+        /// smartctl: a path, or a name on /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+        #[arg(long, value_name = "PATH", default_value = "smartctl")]
+        smartctl: PathBuf,
+        /// Longest smartctl run in seconds, whatever the request asks
+        #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+        max_timeout: u64,
+    },
     /// Print a running agent's recent events, or follow them live
     Events {
         /// Keep following the live stream (Ctrl-C stops)

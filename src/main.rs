@@ -33,6 +33,9 @@ fn main() -> ExitCode {
     if let Some(Command::Token { action: TokenCommand::Generate { file, force, print } }) = &cli.command {
         return token_generate(&cli, file.clone(), *force, *print);
     }
+    if let Some(Command::SmartctlHelper { smartctl, max_timeout }) = &cli.command {
+        return smartctl_helper(smartctl.clone(), Duration::from_secs(*max_timeout));
+    }
     let config = match Config::load(cli.config.as_deref(), &cli.overrides()) {
         Ok(config) => config,
         Err(e) => {
@@ -63,7 +66,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Token { .. }) => ExitCode::SUCCESS,
         Some(Command::Run { .. }) | None => run(config),
-        Some(Command::Version) => ExitCode::SUCCESS,
+        Some(Command::Version | Command::SmartctlHelper { .. }) => ExitCode::SUCCESS,
         Some(Command::Snapshot { json, url }) => {
             let url = url.unwrap_or_else(|| client::default_url(config.http.listen));
             client_command(|_| async move { client::snapshot(&url, json, &mut std::io::stdout().lock()).await })
@@ -249,6 +252,30 @@ impl Signals {
         tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
+        }
+    }
+}
+
+/// `diskwatch smartctl-helper`: one request on standard input (the connection systemd accepted),
+/// the answer on standard output; what was refused or failed goes to standard error (the
+/// journal). No configuration is read: the helper trusts nothing but its own command line.
+fn smartctl_helper(smartctl: std::path::PathBuf, max_timeout: Duration) -> ExitCode {
+    use diskwatch::smartctl::helper::Response;
+    use diskwatch::smartctl::helper_serve::{serve, HelperConfig};
+    let config = HelperConfig { smartctl, max_timeout, sys: "/sys".into() };
+    match serve(std::io::stdin().lock(), std::io::stdout().lock(), &config) {
+        Ok(Response::Rejected { reason }) => {
+            eprintln!("diskwatch smartctl-helper: refused: {reason}");
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Spawn { message }) => {
+            eprintln!("diskwatch smartctl-helper: {message}");
+            ExitCode::SUCCESS
+        }
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("diskwatch smartctl-helper: the connection failed: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -85,6 +85,7 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
             smartctl: health.enabled.then(|| health.smartctl.clone()),
             smartctl_disks: crate::health::KernelNameFilter::new(&health.include, &health.exclude).ok(),
             smartctl_device_type: Some(health.device_type.clone()).filter(|t| !t.is_empty()),
+            smartctl_socket: Some(health.smartctl_socket.clone()).filter(|s| !s.as_os_str().is_empty()),
             cache: Some(config.state_dir.join(crate::udev::PROBE_CACHE_FILE)),
         };
         sources.push(Box::new(crate::udev::UdevSource::new(config.udev.clone()).sleep_aware(sleep)));

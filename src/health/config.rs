@@ -14,6 +14,10 @@ pub struct HealthConfig {
     pub enabled: bool,
     /// smartctl binary: a path or a name on PATH.
     pub smartctl: PathBuf,
+    /// The smartctl helper's socket (`diskwatch-smartctl.socket`): when set, smartctl is run by
+    /// the helper, which holds the capabilities SMART needs, and `smartctl` above is not used
+    /// by the agent. Empty: the agent runs smartctl itself. The packaged unit sets it.
+    pub smartctl_socket: PathBuf,
     /// SMART poll per active disk (an idle disk only gets a power check).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
@@ -37,6 +41,7 @@ impl Default for HealthConfig {
         HealthConfig {
             enabled: true,
             smartctl: PathBuf::from("smartctl"),
+            smartctl_socket: PathBuf::new(),
             interval: Duration::from_secs(30 * 60),
             timeout: Duration::from_secs(60),
             exclude: ["loop*", "ram*", "zram*", "dm-*", "md*", "sr*", "nbd*"].map(String::from).to_vec(),
@@ -66,6 +71,9 @@ impl HealthConfig {
         }
         if self.smartctl.as_os_str().is_empty() {
             p.push("health.smartctl: must name a binary".to_owned());
+        }
+        if !self.smartctl_socket.as_os_str().is_empty() && !self.smartctl_socket.is_absolute() {
+            p.push(format!("health.smartctl_socket: {:?} must be an absolute path", self.smartctl_socket));
         }
         if let Err(e) = KernelNameFilter::new(&self.include, &self.exclude) {
             p.push(format!("health.include/exclude: {e}"));

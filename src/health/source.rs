@@ -81,7 +81,8 @@ async fn run(config: HealthConfig, wake_every: Duration, ctx: SourceContext) {
         }
     };
     let device_type = Some(config.device_type.clone()).filter(|t| !t.is_empty());
-    let smartctl = crate::smartctl::Smartctl::new(config.smartctl.clone(), config.timeout, device_type);
+    let smartctl = crate::smartctl::Smartctl::new(config.smartctl.clone(), config.timeout, device_type)
+        .via_socket(Some(config.smartctl_socket.clone()));
     let mut poller = Poller::new(smartctl, config.sysfs.clone());
     let mut storage = ctx.storage.clone();
     poller.set_targets(targets(&storage.borrow_and_update(), &filter));

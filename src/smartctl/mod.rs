@@ -2,10 +2,16 @@
 //! source and by the udev source's sleep check, goes through [`Smartctl`].
 //!
 //! - [`run`]: the process: a timeout, at most one run per disk, bounded output.
+//! - [`helper`], [`helper_serve`], [`helper_client`]: the smartctl helper, which runs smartctl
+//!   for the agent with the capabilities SMART needs (systemd/diskwatch-smartctl@.service),
+//!   against an allow-list of the forms below.
 //! - [`version`]: which smartmontools is installed, asked once.
 //! - [`power`]: the `-n` form that version accepts, the arguments, runtime PM.
 //! - [`parse`]: what `--json` printed, as a typed [`parse::Answer`].
 
+pub mod helper;
+mod helper_client;
+pub mod helper_serve;
 pub mod parse;
 pub mod power;
 pub mod run;
@@ -42,6 +48,13 @@ impl Smartctl {
             device_type: device_type.filter(|t| !t.is_empty()),
             version: std::sync::Arc::new(OnceCell::new()),
         }
+    }
+
+    /// Sends every run to the smartctl helper at `socket` (`[health] smartctl_socket`; None or
+    /// empty: smartctl runs as the agent's child).
+    pub fn via_socket(mut self, socket: Option<PathBuf>) -> Self {
+        self.runner = self.runner.via_socket(socket);
+        self
     }
 
     pub fn binary(&self) -> &Path {

@@ -3,6 +3,11 @@
 //! A smartctl stuck on a dead bridge may sit in the kernel (uninterruptible sleep) where even
 //! SIGKILL waits; the disk's slot stays taken until the process is really gone, so a hung
 //! device never collects a pile of smartctl processes. The reaper is a small task per run.
+//!
+//! Two ways to run it, behind the same [`Runner::run`]: as a child of the agent, or through the
+//! smartctl helper's socket (`[health] smartctl_socket`, [`super::helper_client`]), where the
+//! helper unit holds the capabilities SMART needs and the agent holds none of them. Timeouts,
+//! the one-run-per-disk slot and the arguments are the same either way.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -14,7 +19,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 /// Output is capped: a full `-x` of a big SAS drive is ~100 KB; anything far beyond is not smartctl.
-const MAX_OUTPUT: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_OUTPUT: u64 = 4 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -28,6 +33,17 @@ pub enum RunError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path} was ended by a signal")]
     Signalled { path: PathBuf },
+    #[error(
+        "the smartctl helper's socket {socket} is absent or not listening ({source}): no SMART until \
+         `systemctl enable --now diskwatch-smartctl.socket` (docs/health.md, \"SMART under the systemd unit\")"
+    )]
+    HelperAbsent { socket: PathBuf, source: std::io::Error },
+    #[error("cannot connect to the smartctl helper at {socket}: {source}")]
+    Connect { socket: PathBuf, source: std::io::Error },
+    #[error("the smartctl helper refused the request: {reason}")]
+    Refused { reason: String },
+    #[error("the smartctl helper: {message}")]
+    Helper { message: String },
 }
 
 /// What a finished run printed.
@@ -43,10 +59,12 @@ pub struct Runner {
     binary: PathBuf,
     timeout: Duration,
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// The smartctl helper's socket: when set, runs go there instead of to a child.
+    socket: Option<PathBuf>,
 }
 
 /// Frees the disk's slot when the process is gone (dropped by the reaper, or at once on error).
-struct Slot {
+pub(super) struct Slot {
     set: Arc<Mutex<HashSet<String>>>,
     key: String,
 }
@@ -61,7 +79,13 @@ impl Drop for Slot {
 
 impl Runner {
     pub fn new(binary: PathBuf, timeout: Duration) -> Self {
-        Runner { binary, timeout, in_flight: Arc::new(Mutex::new(HashSet::new())) }
+        Runner { binary, timeout, in_flight: Arc::new(Mutex::new(HashSet::new())), socket: None }
+    }
+
+    /// Sends every run to the smartctl helper at `socket` (None or empty: runs smartctl itself).
+    pub fn via_socket(mut self, socket: Option<PathBuf>) -> Self {
+        self.socket = socket.filter(|s| !s.as_os_str().is_empty());
+        self
     }
 
     pub fn binary(&self) -> &std::path::Path {
@@ -82,6 +106,14 @@ impl Runner {
             }
         }
         let slot = Slot { set: self.in_flight.clone(), key: disk.to_owned() };
+        match &self.socket {
+            Some(socket) => super::helper_client::run(socket, args, self.timeout, slot).await,
+            None => self.spawn(args, slot).await,
+        }
+    }
+
+    /// Runs smartctl as a child of the agent.
+    async fn spawn(&self, args: &[String], slot: Slot) -> Result<Output, RunError> {
         let mut child = Command::new(&self.binary)
             .args(args)
             .stdin(Stdio::null())

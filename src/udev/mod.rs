@@ -89,6 +89,8 @@ pub struct SleepSetup {
     pub smartctl_disks: Option<crate::health::KernelNameFilter>,
     /// smartctl's `-d` type (the health source's `device_type`); None: autodetection.
     pub smartctl_device_type: Option<String>,
+    /// The smartctl helper's socket (the health source's `smartctl_socket`); None: run smartctl.
+    pub smartctl_socket: Option<std::path::PathBuf>,
     /// Where probe results are kept across restarts; None: in memory only.
     pub cache: Option<std::path::PathBuf>,
 }

@@ -61,6 +61,12 @@ impl SleepCheck {
         }
     }
 
+    /// Sends the power checks to the smartctl helper at `socket` (None: smartctl runs itself).
+    pub fn via_socket(mut self, socket: Option<PathBuf>) -> Self {
+        self.smartctl = self.smartctl.map(|s| s.via_socket(socket));
+        self
+    }
+
     /// The devpaths of the disks among `disks` that are asleep now (checked at once).
     pub async fn asleep(&self, disks: &[Candidate]) -> HashSet<String> {
         let checks = disks.iter().map(|d| async move { self.is_asleep(d).await.then(|| d.devpath.clone()) });

@@ -178,7 +178,8 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
         sleep.smartctl_device_type.clone(),
         sleep.smartctl_disks.clone(),
         &config.sysfs,
-    );
+    )
+    .via_socket(sleep.smartctl_socket.clone());
     let mut deferred = Deferred::default();
     let mut writes = Writes::new(&config.sysfs);
     let started = Instant::now();
