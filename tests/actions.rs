@@ -845,10 +845,12 @@ fn systemd_drop_in_adds_only_what_actions_need() {
     let (on, on_failing) = exposure(true);
     eprintln!("systemd-analyze security: actions off {off}, with the actions drop-in {on}");
     let added: Vec<&String> = on_failing.difference(&off_failing).collect();
-    // CAP_SYS_ADMIN and CAP_SYS_RAWIO are the unit's own since issue 26 (smartctl needs them).
+    // SMART's CAP_SYS_ADMIN and CAP_SYS_RAWIO are the smartctl helper unit's, not the agent's.
     let expected = [
+        "CapabilityBoundingSet=~CAP_SYS_ADMIN",
         "CapabilityBoundingSet=~CAP_SYS_CHROOT",
         "CapabilityBoundingSet=~CAP_SYS_PTRACE",
+        "CapabilityBoundingSet=~CAP_SYS_RAWIO",
         "RestrictNamespaces=~mnt",
         "SystemCallFilter=~@mount",
     ];

@@ -53,8 +53,12 @@ fn systemd_unit_verifies_without_warnings() {
         "ProtectHome=read-only",
         "PrivateTmp=yes",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK",
-        // smartctl's SMART pass-through: ATA (CAP_SYS_RAWIO), NVMe admin (CAP_SYS_ADMIN); docs/health.md.
-        "\nCapabilityBoundingSet=CAP_DAC_READ_SEARCH CAP_SYS_RAWIO CAP_SYS_ADMIN\n",
+        // SMART's capabilities are the smartctl helper's (docs/health.md), not the agent's.
+        "\nCapabilityBoundingSet=CAP_DAC_READ_SEARCH\n",
+        "\nEnvironment=DISKWATCH_HEALTH__SMARTCTL_SOCKET=/run/diskwatch/smartctl.sock\n",
+        // Wake attribution (docs/sleep.md, "Permissions").
+        "\nReadWritePaths=-/sys/kernel/tracing\n",
+        "\nProtectProc=default\n",
         "\nDevicePolicy=closed\nDeviceAllow=block-* r\n",
         "SystemCallFilter=@system-service",
     ] {
@@ -333,7 +337,13 @@ fn deb_builds_installs_runs_and_purges() {
     let make =
         run(Command::new("make").arg("install").arg(format!("DESTDIR={}", stage.path().display())).current_dir(repo()));
     assert!(make.status.success(), "make install failed:\n{}", text(&make.stderr));
-    for path in ["usr/bin/diskwatch", "usr/lib/systemd/system/diskwatch.service", "etc/diskwatch/config.toml"] {
+    for path in [
+        "usr/bin/diskwatch",
+        "usr/lib/systemd/system/diskwatch.service",
+        "usr/lib/systemd/system/diskwatch-smartctl.socket",
+        "usr/lib/systemd/system/diskwatch-smartctl@.service",
+        "etc/diskwatch/config.toml",
+    ] {
         assert!(stage.path().join(path).is_file(), "make install did not install {path}");
     }
 
@@ -344,7 +354,8 @@ fn deb_builds_installs_runs_and_purges() {
         "./usr/bin/diskwatch",
         "./etc/diskwatch/config.toml",
         "diskwatch.service",
-        "./usr/share/diskwatch/no-smart.conf",
+        "diskwatch-smartctl.socket",
+        "diskwatch-smartctl@.service",
     ] {
         assert!(listing.contains(path), "{path} missing from the package:\n{listing}");
     }

@@ -1,14 +1,16 @@
-//! SMART under the packaged unit (issue 26): the .deb is installed in a Debian booted with
-//! systemd as PID 1 (tests/common/nspawn.rs), and its unit starts the agent with a recorder in
-//! smartctl's place. The recorder writes down what the unit lets smartctl do (its capability
-//! sets from /proc/self/status, an open() of the disk node for reading and for writing, and
-//! what Debian's real smartctl gets from the kernel for an ATA pass-through and an NVMe admin
-//! ioctl on that node), then replays a real drive's `smartctl --json` output. Checked: the
-//! agent's snapshot shows that drive's health; the recorder ran with CAP_SYS_RAWIO and
-//! CAP_SYS_ADMIN and opened the node read-only (and not for writing, where the container's
-//! systemd can enforce the unit's device ACL; in nspawn here it cannot); the ioctls reach the
-//! driver; every invocation carries `-n standby,2,3` and a disk found in standby gets no
-//! command at all; the shipped no-smart.conf drop-in takes both capabilities away again.
+//! SMART under the packaged units (issue 26): the .deb is installed in a Debian booted with
+//! systemd as PID 1 (tests/common/nspawn.rs). The agent (diskwatch.service) keeps only
+//! CAP_DAC_READ_SEARCH and asks the smartctl helper over its socket (diskwatch-smartctl.socket,
+//! one diskwatch-smartctl@.service per connection), which alone holds CAP_SYS_RAWIO and
+//! CAP_SYS_ADMIN and runs a recorder in smartctl's place. The recorder writes down what the
+//! helper unit lets smartctl do (its capability sets from /proc/self/status, an open() of the
+//! disk node for reading and for writing, and what Debian's real smartctl gets from the kernel
+//! for an ATA pass-through and an NVMe admin ioctl on that node), then replays a real drive's
+//! `smartctl --json` output. Checked: the agent's snapshot shows that drive's health; the
+//! recorder ran with CAP_SYS_RAWIO and CAP_SYS_ADMIN and opened the node read-only; the agent's
+//! own process has neither capability; the ioctls reach the driver; every invocation carries
+//! `-n standby,2,3` and a disk found in standby gets no command at all; disabling the socket
+//! turns SMART off with a note that says how to turn it on.
 //!
 //! smartctl cannot talk to a loop disk: the loop driver answers SG_IO and NVME_IOCTL_ADMIN_CMD
 //! with EINVAL, which is what shows the ioctl passed the sandbox (a seccomp refusal is EPERM).
@@ -24,8 +26,13 @@ use common::nspawn::{self, Container};
 use serde_json::Value;
 
 const UNIT: &str = "diskwatch.service";
+const SOCKET: &str = "diskwatch-smartctl.socket";
+/// The helper's template, and an instance name to ask systemd about its settings.
+const HELPER: &str = "diskwatch-smartctl@.service";
+const HELPER_INSTANCE: &str = "diskwatch-smartctl@probe.service";
 const API: &str = "http://127.0.0.1:8377/api/v1";
-/// The recorder lives in the state directory: the one place the unit lets its processes write.
+/// The recorder lives in the state directory; the helper unit, which writes nowhere, gets a
+/// test drop-in that makes this one directory writable and runs the recorder as its smartctl.
 const REC: &str = "/var/lib/diskwatch/smartctl-recorder";
 const CAP_DAC_READ_SEARCH: u32 = 2;
 const CAP_SYS_RAWIO: u32 = 17;
@@ -33,10 +40,10 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// The drive replayed: a WDC WD140EDFZ, SAT (tests/fixtures/smartctl/README.md).
 const FIXTURE: &str = "ata-hdd-wd140edfz.json";
 
-/// Stands in for smartctl: records, then hands over to tests/fixtures/smartctl/recorder.sh
+/// Stands in for smartctl in the helper: records, then hands over to tests/fixtures/smartctl/recorder.sh
 /// (argv.log, replay per device) in the same process, so with the same credentials.
 const WRAPPER: &str = r#"#!/bin/sh
-# tests/systemd_smart.rs: what the smartctl started by diskwatch.service may do.
+# tests/systemd_smart.rs: what the smartctl started by diskwatch-smartctl@.service may do.
 dir=$(dirname "$0")
 for dev; do :; done
 {
@@ -151,41 +158,22 @@ fn replace_once(text: &str, from: &str, to: &str) -> String {
     text.replace(from, to)
 }
 
-#[test]
-fn smart_under_the_packaged_unit() {
-    if !common::require_root("smart_under_the_packaged_unit") {
-        return;
-    }
-    let real_smartctl = Path::new("/usr/sbin/smartctl");
-    assert!(real_smartctl.exists(), "smartctl is missing (scripts/setup installs smartmontools)");
-    // Slow and touching nothing shared: before the machine lock.
-    let deb = nspawn::build_deb();
-    let (rootfs, made) = nspawn::rootfs();
-    if let Some(t) = made {
-        eprintln!("rootfs: debootstrapped in {:.1} s", t.as_secs_f64());
-    }
-    let _lock = common::machine_lock();
-    // nspawn leaves CAP_SYS_RAWIO out of a container's bounding set; a host's systemd has it.
-    let c = Container::boot(&rootfs, &["--capability=CAP_SYS_RAWIO"]);
-    std::fs::copy(&deb, c.root().join("root/diskwatch.deb")).expect("copy the .deb into the container");
+/// Installs the .deb and waits for the agent and the helper's socket.
+fn install(c: &Container, deb: &Path) {
+    std::fs::copy(deb, c.root().join("root/diskwatch.deb")).expect("copy the .deb into the container");
     c.sh("dpkg -i /root/diskwatch.deb && rm /root/diskwatch.deb");
     c.wait_for(Duration::from_secs(60), "the installed service to be active", || {
         (c.property(UNIT, "ActiveState") == "active").then_some(())
     });
+    assert_eq!(c.property(SOCKET, "ActiveState"), "active", "the package did not start {SOCKET}");
+    assert_eq!(c.sh(&format!("systemctl is-enabled {SOCKET}")), "enabled");
+}
 
-    // --- what the installed unit grants --------------------------------------------------------
-    let bounding = c.property(UNIT, "CapabilityBoundingSet");
-    eprintln!("CapabilityBoundingSet: {bounding}");
-    for cap in ["cap_dac_read_search", "cap_sys_rawio", "cap_sys_admin"] {
-        assert!(bounding.split_whitespace().any(|c| c == cap), "{cap} missing from {bounding}");
-    }
-    assert_eq!(bounding.split_whitespace().count(), 3, "more than the three capabilities: {bounding}");
-    let (exposure, report) = c.security(UNIT);
-    let exposed: Vec<&str> = report.lines().filter(|l| l.starts_with('✗')).collect();
-    eprintln!("systemd-analyze security (PID 1): {exposure}\n{}", exposed.join("\n"));
-    assert!(exposure <= 2.5, "exposure {exposure}:\n{report}");
-
-    // --- the recorder in smartctl's place, a loop disk the agent watches -------------------------
+/// The recorder (with Debian's real smartctl beside it) in the container's state directory, and
+/// the helper drop-in that runs it as smartctl and lets it write its log there.
+fn recorder(c: &Container) -> PathBuf {
+    let real_smartctl = Path::new("/usr/sbin/smartctl");
+    assert!(real_smartctl.exists(), "smartctl is missing (scripts/setup installs smartmontools)");
     let rec = c.root().join(&REC[1..]);
     std::fs::create_dir_all(&rec).expect("create the recorder directory");
     write_exec(&rec.join("smartctl"), WRAPPER.as_bytes());
@@ -195,23 +183,104 @@ fn smart_under_the_packaged_unit() {
         std::fs::copy(fixtures.join(f), rec.join(f)).expect("copy a fixture");
     }
     std::fs::copy(real_smartctl, rec.join("real-smartctl")).expect("copy smartctl into the container");
-    let disk_dev = common::LoopDevice::new(64, &[]);
-    let name = disk_dev.name();
-    let node = disk_dev.device.clone();
-    // The container's /dev is its own tmpfs: the node udev would make on a real system.
-    let (major, minor) =
-        disk_dev.dev().split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())).expect("major:minor");
-    c.sh(&format!("mknod -m 0660 {node} b {major} {minor}"));
-    std::fs::write(rec.join("map"), format!("{node} {FIXTURE}\n")).expect("write the map");
+    std::fs::write(rec.join("map"), "").expect("write the map");
+    c.set_dropin(
+        HELPER,
+        "recorder",
+        Some(&format!(
+            "ExecStart=\nExecStart=/usr/bin/diskwatch smartctl-helper --smartctl {REC}/smartctl --max-timeout 300\n\
+             ReadWritePaths={REC}"
+        )),
+    );
+    rec
+}
 
+/// A loop disk with `partitions`, its nodes made in the container's /dev (its own tmpfs: the
+/// nodes udev would make on a real system).
+fn loop_disk(c: &Container, size_mib: u64, partitions: &[u64]) -> common::LoopDevice {
+    let disk = common::LoopDevice::new(size_mib, partitions);
+    let mut nodes = vec![(disk.device.clone(), disk.dev())];
+    for n in 1..=partitions.len() as u32 {
+        let part = disk.partition(n);
+        let name = Path::new(&part).file_name().expect("partition name").to_string_lossy().into_owned();
+        let dev = std::fs::read_to_string(format!("/sys/class/block/{name}/dev")).expect("partition dev");
+        nodes.push((part, dev.trim().to_owned()));
+    }
+    for (node, dev) in nodes {
+        let (major, minor) = dev.split_once(':').expect("major:minor");
+        c.sh(&format!("mknod -m 0660 {node} b {major} {minor}"));
+    }
+    disk
+}
+
+/// The installed config, edited: loop disks watched, health every `interval`, `smartctl` for
+/// the agent's own runs (unused when the socket is set), `extra` appended.
+fn configure(c: &Container, interval: &str, smartctl: &str, extra: &str) {
     let config_path = c.root().join("etc/diskwatch/config.toml");
     let mut config = std::fs::read_to_string(&config_path).expect("read the installed config");
     config = replace_once(&config, "\ninclude = []\nreceive_buffer", "\ninclude = [\"loop*\"]\nreceive_buffer");
-    config = replace_once(&config, "\nsmartctl = \"smartctl\"", &format!("\nsmartctl = \"{REC}/smartctl\""));
-    config = replace_once(&config, "\ninterval = \"30min\"", "\ninterval = \"2s\"");
+    config = replace_once(&config, "\nsmartctl = \"smartctl\"", &format!("\nsmartctl = \"{smartctl}\""));
+    config = replace_once(&config, "\ninterval = \"30min\"", &format!("\ninterval = \"{interval}\""));
     config =
         replace_once(&config, "\ninclude = []                       # wins over exclude", "\ninclude = [\"loop*\"]");
+    config.push_str(extra);
     std::fs::write(&config_path, config).expect("write the config");
+}
+
+/// `CapEff` and `CapBnd` of the agent's main process.
+fn agent_caps(c: &Container) -> (u64, u64) {
+    let pid = c.property(UNIT, "MainPID");
+    let status = c.sh(&format!("cat /proc/{pid}/status"));
+    let field = |key: &str| {
+        status.lines().find_map(|l| l.strip_prefix(key)).map(hex).unwrap_or_else(|| panic!("no {key} in:\n{status}"))
+    };
+    (field("CapEff:"), field("CapBnd:"))
+}
+
+#[test]
+fn smart_under_the_packaged_unit() {
+    if !common::require_root("smart_under_the_packaged_unit") {
+        return;
+    }
+    // Slow and touching nothing shared: before the machine lock.
+    let deb = nspawn::build_deb();
+    let (rootfs, made) = nspawn::rootfs();
+    if let Some(t) = made {
+        eprintln!("rootfs: debootstrapped in {:.1} s", t.as_secs_f64());
+    }
+    let _lock = common::machine_lock();
+    // nspawn leaves CAP_SYS_RAWIO out of a container's bounding set; a host's systemd has it.
+    let c = Container::boot(&rootfs, &["--capability=CAP_SYS_RAWIO"]);
+    install(&c, &deb);
+
+    // --- what the installed units grant ------------------------------------------------------
+    let bounding = c.property(UNIT, "CapabilityBoundingSet");
+    assert_eq!(bounding, "cap_dac_read_search", "the agent's bounding set");
+    let helper_bounding = c.property(HELPER_INSTANCE, "CapabilityBoundingSet");
+    let mut helper_caps: Vec<&str> = helper_bounding.split_whitespace().collect();
+    helper_caps.sort_unstable();
+    assert_eq!(helper_caps, ["cap_sys_admin", "cap_sys_rawio"], "the helper's bounding set");
+    assert_eq!(c.property(HELPER_INSTANCE, "PrivateNetwork"), "yes");
+    assert_eq!(c.property(HELPER_INSTANCE, "RestrictAddressFamilies"), "none");
+    assert_eq!(c.property(SOCKET, "Accept"), "yes");
+    assert_eq!(c.property(SOCKET, "SocketMode"), "0600");
+    let (exposure, report) = c.security(UNIT);
+    let exposed: Vec<&str> = report.lines().filter(|l| l.starts_with('✗')).collect();
+    eprintln!("systemd-analyze security {UNIT} (PID 1): {exposure}\n{}", exposed.join("\n"));
+    assert!(exposure <= 2.3, "exposure {exposure}:\n{report}");
+    let (helper_exposure, helper_report) = c.security(HELPER_INSTANCE);
+    let exposed: Vec<&str> = helper_report.lines().filter(|l| l.starts_with('✗')).collect();
+    eprintln!("systemd-analyze security {HELPER_INSTANCE} (PID 1): {helper_exposure}\n{}", exposed.join("\n"));
+    assert!(helper_exposure < exposure, "the helper ({helper_exposure}) is not stricter than the agent ({exposure})");
+
+    // --- the recorder in smartctl's place, a loop disk the agent watches -------------------------
+    let rec = recorder(&c);
+    let disk_dev = loop_disk(&c, 64, &[]);
+    let name = disk_dev.name();
+    let node = disk_dev.device.clone();
+    std::fs::write(rec.join("map"), format!("{node} {FIXTURE}\n")).expect("write the map");
+    // The agent's own smartctl points nowhere: health can only come through the helper.
+    configure(&c, "2s", "/nonexistent/agent-runs-no-smartctl", "");
     restart(&c);
 
     // --- the agent shows the replayed drive's health ----------------------------------------------
@@ -225,20 +294,23 @@ fn smart_under_the_packaged_unit() {
     assert_eq!(shown["health"]["source"], "smartctl");
     assert_eq!(shown["power_state"], "active");
 
-    // --- what the recorder could do ------------------------------------------------------------
+    // --- what the recorder could do, and what the agent cannot ---------------------------------
     let first = next_call(&c, &node, 0);
     eprintln!("recorder: {first:#?}");
     assert!(first.argv.ends_with(&node), "{first:?}");
+    let smart = (1u64 << CAP_SYS_RAWIO) | (1 << CAP_SYS_ADMIN);
     for (bit, cap) in [(CAP_SYS_RAWIO, "CAP_SYS_RAWIO"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN")] {
         assert!(first.cap_eff & (1 << bit) != 0, "smartctl ran without {cap} effective: {first:?}");
-        assert!(first.cap_bnd & (1 << bit) != 0, "{cap} not in smartctl's bounding set: {first:?}");
     }
-    let granted = (1u64 << CAP_DAC_READ_SEARCH) | (1 << CAP_SYS_RAWIO) | (1 << CAP_SYS_ADMIN);
-    assert_eq!(first.cap_bnd, granted, "smartctl's bounding set is more than the three: {first:?}");
+    assert_eq!(first.cap_bnd, smart, "smartctl's bounding set is not exactly the two: {first:?}");
     assert!(first.has("open-read ok"), "the disk node could not be opened for reading: {first:?}");
-    assert_eq!(c.property(UNIT, "DevicePolicy"), "closed");
+    let (agent_eff, agent_bnd) = agent_caps(&c);
+    eprintln!("agent: CapEff {agent_eff:016x} CapBnd {agent_bnd:016x}");
+    assert_eq!(agent_bnd, 1 << CAP_DAC_READ_SEARCH, "the agent's bounding set");
+    assert_eq!(agent_eff & smart, 0, "the agent holds a SMART capability: {agent_eff:x}");
+    assert_eq!(c.property(HELPER_INSTANCE, "DevicePolicy"), "closed");
     // "<device> <access>" pairs: block devices read-only (char-rtc r comes with ProtectClock).
-    let allow = c.property(UNIT, "DeviceAllow");
+    let allow = c.property(HELPER_INSTANCE, "DeviceAllow");
     let words: Vec<&str> = allow.split_whitespace().collect();
     assert!(words.chunks(2).any(|p| p == ["block-*", "r"]), "DeviceAllow: {allow}");
     assert!(words.chunks(2).all(|p| p.len() == 2 && p[1] == "r" && !p[0].contains("nvme")), "DeviceAllow: {allow}");
@@ -276,20 +348,101 @@ fn smart_under_the_packaged_unit() {
         assert!(line.contains("-n standby,2,3"), "a call without -n standby: {line}");
     }
 
-    // --- the shipped drop-in takes SMART's capabilities away ------------------------------------
-    c.sh("install -D -m 0644 /usr/share/diskwatch/no-smart.conf /etc/systemd/system/diskwatch.service.d/no-smart.conf");
-    c.sh("systemctl daemon-reload");
+    // --- no SMART wanted: the socket disabled, a note that says how to turn it on ---------------
+    c.sh(&format!("systemctl disable --now {SOCKET}"));
+    assert!(!c.root().join("run/diskwatch/smartctl.sock").exists(), "the socket file outlived the socket unit");
+    let mut map = std::fs::read_to_string(rec.join("map")).expect("read the map");
+    map.push_str(&format!("{node} {FIXTURE}\n"));
+    std::fs::write(rec.join("map"), map).expect("write the map");
     let seen = calls(&c, &node).len();
     restart(&c);
-    let bounding = c.property(UNIT, "CapabilityBoundingSet");
-    assert_eq!(bounding, "cap_dac_read_search", "after no-smart.conf");
-    let without = next_call(&c, &node, seen);
-    assert_eq!(without.cap_bnd, 1 << CAP_DAC_READ_SEARCH, "{without:?}");
-    assert_eq!(without.cap_eff & ((1 << CAP_SYS_RAWIO) | (1 << CAP_SYS_ADMIN)), 0, "{without:?}");
-    let (exposure_without, _) = c.security(UNIT);
-    eprintln!("with no-smart.conf: bounding set {bounding}, exposure {exposure_without}");
-    assert!(exposure_without < exposure, "{exposure_without} is not below {exposure}");
-    c.sh("rm -r /etc/systemd/system/diskwatch.service.d && systemctl daemon-reload");
+    let noted = c.wait_for(Duration::from_secs(30), "a health note about the helper", || {
+        disk(&c, &name).filter(|d| d["health_note"].as_str().is_some_and(|n| n.contains(SOCKET)))
+    });
+    eprintln!("with {SOCKET} disabled: {}", noted["health_note"]);
+    assert!(noted["health_note"].as_str().is_some_and(|n| n.contains("systemctl enable --now")), "{noted}");
+    assert_eq!(calls(&c, &node).len(), seen, "smartctl ran with the socket disabled");
+    c.sh(&format!("systemctl enable --now {SOCKET}"));
+    drop(disk_dev);
+    drop(c);
+}
+
+/// `disk.woken` events of `name` so far.
+fn wakes(c: &Container, name: &str) -> Vec<Value> {
+    let page = c.http_get(&format!("{API}/events?types=disk.woken&limit=1000")).unwrap_or(Value::Null);
+    let events = page["events"].as_array().cloned().unwrap_or_default();
+    events.into_iter().filter(|e| e["data"]["disk"]["kernel_name"] == name).collect()
+}
+
+/// The wake matrix's systemd row (docs/sleep.md, issue 24): the agent under the shipped unit
+/// (its `ReadWritePaths=/sys/kernel/tracing` and `ProtectProc=default`), SMART through the
+/// helper with a recorder saying standby; a process started as the unit wake-reader.service by
+/// the container's systemd reads a cold file on the sleeping loop disk; `disk.woken` must name
+/// the process and the unit. The container gets the host's tracefs (nspawn mounts /sys
+/// read-only without it), as a host's systemd mounts it at boot (sys-kernel-tracing.mount).
+#[test]
+fn a_wake_by_a_systemd_unit_is_named_under_the_packaged_unit() {
+    if !common::require_root("a_wake_by_a_systemd_unit_is_named_under_the_packaged_unit") {
+        return;
+    }
+    let deb = nspawn::build_deb();
+    let (rootfs, _) = nspawn::rootfs();
+    let _lock = common::machine_lock();
+    let c = Container::boot(&rootfs, &["--capability=CAP_SYS_RAWIO", "--bind=/sys/kernel/tracing"]);
+    install(&c, &deb);
+    let rec = recorder(&c);
+    let disk_dev = loop_disk(&c, 96, &[80]);
+    let name = disk_dev.name();
+    let node = disk_dev.device.clone();
+    let part = disk_dev.partition(1);
+    // No lazy init: ext4lazyinit would write to the "sleeping" disk in the background.
+    common::sh("mkfs.ext4", &["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", &part]);
+    c.sh(&format!(
+        "mkdir -p /srv/wake && mount -o commit=60 {part} /srv/wake && \
+         dd if=/dev/urandom of=/srv/wake/cold bs=64k count=16 status=none && sync && \
+         cp /usr/bin/tail /usr/local/bin/coldreader"
+    ));
+    std::fs::write(rec.join("map"), format!("{node} {FIXTURE}\n")).expect("write the map");
+    let activity = "\ninterval = \"10s\"                   # /sys/block/*/stat sampling";
+    configure(&c, "1s", "/nonexistent/agent-runs-no-smartctl", "");
+    let config_path = c.root().join("etc/diskwatch/config.toml");
+    let config = std::fs::read_to_string(&config_path).expect("read the config");
+    std::fs::write(&config_path, replace_once(&config, activity, "\ninterval = \"200ms\"")).expect("write the config");
+    restart(&c);
+    c.wait_for(Duration::from_secs(30), "the replayed health", || {
+        disk(&c, &name).filter(|d| d["health"]["passed"] == true)
+    });
+    let status = c.http_get(&format!("{API}/health")).unwrap_or(Value::Null);
+    eprintln!("health: {status}");
+
+    // Asleep: the recorder answers standby; the agent arms the trace for the disk.
+    c.sh("sync");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut map = std::fs::read_to_string(rec.join("map")).expect("read the map");
+    map.push_str(&format!("{node} standby\n"));
+    std::fs::write(rec.join("map"), &map).expect("write the map");
+    let slept = c.wait_for(Duration::from_secs(30), "asleep and armed", || {
+        disk(&c, &name).filter(|d| d["power_state"] == "standby" && d["sleep"]["standby_since"].is_string())
+    });
+    eprintln!("asleep: {}", slept["sleep"]);
+    std::thread::sleep(Duration::from_millis(400));
+    let before = wakes(&c, &name).len();
+    common::sh("sync", &[]);
+    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+    c.sh(
+        "systemd-run --quiet --unit=wake-reader.service -p StandardOutput=null \
+         /usr/local/bin/coldreader -f /srv/wake/cold",
+    );
+    map.push_str(&format!("{node} {FIXTURE}\n"));
+    std::fs::write(rec.join("map"), &map).expect("write the map");
+    let woken = c.wait_for(Duration::from_secs(30), "a disk.woken event", || wakes(&c, &name).get(before).cloned());
+    let wake = &woken["data"]["last_wake"];
+    eprintln!("disk.woken: {wake}");
+    let _ = c.run(&["systemctl", "stop", "wake-reader.service"]);
+    let _ = c.run(&["umount", "/srv/wake"]);
+    assert_eq!(wake["comm"], "coldreader", "{wake}");
+    assert!(wake["op"] == "read" || wake["op"] == "metadata", "{wake}");
+    assert_eq!(wake["unit"], "wake-reader.service", "{wake}");
     drop(disk_dev);
     drop(c);
 }
