@@ -81,6 +81,59 @@ fn systemd_unit_verifies_without_warnings() {
     assert!(value < 4.0, "exposure {value} is above 'OK': {score}");
 }
 
+/// `systemd-analyze security --offline=yes` of `unit` in `dir`: the exposure score.
+fn offline_exposure(dir: &Path, unit: &str) -> f64 {
+    let out = run(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager", unit]).current_dir(dir));
+    let report = text(&out.stdout);
+    report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure score in:\n{report}{}", text(&out.stderr)))
+}
+
+/// The smartctl helper's socket and template verify, the template holds exactly SMART's two
+/// capabilities and no network, and rates below the agent's unit (docs/health.md).
+#[test]
+fn smartctl_helper_units_verify_and_are_stricter_than_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let helper = fs::read_to_string(repo().join("systemd/helper/diskwatch-smartctl@.service")).expect("read");
+    assert!(helper.contains("ExecStart=/usr/bin/diskwatch smartctl-helper "), "the helper runs the installed binary");
+    for required in [
+        "\nCapabilityBoundingSet=CAP_SYS_RAWIO CAP_SYS_ADMIN\n",
+        "\nPrivateNetwork=yes\n",
+        "\nIPAddressDeny=any\n",
+        "\nRestrictAddressFamilies=none\n",
+        "\nDevicePolicy=closed\nDeviceAllow=block-* r\n",
+        "\nStandardInput=socket\n",
+    ] {
+        assert!(helper.contains(required), "the helper unit lacks {required:?}");
+    }
+    // An instance name: verify and security load a template only through one.
+    let built = helper.replace("/usr/bin/diskwatch", BIN);
+    for name in ["diskwatch-smartctl@.service", "diskwatch-smartctl@check.service"] {
+        fs::write(dir.path().join(name), &built).expect("write the helper");
+    }
+    let socket = fs::read_to_string(repo().join("systemd/helper/diskwatch-smartctl.socket")).expect("read");
+    for required in ["\nListenStream=/run/diskwatch/smartctl.sock\n", "\nSocketMode=0600\n", "\nAccept=yes\n"] {
+        assert!(socket.contains(required), "the socket unit lacks {required:?}");
+    }
+    fs::write(dir.path().join("diskwatch-smartctl.socket"), &socket).expect("write the socket");
+    for unit in ["./diskwatch-smartctl.socket", "./diskwatch-smartctl@check.service"] {
+        let out = run(Command::new("systemd-analyze").args(["verify", unit]).current_dir(dir.path()));
+        let stderr = text(&out.stderr);
+        assert!(out.status.success() && stderr.trim().is_empty(), "systemd-analyze verify {unit}:\n{stderr}");
+    }
+    let helper_score = offline_exposure(dir.path(), "diskwatch-smartctl@check.service");
+    let agent_dir = tempfile::tempdir().expect("tempdir");
+    unit_for_verify(agent_dir.path());
+    let agent_score = offline_exposure(agent_dir.path(), "diskwatch.service");
+    eprintln!("systemd-analyze security --offline=yes: helper {helper_score}, agent {agent_score}");
+    assert!(helper_score < agent_score, "the helper ({helper_score}) is not stricter than the agent ({agent_score})");
+}
+
 fn python() -> &'static str {
     // Debian's interpreter, where python3-yaml and python3-voluptuous are installed by scripts/setup.
     if Path::new("/usr/bin/python3").exists() {
