@@ -83,7 +83,8 @@ fn systemd_unit_verifies_without_warnings() {
 
 /// `systemd-analyze security --offline=yes` of `unit` in `dir`: the exposure score.
 fn offline_exposure(dir: &Path, unit: &str) -> f64 {
-    let out = run(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager", unit]).current_dir(dir));
+    let out =
+        run(Command::new("systemd-analyze").args(["security", "--offline=yes", "--no-pager", unit]).current_dir(dir));
     let report = text(&out.stdout);
     report
         .lines()
