@@ -80,3 +80,23 @@ impl HealthConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smartctl_socket_empty_or_absolute() {
+        let mut c = HealthConfig::default();
+        let problems = |c: &HealthConfig| {
+            let mut p = Vec::new();
+            c.validate(&mut p);
+            p
+        };
+        assert!(problems(&c).is_empty(), "{:?}", problems(&c));
+        c.smartctl_socket = "/run/diskwatch/smartctl.sock".into();
+        assert!(problems(&c).is_empty());
+        c.smartctl_socket = "run/smartctl.sock".into();
+        assert!(problems(&c).iter().any(|p| p.starts_with("health.smartctl_socket:")), "{:?}", problems(&c));
+    }
+}
