@@ -15,6 +15,7 @@ pub mod nspawn;
 pub mod shares;
 pub mod sse;
 pub mod udevd;
+pub mod wake;
 
 use std::fs::File;
 use std::net::SocketAddr;
