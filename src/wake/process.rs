@@ -112,6 +112,15 @@ mod tests {
         assert_eq!(unit_of("/system.slice/foo.service/worker").as_deref(), Some("foo.service"));
         assert_eq!(unit_of("/machine.slice/libpod-9f.scope/container").as_deref(), Some("libpod-9f.scope"));
         assert_eq!(unit_of("/docker/abc").as_deref(), Some("abc"));
+        // A unit of a container's own systemd, seen from the host (tests/wake_unit.rs measured
+        // `/payload/system.slice/wake-reader.service` with nspawn on a host without systemd;
+        // under a host's systemd nspawn's own unit comes first): the container's unit wins.
+        let nested = "/machine.slice/systemd-nspawn@deb.service/payload/system.slice/wake-reader.service";
+        assert_eq!(unit_of(nested).as_deref(), Some("wake-reader.service"));
+        assert_eq!(unit_of("/payload/system.slice/wake-reader.service").as_deref(), Some("wake-reader.service"));
+        // A container without its own systemd: the container's unit on the host.
+        let bare = "/machine.slice/systemd-nspawn@deb.service/payload";
+        assert_eq!(unit_of(bare).as_deref(), Some("systemd-nspawn@deb.service"));
     }
 
     #[test]
