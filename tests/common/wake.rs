@@ -53,6 +53,13 @@ impl Agent {
     /// Every part on (udev in kernel mode, mounts, shares, arrays, health with the recorder,
     /// activity, history, sleep), MQTT off; `extra` is appended to the configuration.
     pub async fn start(replay: &Replay, extra: &str) -> Agent {
+        Self::start_watching(replay, "loop*", extra).await
+    }
+
+    /// As [`Agent::start`], with udev and health keeping only the loop devices `globs` names
+    /// (a TOML list body, e.g. `"loop3", "loop3p*"`), so that other tests' devices are left alone.
+    pub async fn start_watching(replay: &Replay, globs: &str, extra: &str) -> Agent {
+        let globs = if globs.starts_with('"') { globs.to_owned() } else { format!("\"{globs}\"") };
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let config = format!(
@@ -65,10 +72,10 @@ listen = "127.0.0.1:{port}"
 enabled = false
 [udev]
 source = "kernel"
-include = ["loop*"]
+include = [{globs}]
 [health]
 smartctl = "{smartctl}"
-include = ["loop*"]
+include = [{globs}]
 interval = "300ms"
 [activity]
 interval = "200ms"
