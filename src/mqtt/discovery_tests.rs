@@ -37,6 +37,7 @@ pub(crate) fn disk() -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }

@@ -5,10 +5,12 @@
 //! - [`version`]: which smartmontools is installed, asked once.
 //! - [`power`]: the `-n` form that version accepts, the arguments, runtime PM.
 //! - [`parse`]: what `--json` printed, as a typed [`parse::Answer`].
+//! - [`selftest`]: starting self-tests and reading the drive's self-test log.
 
 pub mod parse;
 pub mod power;
 pub mod run;
+pub mod selftest;
 pub mod version;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,326 @@
+//! The self-test task: every `poll` (and when the core's disks change) it reads the logs it
+//! needs, starts what the [`Engine`] plans, and reports each disk's record to the core as a
+//! [`Fact::DiskSelfTest`]. Requests from the action engine come over a channel
+//! ([`SelfTestHandle`]) and follow the same rules, answered at once.
+//!
+//! Every smartctl run goes through `crate::smartctl` with the `-n` power check: a disk that
+//! went to sleep since the health source saw it awake answers "standby" and is sent nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{interval, MissedTickBehavior};
+use tracing::{debug, info, instrument, warn};
+
+use super::engine::{DiskView, Engine};
+use super::{store, SelfTestConfig, NAME};
+use crate::agent::StorageView;
+use crate::health::{HealthConfig, KernelNameFilter};
+use crate::model::selftest::{SelfTest, SelfTestKind, SelfTestNews};
+use crate::model::PowerState;
+use crate::smartctl::selftest::{LogAnswer, StartAnswer};
+use crate::smartctl::Smartctl;
+use crate::sources::{Source, SourceContext, SourceFuture};
+use crate::state::Fact;
+
+/// Plans made on disk-set changes come no closer than this (the view changes with every I/O sample).
+const PLAN_EVERY: Duration = Duration::from_secs(10);
+
+/// A request to start a test now (the action engine).
+#[derive(Debug)]
+pub struct Request {
+    pub disk: String,
+    pub kind: SelfTestKind,
+    /// Who asked, for the event (`token:<name>`, `mqtt`).
+    pub by: String,
+    pub reply: oneshot::Sender<Result<String, (&'static str, String)>>,
+}
+
+/// Starts tests on request; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SelfTestHandle(mpsc::Sender<Request>);
+
+impl SelfTestHandle {
+    /// Starts a `kind` test on `disk` now: a message, or a reason code and why not.
+    pub async fn request(&self, disk: &str, kind: SelfTestKind, by: String) -> Result<String, (&'static str, String)> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || ("error", "the self-test scheduler is not running".to_owned());
+        self.0.send(Request { disk: disk.to_owned(), kind, by, reply }).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// The self-test source.
+pub struct SelfTestSource {
+    config: SelfTestConfig,
+    health: HealthConfig,
+    state_dir: Option<PathBuf>,
+    requests: mpsc::Receiver<Request>,
+    handle: SelfTestHandle,
+}
+
+impl SelfTestSource {
+    /// Runs smartctl as the health source does (`[health]` binary, timeout, `-d` type, filter).
+    pub fn new(health: HealthConfig, state_dir: Option<PathBuf>) -> Self {
+        let (tx, requests) = mpsc::channel(16);
+        SelfTestSource { config: health.self_test.clone(), health, state_dir, requests, handle: SelfTestHandle(tx) }
+    }
+
+    pub fn handle(&self) -> SelfTestHandle {
+        self.handle.clone()
+    }
+}
+
+impl Source for SelfTestSource {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
+        Box::pin(run(*self, ctx))
+    }
+}
+
+/// A disk the scheduler may test: its view and its device node.
+struct Target {
+    view: DiskView,
+    devnode: String,
+}
+
+/// The disks of a view that pass the filter, with their arrays (the disk's and its partitions').
+fn targets(view: &StorageView, filter: &KernelNameFilter) -> Vec<Target> {
+    view.disks
+        .iter()
+        .filter(|d| filter.keeps(&d.kernel_name))
+        .map(|d| {
+            let mut arrays = d.arrays.clone();
+            for p in view.partitions.iter().filter(|p| p.disk_id == d.id) {
+                arrays.extend(p.arrays.iter().cloned());
+            }
+            arrays.sort();
+            arrays.dedup();
+            let awake = matches!(d.power_state, Some(PowerState::Active | PowerState::Idle));
+            Target { view: DiskView { id: d.id.clone(), awake, arrays }, devnode: d.devnode.clone() }
+        })
+        .collect()
+}
+
+struct Task {
+    engine: Engine,
+    smartctl: Arc<Smartctl>,
+    ctx: SourceContext,
+    store: Option<PathBuf>,
+    /// The record last sent per disk.
+    sent: HashMap<String, Option<SelfTest>>,
+    saved: BTreeMap<String, super::engine::Clocks>,
+}
+
+impl Task {
+    async fn send(&mut self, id: &str, news: Option<SelfTestNews>) -> bool {
+        let record = self.engine.record(id);
+        if news.is_none() && self.sent.get(id) == Some(&record) {
+            return true;
+        }
+        self.sent.insert(id.to_owned(), record.clone());
+        let fact = Fact::DiskSelfTest { id: id.to_owned(), self_test: record.map(Box::new), news };
+        self.ctx.facts.send(fact).await.is_ok()
+    }
+
+    fn persist(&mut self) {
+        let clocks = self.engine.clocks();
+        if clocks == self.saved {
+            return;
+        }
+        if let Some(path) = &self.store {
+            if let Err(e) = store::save(path, &clocks) {
+                warn!(path = %path.display(), error = %e, "cannot save the self-test clocks");
+            }
+        }
+        self.saved = clocks;
+    }
+
+    /// Reads the logs that are wanted (`all`: running tests too, else only first reads).
+    async fn read_logs(&mut self, targets: &[Target], all: bool) -> bool {
+        for t in targets {
+            let first = self.engine.tracks.get(&t.view.id).is_some_and(|tr| !tr.log_read);
+            if !self.engine.wants_log(&t.view) || !(all || first) {
+                continue;
+            }
+            let news = match self.smartctl.self_test_log(&t.view.id, &t.devnode).await {
+                Ok(LogAnswer::Log(log)) => match self.engine.observe(&t.view.id, &log, SystemTime::now()) {
+                    super::engine::Change::Finished(last) => {
+                        info!(disk = %t.view.id, kind = last.kind.as_str(), result = last.result.as_str(),
+                            lba = ?last.lba_first_error, "self-test finished");
+                        Some(SelfTestNews::Finished(last))
+                    }
+                    super::engine::Change::Quiet => None,
+                },
+                // Asleep since: a running test is read again once the disk is awake.
+                Ok(LogAnswer::LowPower(_)) => None,
+                Ok(LogAnswer::Unsupported(why)) => {
+                    debug!(disk = %t.view.id, reason = %why, "no self-tests on this device");
+                    self.engine.unsupported(&t.view.id, why);
+                    None
+                }
+                Ok(LogAnswer::Error(why)) => {
+                    warn!(disk = %t.view.id, error = %why, "self-test log not understood");
+                    None
+                }
+                Err(e) => {
+                    debug!(disk = %t.view.id, error = %e, "self-test log not read");
+                    None
+                }
+            };
+            if !self.send(&t.view.id, news).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Starts one test; the answer for a request.
+    async fn start(&mut self, t: &Target, kind: SelfTestKind, wake: bool, by: &str) -> Result<String, (&'static str, String)> {
+        let id = &t.view.id;
+        let answer = self.smartctl.start_self_test(id, &t.devnode, kind, wake).await;
+        match answer {
+            Ok(StartAnswer::Started) => {
+                let now = SystemTime::now();
+                self.engine.started(id, kind, now);
+                info!(disk = %id, kind = kind.as_str(), by, woke = wake, "self-test started");
+                let news = SelfTestNews::Started { kind, by: by.to_owned(), woke: wake };
+                self.send(id, Some(news)).await;
+                Ok(format!("{} self-test started on {}", kind.as_str(), t.devnode))
+            }
+            Ok(StartAnswer::LowPower(p)) => Err((
+                "asleep",
+                format!("{} is in {}: a self-test never wakes a disk", t.devnode, p.as_str()),
+            )),
+            Ok(StartAnswer::Refused(why)) => {
+                self.engine.refused(id, SystemTime::now());
+                warn!(disk = %id, kind = kind.as_str(), reason = %why, "self-test not started");
+                Err(("refused", why))
+            }
+            Err(e) => {
+                self.engine.refused(id, SystemTime::now());
+                Err(("error", e.to_string()))
+            }
+        }
+    }
+
+    /// One round: follow the disks, read logs, start what is due.
+    async fn step(&mut self, view: &StorageView, filter: &KernelNameFilter, all: bool) -> bool {
+        let targets = targets(view, filter);
+        let views: Vec<DiskView> = targets.iter().map(|t| t.view.clone()).collect();
+        self.engine.set_disks(&views, SystemTime::now());
+        self.sent.retain(|id, _| self.engine.tracks.contains_key(id));
+        if !self.read_logs(&targets, all).await {
+            return false;
+        }
+        let starts: Vec<(String, SelfTestKind, bool)> = self
+            .engine
+            .plan(&views, SystemTime::now())
+            .into_iter()
+            .map(|s| (s.id.to_owned(), s.kind, s.wake))
+            .collect();
+        for (id, kind, wake) in starts {
+            let Some(t) = targets.iter().find(|t| t.view.id == id) else { continue };
+            let _ = self.start(t, kind, wake, "schedule").await;
+        }
+        for t in &targets {
+            if !self.send(&t.view.id, None).await {
+                return false;
+            }
+        }
+        self.persist();
+        true
+    }
+
+    async fn request(&mut self, view: &StorageView, filter: &KernelNameFilter, r: Request) {
+        let targets = targets(view, filter);
+        let views: Vec<DiskView> = targets.iter().map(|t| t.view.clone()).collect();
+        self.engine.set_disks(&views, SystemTime::now());
+        let answer = match targets.iter().find(|t| t.view.id == r.disk) {
+            None => Err(("not_found", format!("no disk {:?} is watched by the health source", r.disk))),
+            Some(t) => match self.engine.may_start(&t.view, &views) {
+                Err(refused) => Err((refused.reason(), refused.to_string())),
+                Ok(()) => self.start(t, r.kind, false, &r.by).await,
+            },
+        };
+        self.persist();
+        let _ = r.reply.send(answer);
+    }
+}
+
+#[instrument(name = "self_test", skip_all)]
+async fn run(source: SelfTestSource, ctx: SourceContext) {
+    let SelfTestSource { config, health, state_dir, mut requests, handle } = source;
+    drop(handle);
+    let filter = match KernelNameFilter::new(&health.include, &health.exclude) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = ctx.facts.send(Fact::SourceFailed { source: NAME.into(), message: e.to_string() }).await;
+            return;
+        }
+    };
+    let device_type = Some(health.device_type.clone()).filter(|t| !t.is_empty());
+    let smartctl = Arc::new(Smartctl::new(health.smartctl.clone(), health.timeout, device_type));
+    let store_path = state_dir.map(|d| d.join(store::FILE));
+    let mut engine = Engine::new(config.clone());
+    if let Some(path) = &store_path {
+        match store::load(path) {
+            Ok(clocks) => engine.load(clocks, SystemTime::now()),
+            Err(e) => warn!(path = %path.display(), error = %e, "self-test clocks not loaded: the drives' logs say"),
+        }
+    }
+    let saved = engine.clocks();
+    let mut task = Task { engine, smartctl, ctx: ctx.clone(), store: store_path, sent: HashMap::new(), saved };
+    if !ctx.ready(NAME).await {
+        return;
+    }
+    info!(short = ?config.interval(SelfTestKind::Short), long = ?config.interval(SelfTestKind::Long),
+        max_parallel = config.max_parallel, wake_for_long = config.wake_for_long, "self-test scheduler started");
+    let mut storage = ctx.storage.clone();
+    let mut ticks = interval(config.poll);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut storage_open = true;
+    let mut requests_open = true;
+    let mut last_plan = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = ctx.token.cancelled() => break,
+            _ = ticks.tick() => {
+                let view = storage.borrow_and_update().clone();
+                last_plan = tokio::time::Instant::now();
+                if !task.step(&view, &filter, true).await {
+                    break;
+                }
+            }
+            r = requests.recv(), if requests_open => {
+                let Some(r) = r else {
+                    requests_open = false;
+                    continue;
+                };
+                let view = storage.borrow().clone();
+                task.request(&view, &filter, r).await;
+            }
+            changed = storage.changed(), if storage_open => {
+                if changed.is_err() {
+                    storage_open = false;
+                    continue;
+                }
+                // A disk seen awake may open a window; not more often than PLAN_EVERY.
+                if last_plan.elapsed() < PLAN_EVERY {
+                    continue;
+                }
+                last_plan = tokio::time::Instant::now();
+                let view = storage.borrow_and_update().clone();
+                if !task.step(&view, &filter, false).await {
+                    break;
+                }
+            }
+        }
+    }
+}
