@@ -6,12 +6,14 @@
 //!
 //! - [`config`]: `[health.self_test]`.
 //! - [`engine`]: the rules and each disk's record, pure (the time is an argument).
+//! - [`round`]: one round over the disks (logs, starts, news), shared with the bench.
 //! - [`store`]: when each kind last completed, in `state_dir/selftest.json`.
 //! - [`source`]: the task: smartctl through `crate::smartctl`, facts to the core, requests
 //!   from the action engine.
 
 pub mod config;
 pub mod engine;
+pub mod round;
 pub mod source;
 pub mod store;
 

@@ -8,14 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, MissedTickBehavior};
-use tracing::{debug, info, instrument, warn};
+use tracing::{info, instrument, warn};
 
 use super::engine::{DiskView, Engine};
+use super::round::{self, Drives, Target};
 use super::{store, SelfTestConfig, NAME};
 use crate::agent::StorageView;
 use crate::health::{HealthConfig, KernelNameFilter};
@@ -84,12 +84,6 @@ impl Source for SelfTestSource {
     }
 }
 
-/// A disk the scheduler may test: its view and its device node.
-struct Target {
-    view: DiskView,
-    devnode: String,
-}
-
 /// The disks of a view that pass the filter, with their arrays (the disk's and its partitions').
 fn targets(view: &StorageView, filter: &KernelNameFilter) -> Vec<Target> {
     view.disks
@@ -108,9 +102,22 @@ fn targets(view: &StorageView, filter: &KernelNameFilter) -> Vec<Target> {
         .collect()
 }
 
+/// smartctl as the scheduler's drives.
+struct Smart(Smartctl);
+
+impl Drives for Smart {
+    async fn log(&self, disk: &str, devnode: &str) -> Result<LogAnswer, String> {
+        self.0.self_test_log(disk, devnode).await.map_err(|e| e.to_string())
+    }
+
+    async fn start(&self, disk: &str, devnode: &str, kind: SelfTestKind, wake: bool) -> Result<StartAnswer, String> {
+        self.0.start_self_test(disk, devnode, kind, wake).await.map_err(|e| e.to_string())
+    }
+}
+
 struct Task {
     engine: Engine,
-    smartctl: Arc<Smartctl>,
+    smart: Smart,
     ctx: SourceContext,
     store: Option<PathBuf>,
     /// The record last sent per disk.
@@ -142,92 +149,15 @@ impl Task {
         self.saved = clocks;
     }
 
-    /// Reads the logs that are wanted (`all`: running tests too, else only first reads).
-    async fn read_logs(&mut self, targets: &[Target], all: bool) -> bool {
-        for t in targets {
-            let first = self.engine.tracks.get(&t.view.id).is_some_and(|tr| !tr.log_read);
-            if !self.engine.wants_log(&t.view) || !(all || first) {
-                continue;
-            }
-            let news = match self.smartctl.self_test_log(&t.view.id, &t.devnode).await {
-                Ok(LogAnswer::Log(log)) => match self.engine.observe(&t.view.id, &log, SystemTime::now()) {
-                    super::engine::Change::Finished(last) => {
-                        info!(disk = %t.view.id, kind = last.kind.as_str(), result = last.result.as_str(),
-                            lba = ?last.lba_first_error, "self-test finished");
-                        Some(SelfTestNews::Finished(last))
-                    }
-                    super::engine::Change::Quiet => None,
-                },
-                // Asleep since: a running test is read again once the disk is awake.
-                Ok(LogAnswer::LowPower(_)) => None,
-                Ok(LogAnswer::Unsupported(why)) => {
-                    debug!(disk = %t.view.id, reason = %why, "no self-tests on this device");
-                    self.engine.unsupported(&t.view.id, why);
-                    None
-                }
-                Ok(LogAnswer::Error(why)) => {
-                    warn!(disk = %t.view.id, error = %why, "self-test log not understood");
-                    None
-                }
-                Err(e) => {
-                    debug!(disk = %t.view.id, error = %e, "self-test log not read");
-                    None
-                }
-            };
-            if !self.send(&t.view.id, news).await {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// Starts one test; the answer for a request.
-    async fn start(&mut self, t: &Target, kind: SelfTestKind, wake: bool, by: &str) -> Result<String, (&'static str, String)> {
-        let id = &t.view.id;
-        let answer = self.smartctl.start_self_test(id, &t.devnode, kind, wake).await;
-        match answer {
-            Ok(StartAnswer::Started) => {
-                let now = SystemTime::now();
-                self.engine.started(id, kind, now);
-                info!(disk = %id, kind = kind.as_str(), by, woke = wake, "self-test started");
-                let news = SelfTestNews::Started { kind, by: by.to_owned(), woke: wake };
-                self.send(id, Some(news)).await;
-                Ok(format!("{} self-test started on {}", kind.as_str(), t.devnode))
-            }
-            Ok(StartAnswer::LowPower(p)) => Err((
-                "asleep",
-                format!("{} is in {}: a self-test never wakes a disk", t.devnode, p.as_str()),
-            )),
-            Ok(StartAnswer::Refused(why)) => {
-                self.engine.refused(id, SystemTime::now());
-                warn!(disk = %id, kind = kind.as_str(), reason = %why, "self-test not started");
-                Err(("refused", why))
-            }
-            Err(e) => {
-                self.engine.refused(id, SystemTime::now());
-                Err(("error", e.to_string()))
-            }
-        }
-    }
-
-    /// One round: follow the disks, read logs, start what is due.
+    /// One round, then every disk's record to the core (only what changed).
     async fn step(&mut self, view: &StorageView, filter: &KernelNameFilter, all: bool) -> bool {
         let targets = targets(view, filter);
-        let views: Vec<DiskView> = targets.iter().map(|t| t.view.clone()).collect();
-        self.engine.set_disks(&views, SystemTime::now());
+        let news = round::round(&mut self.engine, &self.smart, &targets, all, SystemTime::now()).await;
         self.sent.retain(|id, _| self.engine.tracks.contains_key(id));
-        if !self.read_logs(&targets, all).await {
-            return false;
-        }
-        let starts: Vec<(String, SelfTestKind, bool)> = self
-            .engine
-            .plan(&views, SystemTime::now())
-            .into_iter()
-            .map(|s| (s.id.to_owned(), s.kind, s.wake))
-            .collect();
-        for (id, kind, wake) in starts {
-            let Some(t) = targets.iter().find(|t| t.view.id == id) else { continue };
-            let _ = self.start(t, kind, wake, "schedule").await;
+        for (id, n) in news {
+            if !self.send(&id, Some(n)).await {
+                return false;
+            }
         }
         for t in &targets {
             if !self.send(&t.view.id, None).await {
@@ -240,14 +170,14 @@ impl Task {
 
     async fn request(&mut self, view: &StorageView, filter: &KernelNameFilter, r: Request) {
         let targets = targets(view, filter);
-        let views: Vec<DiskView> = targets.iter().map(|t| t.view.clone()).collect();
-        self.engine.set_disks(&views, SystemTime::now());
-        let answer = match targets.iter().find(|t| t.view.id == r.disk) {
-            None => Err(("not_found", format!("no disk {:?} is watched by the health source", r.disk))),
-            Some(t) => match self.engine.may_start(&t.view, &views) {
-                Err(refused) => Err((refused.reason(), refused.to_string())),
-                Ok(()) => self.start(t, r.kind, false, &r.by).await,
-            },
+        let now = SystemTime::now();
+        let answer = round::request(&mut self.engine, &self.smart, &targets, &r.disk, r.kind, &r.by, now).await;
+        let answer = match answer {
+            Ok(news) => {
+                self.send(&r.disk, Some(news)).await;
+                Ok(format!("{} self-test started on {}", r.kind.as_str(), r.disk))
+            }
+            Err(e) => Err(e),
         };
         self.persist();
         let _ = r.reply.send(answer);
@@ -266,7 +196,7 @@ async fn run(source: SelfTestSource, ctx: SourceContext) {
         }
     };
     let device_type = Some(health.device_type.clone()).filter(|t| !t.is_empty());
-    let smartctl = Arc::new(Smartctl::new(health.smartctl.clone(), health.timeout, device_type));
+    let smart = Smart(Smartctl::new(health.smartctl.clone(), health.timeout, device_type));
     let store_path = state_dir.map(|d| d.join(store::FILE));
     let mut engine = Engine::new(config.clone());
     if let Some(path) = &store_path {
@@ -276,7 +206,7 @@ async fn run(source: SelfTestSource, ctx: SourceContext) {
         }
     }
     let saved = engine.clocks();
-    let mut task = Task { engine, smartctl, ctx: ctx.clone(), store: store_path, sent: HashMap::new(), saved };
+    let mut task = Task { engine, smart, ctx: ctx.clone(), store: store_path, sent: HashMap::new(), saved };
     if !ctx.ready(NAME).await {
         return;
     }
