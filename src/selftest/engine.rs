@@ -88,6 +88,8 @@ pub struct Track {
     pub last: Option<LastTest>,
     /// Not before this (unix seconds): after an aborted test.
     pub retry_at: Option<u64>,
+    /// Tests aborted or interrupted in a row (0 after one that ran to its end).
+    pub aborts: u32,
     /// Unix seconds of the first sight: a disk never tested is due from then.
     pub first_seen: u64,
     /// The log was read once (history known).
@@ -150,11 +152,16 @@ impl Engine {
         })
     }
 
-    /// The kind due now on a disk, long first, and by how long it is overdue.
+    /// The kind due now on a disk and by how long it is overdue: long first (it reads all a
+    /// short test reads), but short first after an aborted test (the long one did not fit the
+    /// disk's awake window; two minutes of testing still fit).
     fn due_now(&self, track: &Track, now: u64) -> Option<(SelfTestKind, u64)> {
-        [SelfTestKind::Long, SelfTestKind::Short]
-            .into_iter()
-            .find_map(|k| self.due_at(track, k).filter(|at| *at <= now).map(|at| (k, now - at)))
+        let order = if track.aborts > 0 {
+            [SelfTestKind::Short, SelfTestKind::Long]
+        } else {
+            [SelfTestKind::Long, SelfTestKind::Short]
+        };
+        order.into_iter().find_map(|k| self.due_at(track, k).filter(|at| *at <= now).map(|at| (k, now - at)))
     }
 
     /// The record as the state shows it.
@@ -172,12 +179,11 @@ impl Engine {
         Some(SelfTest { running: t.running.clone(), last: t.last.clone(), next_due: next })
     }
 
-    /// Disks whose log should be read now: a test is running, or the history is not known yet
-    /// and the disk is awake.
+    /// Disks whose log should be read now: awake, and a test is running or the history is not
+    /// known yet. A disk seen asleep is not asked (a running test is read once it is awake
+    /// again: the spin-down has most likely aborted it).
     pub fn wants_log(&self, disk: &DiskView) -> bool {
-        self.tracks.get(&disk.id).is_some_and(|t| {
-            t.unsupported.is_none() && (t.busy() || (!t.log_read && disk.awake))
-        })
+        disk.awake && self.tracks.get(&disk.id).is_some_and(|t| t.unsupported.is_none() && (t.busy() || !t.log_read))
     }
 
     /// The tests to start now, most overdue first, within the rules.
@@ -191,7 +197,7 @@ impl Engine {
                 busy_arrays.extend(d.arrays.iter().map(String::as_str));
             }
         }
-        let mut candidates: Vec<(u64, Start<'a>, &'a [String])> = Vec::new();
+        let mut candidates: Vec<((bool, bool), u64, Start<'a>, &'a [String])> = Vec::new();
         for d in disks {
             let Some(t) = self.tracks.get(&d.id) else { continue };
             if t.busy() || t.unsupported.is_some() || t.retry_at.is_some_and(|r| r > now) {
@@ -210,11 +216,14 @@ impl Engine {
             } else if !t.log_read {
                 continue;
             }
-            candidates.push((overdue, Start { id: &d.id, kind, wake }, &d.arrays));
+            candidates.push(((t.aborts > 0, kind == SelfTestKind::Long), overdue, Start { id: &d.id, kind, wake }, &d.arrays));
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(b.1.id)));
+        // Fresh tests before retries (a disk whose tests keep being aborted does not hold its
+        // array), short before long (two minutes, where a long test holds the array for
+        // hours), then the most overdue first.
+        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then_with(|| a.2.id.cmp(b.2.id)));
         let mut out = Vec::new();
-        for (_, start, arrays) in candidates {
+        for (_, _, start, arrays) in candidates {
             if running >= self.config.max_parallel {
                 break;
             }
@@ -318,8 +327,14 @@ impl Engine {
                 if last.result.completed() {
                     t.clocks.set(last.kind, now);
                     t.retry_at = None;
+                    t.aborts = 0;
                 } else {
-                    t.retry_at = Some(now + retry_after);
+                    // The next window, and later after each abort in a row (1×, 2×, 4× …
+                    // `retry_after`, at most a day): a disk whose spin-down keeps cutting its
+                    // long test short does not hold its array window after window.
+                    t.aborts += 1;
+                    let backoff = retry_after.saturating_mul(1 << (t.aborts - 1).min(10)).min(24 * 3600);
+                    t.retry_at = Some(now + backoff.max(retry_after));
                 }
                 t.started_at = None;
                 t.last = Some(last.clone());

@@ -133,9 +133,20 @@ fn aborted_is_reported_and_retried_in_the_next_window() {
     let Change::Finished(last) = e.observe("a", &aborted, at(T0 + 2 * H)) else { panic!("finished") };
     assert_eq!(last.result, SelfTestResult::Aborted);
     assert!(e.record("a").unwrap().running.is_none());
-    // Not a completed test: the long test is still due, but only from the next window on.
+    // Not a completed test: still due, but only from the next window on, and the short test
+    // (also due, never run) first: it fits a window the long one did not.
     assert!(e.plan(&disks, at(T0 + 2 * H + 60)).is_empty());
-    assert_eq!(ids(&e.plan(&disks, at(T0 + 3 * H + 60))), ["a:long"]);
+    assert_eq!(ids(&e.plan(&disks, at(T0 + 3 * H + 60))), ["a:short"]);
+    // A disk seen asleep is not asked for its running test's progress.
+    e.started("a", SelfTestKind::Short, at(T0 + 3 * H + 60));
+    assert!(!e.wants_log(&disk("a", false, &[])));
+    assert!(e.wants_log(&disks[0]));
+    let short_done = SelfTestLog {
+        entries: vec![LogEntry { kind: Some(SelfTestKind::Short), result: SelfTestResult::Passed, at_hours: Some(103), lba: None }],
+        ..idle_log(103)
+    };
+    e.observe("a", &short_done, at(T0 + 3 * H + 300));
+    assert_eq!(ids(&e.plan(&disks, at(T0 + 3 * H + 360))), ["a:long"]);
     // Completed, it is not due again for 30 days, and the short clock moved with it.
     e.started("a", SelfTestKind::Long, at(T0 + 4 * H));
     let passed = SelfTestLog {
@@ -145,6 +156,36 @@ fn aborted_is_reported_and_retried_in_the_next_window() {
     assert!(matches!(e.observe("a", &passed, at(T0 + 20 * H)), Change::Finished(l) if l.result == SelfTestResult::Passed));
     assert_eq!(e.tracks["a"].clocks, Clocks { short: Some(T0 + 20 * H), long: Some(T0 + 20 * H) });
     assert!(e.plan(&disks, at(T0 + 6 * D)).is_empty());
+}
+
+#[test]
+fn retries_wait_behind_fresh_tests_of_the_same_array() {
+    let disks = [disk("a1", true, &["md"]), disk("a2", true, &["md"])];
+    let mut e = engine(SelfTestConfig::default(), &disks);
+    // a1 is far more overdue, but its last long test was aborted: a2's fresh test goes first.
+    e.tracks.get_mut("a1").unwrap().clocks = Clocks { short: Some(T0), long: Some(T0 - 60 * D) };
+    e.tracks.get_mut("a1").unwrap().aborts = 1;
+    e.tracks.get_mut("a2").unwrap().clocks = Clocks { short: Some(T0), long: Some(T0 - 31 * D) };
+    assert_eq!(ids(&e.plan(&disks, at(T0 + H))), ["a2:long"]);
+}
+
+#[test]
+fn aborts_in_a_row_back_off() {
+    let disks = [disk("a", true, &[])];
+    let mut e = engine(SelfTestConfig::default(), &disks);
+    let mut t = T0;
+    let mut waits = Vec::new();
+    for n in 0..7u64 {
+        e.started("a", SelfTestKind::Short, at(t));
+        let aborted = SelfTestLog {
+            entries: vec![LogEntry { kind: Some(SelfTestKind::Short), result: SelfTestResult::Aborted, at_hours: Some(200 + n), lba: None }],
+            ..idle_log(200 + n)
+        };
+        e.observe("a", &aborted, at(t + 60));
+        waits.push((e.tracks["a"].retry_at.unwrap() - (t + 60)) / H);
+        t += 2 * D;
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 16, 24, 24]);
 }
 
 #[test]
