@@ -197,7 +197,11 @@ impl Sim {
                 d.awake = false;
                 if let Some(r) = d.running.take() {
                     let mut e = aborted.clone();
-                    e["type"] = if r.kind == SelfTestKind::Long { long_passed["type"].clone() } else { short_passed["type"].clone() };
+                    e["type"] = if r.kind == SelfTestKind::Long {
+                        long_passed["type"].clone()
+                    } else {
+                        short_passed["type"].clone()
+                    };
                     e["lifetime_hours"] = json!(poh);
                     d.entries.insert(0, e);
                     self.figures.aborted += 1;
@@ -278,8 +282,7 @@ fn simulate(hd_idle: bool, wake_for_long: bool, seed: u64) -> (Figures, Dues) {
     let mut disks = Vec::new();
     let mut clocks = BTreeMap::new();
     for i in 0..12 {
-        let (array, template, long_minutes) =
-            if i < 6 { ("md-a", &wd, 1479) } else { ("md-b", &megaraid, 503) };
+        let (array, template, long_minutes) = if i < 6 { ("md-a", &wd, 1479) } else { ("md-b", &megaraid, 503) };
         let template = template.clone();
         let poh0 = template["power_on_time"]["hours"].as_u64().expect("hours");
         let id = format!("disk{i:02}");

@@ -149,8 +149,13 @@ async fn scheduled_and_requested_tests_keep_sleep_and_arrays() {
     let both = |e: &[Value]| ["sdb", "sdc"].iter().all(|d| of(e, "disk.self_test_finished", d).is_some());
     let e = wait_events(&agent, both).await;
     let (first, second) = {
-        let (b, c) = (of(&e, "disk.self_test_started", "sdb").unwrap(), of(&e, "disk.self_test_started", "sdc").unwrap());
-        if seq(b) < seq(c) { ("sdb", "sdc") } else { ("sdc", "sdb") }
+        let (b, c) =
+            (of(&e, "disk.self_test_started", "sdb").unwrap(), of(&e, "disk.self_test_started", "sdc").unwrap());
+        if seq(b) < seq(c) {
+            ("sdb", "sdc")
+        } else {
+            ("sdc", "sdb")
+        }
     };
     let first_done = of(&e, "disk.self_test_finished", first).unwrap();
     let second_started = of(&e, "disk.self_test_started", second).unwrap();

@@ -310,7 +310,10 @@ mod tests {
         let found = self_test_reasons(Some(&last(SelfTestResult::Failed)));
         assert_eq!(found.len(), 1);
         assert_eq!((found[0].code, found[0].severity), ("last_self_test_failed", Failing));
-        assert_eq!(found[0].text, "the last short self-test failed at power-on hour 16402: first error at LBA 494591083");
+        assert_eq!(
+            found[0].text,
+            "the last short self-test failed at power-on hour 16402: first error at LBA 494591083"
+        );
         assert_eq!(found[0].value, json!(494591083));
         for quiet in [SelfTestResult::Passed, SelfTestResult::Aborted, SelfTestResult::Interrupted] {
             assert!(self_test_reasons(Some(&last(quiet))).is_empty(), "{quiet:?}");

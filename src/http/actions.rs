@@ -95,6 +95,8 @@ pub(super) fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requ
     }
 }
 
+// The request's parts as the routes have them (the body's mount and self-test options among them).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     agent: &Agent,
     config: &HttpConfig,

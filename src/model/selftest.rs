@@ -88,6 +88,10 @@ pub struct SelfTest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SelfTestNews {
     /// A test was started; `by` is `schedule` or who asked (`token:<name>`, `mqtt`).
-    Started { kind: SelfTestKind, by: String, woke: bool },
+    Started {
+        kind: SelfTestKind,
+        by: String,
+        woke: bool,
+    },
     Finished(LastTest),
 }

@@ -288,7 +288,15 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
         follow.extend(SELF_TEST_KEYS);
         if naming.actions.contains(&ActionKind::SelfTest) {
             let run = "Run short self-test";
-            entities.push(button(naming, Kind::Disk, &d.id, &name, ActionKind::SelfTest, run, "mdi:play-circle-outline"));
+            entities.push(button(
+                naming,
+                Kind::Disk,
+                &d.id,
+                &name,
+                ActionKind::SelfTest,
+                run,
+                "mdi:play-circle-outline",
+            ));
             follow.push("self_test");
         }
     }

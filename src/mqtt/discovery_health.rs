@@ -228,14 +228,10 @@ pub(super) fn sleep_entities(name: &str, state: &str) -> Vec<Entity> {
 pub(super) const SELF_TEST_KEYS: [&str; 2] = ["last_self_test", "self_test_progress"];
 
 pub(super) fn self_test_entities(name: &str, state: &str) -> Vec<Entity> {
-    let results: Vec<&str> = [
-        SelfTestResult::Passed,
-        SelfTestResult::Failed,
-        SelfTestResult::Aborted,
-        SelfTestResult::Interrupted,
-    ]
-    .map(SelfTestResult::as_str)
-    .to_vec();
+    let results: Vec<&str> =
+        [SelfTestResult::Passed, SelfTestResult::Failed, SelfTestResult::Aborted, SelfTestResult::Interrupted]
+            .map(SelfTestResult::as_str)
+            .to_vec();
     vec![
         entity(
             "sensor",

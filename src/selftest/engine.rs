@@ -39,6 +39,10 @@ pub struct Start<'a> {
     pub wake: bool,
 }
 
+/// A test the plan may start: its order key (a retry, a long test), how overdue, the start and
+/// the disk's arrays.
+type Candidate<'a> = ((bool, bool), u64, Start<'a>, &'a [String]);
+
 /// What a log read changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -130,7 +134,11 @@ impl Engine {
 
     /// The clocks to persist.
     pub fn clocks(&self) -> BTreeMap<String, Clocks> {
-        self.tracks.iter().filter(|(_, t)| t.clocks != Clocks::default()).map(|(id, t)| (id.clone(), t.clocks)).collect()
+        self.tracks
+            .iter()
+            .filter(|(_, t)| t.clocks != Clocks::default())
+            .map(|(id, t)| (id.clone(), t.clocks))
+            .collect()
     }
 
     /// Follows the disk set: new disks get a record, gone ones lose it (their clocks stay
@@ -197,7 +205,7 @@ impl Engine {
                 busy_arrays.extend(d.arrays.iter().map(String::as_str));
             }
         }
-        let mut candidates: Vec<((bool, bool), u64, Start<'a>, &'a [String])> = Vec::new();
+        let mut candidates: Vec<Candidate<'a>> = Vec::new();
         for d in disks {
             let Some(t) = self.tracks.get(&d.id) else { continue };
             if t.busy() || t.unsupported.is_some() || t.retry_at.is_some_and(|r| r > now) {
@@ -207,16 +215,20 @@ impl Engine {
             let Some((kind, overdue)) = self.due_now(t, now) else { continue };
             let wake = !d.awake;
             if wake {
-                let allowed = kind == SelfTestKind::Long
-                    && self.config.wake_for_long
-                    && overdue >= self.config.grace.as_secs();
+                let allowed =
+                    kind == SelfTestKind::Long && self.config.wake_for_long && overdue >= self.config.grace.as_secs();
                 if !allowed {
                     continue;
                 }
             } else if !t.log_read {
                 continue;
             }
-            candidates.push(((t.aborts > 0, kind == SelfTestKind::Long), overdue, Start { id: &d.id, kind, wake }, &d.arrays));
+            candidates.push((
+                (t.aborts > 0, kind == SelfTestKind::Long),
+                overdue,
+                Start { id: &d.id, kind, wake },
+                &d.arrays,
+            ));
         }
         // Fresh tests before retries (a disk whose tests keep being aborted does not hold its
         // array), short before long (two minutes, where a long test holds the array for

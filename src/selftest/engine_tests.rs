@@ -51,8 +51,9 @@ fn history_unknown_reads_the_log_first() {
     assert!(!e.wants_log(&disk("a", false, &[])), "an asleep disk's log is not read");
     // The WD140EDFZ log: its last extended test 1730-1624 = 106 power-on hours ago, its last short
     // 22 hours ago, and a test is running (started by someone else): nothing new is started.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smartctl/ata-hdd-wd140edfz.json"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smartctl/ata-hdd-wd140edfz.json"))
+            .unwrap();
     let log = parse_log(&serde_json::from_str(&text).unwrap());
     assert_eq!(e.observe("a", &log, at(T0)), Change::Quiet);
     let t = &e.tracks["a"];
@@ -142,7 +143,12 @@ fn aborted_is_reported_and_retried_in_the_next_window() {
     assert!(!e.wants_log(&disk("a", false, &[])));
     assert!(e.wants_log(&disks[0]));
     let short_done = SelfTestLog {
-        entries: vec![LogEntry { kind: Some(SelfTestKind::Short), result: SelfTestResult::Passed, at_hours: Some(103), lba: None }],
+        entries: vec![LogEntry {
+            kind: Some(SelfTestKind::Short),
+            result: SelfTestResult::Passed,
+            at_hours: Some(103),
+            lba: None,
+        }],
         ..idle_log(103)
     };
     e.observe("a", &short_done, at(T0 + 3 * H + 300));
@@ -150,10 +156,17 @@ fn aborted_is_reported_and_retried_in_the_next_window() {
     // Completed, it is not due again for 30 days, and the short clock moved with it.
     e.started("a", SelfTestKind::Long, at(T0 + 4 * H));
     let passed = SelfTestLog {
-        entries: vec![LogEntry { kind: Some(SelfTestKind::Long), result: SelfTestResult::Passed, at_hours: Some(120), lba: None }],
+        entries: vec![LogEntry {
+            kind: Some(SelfTestKind::Long),
+            result: SelfTestResult::Passed,
+            at_hours: Some(120),
+            lba: None,
+        }],
         ..idle_log(120)
     };
-    assert!(matches!(e.observe("a", &passed, at(T0 + 20 * H)), Change::Finished(l) if l.result == SelfTestResult::Passed));
+    assert!(
+        matches!(e.observe("a", &passed, at(T0 + 20 * H)), Change::Finished(l) if l.result == SelfTestResult::Passed)
+    );
     assert_eq!(e.tracks["a"].clocks, Clocks { short: Some(T0 + 20 * H), long: Some(T0 + 20 * H) });
     assert!(e.plan(&disks, at(T0 + 6 * D)).is_empty());
 }
@@ -178,7 +191,12 @@ fn aborts_in_a_row_back_off() {
     for n in 0..7u64 {
         e.started("a", SelfTestKind::Short, at(t));
         let aborted = SelfTestLog {
-            entries: vec![LogEntry { kind: Some(SelfTestKind::Short), result: SelfTestResult::Aborted, at_hours: Some(200 + n), lba: None }],
+            entries: vec![LogEntry {
+                kind: Some(SelfTestKind::Short),
+                result: SelfTestResult::Aborted,
+                at_hours: Some(200 + n),
+                lba: None,
+            }],
             ..idle_log(200 + n)
         };
         e.observe("a", &aborted, at(t + 60));

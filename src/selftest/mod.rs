@@ -4,7 +4,7 @@
 //! array at once, never on more than `max_parallel` disks; results and progress from the
 //! drive's own self-test log.
 //!
-//! - [`config`]: `[health.self_test]`.
+//! - [`config`]: the `[health.self_test]` section.
 //! - [`engine`]: the rules and each disk's record, pure (the time is an argument).
 //! - [`round`]: one round over the disks (logs, starts, news), shared with the bench.
 //! - [`store`]: when each kind last completed, in `state_dir/selftest.json`.

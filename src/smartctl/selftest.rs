@@ -425,9 +425,15 @@ mod tests {
             interpret_log(2, "Device is in STANDBY mode, exit(2)\n", true),
             LogAnswer::LowPower(PowerState::Standby)
         );
-        assert_eq!(interpret_start(2, "Device is in STANDBY mode, exit(2)\n", true), StartAnswer::LowPower(PowerState::Standby));
+        assert_eq!(
+            interpret_start(2, "Device is in STANDBY mode, exit(2)\n", true),
+            StartAnswer::LowPower(PowerState::Standby)
+        );
         assert_eq!(interpret_start(0, r#"{"smartctl":{"version":[7,3],"exit_status":0}}"#, true), StartAnswer::Started);
-        assert!(matches!(interpret_start(4, r#"{"smartctl":{"version":[7,3],"exit_status":4}}"#, true), StartAnswer::Refused(_)));
+        assert!(matches!(
+            interpret_start(4, r#"{"smartctl":{"version":[7,3],"exit_status":4}}"#, true),
+            StartAnswer::Refused(_)
+        ));
         let no_log = r#"{"smartctl":{"version":[7,3],"exit_status":0},"device":{"protocol":"ATA"}}"#;
         assert!(matches!(interpret_log(0, no_log, true), LogAnswer::Unsupported(_)));
         assert_eq!(
@@ -435,6 +441,9 @@ mod tests {
             ["--json", "-t", "long", "-n", "standby,2,3", "-d", "sat", "/dev/sdb"]
         );
         assert_eq!(start_args(Long, Nocheck::StandbyOnly, true, "/dev/sdb", None)[4], "never");
-        assert_eq!(log_args(Nocheck::StandbyOnly, "/dev/sdb", None), ["--json", "-c", "-l", "selftest", "-n", "standby,2", "/dev/sdb"]);
+        assert_eq!(
+            log_args(Nocheck::StandbyOnly, "/dev/sdb", None),
+            ["--json", "-c", "-l", "selftest", "-n", "standby,2", "/dev/sdb"]
+        );
     }
 }

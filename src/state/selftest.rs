@@ -92,7 +92,10 @@ mod tests {
         let mut progress = running.clone();
         progress.running.as_mut().unwrap().percent_remaining = Some(40);
         assert!(s.apply(fact(progress.clone(), None), SystemTime::now()).is_empty());
-        assert_eq!(s.disk("d").unwrap().self_test.as_ref().unwrap().running.as_ref().unwrap().percent_remaining, Some(40));
+        assert_eq!(
+            s.disk("d").unwrap().self_test.as_ref().unwrap().running.as_ref().unwrap().percent_remaining,
+            Some(40)
+        );
         let generation = s.topology_generation();
         s.apply(fact(progress, None), SystemTime::now());
         assert_eq!(s.topology_generation(), generation);

@@ -352,7 +352,12 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
         let started = SelfTestNews::Started { kind: SelfTestKind::Short, by: "schedule".into(), woke: false };
         let st = Some(Box::new(SelfTest::default()));
         run(&mut s, Fact::DiskSelfTest { id: "d1".into(), self_test: st.clone(), news: Some(started) });
-        let last = LastTest { kind: SelfTestKind::Short, result: SelfTestResult::Passed, at_hours: None, lba_first_error: None };
+        let last = LastTest {
+            kind: SelfTestKind::Short,
+            result: SelfTestResult::Passed,
+            at_hours: None,
+            lba_first_error: None,
+        };
         run(&mut s, Fact::DiskSelfTest { id: "d1".into(), self_test: st, news: Some(SelfTestNews::Finished(last)) });
     }
     run(&mut s, Fact::PartitionUpsert(partition("p1", "d1", "8:17")));
