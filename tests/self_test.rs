@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::facts::whole_disk;
+use common::ha::{ha_python, run_validator};
+use common::mosquitto::{self, Mosquitto, Recorder as MqttRecorder};
 use common::TestAgent;
 use diskwatch::model::array::{Array, ArrayKind, ArrayMember, MemberRole};
 use diskwatch::model::ActionKind;
@@ -110,6 +112,8 @@ async fn scheduled_and_requested_tests_keep_sleep_and_arrays() {
     std::fs::write(&token_file, TOKEN).unwrap();
     let bin = rec.bin();
     let sys = sysfs.path().to_owned();
+    let broker = Mosquitto::start();
+    let (port, url) = (broker.port, broker.url());
     let agent = TestAgent::start(
         move |c| {
             c.health.enabled = true;
@@ -126,6 +130,8 @@ async fn scheduled_and_requested_tests_keep_sleep_and_arrays() {
             c.http.auth_token = Some(Secret::new(TOKEN));
             // Reads without the token from here; actions need it always.
             c.http.anonymous_from = vec!["127.0.0.1/32".into()];
+            c.mqtt.enabled = true;
+            c.mqtt.url = url;
         },
         Vec::new(),
     )
@@ -212,6 +218,28 @@ async fn scheduled_and_requested_tests_keep_sleep_and_arrays() {
         let starts: Vec<String> = rec.calls(disk).into_iter().filter(|c| c.contains(" -t ")).collect();
         assert!(starts.iter().all(|c| c.contains("-n standby,2,3")), "{starts:?}");
     }
+    // MQTT: the retained state carries the same record; Home Assistant gets the last result,
+    // the progress and the button, and its schemas accept them.
+    let topic = "homeassistant/device/diskwatch_test_disk_sda/config";
+    let mqtt = MqttRecorder::start(port, "t-self-test", &["diskwatch/test/#", "homeassistant/#"]).await;
+    mqtt.wait_for(WAIT, "self-test entities", |m| {
+        m.iter().any(|r| r.topic == topic && r.payload.contains("self_test_progress"))
+    })
+    .await;
+    let held = mosquitto::retained(port, &["diskwatch/test/#", "homeassistant/#"]).await;
+    let rest = agent.get_json("/api/v1/disks/sdb").await;
+    let state: Value = serde_json::from_str(&held["diskwatch/test/disk/sdb/state"]).unwrap();
+    assert_eq!(state["self_test"], rest["self_test"]);
+    let config: Value = serde_json::from_str(&held[topic]).unwrap();
+    let cmps = &config["cmps"];
+    assert_eq!(cmps["last_self_test"]["device_class"], "enum");
+    assert_eq!(cmps["self_test_progress"]["unit_of_measurement"], "%");
+    assert_eq!(cmps["self_test"]["command_topic"], "diskwatch/test/disk/sda/self_test/set");
+    if let Some(python) = ha_python() {
+        let configs = held.into_iter().filter(|(t, _)| t.starts_with("homeassistant/")).collect();
+        run_validator(&python, &configs, agent.state_dir.path());
+    }
+
     // The clocks are kept: sdb's failed test counts as done.
     let kept: Value =
         serde_json::from_slice(&std::fs::read(agent.state_dir.path().join("selftest.json")).unwrap()).unwrap();
