@@ -240,6 +240,20 @@ async fn scheduled_and_requested_tests_keep_sleep_and_arrays() {
         run_validator(&python, &configs, agent.state_dir.path());
     }
 
+    // The button goes through the action path: a short test on sdc, by "mqtt".
+    rec.set("sdc", "after-start", "ata-hdd-wd140edfz.json");
+    mqtt.client
+        .publish("diskwatch/test/disk/sdc/self_test/set", rumqttc::QoS::AtLeastOnce, false, "PRESS")
+        .await
+        .unwrap();
+    let e = wait_events(&agent, |e| {
+        e.iter().any(|e| e["type"] == "disk.self_test_started" && e["subject"] == "disk/sdc" && e["data"]["by"] == "mqtt")
+    })
+    .await;
+    let ok = e.iter().find(|e| e["type"] == "action.succeeded").expect("the press succeeded");
+    assert_eq!((ok["subject"].as_str(), ok["data"]["action"]["action"].as_str()), (Some("disk/sdc"), Some("self_test")));
+    assert_eq!(ok["data"]["action"]["requested_by"], "mqtt");
+
     // The clocks are kept: sdb's failed test counts as done.
     let kept: Value =
         serde_json::from_slice(&std::fs::read(agent.state_dir.path().join("selftest.json")).unwrap()).unwrap();
