@@ -314,8 +314,7 @@ fn simulate(hd_idle: bool, wake_for_long: bool, seed: u64) -> (Figures, Dues) {
         }
     }
     let mut engine = Engine::new(config.clone());
-    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(T0);
-    engine.load(clocks, t0);
+    engine.load(clocks);
     let sim = SimDrives(RefCell::new(Sim { now: T0, disks, parts: Parts::load(), figures: Figures::default(), rng }));
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
     let poll = config.poll.as_secs();

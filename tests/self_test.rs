@@ -247,11 +247,15 @@ async fn scheduled_and_requested_tests_keep_sleep_and_arrays() {
         .await
         .unwrap();
     let e = wait_events(&agent, |e| {
-        e.iter().any(|e| e["type"] == "disk.self_test_started" && e["subject"] == "disk/sdc" && e["data"]["by"] == "mqtt")
+        e.iter()
+            .any(|e| e["type"] == "disk.self_test_started" && e["subject"] == "disk/sdc" && e["data"]["by"] == "mqtt")
     })
     .await;
     let ok = e.iter().find(|e| e["type"] == "action.succeeded").expect("the press succeeded");
-    assert_eq!((ok["subject"].as_str(), ok["data"]["action"]["action"].as_str()), (Some("disk/sdc"), Some("self_test")));
+    assert_eq!(
+        (ok["subject"].as_str(), ok["data"]["action"]["action"].as_str()),
+        (Some("disk/sdc"), Some("self_test"))
+    );
     assert_eq!(ok["data"]["action"]["requested_by"], "mqtt");
 
     // The clocks are kept: sdb's failed test counts as done.

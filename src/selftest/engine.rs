@@ -118,36 +118,51 @@ pub fn unix(t: SystemTime) -> u64 {
 pub struct Engine {
     pub config: SelfTestConfig,
     pub tracks: BTreeMap<String, Track>,
+    /// Clocks of disks not present now (unplugged, or not enumerated yet at start): kept, and
+    /// given back when the disk comes.
+    kept: BTreeMap<String, Clocks>,
 }
 
 impl Engine {
     pub fn new(config: SelfTestConfig) -> Self {
-        Engine { config, tracks: BTreeMap::new() }
+        Engine { config, tracks: BTreeMap::new(), kept: BTreeMap::new() }
     }
 
-    /// Clocks kept from an earlier run, by disk.
-    pub fn load(&mut self, clocks: BTreeMap<String, Clocks>, now: SystemTime) {
+    /// Clocks kept from an earlier run, by disk (taken up as each disk appears).
+    pub fn load(&mut self, clocks: BTreeMap<String, Clocks>) {
         for (id, c) in clocks {
-            self.tracks.entry(id).or_insert_with(|| Track { first_seen: unix(now), ..Track::default() }).clocks = c;
+            match self.tracks.get_mut(&id) {
+                Some(t) => t.clocks = c,
+                None => {
+                    self.kept.insert(id, c);
+                }
+            }
         }
     }
 
-    /// The clocks to persist.
+    /// The clocks to persist: of the disks present and of those kept.
     pub fn clocks(&self) -> BTreeMap<String, Clocks> {
-        self.tracks
-            .iter()
-            .filter(|(_, t)| t.clocks != Clocks::default())
-            .map(|(id, t)| (id.clone(), t.clocks))
-            .collect()
+        let mut all = self.kept.clone();
+        let present = self.tracks.iter().filter(|(_, t)| t.clocks != Clocks::default());
+        all.extend(present.map(|(id, t)| (id.clone(), t.clocks)));
+        all
     }
 
-    /// Follows the disk set: new disks get a record, gone ones lose it (their clocks stay
-    /// persisted only while present).
+    /// Follows the disk set: new disks get a record (with their kept clocks), gone ones lose
+    /// it but keep their clocks.
     pub fn set_disks(&mut self, disks: &[DiskView], now: SystemTime) {
         let ids: BTreeSet<&str> = disks.iter().map(|d| d.id.as_str()).collect();
-        self.tracks.retain(|id, _| ids.contains(id.as_str()));
+        let gone: Vec<String> = self.tracks.keys().filter(|id| !ids.contains(id.as_str())).cloned().collect();
+        for id in gone {
+            if let Some(t) = self.tracks.remove(&id).filter(|t| t.clocks != Clocks::default()) {
+                self.kept.insert(id, t.clocks);
+            }
+        }
         for d in disks {
-            self.tracks.entry(d.id.clone()).or_insert_with(|| Track { first_seen: unix(now), ..Track::default() });
+            if !self.tracks.contains_key(&d.id) {
+                let clocks = self.kept.remove(&d.id).unwrap_or_default();
+                self.tracks.insert(d.id.clone(), Track { first_seen: unix(now), clocks, ..Track::default() });
+            }
         }
     }
 

@@ -223,7 +223,14 @@ fn clocks_survive_and_off_kinds_are_never_due() {
     e.tracks.get_mut("a").unwrap().clocks.long = Some(T0);
     let saved = e.clocks();
     let mut back = Engine::new(config);
-    back.load(saved, at(T0 + D));
+    back.load(saved);
+    // Before the disks are known (start-up), and while one is unplugged, its clocks stay.
+    back.set_disks(&[], at(T0 + D));
+    assert_eq!(back.clocks()["a"].long, Some(T0));
+    back.set_disks(&disks, at(T0 + D));
+    back.set_disks(&[], at(T0 + D));
+    assert_eq!(back.clocks()["a"].long, Some(T0));
+    back.set_disks(&disks, at(T0 + D));
     back.observe("a", &idle_log(200), at(T0 + D));
     assert_eq!(back.tracks["a"].clocks.long, Some(T0));
     assert!(back.plan(&disks, at(T0 + 29 * D)).is_empty());

@@ -201,7 +201,7 @@ async fn run(source: SelfTestSource, ctx: SourceContext) {
     let mut engine = Engine::new(config.clone());
     if let Some(path) = &store_path {
         match store::load(path) {
-            Ok(clocks) => engine.load(clocks, SystemTime::now()),
+            Ok(clocks) => engine.load(clocks),
             Err(e) => warn!(path = %path.display(), error = %e, "self-test clocks not loaded: the drives' logs say"),
         }
     }
