@@ -55,6 +55,7 @@ fn disk(size: u64) -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }

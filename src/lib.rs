@@ -22,6 +22,7 @@
 //! - [`actions`]: unmount, eject, spin down and mount on request (off by default).
 //! - [`health`]: SMART, temperature and power state without waking disks.
 //! - [`smartctl`]: running and reading smartctl (version, `-n` form, JSON), for health and udev.
+//! - [`selftest`]: scheduled SMART self-tests that never wake a disk.
 //! - [`attention`]: the attention verdict: a pure rule table over an object (SPEC §9).
 //! - [`activity`]: I/O rates and idle time from `/sys/block/*/stat`.
 //! - [`history`]: per-object series of usage, temperature and I/O, persisted.
@@ -53,6 +54,7 @@ pub mod mounts;
 pub mod mqtt;
 pub mod node;
 pub mod secret;
+pub mod selftest;
 pub mod service;
 pub mod shares;
 pub mod smartctl;

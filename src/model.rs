@@ -5,6 +5,7 @@
 
 pub mod array;
 pub mod attention;
+pub mod selftest;
 pub mod sleep;
 
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,10 @@ pub struct Disk {
     /// nothing was ever read of it. (Boxed like `health`.)
     #[serde(default)]
     pub attention: Option<Box<attention::Attention>>,
+    /// SMART self-tests: running, last result, next due (SPEC §9, docs/selftest.md); `null`
+    /// where self-tests are off or nothing is known yet. (Boxed like `health`.)
+    #[serde(default)]
+    pub self_test: Option<Box<selftest::SelfTest>>,
 }
 
 /// A partition of a disk (DEVTYPE=partition).
@@ -459,18 +464,22 @@ pub enum ActionKind {
     SpinDown,
     /// Mount a partition below `actions.mount_root`.
     Mount,
+    /// Start a SMART self-test on an awake disk (`{"kind": "short" | "long"}`, docs/selftest.md).
+    SelfTest,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 4] = [ActionKind::Unmount, ActionKind::Eject, ActionKind::SpinDown, ActionKind::Mount];
+    pub const ALL: [ActionKind; 5] =
+        [ActionKind::Unmount, ActionKind::Eject, ActionKind::SpinDown, ActionKind::Mount, ActionKind::SelfTest];
 
-    /// The wire name: `unmount`, `eject`, `spin_down`, `mount`.
+    /// The wire name: `unmount`, `eject`, `spin_down`, `mount`, `self_test`.
     pub const fn as_str(self) -> &'static str {
         match self {
             ActionKind::Unmount => "unmount",
             ActionKind::Eject => "eject",
             ActionKind::SpinDown => "spin_down",
             ActionKind::Mount => "mount",
+            ActionKind::SelfTest => "self_test",
         }
     }
 
@@ -482,7 +491,7 @@ impl ActionKind {
     pub const fn object(self) -> &'static str {
         match self {
             ActionKind::Unmount => "mount",
-            ActionKind::Eject | ActionKind::SpinDown => "disk",
+            ActionKind::Eject | ActionKind::SpinDown | ActionKind::SelfTest => "disk",
             ActionKind::Mount => "partition",
         }
     }

@@ -179,6 +179,9 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let watchdog = crate::systemd::Watchdog::from_env();
     tracker.spawn(crate::core::run(agent.clone(), journal, fact_rx, token.clone(), watchdog));
 
+    // Self-tests: built here because the action engine starts requested ones through it.
+    let self_test = (config.health.enabled && !options.no_builtin_sources)
+        .then(|| crate::selftest::SelfTestSource::new(config.health.clone(), Some(config.state_dir.clone())));
     // The action engine (refuses everything unless `[actions] enabled`).
     let actions = crate::actions::Actions::new(
         config.actions.clone(),
@@ -186,7 +189,8 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
         facts.clone(),
         agent.storage(),
     )
-    .with_ack_file(ack_file);
+    .with_ack_file(ack_file)
+    .with_self_test(self_test.as_ref().map(|s| s.handle()));
     if config.actions.enabled {
         crate::actions::report_capabilities(&config.actions);
         if config.http.auth_token.is_none() {
@@ -209,6 +213,9 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     // 3. The sources. Each is registered before it starts, so readiness waits for it.
     let sources_token = token.child_token();
     let mut sources = if options.no_builtin_sources { Vec::new() } else { builtin_sources(&config) };
+    if let Some(s) = self_test {
+        sources.push(Box::new(s));
+    }
     sources.extend(options.sources);
     if sources.is_empty() {
         info!("no sources configured: the agent serves what is fed to it");

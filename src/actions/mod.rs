@@ -63,6 +63,8 @@ pub struct Request {
     pub object_id: String,
     /// For `mount`: read-write instead of read-only.
     pub read_write: bool,
+    /// For `self_test`: which test (short when not said).
+    pub self_test: Option<crate::model::selftest::SelfTestKind>,
     pub requester: Requester,
 }
 
@@ -117,6 +119,8 @@ struct Inner {
     next: AtomicU64,
     /// Where acknowledgements are kept (`state_dir/acknowledged.json`); None: memory only.
     ack_file: Option<std::path::PathBuf>,
+    /// The self-test scheduler, which starts `self_test` actions (None: they fail).
+    self_test: Option<crate::selftest::SelfTestHandle>,
 }
 
 impl Actions {
@@ -137,6 +141,7 @@ impl Actions {
                 prefix,
                 next: AtomicU64::new(1),
                 ack_file: None,
+                self_test: None,
             }),
         }
     }
@@ -145,6 +150,14 @@ impl Actions {
     pub fn with_ack_file(mut self, path: std::path::PathBuf) -> Self {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.ack_file = Some(path);
+        }
+        self
+    }
+
+    /// Starts `self_test` actions through this scheduler (set right after [`Actions::new`]).
+    pub fn with_self_test(mut self, handle: Option<crate::selftest::SelfTestHandle>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.self_test = handle;
         }
         self
     }
@@ -222,7 +235,7 @@ impl Actions {
         let view = self.inner.storage.borrow().clone();
         let not_found = || Refusal::NotFound { object: kind.object(), id: id.to_owned() };
         match kind {
-            ActionKind::Eject | ActionKind::SpinDown => {
+            ActionKind::Eject | ActionKind::SpinDown | ActionKind::SelfTest => {
                 let disk = view.disks.iter().find(|d| d.id == id).ok_or_else(not_found)?;
                 Ok((Target::Disk(disk.clone()), format!("disk/{}", disk.id)))
             }
@@ -243,6 +256,9 @@ impl Actions {
 
     async fn execute(self, id: String, request: Request, target: Target, lock: String) {
         let started = Instant::now();
+        if request.kind == ActionKind::SelfTest {
+            return self.execute_self_test(id, request, lock, started).await;
+        }
         let (tx, rx) = oneshot::channel();
         let inner = self.inner.clone();
         let thread_id = id.clone();
@@ -294,6 +310,29 @@ impl Actions {
             },
         };
         let record = outcome_record(&id, &request, outcome, Progress::default(), started);
+        audit(&record);
+        let _ = self.inner.facts.send(Fact::ActionFinished(Box::new(record))).await;
+    }
+}
+
+impl Actions {
+    /// A `self_test` action: the scheduler starts the test now, within the same rules as a
+    /// scheduled one (awake, one per array, `max_parallel`); its answer is the outcome.
+    async fn execute_self_test(self, id: String, request: Request, lock: String, started: Instant) {
+        let kind = request.self_test.unwrap_or(crate::model::selftest::SelfTestKind::Short);
+        let result = match &self.inner.self_test {
+            None => Err(Failure::new("not_allowed", "self-tests need the health source ([health] enabled)")),
+            Some(handle) => {
+                let asked = handle.request(&request.object_id, kind, request.requester.to_string());
+                match tokio::time::timeout(self.inner.config.timeout, asked).await {
+                    Ok(Ok(message)) => Ok(message),
+                    Ok(Err((reason, message))) => Err(Failure::new(reason, message)),
+                    Err(_) => Err(Failure::new("timeout", "the self-test scheduler did not answer in time")),
+                }
+            }
+        };
+        self.inner.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&lock);
+        let record = outcome_record(&id, &request, result, Progress::default(), started);
         audit(&record);
         let _ = self.inner.facts.send(Fact::ActionFinished(Box::new(record))).await;
     }

@@ -11,6 +11,7 @@
 use serde_json::json;
 
 use crate::model::attention::Severity;
+use crate::model::selftest::{SelfTest, SelfTestResult};
 use crate::model::Health;
 
 use super::verdict::Found;
@@ -71,6 +72,11 @@ pub const RULES: &[Rule] = &[
     Rule { code: "scsi_uncorrected_errors", severity: Watch, when: "SCSI uncorrected read/write/verify errors > 0" },
     Rule { code: "self_test_failed", severity: Watch, when: "the newest self-test in the drive's log failed" },
     Rule { code: "temperature_critical", severity: Watch, when: "temperature >= health.temperature_critical" },
+    Rule {
+        code: "last_self_test_failed",
+        severity: Failing,
+        when: "the last self-test diskwatch followed (self_test.last) failed; the text names the first failing LBA",
+    },
 ];
 
 fn severity(code: &str) -> Severity {
@@ -203,6 +209,20 @@ pub fn reasons(h: &Health, base: Baselines, limits: Limits) -> Vec<Found> {
     out
 }
 
+/// The reasons a disk's self-test record gives (docs/selftest.md): a failed last test is
+/// `failing`, with the first failing LBA. It stands for `self_test_failed` of the same log.
+pub fn self_test_reasons(st: Option<&SelfTest>) -> Vec<Found> {
+    let Some(last) = st.and_then(|s| s.last.as_ref()).filter(|l| l.result == SelfTestResult::Failed) else {
+        return Vec::new();
+    };
+    let at = last.at_hours.map(|h| format!(" at power-on hour {h}")).unwrap_or_default();
+    let text = match last.lba_first_error {
+        Some(lba) => format!("the last {} self-test failed{at}: first error at LBA {lba}", last.kind.as_str()),
+        None => format!("the last {} self-test failed{at}", last.kind.as_str()),
+    };
+    vec![found("last_self_test_failed", text, json!(last.lba_first_error))]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +293,31 @@ mod tests {
         assert_eq!(codes(&sas, None), [("scsi_grown_defects", Watch), ("scsi_uncorrected_errors", Watch)]);
         let hot = Health { temperature_c: Some(61.0), self_test_failed: Some(true), ..Health::default() };
         assert_eq!(codes(&hot, None), [("self_test_failed", Watch), ("temperature_critical", Watch)]);
+    }
+
+    #[test]
+    fn a_failed_self_test_is_failing_with_its_lba() {
+        use crate::model::selftest::{LastTest, SelfTestKind};
+        let last = |result| SelfTest {
+            last: Some(LastTest {
+                kind: SelfTestKind::Short,
+                result,
+                at_hours: Some(16402),
+                lba_first_error: (result == SelfTestResult::Failed).then_some(494591083),
+            }),
+            ..SelfTest::default()
+        };
+        let found = self_test_reasons(Some(&last(SelfTestResult::Failed)));
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].code, found[0].severity), ("last_self_test_failed", Failing));
+        assert_eq!(
+            found[0].text,
+            "the last short self-test failed at power-on hour 16402: first error at LBA 494591083"
+        );
+        assert_eq!(found[0].value, json!(494591083));
+        for quiet in [SelfTestResult::Passed, SelfTestResult::Aborted, SelfTestResult::Interrupted] {
+            assert!(self_test_reasons(Some(&last(quiet))).is_empty(), "{quiet:?}");
+        }
+        assert!(self_test_reasons(None).is_empty());
     }
 }

@@ -52,6 +52,10 @@ kinds! {
     DiskAttentionChanged = "disk.attention_changed":
         "a disk's attention level or its set of unacknowledged reasons changed (data: the disk, previous, reasons)",
     DiskWoken = "disk.woken": "a disk seen in standby or sleep did I/O: who woke it (process, unit, path, op) and how long it slept",
+    DiskSelfTestStarted = "disk.self_test_started":
+        "a SMART self-test started on a disk, by schedule or on request (data: the disk, kind, by)",
+    DiskSelfTestFinished = "disk.self_test_finished":
+        "a disk's SMART self-test ended: passed, failed (with the first failing LBA), aborted or interrupted (data: the disk, last)",
     PartitionAdded = "partition.added": "a partition appeared",
     PartitionRemoved = "partition.removed": "a partition disappeared",
     PartitionChanged = "partition.changed": "a partition's filesystem identity or properties changed",

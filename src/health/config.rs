@@ -34,6 +34,8 @@ pub struct HealthConfig {
     pub device_type: String,
     /// Root of sysfs (`/sys`): runtime PM, activity counters and hwmon are read below it.
     pub sysfs: PathBuf,
+    /// `[health.self_test]`: scheduled SMART self-tests (docs/selftest.md).
+    pub self_test: crate::selftest::SelfTestConfig,
 }
 
 impl Default for HealthConfig {
@@ -50,6 +52,7 @@ impl Default for HealthConfig {
             temperature_critical: 60.0,
             device_type: String::new(),
             sysfs: PathBuf::from("/sys"),
+            self_test: crate::selftest::SelfTestConfig::default(),
         }
     }
 }
@@ -78,6 +81,7 @@ impl HealthConfig {
         if let Err(e) = KernelNameFilter::new(&self.include, &self.exclude) {
             p.push(format!("health.include/exclude: {e}"));
         }
+        self.self_test.validate(p);
     }
 }
 

@@ -1,5 +1,5 @@
 //! The action routes (SPEC §8): `POST /api/v1/disks/{id}/eject`, `/disks/{id}/spin_down`,
-//! `/mounts/{id}/unmount`, `/partitions/{id}/mount`. Each answers 202 with an action id;
+//! `/mounts/{id}/unmount`, `/partitions/{id}/mount`, and `/disks/{id}/self_test` (SPEC §9). Each answers 202 with an action id;
 //! the outcome is an `action.succeeded` / `action.failed` event.
 //!
 //! The token is needed always, even on loopback and from `http.anonymous_from`: the guard in
@@ -25,6 +25,7 @@ use super::error::{ApiError, ErrorBody};
 use super::guard;
 use crate::actions::{Actions, Refusal, Request, Requester};
 use crate::agent::Agent;
+use crate::model::selftest::SelfTestKind;
 use crate::model::ActionKind;
 
 /// The engine, when the agent has one (`None`: every action answers 403).
@@ -94,6 +95,8 @@ pub(super) fn requester(config: &HttpConfig, headers: &HeaderMap) -> Result<Requ
     }
 }
 
+// The request's parts as the routes have them (the body's mount and self-test options among them).
+#[allow(clippy::too_many_arguments)]
 async fn run(
     agent: &Agent,
     config: &HttpConfig,
@@ -102,6 +105,7 @@ async fn run(
     kind: ActionKind,
     object_id: String,
     read_write: bool,
+    self_test: Option<SelfTestKind>,
 ) -> Response {
     let Some(actions) = &actions.0 else {
         return forbidden(Refusal::Disabled.to_string()).into_response();
@@ -115,7 +119,7 @@ async fn run(
         Err(why) => return unauthorized(why),
     };
     let after_event_id = agent.log.last_seq();
-    let request = Request { kind, object_id: object_id.clone(), read_write, requester };
+    let request = Request { kind, object_id: object_id.clone(), read_write, self_test, requester };
     match actions.request(request) {
         Ok(id) => {
             let object = format!("{}/{}", kind.object(), object_id);
@@ -151,7 +155,7 @@ pub async fn eject(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    run(&agent, &config, &actions, &headers, ActionKind::Eject, id, false).await
+    run(&agent, &config, &actions, &headers, ActionKind::Eject, id, false, None).await
 }
 
 /// Puts a rotational disk in standby (ATA STANDBY IMMEDIATE); non-rotational disks are refused.
@@ -174,7 +178,7 @@ pub async fn spin_down(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    run(&agent, &config, &actions, &headers, ActionKind::SpinDown, id, false).await
+    run(&agent, &config, &actions, &headers, ActionKind::SpinDown, id, false, None).await
 }
 
 /// Unmounts a mount, never lazily; a busy mount fails naming the processes holding it.
@@ -197,7 +201,7 @@ pub async fn unmount(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    run(&agent, &config, &actions, &headers, ActionKind::Unmount, id, false).await
+    run(&agent, &config, &actions, &headers, ActionKind::Unmount, id, false, None).await
 }
 
 /// Mounts a partition below `actions.mount_root` (`nosuid,nodev`, read-only unless asked and allowed).
@@ -231,7 +235,57 @@ pub async fn mount(
             Err(e) => return ApiError::bad_request(format!("body: {e}")).into_response(),
         }
     };
-    run(&agent, &config, &actions, &headers, ActionKind::Mount, id, body.read_write).await
+    run(&agent, &config, &actions, &headers, ActionKind::Mount, id, body.read_write, None).await
+}
+
+/// Body of `POST /disks/{id}/self_test`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestBody {
+    /// `short` (minutes) or `long` (the whole surface: hours).
+    pub kind: SelfTestKind,
+}
+
+/// Starts a SMART self-test now on an awake disk: never on a disk in standby (the outcome is
+/// `action.failed` with reason `asleep`), never beside a running test of a member of the same
+/// array (`array_busy`) or beyond `health.self_test.max_parallel` (`max_parallel`).
+/// Progress and result follow in the disk's `self_test` and the `disk.self_test_*` events.
+#[utoipa::path(
+    post,
+    path = "/api/v1/disks/{id}/self_test",
+    params(("id" = String, Path, description = "disk id")),
+    request_body(content = Option<SelfTestBody>, description = r#"{"kind": "short"} or {"kind": "long"}; empty means short"#),
+    responses(
+        (status = 202, body = Accepted, description = "accepted: the outcome arrives as action.succeeded / action.failed"),
+        (status = 400, body = ErrorBody, description = "a body that is not {\"kind\": \"short\" | \"long\"}"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)
+    )
+)]
+pub async fn self_test(
+    State(agent): State<Arc<Agent>>,
+    State(config): State<Arc<HttpConfig>>,
+    Extension(actions): Extension<ActionsHandle>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    // No body: the short test, as Home Assistant's button runs it.
+    let kind = if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(SelfTestKind::Short)
+    } else {
+        serde_json::from_slice::<SelfTestBody>(&body).map(|b| b.kind)
+    };
+    match kind {
+        Ok(kind) => run(&agent, &config, &actions, &headers, ActionKind::SelfTest, id, false, Some(kind)).await,
+        // Who asks is checked before what is asked: a request without the token learns nothing.
+        Err(e) => match requester(&config, &headers) {
+            Err(why) => unauthorized(why),
+            Ok(_) => ApiError::bad_request(format!("body: {e}")).into_response(),
+        },
+    }
 }
 
 /// What the actions of this agent are (for the dashboard's buttons).

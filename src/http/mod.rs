@@ -67,6 +67,7 @@ pub fn app_with_actions(agent: Arc<Agent>, config: HttpConfig, engine: Option<cr
         .route("/api/v1/actions", get(actions::info))
         .route("/api/v1/disks/{id}/eject", post(actions::eject))
         .route("/api/v1/disks/{id}/spin_down", post(actions::spin_down))
+        .route("/api/v1/disks/{id}/self_test", post(actions::self_test))
         .route("/api/v1/disks/{id}/acknowledge", post(acknowledge::disk))
         .route("/api/v1/mounts/{id}/unmount", post(actions::unmount))
         .route("/api/v1/partitions/{id}/mount", post(actions::mount))

@@ -283,6 +283,23 @@ fn disk_object(d: &Disk, naming: &Naming) -> DiscoveryObject {
         entities.extend(sleep_entities(&name, &state));
         follow.extend(SLEEP_KEYS);
     }
+    if d.self_test.is_some() {
+        entities.extend(self_test_entities(&name, &state));
+        follow.extend(SELF_TEST_KEYS);
+        if naming.actions.contains(&ActionKind::SelfTest) {
+            let run = "Run short self-test";
+            entities.push(button(
+                naming,
+                Kind::Disk,
+                &d.id,
+                &name,
+                ActionKind::SelfTest,
+                run,
+                "mdi:play-circle-outline",
+            ));
+            follow.push("self_test");
+        }
+    }
     if naming.actions.contains(&ActionKind::Eject) && ejectable(d) {
         entities.push(button(naming, Kind::Disk, &d.id, &name, ActionKind::Eject, "Eject", "mdi:eject"));
         follow.push("eject");
@@ -442,6 +459,7 @@ fn with_object_availability(mut entities: Vec<Entity>, avail: &str, keys: &[&str
 #[path = "discovery_health.rs"]
 mod health;
 use health::{health_entities, io_entities, HEALTH_KEYS, IO_KEYS};
+use health::{self_test_entities, SELF_TEST_KEYS};
 use health::{sleep_entities, SLEEP_KEYS};
 
 #[path = "discovery_devices.rs"]

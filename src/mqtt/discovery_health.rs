@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{entity, Entity};
 use crate::model::attention::Level;
+use crate::model::selftest::SelfTestResult;
 use crate::model::{Disk, PowerState};
 
 pub(super) const HEALTH_KEYS: [&str; 6] =
@@ -217,6 +218,54 @@ pub(super) fn sleep_entities(name: &str, state: &str) -> Vec<Entity> {
                 "json_attributes_topic": state,
                 "json_attributes_template":
                     "{{ (value_json.sleep.last_wake if value_json.sleep and value_json.sleep.last_wake else {}) | to_json }}",
+            }),
+        ),
+    ]
+}
+
+/// SPEC §9: the last self-test's result (kind, power-on hour and first failing LBA as
+/// attributes) and the running test's progress. For disks with a self-test record.
+pub(super) const SELF_TEST_KEYS: [&str; 2] = ["last_self_test", "self_test_progress"];
+
+pub(super) fn self_test_entities(name: &str, state: &str) -> Vec<Entity> {
+    let results: Vec<&str> =
+        [SelfTestResult::Passed, SelfTestResult::Failed, SelfTestResult::Aborted, SelfTestResult::Interrupted]
+            .map(SelfTestResult::as_str)
+            .to_vec();
+    vec![
+        entity(
+            "sensor",
+            "last_self_test",
+            name,
+            "Last self-test".into(),
+            json!({
+                "state_topic": state,
+                "value_template":
+                    "{{ value_json.self_test.last.result if value_json.self_test and value_json.self_test.last else None }}",
+                "device_class": "enum",
+                "options": results,
+                "icon": "mdi:clipboard-check-outline",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'kind': value_json.self_test.last.kind, 'at_hours': value_json.self_test.last.at_hours, 'lba_first_error': value_json.self_test.last.lba_first_error, 'next_due': value_json.self_test.next_due} | to_json if value_json.self_test and value_json.self_test.last else '{}' }}",
+            }),
+        ),
+        entity(
+            "sensor",
+            "self_test_progress",
+            name,
+            "Self-test progress".into(),
+            json!({
+                "state_topic": state,
+                // Done, in percent, while a test runs (the drive says what is left); none otherwise.
+                "value_template":
+                    "{{ (100 - (value_json.self_test.running.percent_remaining or 100)) if value_json.self_test and value_json.self_test.running else None }}",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                "icon": "mdi:progress-check",
+                "json_attributes_topic": state,
+                "json_attributes_template":
+                    "{{ {'kind': value_json.self_test.running.kind} | to_json if value_json.self_test and value_json.self_test.running else '{}' }}",
             }),
         ),
     ]

@@ -37,6 +37,7 @@ pub(crate) fn disk() -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }
@@ -407,4 +408,38 @@ fn days_until_full_appears_with_a_forecast() {
     assert_eq!(c["unit_of_measurement"], "d");
     assert_eq!(c["device_class"], "duration");
     assert_eq!(c["availability_mode"], "all");
+}
+
+#[test]
+fn self_test_sensors_and_the_short_test_button() {
+    use crate::model::selftest::{LastTest, RunningTest, SelfTest, SelfTestKind, SelfTestResult};
+    let mut s = snapshot();
+    let topic = "homeassistant/device/diskwatch_nas1_disk_wwn-0x5000/config";
+    let mut n = naming(DiscoveryMode::Device);
+    n.actions = vec![ActionKind::SelfTest];
+    let keys = |s: &Snapshot, n: &Naming| -> Vec<String> { cmps(&plan(s, n, None), topic).keys().cloned().collect() };
+    assert_eq!(keys(&s, &n), ["connected", "size"], "no record: no self-test entities");
+    s.disks[0].self_test = Some(Box::new(SelfTest {
+        running: Some(RunningTest { kind: SelfTestKind::Long, percent_remaining: Some(60) }),
+        last: Some(LastTest {
+            kind: SelfTestKind::Short,
+            result: SelfTestResult::Failed,
+            at_hours: Some(16402),
+            lba_first_error: Some(494591083),
+        }),
+        next_due: None,
+    }));
+    assert_eq!(keys(&s, &n), ["connected", "last_self_test", "self_test", "self_test_progress", "size"]);
+    assert_eq!(
+        keys(&s, &naming(DiscoveryMode::Device)),
+        ["connected", "last_self_test", "self_test_progress", "size"],
+        "the button only with the action allowed"
+    );
+    let all = cmps(&plan(&s, &n, None), topic);
+    assert_eq!(all["last_self_test"]["name"], "Last self-test");
+    assert_eq!(all["last_self_test"]["options"], serde_json::json!(["passed", "failed", "aborted", "interrupted"]));
+    assert_eq!(all["self_test_progress"]["name"], "Self-test progress");
+    assert_eq!(all["self_test"]["name"], "Run short self-test");
+    assert_eq!(all["self_test"]["command_topic"], "diskwatch/nas1/disk/wwn-0x5000/self_test/set");
+    assert!(all["self_test"]["availability"].as_array().unwrap().len() == 2);
 }

@@ -566,6 +566,8 @@ fn press(
         kind: action,
         object_id: id.to_owned(),
         read_write: false,
+        // The button runs the short test (a long one is asked for over HTTP).
+        self_test: None,
         requester: crate::actions::Requester::Mqtt,
     };
     let actions = actions.clone();

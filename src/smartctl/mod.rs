@@ -8,6 +8,7 @@
 //! - [`version`]: which smartmontools is installed, asked once.
 //! - [`power`]: the `-n` form that version accepts, the arguments, runtime PM.
 //! - [`parse`]: what `--json` printed, as a typed [`parse::Answer`].
+//! - [`selftest`]: starting self-tests and reading the drive's self-test log.
 
 pub mod helper;
 mod helper_client;
@@ -15,6 +16,7 @@ pub mod helper_serve;
 pub mod parse;
 pub mod power;
 pub mod run;
+pub mod selftest;
 pub mod version;
 
 use std::path::{Path, PathBuf};

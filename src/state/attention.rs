@@ -57,6 +57,7 @@ impl State {
         let subject = format!("disk/{id}");
         let previous = disk.attention.clone();
         let limits = Limits { temperature_critical: self.config.temperature_critical };
+        let tested = crate::attention::disk::self_test_reasons(disk.self_test.as_deref());
         let next = disk.health.as_deref().map(|h| {
             let base = if h.source == HealthSource::Smartctl {
                 let b = self.attention.baselines.entry(id.to_owned()).or_insert_with(|| Baselines::of(h));
@@ -68,6 +69,11 @@ impl State {
                 Baselines::default()
             };
             let mut found = crate::attention::disk::reasons(h, base, limits);
+            if !tested.is_empty() {
+                // The followed test says more (failing, with the LBA) of the same log entry.
+                found.retain(|f| f.code != "self_test_failed");
+                found.extend(tested.iter().cloned());
+            }
             found.extend(self.attention.array_reasons.get(id).cloned().unwrap_or_default());
             let none = Acks::new();
             let acks = self.attention.acks.get(&subject).unwrap_or(&none);
@@ -76,7 +82,8 @@ impl State {
         // A disk without a reading (not watched, or not yet read) still carries its arrays'
         // reasons, and goes back to ok when they end.
         let next = next.or_else(|| {
-            let found = self.attention.array_reasons.get(id).cloned().unwrap_or_default();
+            let mut found = tested.clone();
+            found.extend(self.attention.array_reasons.get(id).cloned().unwrap_or_default());
             if found.is_empty() && previous.is_none() {
                 return None;
             }

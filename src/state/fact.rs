@@ -32,6 +32,13 @@ pub enum Fact {
     /// A disk's sleep record (the wake source); `woken` is set when this fact reports a wake,
     /// which makes a `disk.woken` event.
     DiskSleep { id: String, sleep: Box<crate::model::sleep::Sleep>, woken: bool },
+    /// A disk's self-test record (the self-test source); `news` makes
+    /// `disk.self_test_started` / `disk.self_test_finished`.
+    DiskSelfTest {
+        id: String,
+        self_test: Option<Box<crate::model::selftest::SelfTest>>,
+        news: Option<crate::model::selftest::SelfTestNews>,
+    },
     /// Time-to-full forecasts of mounts, from the forecast source (no event; fields only).
     MountForecasts { forecasts: Vec<(String, Option<Forecast>)> },
     /// I/O activity samples of disks (no event; fields only).

@@ -11,6 +11,7 @@ mod forecast;
 mod health;
 mod link;
 pub mod rules;
+mod selftest;
 mod sleep;
 #[cfg(test)]
 mod tests;
@@ -203,6 +204,12 @@ impl State {
             }
             Fact::DiskSleep { id, sleep, woken } => {
                 if self.disk_sleep(&id, sleep, woken, &mut drafts) {
+                    self.topology_generation += 1;
+                }
+                false
+            }
+            Fact::DiskSelfTest { id, self_test, news } => {
+                if self.disk_self_test(&id, self_test, news, &mut drafts) {
                     self.topology_generation += 1;
                 }
                 false
@@ -429,6 +436,7 @@ impl State {
                 disk.sleep = old.sleep.clone();
                 disk.arrays = old.arrays.clone();
                 disk.attention = old.attention.clone();
+                disk.self_test = old.self_test.clone();
                 let changed = changed_fields(old, &disk, DERIVED);
                 if !changed.is_empty() {
                     drafts.push(current_draft(EventKind::DiskChanged, "disk", &disk.id, Some(changed)));

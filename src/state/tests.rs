@@ -36,6 +36,7 @@ fn disk(id: &str, dev: &str) -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }
@@ -346,6 +347,19 @@ fn every_catalogue_kind_is_emitted_and_nothing_else() {
         ..Default::default()
     };
     run(&mut s, Fact::DiskSleep { id: "d1".into(), sleep: Box::new(woke), woken: true });
+    {
+        use crate::model::selftest::{LastTest, SelfTest, SelfTestKind, SelfTestNews, SelfTestResult};
+        let started = SelfTestNews::Started { kind: SelfTestKind::Short, by: "schedule".into(), woke: false };
+        let st = Some(Box::new(SelfTest::default()));
+        run(&mut s, Fact::DiskSelfTest { id: "d1".into(), self_test: st.clone(), news: Some(started) });
+        let last = LastTest {
+            kind: SelfTestKind::Short,
+            result: SelfTestResult::Passed,
+            at_hours: None,
+            lba_first_error: None,
+        };
+        run(&mut s, Fact::DiskSelfTest { id: "d1".into(), self_test: st, news: Some(SelfTestNews::Finished(last)) });
+    }
     run(&mut s, Fact::PartitionUpsert(partition("p1", "d1", "8:17")));
     let mut labelled = partition("p1", "d1", "8:17");
     labelled.fs_label = Some("data".into());

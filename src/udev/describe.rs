@@ -59,6 +59,7 @@ pub fn disk(sys: &SysDevice, props: &Props) -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }

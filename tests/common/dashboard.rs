@@ -115,6 +115,7 @@ pub fn disk(n: usize) -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }

@@ -34,6 +34,7 @@ pub fn disk(id: &str, size_bytes: u64) -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }
@@ -72,6 +73,7 @@ pub fn whole_disk(id: &str, name: &str, dev: &str) -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }

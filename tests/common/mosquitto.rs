@@ -253,6 +253,7 @@ pub fn disk(id: &str, kernel: &str, dev: &str, size: u64) -> Disk {
         health_note: None,
         io: None,
         sleep: None,
+        self_test: None,
         arrays: Vec::new(),
         attention: None,
     }

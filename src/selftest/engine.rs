@@ -1,0 +1,411 @@
+//! The scheduler's state and rules, with no I/O (the time is an argument): which disk gets
+//! which test now, and what a log read or a start means for a disk's record.
+//!
+//! The rules (docs/selftest.md):
+//! - a test is due `interval` after the last one of its kind that ran to its end (passed or
+//!   failed); a long test resets the short clock too (it reads what a short test reads and more);
+//! - a test starts only on a disk seen awake, or, with `wake_for_long`, a long test overdue
+//!   by its interval plus `grace`; the start itself carries the `-n standby` check (the
+//!   source), so a disk that went to sleep since is not woken either;
+//! - never two members of one array at once, never more than `max_parallel` disks;
+//! - the most overdue first; an aborted or interrupted test is retried in the next window, at
+//!   least `retry_after` later.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::SelfTestConfig;
+use crate::model::selftest::{LastTest, RunningTest, SelfTest, SelfTestKind, SelfTestResult};
+use crate::smartctl::selftest::SelfTestLog;
+
+/// A disk as the scheduler sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskView {
+    pub id: String,
+    /// Seen active or idle by the health source (standby, sleeping, unknown: not awake).
+    pub awake: bool,
+    /// Arrays the disk or one of its partitions belongs to.
+    pub arrays: Vec<String>,
+}
+
+/// A test to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Start<'a> {
+    pub id: &'a str,
+    pub kind: SelfTestKind,
+    /// Start without the power check (an owner-allowed overdue long test).
+    pub wake: bool,
+}
+
+/// A test the plan may start: its order key (a retry, a long test), how overdue, the start and
+/// the disk's arrays.
+type Candidate<'a> = ((bool, bool), u64, Start<'a>, &'a [String]);
+
+/// What a log read changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Nothing an event is made of (the record may still have changed: progress).
+    Quiet,
+    /// The test diskwatch saw running has ended.
+    Finished(LastTest),
+}
+
+/// When each kind last ran to its end, persisted (`state_dir/selftest.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Clocks {
+    /// Unix seconds.
+    pub short: Option<u64>,
+    pub long: Option<u64>,
+}
+
+impl Clocks {
+    fn get(&self, kind: SelfTestKind) -> Option<u64> {
+        match kind {
+            SelfTestKind::Short => self.short,
+            SelfTestKind::Long => self.long,
+        }
+    }
+
+    fn set(&mut self, kind: SelfTestKind, at: u64) {
+        match kind {
+            SelfTestKind::Short => self.short = Some(at),
+            SelfTestKind::Long => {
+                self.long = Some(at);
+                self.short = Some(self.short.map_or(at, |s| s.max(at)));
+            }
+        }
+    }
+}
+
+/// One disk's record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Track {
+    pub clocks: Clocks,
+    pub running: Option<RunningTest>,
+    /// Unix seconds when diskwatch started the running test (`None`: found running).
+    pub started_at: Option<u64>,
+    /// The drive says a test runs whose kind it does not name (ATA's status, a test someone
+    /// else started): not shown as `running`, but it counts as one for the rules.
+    pub foreign: bool,
+    pub last: Option<LastTest>,
+    /// Not before this (unix seconds): after an aborted test.
+    pub retry_at: Option<u64>,
+    /// Tests aborted or interrupted in a row (0 after one that ran to its end).
+    pub aborts: u32,
+    /// Unix seconds of the first sight: a disk never tested is due from then.
+    pub first_seen: u64,
+    /// The log was read once (history known).
+    pub log_read: bool,
+    /// Why the disk has no self-tests to give (not scheduled while set).
+    pub unsupported: Option<String>,
+}
+
+impl Track {
+    /// A test runs on the disk (diskwatch's or another's).
+    pub fn busy(&self) -> bool {
+        self.running.is_some() || self.foreign
+    }
+}
+
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The scheduler.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub config: SelfTestConfig,
+    pub tracks: BTreeMap<String, Track>,
+    /// Clocks of disks not present now (unplugged, or not enumerated yet at start): kept, and
+    /// given back when the disk comes.
+    kept: BTreeMap<String, Clocks>,
+}
+
+impl Engine {
+    pub fn new(config: SelfTestConfig) -> Self {
+        Engine { config, tracks: BTreeMap::new(), kept: BTreeMap::new() }
+    }
+
+    /// Clocks kept from an earlier run, by disk (taken up as each disk appears).
+    pub fn load(&mut self, clocks: BTreeMap<String, Clocks>) {
+        for (id, c) in clocks {
+            match self.tracks.get_mut(&id) {
+                Some(t) => t.clocks = c,
+                None => {
+                    self.kept.insert(id, c);
+                }
+            }
+        }
+    }
+
+    /// The clocks to persist: of the disks present and of those kept.
+    pub fn clocks(&self) -> BTreeMap<String, Clocks> {
+        let mut all = self.kept.clone();
+        let present = self.tracks.iter().filter(|(_, t)| t.clocks != Clocks::default());
+        all.extend(present.map(|(id, t)| (id.clone(), t.clocks)));
+        all
+    }
+
+    /// Follows the disk set: new disks get a record (with their kept clocks), gone ones lose
+    /// it but keep their clocks.
+    pub fn set_disks(&mut self, disks: &[DiskView], now: SystemTime) {
+        let ids: BTreeSet<&str> = disks.iter().map(|d| d.id.as_str()).collect();
+        let gone: Vec<String> = self.tracks.keys().filter(|id| !ids.contains(id.as_str())).cloned().collect();
+        for id in gone {
+            if let Some(t) = self.tracks.remove(&id).filter(|t| t.clocks != Clocks::default()) {
+                self.kept.insert(id, t.clocks);
+            }
+        }
+        for d in disks {
+            if !self.tracks.contains_key(&d.id) {
+                let clocks = self.kept.remove(&d.id).unwrap_or_default();
+                self.tracks.insert(d.id.clone(), Track { first_seen: unix(now), clocks, ..Track::default() });
+            }
+        }
+    }
+
+    /// When `kind` is due on a disk (unix seconds); `None` when that kind is off.
+    pub fn due_at(&self, track: &Track, kind: SelfTestKind) -> Option<u64> {
+        let interval = self.config.interval(kind)?.as_secs();
+        Some(match track.clocks.get(kind) {
+            Some(last) => last + interval,
+            None => track.first_seen,
+        })
+    }
+
+    /// The kind due now on a disk and by how long it is overdue: long first (it reads all a
+    /// short test reads), but short first after an aborted test (the long one did not fit the
+    /// disk's awake window; two minutes of testing still fit).
+    fn due_now(&self, track: &Track, now: u64) -> Option<(SelfTestKind, u64)> {
+        let order = if track.aborts > 0 {
+            [SelfTestKind::Short, SelfTestKind::Long]
+        } else {
+            [SelfTestKind::Long, SelfTestKind::Short]
+        };
+        order.into_iter().find_map(|k| self.due_at(track, k).filter(|at| *at <= now).map(|at| (k, now - at)))
+    }
+
+    /// The record as the state shows it.
+    pub fn record(&self, id: &str) -> Option<SelfTest> {
+        let t = self.tracks.get(id)?;
+        if t.unsupported.is_some() && t.last.is_none() {
+            return None;
+        }
+        let next = SelfTestKind::ALL
+            .into_iter()
+            .filter_map(|k| self.due_at(t, k))
+            .min()
+            .map(|s| t.retry_at.map_or(s, |r| s.max(r)))
+            .map(|s| humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).to_string());
+        Some(SelfTest { running: t.running.clone(), last: t.last.clone(), next_due: next })
+    }
+
+    /// Disks whose log should be read now: awake, and a test is running or the history is not
+    /// known yet. A disk seen asleep is not asked (a running test is read once it is awake
+    /// again: the spin-down has most likely aborted it).
+    pub fn wants_log(&self, disk: &DiskView) -> bool {
+        disk.awake && self.tracks.get(&disk.id).is_some_and(|t| t.unsupported.is_none() && (t.busy() || !t.log_read))
+    }
+
+    /// The tests to start now, most overdue first, within the rules.
+    pub fn plan<'a>(&self, disks: &'a [DiskView], now: SystemTime) -> Vec<Start<'a>> {
+        let now = unix(now);
+        let mut running = 0;
+        let mut busy_arrays: BTreeSet<&str> = BTreeSet::new();
+        for d in disks {
+            if self.tracks.get(&d.id).is_some_and(Track::busy) {
+                running += 1;
+                busy_arrays.extend(d.arrays.iter().map(String::as_str));
+            }
+        }
+        let mut candidates: Vec<Candidate<'a>> = Vec::new();
+        for d in disks {
+            let Some(t) = self.tracks.get(&d.id) else { continue };
+            if t.busy() || t.unsupported.is_some() || t.retry_at.is_some_and(|r| r > now) {
+                continue;
+            }
+            // History unknown: read the log first (an awake disk), unless this is a wake.
+            let Some((kind, overdue)) = self.due_now(t, now) else { continue };
+            let wake = !d.awake;
+            if wake {
+                let allowed =
+                    kind == SelfTestKind::Long && self.config.wake_for_long && overdue >= self.config.grace.as_secs();
+                if !allowed {
+                    continue;
+                }
+            } else if !t.log_read {
+                continue;
+            }
+            candidates.push((
+                (t.aborts > 0, kind == SelfTestKind::Long),
+                overdue,
+                Start { id: &d.id, kind, wake },
+                &d.arrays,
+            ));
+        }
+        // Fresh tests before retries (a disk whose tests keep being aborted does not hold its
+        // array), short before long (two minutes, where a long test holds the array for
+        // hours), then the most overdue first.
+        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then_with(|| a.2.id.cmp(b.2.id)));
+        let mut out = Vec::new();
+        for (_, _, start, arrays) in candidates {
+            if running >= self.config.max_parallel {
+                break;
+            }
+            if arrays.iter().any(|a| busy_arrays.contains(a.as_str())) {
+                continue;
+            }
+            busy_arrays.extend(arrays.iter().map(String::as_str));
+            running += 1;
+            out.push(start);
+        }
+        out
+    }
+
+    /// Whether a requested test may start on this disk now: `Err` says why not.
+    pub fn may_start(&self, disk: &DiskView, disks: &[DiskView]) -> Result<(), Refused> {
+        let t = self.tracks.get(&disk.id).ok_or(Refused::Unknown)?;
+        if t.busy() {
+            return Err(Refused::Running);
+        }
+        let others: Vec<&DiskView> = disks.iter().filter(|d| self.tracks.get(&d.id).is_some_and(Track::busy)).collect();
+        if let Some(other) = others.iter().find(|o| o.arrays.iter().any(|a| disk.arrays.contains(a))) {
+            return Err(Refused::ArrayBusy(other.id.clone()));
+        }
+        if others.len() >= self.config.max_parallel {
+            return Err(Refused::MaxParallel(self.config.max_parallel));
+        }
+        Ok(())
+    }
+
+    /// A start was accepted by the drive.
+    pub fn started(&mut self, id: &str, kind: SelfTestKind, now: SystemTime) {
+        if let Some(t) = self.tracks.get_mut(id) {
+            t.running = Some(RunningTest { kind, percent_remaining: None });
+            t.started_at = Some(unix(now));
+            t.retry_at = None;
+        }
+    }
+
+    /// A start was refused by the drive (not standby): not tried again before `retry_after`.
+    pub fn refused(&mut self, id: &str, now: SystemTime) {
+        if let Some(t) = self.tracks.get_mut(id) {
+            t.retry_at = Some(unix(now) + self.config.retry_after.as_secs());
+        }
+    }
+
+    /// The device has no self-tests: it is left alone.
+    pub fn unsupported(&mut self, id: &str, why: String) {
+        if let Some(t) = self.tracks.get_mut(id) {
+            t.unsupported = Some(why);
+            t.running = None;
+        }
+    }
+
+    /// Applies a log read.
+    pub fn observe(&mut self, id: &str, log: &SelfTestLog, now: SystemTime) -> Change {
+        let retry_after = self.config.retry_after.as_secs();
+        let Some(t) = self.tracks.get_mut(id) else { return Change::Quiet };
+        let now = unix(now);
+        let hours_ago = |at: Option<u64>| -> Option<u64> {
+            let (poh, at) = (log.power_on_hours?, at?);
+            Some(now.saturating_sub(poh.saturating_sub(at) * 3600))
+        };
+        if !t.log_read {
+            t.log_read = true;
+            // History from the drive's own log where nothing was kept: the power-on hours
+            // since its last complete test of each kind (a lower bound of the time since).
+            for kind in SelfTestKind::ALL {
+                if t.clocks.get(kind).is_none() {
+                    if let Some(at) = log.newest_completed(kind).and_then(|e| hours_ago(e.at_hours)) {
+                        t.clocks.set(kind, at.min(now));
+                    }
+                }
+            }
+            t.last = log.newest().map(last_of);
+        }
+        let was = t.running.clone();
+        t.running = log.running_test(was.as_ref().map(|r| r.kind));
+        t.foreign = log.running.is_some() && t.running.is_none();
+        if was.is_none() && !t.foreign && t.running.is_none() {
+            // Someone else's test may have ended: the newest entry is the last result.
+            if let Some(e) = log.newest() {
+                t.last = Some(last_of(e));
+            }
+        }
+        match (was, &t.running) {
+            (Some(w), None) => {
+                // Ended: the newest entry is its outcome (the log is written when a test ends).
+                let before = t.last.clone();
+                let last = match log.newest().map(last_of) {
+                    // A new entry: the outcome (the one before is still the newest when the
+                    // drive dropped the test without logging it, as some do on a reset).
+                    Some(e) if Some(&e) != before.as_ref() => e,
+                    // Nothing was written: the drive dropped the test (a reset before it logged).
+                    _ => LastTest {
+                        kind: w.kind,
+                        result: SelfTestResult::Interrupted,
+                        at_hours: log.power_on_hours,
+                        lba_first_error: None,
+                    },
+                };
+                if last.result.completed() {
+                    t.clocks.set(last.kind, now);
+                    t.retry_at = None;
+                    t.aborts = 0;
+                } else {
+                    // The next window, and later after each abort in a row (1×, 2×, 4× …
+                    // `retry_after`, at most a day): a disk whose spin-down keeps cutting its
+                    // long test short does not hold its array window after window.
+                    t.aborts += 1;
+                    let backoff = retry_after.saturating_mul(1 << (t.aborts - 1).min(10)).min(24 * 3600);
+                    t.retry_at = Some(now + backoff.max(retry_after));
+                }
+                t.started_at = None;
+                t.last = Some(last.clone());
+                Change::Finished(last)
+            }
+            _ => Change::Quiet,
+        }
+    }
+}
+
+fn last_of(e: &crate::smartctl::selftest::LogEntry) -> LastTest {
+    LastTest {
+        kind: e.kind.unwrap_or(SelfTestKind::Short),
+        result: e.result,
+        at_hours: e.at_hours,
+        lba_first_error: e.lba,
+    }
+}
+
+/// Why a requested test was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the disk is not watched by the self-test scheduler")]
+    Unknown,
+    #[error("a self-test is already running on this disk")]
+    Running,
+    #[error("{0} is testing, a member of the same array: never two at once")]
+    ArrayBusy(String),
+    #[error("{0} disks are testing already (health.self_test.max_parallel)")]
+    MaxParallel(usize),
+}
+
+impl Refused {
+    /// The reason code of `action.failed`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Unknown => "not_found",
+            Refused::Running => "busy",
+            Refused::ArrayBusy(_) => "array_busy",
+            Refused::MaxParallel(_) => "max_parallel",
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
