@@ -75,7 +75,7 @@ impl Running {
 }
 
 /// The sources the configuration enables.
-pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
+pub fn builtin_sources(config: &Config, smartctl: &crate::smartctl::Smartctl) -> Vec<Box<dyn Source>> {
     let mut sources: Vec<Box<dyn Source>> = Vec::new();
     if config.udev.enabled {
         // The power check goes to the disks the health source watches, with its smartctl; with
@@ -97,7 +97,11 @@ pub fn builtin_sources(config: &Config) -> Vec<Box<dyn Source>> {
         sources.push(Box::new(crate::shares::SharesSource::new(config.shares.clone())));
     }
     if config.health.enabled {
-        sources.push(Box::new(crate::health::HealthSource::new(config.health.clone(), config.activity.interval)));
+        sources.push(Box::new(crate::health::HealthSource::new(
+            config.health.clone(),
+            config.activity.interval,
+            smartctl.clone(),
+        )));
     }
     if config.activity.enabled {
         sources.push(Box::new(crate::activity::ActivitySource::new(config.activity.clone())));
@@ -179,9 +183,12 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let watchdog = crate::systemd::Watchdog::from_env();
     tracker.spawn(crate::core::run(agent.clone(), journal, fact_rx, token.clone(), watchdog));
 
+    // One smartctl (binary or helper socket, version, per-disk slot) for health and self-tests.
+    let smartctl = config.health.smartctl();
     // Self-tests: built here because the action engine starts requested ones through it.
-    let self_test = (config.health.enabled && !options.no_builtin_sources)
-        .then(|| crate::selftest::SelfTestSource::new(config.health.clone(), Some(config.state_dir.clone())));
+    let self_test = (config.health.enabled && !options.no_builtin_sources).then(|| {
+        crate::selftest::SelfTestSource::new(config.health.clone(), Some(config.state_dir.clone()), smartctl.clone())
+    });
     // The action engine (refuses everything unless `[actions] enabled`).
     let actions = crate::actions::Actions::new(
         config.actions.clone(),
@@ -212,7 +219,7 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
 
     // 3. The sources. Each is registered before it starts, so readiness waits for it.
     let sources_token = token.child_token();
-    let mut sources = if options.no_builtin_sources { Vec::new() } else { builtin_sources(&config) };
+    let mut sources = if options.no_builtin_sources { Vec::new() } else { builtin_sources(&config, &smartctl) };
     if let Some(s) = self_test {
         sources.push(Box::new(s));
     }

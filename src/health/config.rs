@@ -58,6 +58,15 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
+    /// The smartctl the health and self-test sources share: one binary or helper socket, one
+    /// detected version, and one at-most-one-run-per-disk set across both (two smartctl runs at
+    /// once can hang a USB bridge).
+    pub fn smartctl(&self) -> crate::smartctl::Smartctl {
+        let device_type = Some(self.device_type.clone()).filter(|t| !t.is_empty());
+        crate::smartctl::Smartctl::new(self.smartctl.clone(), self.timeout, device_type)
+            .via_socket(Some(self.smartctl_socket.clone()))
+    }
+
     /// Adds a line per problem, each naming its key.
     pub fn validate(&self, p: &mut Vec<String>) {
         if self.interval.is_zero() {

@@ -17,13 +17,15 @@ use crate::state::Fact;
 /// The health source.
 pub struct HealthSource {
     config: HealthConfig,
+    /// Shared with the self-test source ([`HealthConfig::smartctl`]).
+    smartctl: crate::smartctl::Smartctl,
     /// How often sleeping disks' partition counters are looked at (the activity interval).
     wake_every: Duration,
 }
 
 impl HealthSource {
-    pub fn new(config: HealthConfig, wake_every: Duration) -> Self {
-        HealthSource { config, wake_every }
+    pub fn new(config: HealthConfig, wake_every: Duration, smartctl: crate::smartctl::Smartctl) -> Self {
+        HealthSource { config, smartctl, wake_every }
     }
 }
 
@@ -33,7 +35,7 @@ impl Source for HealthSource {
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(run(self.config, self.wake_every, ctx))
+        Box::pin(run(self.config, self.smartctl, self.wake_every, ctx))
     }
 }
 
@@ -72,7 +74,7 @@ async fn report(ctx: &SourceContext, poller: &Poller, failed: &mut bool) {
 }
 
 #[instrument(name = "health", skip_all)]
-async fn run(config: HealthConfig, wake_every: Duration, ctx: SourceContext) {
+async fn run(config: HealthConfig, smartctl: crate::smartctl::Smartctl, wake_every: Duration, ctx: SourceContext) {
     let filter = match KernelNameFilter::new(&config.include, &config.exclude) {
         Ok(f) => f,
         Err(e) => {
@@ -80,9 +82,6 @@ async fn run(config: HealthConfig, wake_every: Duration, ctx: SourceContext) {
             return;
         }
     };
-    let device_type = Some(config.device_type.clone()).filter(|t| !t.is_empty());
-    let smartctl = crate::smartctl::Smartctl::new(config.smartctl.clone(), config.timeout, device_type)
-        .via_socket(Some(config.smartctl_socket.clone()));
     let mut poller = Poller::new(smartctl, config.sysfs.clone());
     let mut storage = ctx.storage.clone();
     poller.set_targets(targets(&storage.borrow_and_update(), &filter));

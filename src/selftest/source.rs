@@ -60,13 +60,16 @@ pub struct SelfTestSource {
     state_dir: Option<PathBuf>,
     requests: mpsc::Receiver<Request>,
     handle: SelfTestHandle,
+    /// Shared with the health source ([`HealthConfig::smartctl`]).
+    smartctl: Smartctl,
 }
 
 impl SelfTestSource {
     /// Runs smartctl as the health source does (`[health]` binary, timeout, `-d` type, filter).
-    pub fn new(health: HealthConfig, state_dir: Option<PathBuf>) -> Self {
+    pub fn new(health: HealthConfig, state_dir: Option<PathBuf>, smartctl: Smartctl) -> Self {
         let (tx, requests) = mpsc::channel(16);
-        SelfTestSource { config: health.self_test.clone(), health, state_dir, requests, handle: SelfTestHandle(tx) }
+        let config = health.self_test.clone();
+        SelfTestSource { config, health, state_dir, requests, handle: SelfTestHandle(tx), smartctl }
     }
 
     pub fn handle(&self) -> SelfTestHandle {
@@ -186,7 +189,7 @@ impl Task {
 
 #[instrument(name = "self_test", skip_all)]
 async fn run(source: SelfTestSource, ctx: SourceContext) {
-    let SelfTestSource { config, health, state_dir, mut requests, handle } = source;
+    let SelfTestSource { config, health, state_dir, mut requests, handle, smartctl } = source;
     drop(handle);
     let filter = match KernelNameFilter::new(&health.include, &health.exclude) {
         Ok(f) => f,
@@ -195,8 +198,7 @@ async fn run(source: SelfTestSource, ctx: SourceContext) {
             return;
         }
     };
-    let device_type = Some(health.device_type.clone()).filter(|t| !t.is_empty());
-    let smart = Smart(Smartctl::new(health.smartctl.clone(), health.timeout, device_type));
+    let smart = Smart(smartctl);
     let store_path = state_dir.map(|d| d.join(store::FILE));
     let mut engine = Engine::new(config.clone());
     if let Some(path) = &store_path {
