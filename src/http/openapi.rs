@@ -34,6 +34,8 @@ use crate::model::{
         actions::eject,
         actions::spin_down,
         acknowledge::disk,
+        acknowledge::mount,
+        acknowledge::array,
         actions::unmount,
         actions::mount,
         api::partitions,

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Draft, DraftData, State};
 use crate::attention::disk::{Baselines, Limits};
-use crate::attention::{assess, is_news, Acks, Found};
+use crate::attention::{assess, is_news, Acknowledgeable, Acks, Found};
 use crate::events::EventKind;
 use crate::model::attention::{Attention, Reason};
 use crate::model::HealthSource;
@@ -30,6 +30,13 @@ pub(super) struct AttentionMemory {
 impl AttentionMemory {
     pub(super) fn forget_disk(&mut self, id: &str) {
         self.baselines.remove(id);
+    }
+
+    /// An acknowledgement ends with its reason: if it comes back, it is news again.
+    pub(super) fn end_acks_with_reasons(&mut self, subject: &str, next: &Attention) {
+        if let Some(acks) = self.acks.get_mut(subject) {
+            acks.retain(|code, _| next.reasons.iter().any(|r| &r.code == code));
+        }
     }
 }
 
@@ -86,10 +93,7 @@ impl State {
         });
         // Without a verdict (nothing read yet) the previous one, if any, stays.
         let next = next?;
-        // An acknowledgement ends with its reason: if it comes back, it is news again.
-        if let Some(acks) = self.attention.acks.get_mut(&subject) {
-            acks.retain(|code, _| next.reasons.iter().any(|r| &r.code == code));
-        }
+        self.attention.end_acks_with_reasons(&subject, &next);
         let news = is_news(previous.as_deref(), &next);
         let reasons = next.reasons.clone();
         disk.attention = Some(Box::new(next));
@@ -117,6 +121,17 @@ impl State {
             drafts.push(self.attention_draft(&id, news));
         }
         before != self.disks.get(&id).and_then(|d| d.attention.clone())
+    }
+
+    /// The verdict of a disk, mount or array as the state holds it: `None` when there is no
+    /// such object, `Some(None)` while it has no verdict (what an acknowledgement is taken of).
+    pub fn attention_of(&self, kind: Acknowledgeable, id: &str) -> Option<Option<Attention>> {
+        let attention = match kind {
+            Acknowledgeable::Disk => self.disks.get(id)?.attention.as_deref(),
+            Acknowledgeable::Mount => self.mounts.get(id)?.attention.as_deref(),
+            Acknowledgeable::Array => self.arrays.get(id)?.attention.as_deref(),
+        };
+        Some(attention.cloned())
     }
 
     /// A disk's verdict (for tests and sinks).

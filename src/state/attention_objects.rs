@@ -51,6 +51,7 @@ impl State {
                 continue;
             };
             changed = true;
+            self.attention.end_acks_with_reasons(&subject, &next);
             let news = is_news(previous.as_ref(), &next);
             if let Some(m) = self.mounts.get_mut(&id) {
                 m.attention = Some(Box::new(next.clone()));
@@ -83,6 +84,7 @@ impl State {
                 continue;
             };
             changed = true;
+            self.attention.end_acks_with_reasons(&subject, &next);
             let news = is_news(previous.as_ref(), &next);
             if let Some(a) = self.arrays.get_mut(&id) {
                 a.attention = Some(Box::new(next.clone()));
