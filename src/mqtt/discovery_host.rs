@@ -165,7 +165,11 @@ pub(super) fn array_object(a: &Array, naming: &Naming) -> DiscoveryObject {
         object: object_key(Kind::Array, &a.id),
         device: devices::array_device(a, &name, naming),
         name,
-        entities: with_object_availability(entities, &avail, &["state", "degraded", "sync", "attention", "acknowledge"]),
+        entities: with_object_availability(
+            entities,
+            &avail,
+            &["state", "degraded", "sync", "attention", "acknowledge"],
+        ),
         removable: false,
     }
 }
