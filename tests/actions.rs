@@ -452,8 +452,9 @@ async fn actions_need_the_token_always_and_a_host_of_ours() {
         .filter(|(_, ops)| ops.get("post").is_some())
         .map(|(p, _)| p.replace("{id}", "x"))
         .collect();
-    // eject, spin_down, unmount, mount, and acknowledge (SPEC §9: token-guarded the same way).
-    assert_eq!(posts.len(), 5, "{posts:?}");
+    // eject, spin_down, unmount, mount, and acknowledge of disks, mounts and arrays (SPEC §9:
+    // token-guarded the same way).
+    assert_eq!(posts.len(), 7, "{posts:?}");
     for p in &posts {
         assert_eq!(post(&agent, p, &[]).await.0, 401, "{p} without a token");
         assert_eq!(post(&agent, p, &[("authorization", &wrong)]).await.0, 401, "{p} with a wrong token");

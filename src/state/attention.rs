@@ -32,10 +32,11 @@ impl AttentionMemory {
         self.baselines.remove(id);
     }
 
-    /// An acknowledgement ends with its reason: if it comes back, it is news again.
-    pub(super) fn end_acks_with_reasons(&mut self, subject: &str, next: &Attention) {
+    /// An acknowledgement ends with its reason: if it comes back, it is news again. Codes for
+    /// which `unjudged` holds keep theirs: the data that decides them is not there yet.
+    pub(super) fn end_acks_with_reasons(&mut self, subject: &str, next: &Attention, unjudged: impl Fn(&str) -> bool) {
         if let Some(acks) = self.acks.get_mut(subject) {
-            acks.retain(|code, _| next.reasons.iter().any(|r| &r.code == code));
+            acks.retain(|code, _| unjudged(code) || next.reasons.iter().any(|r| &r.code == code));
         }
     }
 }
@@ -93,7 +94,7 @@ impl State {
         });
         // Without a verdict (nothing read yet) the previous one, if any, stays.
         let next = next?;
-        self.attention.end_acks_with_reasons(&subject, &next);
+        self.attention.end_acks_with_reasons(&subject, &next, |_| false);
         let news = is_news(previous.as_deref(), &next);
         let reasons = next.reasons.clone();
         disk.attention = Some(Box::new(next));
