@@ -157,6 +157,8 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     );
     let ack_file = config.state_dir.join(crate::attention::store::FILE);
     state.load_acknowledgements(crate::attention::store::load(&ack_file));
+    let baselines_file = config.state_dir.join(crate::attention::baselines::FILE);
+    state.load_baselines(crate::attention::baselines::load(&baselines_file));
     let listener = match options.listener {
         Some(l) => l,
         None => TcpListener::bind(config.http.listen)
@@ -177,6 +179,15 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let (facts, fact_rx) = mpsc::channel(FACT_QUEUE);
     let watchdog = crate::systemd::Watchdog::from_env();
     tracker.spawn(crate::core::run(agent.clone(), journal, fact_rx, token.clone(), watchdog));
+
+    // The rising rules' baselines, saved to state_dir whenever they change.
+    let reader = agent.clone();
+    let read = move || {
+        let state = reader.state();
+        let (generation, baselines) = state.baselines();
+        (generation, baselines.clone())
+    };
+    tracker.spawn(crate::attention::baselines::keep(baselines_file, agent.topology(), token.clone(), read));
 
     // The action engine (refuses everything unless `[actions] enabled`).
     let actions = crate::actions::Actions::new(

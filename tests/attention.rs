@@ -509,3 +509,74 @@ async fn mounts_and_arrays_acknowledge_until_the_reason_changes_and_survive_a_re
     until(&again, "arrays", array_id.clone(), "ok").await;
     again.stop().await;
 }
+
+/// The rising rules' baselines survive a restart (`state_dir/attention-baselines.json`): CRC
+/// errors that rose while the agent was down are a reason after the start, not the new
+/// baseline. A bad file is a warning: the baselines start over, the acknowledgements stay.
+#[tokio::test]
+async fn rising_rule_baselines_survive_a_restart() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let dir = state_dir.path().to_path_buf();
+    let start = |dir: std::path::PathBuf| {
+        common::TestAgent::start(
+            move |c| {
+                c.state_dir = dir;
+                c.http.auth_token = Some(diskwatch::config::Secret::new(TOKEN));
+            },
+            vec![],
+        )
+    };
+    let id = "wwn-0x5000c500a4";
+    let disk = common::mosquitto::disk(id, "sdt", "65:48", 1 << 40);
+    let block =
+        || diskwatch::state::Fact::BlockDevices { disks: vec![disk.clone()], partitions: vec![], initial: false };
+    // The real reading (199 UDMA_CRC_Error_Count = 0), and the same drive with its CRC count risen.
+    let crc = |n: u64, at: &str| {
+        let mut f = fact(id, "ata-hdd-st3500418as-realloc-1.json", at);
+        if let diskwatch::state::Fact::DiskHealth { health: Some(h), .. } = &mut f {
+            assert_eq!(h.crc_errors, Some(0), "the fixture's 199");
+            h.crc_errors = Some(n);
+        }
+        f
+    };
+    let codes = |d: &Value| -> Vec<String> {
+        d["attention"]["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_owned()).collect()
+    };
+    let file = dir.join(diskwatch::attention::baselines::FILE);
+
+    let agent = start(dir.clone()).await;
+    agent.facts.send(block()).await.unwrap();
+    agent.facts.send(crc(0, "t1")).await.unwrap();
+    let d = wait_disk(&agent, id, |d| d["attention"]["assessed_at"] == "t1").await;
+    assert!(!codes(&d).contains(&"crc_errors_rising".to_owned()), "{d:#}");
+    // Acknowledge the reallocated sector, to see that a bad baselines file loses nothing else.
+    let url = agent.url(&format!("/api/v1/disks/{id}/acknowledge"));
+    let client = reqwest::Client::new();
+    assert_eq!(client.post(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    wait_disk(&agent, id, |d| d["attention"]["level"] == "ok").await;
+    agent.stop().await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved[id]["crc_errors"], 0, "{saved}");
+
+    // Down while the cable went bad: 0 -> 4 CRC errors. After the start, a rise.
+    let again = start(dir.clone()).await;
+    again.facts.send(block()).await.unwrap();
+    again.facts.send(crc(4, "t2")).await.unwrap();
+    let d = wait_disk(&again, id, |d| d["attention"]["assessed_at"] == "t2").await;
+    assert_eq!(codes(&d), ["reallocated_sectors", "crc_errors_rising"], "{d:#}");
+    assert_eq!(d["attention"]["level"], "watch");
+    again.stop().await;
+
+    // A bad file: the agent starts, the baselines start over (4 is the new baseline), the
+    // reallocated sector's acknowledgement holds, and the file is written anew.
+    std::fs::write(&file, b"{\"wwn-0x5000c500a4\": {\"crc_errors\": ").unwrap();
+    let third = start(dir.clone()).await;
+    third.facts.send(block()).await.unwrap();
+    third.facts.send(crc(4, "t3")).await.unwrap();
+    let d = wait_disk(&third, id, |d| d["attention"]["assessed_at"] == "t3").await;
+    assert_eq!(codes(&d), ["reallocated_sectors"], "{d:#}");
+    assert_eq!(d["attention"]["level"], "ok", "the acknowledgement is kept: {d:#}");
+    third.stop().await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved[id]["crc_errors"], 4, "{saved}");
+}

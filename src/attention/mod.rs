@@ -6,7 +6,10 @@
 //! - [`verdict`]: reasons + acknowledgements + the previous verdict → the new verdict, and
 //!   whether it is news.
 //! - [`store`]: acknowledgements on disk (`state_dir/acknowledged.json`).
+//! - [`baselines`]: the counts the rising rules compare with, on disk
+//!   (`state_dir/attention-baselines.json`).
 
+pub mod baselines;
 pub mod disk;
 pub mod objects;
 pub mod store;

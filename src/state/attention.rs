@@ -19,8 +19,11 @@ use crate::model::HealthSource;
 pub(super) struct AttentionMemory {
     /// Subject (`disk/<id>`) → acknowledged reason codes and values.
     pub(super) acks: HashMap<String, Acks>,
-    /// Per disk: the counts first seen (only a rise above them is a reason).
-    baselines: HashMap<String, Baselines>,
+    /// Per disk: the counts first seen (only a rise above them is a reason); kept across
+    /// restarts by `crate::attention::baselines`.
+    baselines: BTreeMap<String, Baselines>,
+    /// Bumped whenever `baselines` changes: the keeper saves then.
+    baselines_generation: u64,
     /// Per member disk: the reasons its arrays give it (`state::attention_objects`).
     pub(super) array_reasons: HashMap<String, Vec<Found>>,
     /// The time of the fact being applied, for a verdict made without a health reading.
@@ -29,7 +32,9 @@ pub(super) struct AttentionMemory {
 
 impl AttentionMemory {
     pub(super) fn forget_disk(&mut self, id: &str) {
-        self.baselines.remove(id);
+        if self.baselines.remove(id).is_some() {
+            self.baselines_generation += 1;
+        }
     }
 
     /// An acknowledgement ends with its reason: if it comes back, it is news again. Codes for
@@ -53,6 +58,19 @@ impl State {
         self.attention.acks.extend(acks);
     }
 
+    /// Baselines of the rising rules kept from an earlier run (`crate::attention::baselines`),
+    /// by disk id. A disk's baseline set in this run already wins.
+    pub fn load_baselines(&mut self, baselines: BTreeMap<String, Baselines>) {
+        for (id, b) in baselines {
+            self.attention.baselines.entry(id).or_insert(b);
+        }
+    }
+
+    /// The baselines of the rising rules, by disk id, and a generation that changes with them.
+    pub fn baselines(&self) -> (u64, &BTreeMap<String, Baselines>) {
+        (self.attention.baselines_generation, &self.attention.baselines)
+    }
+
     /// What the owner acknowledged of an object, as the state holds it now.
     pub fn acknowledgements(&self, subject: &str) -> Option<&Acks> {
         self.attention.acks.get(subject)
@@ -67,11 +85,16 @@ impl State {
         let limits = Limits { temperature_critical: self.config.temperature_critical };
         let next = disk.health.as_deref().map(|h| {
             let base = if h.source == HealthSource::Smartctl {
-                let b = self.attention.baselines.entry(id.to_owned()).or_insert_with(|| Baselines::of(h));
+                let known = self.attention.baselines.get(id).copied();
+                let mut b = known.unwrap_or_else(|| Baselines::of(h));
                 // A counter the first reading lacked starts at its first value.
                 b.crc_errors = b.crc_errors.or(h.crc_errors);
                 b.command_timeouts = b.command_timeouts.or(h.command_timeouts);
-                *b
+                if known != Some(b) {
+                    self.attention.baselines.insert(id.to_owned(), b);
+                    self.attention.baselines_generation += 1;
+                }
+                b
             } else {
                 Baselines::default()
             };
