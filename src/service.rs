@@ -309,7 +309,9 @@ async fn finish_startup(
         _ = token.cancelled() => return,
         waited = tokio::time::timeout(STARTUP_WAIT, settled) => {
             if waited.is_err() {
-                warn!(waited = ?STARTUP_WAIT, "not every source reported its start-up facts; starting anyway");
+                let state = agent.state();
+                let late: Vec<&str> = sources.iter().copied().filter(|s| !state.settled(&[s])).collect();
+                warn!(waited = ?STARTUP_WAIT, ?late, "not every source reported its start-up facts; starting anyway");
             }
         }
     }

@@ -409,6 +409,9 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
     let done = agent.streams_done.clone();
     loop {
         let expiry = sink.next_expiry();
+        // A discovery config held back (retained::CONFIG_GAP_MS) goes out when its gap ends.
+        let held =
+            sink.retainer.held_until_ms().map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
         tokio::select! {
             _ = done.cancelled() => break,
             received = events.recv() => match received {
@@ -482,6 +485,7 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
                 }
             }
             _ = sleep_until(expiry) => sink.expire(),
+            _ = sleep_until(held) => sink.dirty = true,
         }
         if sink.connected && sink.dirty {
             sink.reconcile(false);
