@@ -580,3 +580,51 @@ async fn rising_rule_baselines_survive_a_restart() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved[id]["crc_errors"], 4, "{saved}");
 }
+
+/// Home Assistant's *Acknowledge* button of a mount: announced once the mount has a verdict,
+/// and a press quiets a full mount's reason (the button of an array takes the same path).
+#[tokio::test]
+async fn home_assistant_acknowledge_button_of_a_mount() {
+    use common::dashboard::{disk, mount, partition, usage};
+    use common::mosquitto::{Mosquitto, Recorder};
+    use diskwatch::state::Fact;
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let agent = common::TestAgent::start(
+        |c| {
+            c.mqtt.enabled = true;
+            c.mqtt.url = url;
+        },
+        vec![],
+    )
+    .await;
+    let d = disk(8);
+    let p = partition(&d, 1);
+    let m = mount(&p, "/mnt/full");
+    let id = m.id.clone();
+    agent.facts.send(Fact::BlockDevices { disks: vec![d], partitions: vec![p], initial: false }).await.unwrap();
+    agent.facts.send(Fact::Mounts { mounts: vec![m], initial: false }).await.unwrap();
+    agent.facts.send(Fact::MountUsage { id: id.clone(), usage: Some(usage(99.0)), stale: false }).await.unwrap();
+    let rec = Recorder::start(broker.port, "t-mount-ack", &["diskwatch/#", "homeassistant/#"]).await;
+    let command = format!("diskwatch/test/mount/{id}/acknowledge/set");
+    let config_topic = format!("homeassistant/device/diskwatch_test_mount_{id}/config");
+    rec.wait_for(Duration::from_secs(20), "the mount's acknowledge button", |m| {
+        m.iter().any(|r| r.topic == config_topic && r.payload.contains(&command))
+    })
+    .await;
+    let state_topic = format!("diskwatch/test/mount/{id}/state");
+    let level = |r: &common::mosquitto::Received, level: &str| {
+        r.topic == state_topic
+            && serde_json::from_str::<Value>(&r.payload).is_ok_and(|s| s["attention"]["level"] == level)
+    };
+    rec.wait_for(Duration::from_secs(20), "failing", |m| m.iter().any(|r| level(r, "failing"))).await;
+    rec.client.publish(command, rumqttc::QoS::AtLeastOnce, false, "PRESS").await.unwrap();
+    rec.wait_for(Duration::from_secs(20), "acknowledged", |m| m.iter().any(|r| level(r, "ok"))).await;
+    let snap = agent.get_json("/api/v1/snapshot").await;
+    let a = &snap["mounts"].as_array().unwrap().iter().find(|m| m["id"] == id.as_str()).unwrap()["attention"];
+    assert_eq!(
+        (a["reasons"][0]["code"].as_str(), a["reasons"][0]["acknowledged"].as_bool()),
+        (Some("mount_full"), Some(true))
+    );
+    agent.stop().await;
+}
