@@ -162,6 +162,8 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     );
     let ack_file = config.state_dir.join(crate::attention::store::FILE);
     state.load_acknowledgements(crate::attention::store::load(&ack_file));
+    let baselines_file = config.state_dir.join(crate::attention::baselines::FILE);
+    state.load_baselines(crate::attention::baselines::load(&baselines_file));
     let listener = match options.listener {
         Some(l) => l,
         None => TcpListener::bind(config.http.listen)
@@ -182,6 +184,15 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let (facts, fact_rx) = mpsc::channel(FACT_QUEUE);
     let watchdog = crate::systemd::Watchdog::from_env();
     tracker.spawn(crate::core::run(agent.clone(), journal, fact_rx, token.clone(), watchdog));
+
+    // The rising rules' baselines, saved to state_dir whenever they change.
+    let reader = agent.clone();
+    let read = move || {
+        let state = reader.state();
+        let (generation, baselines) = state.baselines();
+        (generation, baselines.clone())
+    };
+    tracker.spawn(crate::attention::baselines::keep(baselines_file, agent.topology(), token.clone(), read));
 
     // One smartctl (binary or helper socket, version, per-disk slot) for health and self-tests.
     let smartctl = config.health.smartctl();
@@ -313,7 +324,9 @@ async fn finish_startup(
         _ = token.cancelled() => return,
         waited = tokio::time::timeout(STARTUP_WAIT, settled) => {
             if waited.is_err() {
-                warn!(waited = ?STARTUP_WAIT, "not every source reported its start-up facts; starting anyway");
+                let state = agent.state();
+                let late: Vec<&str> = sources.iter().copied().filter(|s| !state.settled(&[s])).collect();
+                warn!(waited = ?STARTUP_WAIT, ?late, "not every source reported its start-up facts; starting anyway");
             }
         }
     }

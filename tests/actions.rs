@@ -452,8 +452,9 @@ async fn actions_need_the_token_always_and_a_host_of_ours() {
         .filter(|(_, ops)| ops.get("post").is_some())
         .map(|(p, _)| p.replace("{id}", "x"))
         .collect();
-    // eject, spin_down, self_test, unmount, mount, and acknowledge (SPEC §9: token-guarded the same way).
-    assert_eq!(posts.len(), 6, "{posts:?}");
+    // eject, spin_down, self_test, unmount, mount, and acknowledge of disks, mounts and arrays
+    // (SPEC §9: token-guarded the same way).
+    assert_eq!(posts.len(), 8, "{posts:?}");
     for p in &posts {
         assert_eq!(post(&agent, p, &[]).await.0, 401, "{p} without a token");
         assert_eq!(post(&agent, p, &[("authorization", &wrong)]).await.0, 401, "{p} with a wrong token");
@@ -606,9 +607,15 @@ async fn actions_disabled_answer_403_and_announce_no_buttons() {
     agent.facts.send(diskwatch::state::Fact::Mounts { mounts: vec![mount], initial: false }).await.unwrap();
     let disk = discovery(&broker, &rec, "disk_usb-Stick_1").await;
     let mount = discovery(&broker, &rec, "mount_media_stick").await;
+    // (The acknowledge button of an object with a verdict is no action: it stays, SPEC §9.)
     for config in [&disk, &mount] {
-        let platforms: Vec<&str> =
-            config["cmps"].as_object().unwrap().values().map(|c| c["platform"].as_str().unwrap()).collect();
+        let platforms: Vec<&str> = config["cmps"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| key.as_str() != "acknowledge")
+            .map(|(_, c)| c["platform"].as_str().unwrap())
+            .collect();
         assert!(!platforms.contains(&"button"), "{config:#}");
     }
     for path in [
@@ -679,8 +686,9 @@ async fn button_entities_pass_home_assistant_schemas() {
         let out = Command::new(&python).arg(&script).arg(&file).output().expect("run ha_validate.py");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{mode:?}: Home Assistant rejected discovery payloads:\n{text}");
-        // 7 host entities, 2 sensors and 2 buttons on the disk, 4 sensors and 1 button on the mount.
-        assert!(text.contains(" 16 entities, 0 errors"), "{text}");
+        // 7 host entities, 2 sensors and 2 buttons on the disk, 4 sensors and 1 button on the
+        // mount, and its attention sensor and acknowledge button (SPEC §9).
+        assert!(text.contains(" 18 entities, 0 errors"), "{text}");
         agent.stop().await;
     }
 }

@@ -360,3 +360,271 @@ async fn dashboard_lists_what_needs_attention() {
     drop(browser);
     agent.stop().await;
 }
+
+/// Mounts and arrays, like disks: `POST /api/v1/{mounts,arrays}/{id}/acknowledge` quiets the
+/// current reasons; the same value stays quiet (also after a restart: kept in state_dir); a
+/// worse level (a mount's `fills_soon` going from "7d" to "24h", an array losing a second
+/// member) is news again.
+#[tokio::test]
+async fn mounts_and_arrays_acknowledge_until_the_reason_changes_and_survive_a_restart() {
+    use common::dashboard::{disk, mount, partition, usage};
+    use diskwatch::arrays::{Array, ArrayKind, ArrayMember, ArrayState, MemberRole};
+    use diskwatch::model::Forecast;
+    use diskwatch::state::Fact;
+    let state_dir = tempfile::tempdir().unwrap();
+    let dir = state_dir.path().to_path_buf();
+    let start = |dir: std::path::PathBuf| {
+        common::TestAgent::start(
+            move |c| {
+                c.state_dir = dir;
+                c.http.auth_token = Some(diskwatch::config::Secret::new(TOKEN));
+            },
+            vec![],
+        )
+    };
+    let d = disk(7);
+    let p = partition(&d, 1);
+    let m = mount(&p, "/mnt/fill");
+    let mount_id = m.id.clone();
+    // The slow end of the interval within a week (watch) or a day (failing), on 8 days of basis.
+    let forecast = |full_h: u64, slow_h: u64| Forecast {
+        full_in_seconds: Some(full_h * 3600),
+        low_seconds: Some(full_h * 1800),
+        high_seconds: Some(slow_h * 3600),
+        basis_seconds: 8 * 86_400,
+        bytes_per_day: 1_000_000_000,
+    };
+    let mut array = Array::new(ArrayKind::Md, "md7", Some("7e0c8a4c-5b0a-4d43-9d3e-0d6b1d2f4a11".into()));
+    array.level = Some("raid5".into());
+    array.raid_disks = Some(4);
+    array.members = (0..4).map(|i| ArrayMember::new(Some(format!("sd{i}")), MemberRole::Active, Some(i))).collect();
+    array.state = ArrayState::Degraded;
+    array.degraded_count = 1;
+    array.members[3].role = MemberRole::Faulty;
+    let array_id = array.id.clone();
+    let feed = |agent: &common::TestAgent, fc: Forecast, array: Array| {
+        let facts = agent.facts.clone();
+        let (d, p, m, id) = (d.clone(), p.clone(), m.clone(), mount_id.clone());
+        async move {
+            facts.send(Fact::BlockDevices { disks: vec![d], partitions: vec![p], initial: false }).await.unwrap();
+            facts.send(Fact::Mounts { mounts: vec![m], initial: false }).await.unwrap();
+            facts.send(Fact::MountUsage { id: id.clone(), usage: Some(usage(60.0)), stale: false }).await.unwrap();
+            facts.send(Fact::MountForecasts { forecasts: vec![(id, Some(fc))] }).await.unwrap();
+            facts.send(Fact::Arrays { arrays: vec![array], initial: false }).await.unwrap();
+        }
+    };
+    let attention = |snap: &Value, list: &str, id: &str| {
+        snap[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["id"] == id)
+            .map(|o| o["attention"].clone())
+            .unwrap_or_default()
+    };
+    let until = |agent: &common::TestAgent, list: &'static str, id: String, level: &'static str| {
+        let agent_url = agent.url("/api/v1/snapshot");
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let req = reqwest::Client::new().get(&agent_url).bearer_auth(TOKEN);
+                let snap: Value = req.send().await.unwrap().json().await.unwrap();
+                let a = attention(&snap, list, &id);
+                if a["level"] == level {
+                    return a;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{list} {id} never {level}: {a:#}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let client = reqwest::Client::new();
+    let ack = |kind: &str, id: &str| {
+        let url = format!("/api/v1/{kind}/{id}/acknowledge");
+        (client.clone(), url)
+    };
+
+    let agent = start(dir.clone()).await;
+    feed(&agent, forecast(72, 120), array.clone()).await;
+    let a = until(&agent, "mounts", mount_id.clone(), "watch").await;
+    assert_eq!(a["reasons"][0]["code"], "fills_soon", "{a:#}");
+    until(&agent, "arrays", array_id.clone(), "failing").await;
+    for (kind, id, code) in [("mounts", &mount_id, "fills_soon"), ("arrays", &array_id, "array_degraded")] {
+        let (client, path) = ack(kind, id);
+        assert_eq!(client.post(agent.url(&path)).send().await.unwrap().status(), 401, "the token is needed");
+        let answer: Value =
+            client.post(agent.url(&path)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        assert_eq!(answer["acknowledged"], serde_json::json!([code]), "{answer}");
+        assert_eq!(answer["subject"], format!("{}/{id}", kind.trim_end_matches('s')));
+        let missing = client.post(agent.url(&format!("/api/v1/{kind}/nope/acknowledge"))).bearer_auth(TOKEN);
+        assert_eq!(missing.send().await.unwrap().status(), 404);
+    }
+    until(&agent, "mounts", mount_id.clone(), "ok").await;
+    until(&agent, "arrays", array_id.clone(), "ok").await;
+    // The estimate moves within the week: still the same reason value, still quiet.
+    agent
+        .facts
+        .send(Fact::MountForecasts { forecasts: vec![(mount_id.clone(), Some(forecast(60, 100)))] })
+        .await
+        .unwrap();
+    // Worse: the slow end within a day, a second member lost. News again.
+    agent
+        .facts
+        .send(Fact::MountForecasts { forecasts: vec![(mount_id.clone(), Some(forecast(10, 20)))] })
+        .await
+        .unwrap();
+    let a = until(&agent, "mounts", mount_id.clone(), "failing").await;
+    assert_eq!(
+        (a["reasons"][0]["value"].as_str(), a["reasons"][0]["acknowledged"].as_bool()),
+        (Some("24h"), Some(false))
+    );
+    let mut worse = array.clone();
+    worse.degraded_count = 2;
+    worse.state = ArrayState::Failed;
+    agent.facts.send(Fact::Arrays { arrays: vec![worse.clone()], initial: false }).await.unwrap();
+    let a = until(&agent, "arrays", array_id.clone(), "failing").await;
+    assert_eq!(a["reasons"][0]["acknowledged"], false, "{a:#}");
+    let events = get(&agent, "/api/v1/events?types=mount.attention_changed").await;
+    let levels: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["data"]["mount"]["attention"]["level"].as_str().unwrap())
+        .collect();
+    assert_eq!(levels, ["watch", "ok", "failing"], "one event per change, none for the moved estimate");
+    // The mount's failing verdict acknowledged too, then a restart: both hold at their values.
+    let (client, path) = ack("mounts", &mount_id);
+    assert_eq!(client.post(agent.url(&path)).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    let (client, path) = ack("arrays", &array_id);
+    assert_eq!(client.post(agent.url(&path)).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    until(&agent, "mounts", mount_id.clone(), "ok").await;
+    until(&agent, "arrays", array_id.clone(), "ok").await;
+    agent.stop().await;
+
+    let again = start(dir.clone()).await;
+    feed(&again, forecast(10, 20), worse).await;
+    // Both come back acknowledged.
+    let a = until(&again, "mounts", mount_id.clone(), "ok").await;
+    assert_eq!(a["reasons"][0]["acknowledged"], true, "acknowledged before the restart: {a:#}");
+    until(&again, "arrays", array_id.clone(), "ok").await;
+    again.stop().await;
+}
+
+/// The rising rules' baselines survive a restart (`state_dir/attention-baselines.json`): CRC
+/// errors that rose while the agent was down are a reason after the start, not the new
+/// baseline. A bad file is a warning: the baselines start over, the acknowledgements stay.
+#[tokio::test]
+async fn rising_rule_baselines_survive_a_restart() {
+    let state_dir = tempfile::tempdir().unwrap();
+    let dir = state_dir.path().to_path_buf();
+    let start = |dir: std::path::PathBuf| {
+        common::TestAgent::start(
+            move |c| {
+                c.state_dir = dir;
+                c.http.auth_token = Some(diskwatch::config::Secret::new(TOKEN));
+            },
+            vec![],
+        )
+    };
+    let id = "wwn-0x5000c500a4";
+    let disk = common::mosquitto::disk(id, "sdt", "65:48", 1 << 40);
+    let block =
+        || diskwatch::state::Fact::BlockDevices { disks: vec![disk.clone()], partitions: vec![], initial: false };
+    // The real reading (199 UDMA_CRC_Error_Count = 0), and the same drive with its CRC count risen.
+    let crc = |n: u64, at: &str| {
+        let mut f = fact(id, "ata-hdd-st3500418as-realloc-1.json", at);
+        if let diskwatch::state::Fact::DiskHealth { health: Some(h), .. } = &mut f {
+            assert_eq!(h.crc_errors, Some(0), "the fixture's 199");
+            h.crc_errors = Some(n);
+        }
+        f
+    };
+    let codes = |d: &Value| -> Vec<String> {
+        d["attention"]["reasons"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap().to_owned()).collect()
+    };
+    let file = dir.join(diskwatch::attention::baselines::FILE);
+
+    let agent = start(dir.clone()).await;
+    agent.facts.send(block()).await.unwrap();
+    agent.facts.send(crc(0, "t1")).await.unwrap();
+    let d = wait_disk(&agent, id, |d| d["attention"]["assessed_at"] == "t1").await;
+    assert!(!codes(&d).contains(&"crc_errors_rising".to_owned()), "{d:#}");
+    // Acknowledge the reallocated sector, to see that a bad baselines file loses nothing else.
+    let url = agent.url(&format!("/api/v1/disks/{id}/acknowledge"));
+    let client = reqwest::Client::new();
+    assert_eq!(client.post(&url).bearer_auth(TOKEN).send().await.unwrap().status(), 200);
+    wait_disk(&agent, id, |d| d["attention"]["level"] == "ok").await;
+    agent.stop().await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved[id]["crc_errors"], 0, "{saved}");
+
+    // Down while the cable went bad: 0 -> 4 CRC errors. After the start, a rise.
+    let again = start(dir.clone()).await;
+    again.facts.send(block()).await.unwrap();
+    again.facts.send(crc(4, "t2")).await.unwrap();
+    let d = wait_disk(&again, id, |d| d["attention"]["assessed_at"] == "t2").await;
+    assert_eq!(codes(&d), ["reallocated_sectors", "crc_errors_rising"], "{d:#}");
+    assert_eq!(d["attention"]["level"], "watch");
+    again.stop().await;
+
+    // A bad file: the agent starts, the baselines start over (4 is the new baseline), the
+    // reallocated sector's acknowledgement holds, and the file is written anew.
+    std::fs::write(&file, b"{\"wwn-0x5000c500a4\": {\"crc_errors\": ").unwrap();
+    let third = start(dir.clone()).await;
+    third.facts.send(block()).await.unwrap();
+    third.facts.send(crc(4, "t3")).await.unwrap();
+    let d = wait_disk(&third, id, |d| d["attention"]["assessed_at"] == "t3").await;
+    assert_eq!(codes(&d), ["reallocated_sectors"], "{d:#}");
+    assert_eq!(d["attention"]["level"], "ok", "the acknowledgement is kept: {d:#}");
+    third.stop().await;
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved[id]["crc_errors"], 4, "{saved}");
+}
+
+/// Home Assistant's *Acknowledge* button of a mount: announced once the mount has a verdict,
+/// and a press quiets a full mount's reason (the button of an array takes the same path).
+#[tokio::test]
+async fn home_assistant_acknowledge_button_of_a_mount() {
+    use common::dashboard::{disk, mount, partition, usage};
+    use common::mosquitto::{Mosquitto, Recorder};
+    use diskwatch::state::Fact;
+    let broker = Mosquitto::start();
+    let url = broker.url();
+    let agent = common::TestAgent::start(
+        |c| {
+            c.mqtt.enabled = true;
+            c.mqtt.url = url;
+        },
+        vec![],
+    )
+    .await;
+    let d = disk(8);
+    let p = partition(&d, 1);
+    let m = mount(&p, "/mnt/full");
+    let id = m.id.clone();
+    agent.facts.send(Fact::BlockDevices { disks: vec![d], partitions: vec![p], initial: false }).await.unwrap();
+    agent.facts.send(Fact::Mounts { mounts: vec![m], initial: false }).await.unwrap();
+    agent.facts.send(Fact::MountUsage { id: id.clone(), usage: Some(usage(99.0)), stale: false }).await.unwrap();
+    let rec = Recorder::start(broker.port, "t-mount-ack", &["diskwatch/#", "homeassistant/#"]).await;
+    let command = format!("diskwatch/test/mount/{id}/acknowledge/set");
+    let config_topic = format!("homeassistant/device/diskwatch_test_mount_{id}/config");
+    rec.wait_for(Duration::from_secs(20), "the mount's acknowledge button", |m| {
+        m.iter().any(|r| r.topic == config_topic && r.payload.contains(&command))
+    })
+    .await;
+    let state_topic = format!("diskwatch/test/mount/{id}/state");
+    let level = |r: &common::mosquitto::Received, level: &str| {
+        r.topic == state_topic
+            && serde_json::from_str::<Value>(&r.payload).is_ok_and(|s| s["attention"]["level"] == level)
+    };
+    rec.wait_for(Duration::from_secs(20), "failing", |m| m.iter().any(|r| level(r, "failing"))).await;
+    rec.client.publish(command, rumqttc::QoS::AtLeastOnce, false, "PRESS").await.unwrap();
+    rec.wait_for(Duration::from_secs(20), "acknowledged", |m| m.iter().any(|r| level(r, "ok"))).await;
+    let snap = agent.get_json("/api/v1/snapshot").await;
+    let a = &snap["mounts"].as_array().unwrap().iter().find(|m| m["id"] == id.as_str()).unwrap()["attention"];
+    assert_eq!(
+        (a["reasons"][0]["code"].as_str(), a["reasons"][0]["acknowledged"].as_bool()),
+        (Some("mount_full"), Some(true))
+    );
+    agent.stop().await;
+}

@@ -212,7 +212,9 @@ async fn home_assistant_shows_every_object_named_and_current() {
     std::fs::write(work.path().join("fixtures"), fixtures.to_str().unwrap()).unwrap();
     std::fs::write(work.path().join("map"), format!("{} ata-hdd-wd140edfz.json\n", dev.device)).unwrap();
 
+    let wire = Recorder::start(broker.port, "t-wire", &["homeassistant/#", "diskwatch/#"]).await;
     let started = Instant::now();
+    let started_unix = unix_now();
     let agent = TestAgent::start(
         |c| {
             c.mqtt.enabled = true;
@@ -259,6 +261,56 @@ async fn home_assistant_shows_every_object_named_and_current() {
     };
     let snap = agent.get_json("/api/v1/snapshot").await;
     let want = expected(&snap);
+    // The SMART entity's first states in Home Assistant, after the agent's start: it has its
+    // value the moment it exists (never `unknown` first, waiting for the next state publish).
+    let loop_id = snap["disks"].as_array().unwrap().iter().find(|d| d["kernel_name"] == name.as_str()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let smart = format!("binary_sensor.{}_smart_problem", entity_slug(&format!("diskwatch_test_disk_{loop_id}")));
+    let smart_states: Vec<(Option<String>, f64)> = ha
+        .changes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.entity_id == smart && c.at >= started_unix)
+        .map(|c| (c.state.clone(), c.at - started_unix))
+        .collect();
+    eprintln!("agent start -> {smart} states in HA: {smart_states:?}");
+    let first_seen = |entity: &str| {
+        ha.changes
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|c| c.entity_id == entity && c.at >= started_unix)
+            .map(|c| c.at - started_unix)
+    };
+    let size_entity = format!("sensor.{}_size", entity_slug(&format!("diskwatch_test_disk_{loop_id}")));
+    eprintln!(
+        "agent start -> ready {:.2} s; -> disk size entity in HA {:?}; -> SMART entity in HA {:?}",
+        (ready - started).as_secs_f64(),
+        first_seen(&size_entity),
+        first_seen(&smart)
+    );
+    let smart_shown = smart_states.iter().find(|(s, _)| s.as_deref() == Some("off")).map(|(_, at)| *at);
+    // Created from the first config that holds it: not left out by Home Assistant (a device
+    // config arriving while the previous one is still being set up loses its new components)
+    // until the agent happened to publish that config again (20 s later, before the fix).
+    let disk_config = wire
+        .all()
+        .into_iter()
+        .filter(|m| m.topic == format!("homeassistant/device/diskwatch_test_disk_{loop_id}/config"))
+        .map(|m| (m.payload.contains("\"smart_problem\""), (m.at - started).as_secs_f64()))
+        .collect::<Vec<_>>();
+    let with_smart = disk_config.iter().position(|(smart, _)| *smart).expect("a config with the SMART entity");
+    let created = smart_states.first().expect("the SMART entity in HA").1;
+    if let Some((_, again)) = disk_config.get(with_smart + 1) {
+        assert!(
+            created < *again,
+            "the SMART entity was created only when its config was published again: {smart_states:?}, \
+             configs (has SMART, s after start): {disk_config:?}"
+        );
+    }
 
     // The names as Home Assistant shows them, spelled out for this loop disk.
     let loop_disk = snap["disks"].as_array().unwrap().iter().find(|d| d["kernel_name"] == name.as_str()).unwrap();
@@ -404,6 +456,9 @@ async fn home_assistant_shows_every_object_named_and_current() {
         secs(back - restarted),
         birth.map_or("?".into(), |b| secs(back.saturating_duration_since(b)))
     );
+    if let Some(at) = smart_shown {
+        eprintln!("agent start -> SMART entity's state shown in HA: {at:.2} s");
+    }
     if let Some(shown) = health_shown {
         eprintln!("first SMART reading in the snapshot -> its entities shown: {}", secs(shown));
     }

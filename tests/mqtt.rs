@@ -70,10 +70,11 @@ async fn discovery_payloads_pass_home_assistant_schemas() {
         feed_topology(&agent).await;
         feed_array(&agent).await;
         let rec = Recorder::start(broker.port, "t-schema", &["homeassistant/#"]).await;
-        // host, disk, two mounts, share, array (device form); their entities (component form)
+        // host, disk, two mounts, share, array (device form); their entities (component form:
+        // mounts and the degraded array with their attention sensor and acknowledge button)
         let expected = match mode {
             DiscoveryMode::Device => 6,
-            DiscoveryMode::Component => 7 + 2 + 2 * 4 + 1 + 3,
+            DiscoveryMode::Component => 7 + 2 + 2 * 6 + 1 + 5,
         };
         rec.wait_for(WAIT, "all discovery configs", |m| {
             m.iter().map(|r| r.topic.as_str()).collect::<std::collections::BTreeSet<_>>().len() >= expected
@@ -392,6 +393,12 @@ async fn loop_device_plugged_mounted_unmounted_unplugged() {
     rec.wait_for(WAIT, "mount usage", |m| {
         m.iter()
             .any(|r| r.topic == state_topic && serde_json::from_str::<Value>(&r.payload).unwrap()["usage"].is_object())
+    })
+    .await;
+    // The config with the usage entities follows (a config changed again is held back for
+    // mqtt::retained::CONFIG_GAP_MS after the first).
+    rec.wait_for(WAIT, "mount usage entities", |m| {
+        m.iter().any(|r| r.topic == mount_config && r.payload.contains("\"used\""))
     })
     .await;
     let held = mosquitto::retained(broker.port, &["diskwatch/test/#", "homeassistant/#"]).await;

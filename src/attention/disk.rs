@@ -17,7 +17,7 @@ use crate::model::Health;
 use super::verdict::Found;
 
 /// Counts first seen for a disk: only a rise above them is a reason (`None`: first reading).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Baselines {
     /// ATA 199 UDMA_CRC_Error_Count.
     pub crc_errors: Option<u64>,

@@ -38,6 +38,9 @@ pub fn severity(forecast: Option<&Forecast>, percent_used: f64) -> Option<Severi
 /// How many times its basis an alerting forecast may reach ahead at most.
 pub const EXTRAPOLATION: u64 = 4;
 
+/// The code of the mount reason "fills within a week / a day".
+pub const FILLS_SOON: &str = "fills_soon";
+
 /// Used % at which a mount needs attention whatever its trend.
 pub const FULL_PERCENT: f64 = 98.0;
 const DAY_SECONDS: u64 = 86_400;
@@ -64,7 +67,7 @@ pub fn mount_reasons(m: &Mount) -> Vec<Found> {
         };
         let days = f.and_then(|f| f.full_in_seconds).map_or(0.0, |s| s as f64 / 86_400.0);
         out.push(Found {
-            code: "fills_soon",
+            code: FILLS_SOON,
             severity: sev,
             text: format!("{} fills within {within} at its trend (in about {days:.1} days)", m.mount_point),
             value: json!(limit),

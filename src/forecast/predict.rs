@@ -6,20 +6,26 @@
 //!   download does not make the following fill look like a shrink, while temporary files
 //!   deleted again (a nightly backup's staging) do not restart it;
 //! - no forecast below `min_basis` of history;
-//! - the trend is Theil–Sen over the basis (at most [`MAX_POINTS`] averaged points, pairs at
-//!   least a quarter of the basis apart), with Sen's 95 % interval for
-//!   `low_seconds`/`high_seconds`;
+//! - the rate is the rise of the lower envelope (trailing minimum over [`ENVELOPE_SECONDS`])
+//!   over the basis: a fill by downloads is a step function, and each step counts once
+//!   ([`envelope_rate`]);
+//! - whether it grows at all, and the 95 % interval for `low_seconds`/`high_seconds`, are
+//!   Theil–Sen's over the basis (at most [`MAX_POINTS`] averaged points, pairs at least half
+//!   the basis apart), widened to hold the rate;
 //! - `full_in_seconds` is null when the filesystem is not provably growing (the interval's
 //!   lower slope is ≤ 0: flat or shrinking) or would take longer than [`HORIZON_SECONDS`].
 
 use crate::model::Forecast;
 
-use super::trend::theil_sen;
+use super::trend::{envelope_rate, theil_sen, Trend};
 
 /// A drop of more than this share of the filesystem between two points is a cleanup.
 pub const CLEANUP_FRACTION: f64 = 0.01;
 /// Points the trend is fitted over at most (consecutive points are averaged down to this).
 pub const MAX_POINTS: usize = 288;
+/// The lower envelope's trailing window (at most a quarter of the basis): longer than what a
+/// nightly job stages and deletes again, short against days of history.
+pub const ENVELOPE_SECONDS: f64 = 12.0 * 3600.0;
 /// Beyond ten years a forecast is not a forecast: null, like a flat mount.
 pub const HORIZON_SECONDS: f64 = 10.0 * 365.0 * 86_400.0;
 
@@ -34,7 +40,12 @@ pub fn forecast(points: &[(u64, u64)], total_bytes: u64, now: u64, min_basis_s: 
         return None;
     }
     let pts = downsample(basis, now);
-    let trend = theil_sen(&pts, 0.0, basis_seconds as f64 / 2.0)?;
+    let sen = theil_sen(&pts, 0.0, basis_seconds as f64 / 2.0)?;
+    // The central rate is the rise of the lower envelope (the fill is a step function);
+    // whether it is growing at all, and the interval, are Sen's.
+    let window = ENVELOPE_SECONDS.min(basis_seconds as f64 / 4.0);
+    let slope = envelope_rate(&pts, window).unwrap_or(sen.slope);
+    let trend = Trend { slope, slope_low: sen.slope_low.min(slope), slope_high: sen.slope_high.max(slope), ..sen };
     let remaining = total_bytes.saturating_sub(last_used) as f64;
     let seconds = |slope: f64| -> Option<u64> {
         if slope <= 0.0 {

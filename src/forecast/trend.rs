@@ -24,8 +24,8 @@ const Z_95: f64 = 1.959_964;
 ///
 /// Only pairs at least `min_lag` apart count. Filling by downloads is a step function: over a
 /// short lag most pairs see no step, and the median of all pairwise slopes then sits well
-/// below the real rate (a bias of 30 % measured in benches/forecast.rs). Pairs a quarter of
-/// the basis apart each span many steps. The interval's ranks are scaled by the share of
+/// below the real rate (a bias of 30 % measured in benches/forecast.rs). Pairs half the
+/// basis apart each span many steps. The interval's ranks are scaled by the share of
 /// pairs kept.
 pub fn theil_sen(points: &[(f64, f64)], at: f64, min_lag: f64) -> Option<Trend> {
     let n = points.len();
@@ -61,6 +61,33 @@ pub fn theil_sen(points: &[(f64, f64)], at: f64, min_lag: f64) -> Option<Trend> 
     residuals.sort_unstable_by(f64::total_cmp);
     let intercept = median_sorted(&residuals);
     Some(Trend { slope, slope_low, slope_high, level_at: intercept + slope * at })
+}
+
+/// The rate of a fill made of steps (downloads, copies) that temporary files ride on: the rise
+/// of the lower envelope (the trailing minimum over `window`) from its first full window to the
+/// last point, over that time. `None` with fewer than two envelope points.
+///
+/// For a process that grows by random steps the mean rate is the whole rise over the whole
+/// time: every step counts once. The median of pairwise slopes instead sees a typical
+/// sub-interval and, the step sizes being skewed, sits below the mean (benches/forecast.rs:
+/// bursty downloads). The trailing minimum drops what is deleted again within `window` (a
+/// nightly backup's staging files) and the sample noise at both ends alike; its lag of
+/// `window` on a steady fill is the same at both ends, so the rate is not biased by it.
+pub fn envelope_rate(points: &[(f64, f64)], window: f64) -> Option<f64> {
+    let (first_t, _) = *points.first()?;
+    let mut from = 0;
+    let mut envelope = Vec::with_capacity(points.len());
+    for (i, &(t, _)) in points.iter().enumerate() {
+        while points[from].0 < t - window {
+            from += 1;
+        }
+        if t >= first_t + window {
+            let low = points[from..=i].iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+            envelope.push((t, low));
+        }
+    }
+    let (&(t0, y0), &(t1, y1)) = (envelope.first()?, envelope.last()?);
+    (t1 > t0).then(|| (y1 - y0) / (t1 - t0))
 }
 
 fn median_sorted(v: &[f64]) -> f64 {
@@ -143,6 +170,31 @@ mod tests {
     fn too_few_or_degenerate() {
         assert!(theil_sen(&[(0.0, 1.0), (1.0, 2.0)], 0.0, 0.0).is_none());
         assert!(theil_sen(&[(1.0, 1.0), (1.0, 2.0), (1.0, 3.0)], 0.0, 0.0).is_none());
+    }
+}
+
+#[cfg(test)]
+mod envelope_tests {
+    use super::*;
+
+    #[test]
+    fn steps_count_whole_and_passing_files_do_not() {
+        // Steps of 30 and 60 at points 20 and 40 (90 over 50 points), and a 500 file kept for
+        // 3 points just before the end: the rate is the rise over the envelope's span, 90 / 40
+        // (its first full window ends at point 10).
+        let mut pts: Vec<(f64, f64)> =
+            (0..=50).map(|i| (i as f64, [0.0, 0.0, 30.0, 30.0, 90.0, 90.0][(i / 10) as usize])).collect();
+        for p in pts.iter_mut().skip(46).take(3) {
+            p.1 += 500.0;
+        }
+        let r = envelope_rate(&pts, 10.0).unwrap();
+        assert!((r - 90.0 / 40.0).abs() < 1e-9, "{r}");
+        // The median of pairwise slopes sees the typical span, not every step.
+        assert!(theil_sen(&pts, 0.0, 0.0).unwrap().slope < r);
+        // A steady line: its own slope, whatever the window.
+        let line: Vec<(f64, f64)> = (0..100).map(|i| (i as f64, 3.0 + 2.0 * i as f64)).collect();
+        assert!((envelope_rate(&line, 7.0).unwrap() - 2.0).abs() < 1e-9);
+        assert!(envelope_rate(&line[..5], 10.0).is_none(), "no full window");
     }
 }
 

@@ -70,6 +70,8 @@ pub fn app_with_actions(agent: Arc<Agent>, config: HttpConfig, engine: Option<cr
         .route("/api/v1/disks/{id}/self_test", post(actions::self_test))
         .route("/api/v1/disks/{id}/acknowledge", post(acknowledge::disk))
         .route("/api/v1/mounts/{id}/unmount", post(actions::unmount))
+        .route("/api/v1/mounts/{id}/acknowledge", post(acknowledge::mount))
+        .route("/api/v1/arrays/{id}/acknowledge", post(acknowledge::array))
         .route("/api/v1/partitions/{id}/mount", post(actions::mount))
         .route("/api/v1/partitions", get(api::partitions))
         .route("/api/v1/mounts", get(api::mounts))

@@ -35,6 +35,8 @@ use crate::model::{
         actions::spin_down,
         actions::self_test,
         acknowledge::disk,
+        acknowledge::mount,
+        acknowledge::array,
         actions::unmount,
         actions::mount,
         api::partitions,

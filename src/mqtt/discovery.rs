@@ -398,6 +398,10 @@ fn mount_object(m: &Mount, s: &Snapshot, naming: &Naming) -> DiscoveryObject {
             }),
         ));
     }
+    // SPEC §9: the verdict (full, fills soon) and its acknowledge button, once there is one.
+    if m.attention.is_some() {
+        entities.extend(attention_entities(&name, &state));
+    }
     let system = crate::actions::machine::SYSTEM_MOUNTS.contains(&m.mount_point.as_str());
     if naming.actions.contains(&ActionKind::Unmount) && !system {
         entities.push(button(naming, Kind::Mount, &m.id, &name, ActionKind::Unmount, "Unmount", "mdi:eject-outline"));
@@ -409,7 +413,7 @@ fn mount_object(m: &Mount, s: &Snapshot, naming: &Naming) -> DiscoveryObject {
         entities: with_object_availability(
             entities,
             &avail,
-            &["read_only", "used", "free", "days_until_full", "unmount"],
+            &["read_only", "used", "free", "days_until_full", "attention", "acknowledge", "unmount"],
         ),
         removable: devices::mount_removable(m, s),
     }
@@ -461,6 +465,10 @@ mod health;
 use health::{health_entities, io_entities, HEALTH_KEYS, IO_KEYS};
 use health::{self_test_entities, SELF_TEST_KEYS};
 use health::{sleep_entities, SLEEP_KEYS};
+
+#[path = "discovery_attention.rs"]
+mod attention;
+use attention::attention_entities;
 
 #[path = "discovery_devices.rs"]
 pub mod devices;

@@ -7,17 +7,12 @@
 use serde_json::json;
 
 use super::{entity, Entity};
-use crate::model::attention::Level;
 use crate::model::selftest::SelfTestResult;
 use crate::model::{Disk, PowerState};
 
 pub(super) const HEALTH_KEYS: [&str; 6] =
     ["temperature", "smart_problem", "attention", "acknowledge", "power_state", "power_on_hours"];
 
-/// The command topic of a disk's acknowledge button, next to its state topic.
-pub(super) fn acknowledge_topic(state: &str) -> String {
-    format!("{}/acknowledge/set", state.strip_suffix("/state").unwrap_or(state))
-}
 pub(super) const IO_KEYS: [&str; 2] = ["read_rate", "write_rate"];
 
 /// Whether the disk has ever given the value of the health entity `key`: a disk whose SMART
@@ -45,7 +40,7 @@ pub(super) fn health_entities(name: &str, state: &str) -> Vec<Entity> {
         [PowerState::Active, PowerState::Idle, PowerState::Standby, PowerState::Sleeping, PowerState::Unknown]
             .map(PowerState::as_str)
             .to_vec();
-    let levels: Vec<&str> = Level::ALL.map(Level::as_str).to_vec();
+    let [attention, acknowledge] = super::attention::attention_entities(name, state);
     vec![
         entity(
             "sensor",
@@ -82,34 +77,8 @@ pub(super) fn health_entities(name: &str, state: &str) -> Vec<Entity> {
                     "{{ (value_json.health if value_json.health else {}) | to_json }}",
             }),
         ),
-        entity(
-            "sensor",
-            "attention",
-            name,
-            "Attention".into(),
-            json!({
-                "state_topic": state,
-                "value_template": "{{ value_json.attention.level if value_json.attention else None }}",
-                "device_class": "enum",
-                "options": levels,
-                "icon": "mdi:harddisk-remove",
-                "json_attributes_topic": state,
-                "json_attributes_template":
-                    "{{ {'reasons': value_json.attention.reasons, 'assessed_at': value_json.attention.assessed_at} | to_json if value_json.attention else '{}' }}",
-            }),
-        ),
-        entity(
-            "button",
-            "acknowledge",
-            name,
-            "Acknowledge".into(),
-            json!({
-                "command_topic": acknowledge_topic(state),
-                "payload_press": "PRESS",
-                "retain": false,
-                "icon": "mdi:check-circle-outline",
-            }),
-        ),
+        attention,
+        acknowledge,
         entity(
             "sensor",
             "power_state",

@@ -112,7 +112,7 @@ pub(super) fn array_object(a: &Array, naming: &Naming) -> DiscoveryObject {
     let state = naming.state(Kind::Array, &a.id);
     let avail = naming.object_availability(Kind::Array, &a.id);
     let options: Vec<&str> = ArrayState::ALL.iter().map(|s| s.as_str()).collect();
-    let entities = vec![
+    let mut entities = vec![
         entity(
             "sensor",
             "state",
@@ -157,11 +157,19 @@ pub(super) fn array_object(a: &Array, naming: &Naming) -> DiscoveryObject {
             }),
         ),
     ];
+    // SPEC §9: the verdict (degraded, failed, rebuilding) and its acknowledge button.
+    if a.attention.is_some() {
+        entities.extend(super::attention_entities(&name, &state));
+    }
     DiscoveryObject {
         object: object_key(Kind::Array, &a.id),
         device: devices::array_device(a, &name, naming),
         name,
-        entities: with_object_availability(entities, &avail, &["state", "degraded", "sync"]),
+        entities: with_object_availability(
+            entities,
+            &avail,
+            &["state", "degraded", "sync", "attention", "acknowledge"],
+        ),
         removable: false,
     }
 }

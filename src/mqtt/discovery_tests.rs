@@ -443,3 +443,36 @@ fn self_test_sensors_and_the_short_test_button() {
     assert_eq!(all["self_test"]["command_topic"], "diskwatch/nas1/disk/wwn-0x5000/self_test/set");
     assert!(all["self_test"]["availability"].as_array().unwrap().len() == 2);
 }
+
+#[test]
+fn mounts_and_arrays_get_attention_and_an_acknowledge_button_with_a_verdict() {
+    use crate::arrays::{Array, ArrayKind, ArrayState};
+    use crate::model::attention::Attention;
+    let mut s = snapshot();
+    let mut array = Array::new(ArrayKind::Md, "md0", Some("0fbf5f2c-add2-43c2-bd78-a4be3ab709ef".into()));
+    array.state = ArrayState::Degraded;
+    s.arrays.push(array);
+    let naming = naming(DiscoveryMode::Device);
+    let mount_topic = "homeassistant/device/diskwatch_nas1_mount_srv/config";
+    let array_id = s.arrays[0].id.clone();
+    let array_topic = format!("homeassistant/device/diskwatch_nas1_array_{array_id}/config");
+    for topic in [mount_topic, array_topic.as_str()] {
+        let keys = cmps(&plan(&s, &naming, None), topic);
+        assert!(!keys.contains_key("acknowledge") && !keys.contains_key("attention"), "no verdict yet: {topic}");
+    }
+    let verdict: Attention =
+        serde_json::from_value(serde_json::json!({"level": "failing", "reasons": [], "assessed_at": "t"})).unwrap();
+    s.mounts[1].attention = Some(Box::new(verdict.clone()));
+    s.arrays[0].attention = Some(Box::new(verdict));
+    let msgs = plan(&s, &naming, None);
+    for (topic, kind, id) in [(mount_topic, "mount", "srv"), (array_topic.as_str(), "array", array_id.as_str())] {
+        let all = cmps(&msgs, topic);
+        let button = &all["acknowledge"];
+        assert_eq!(button["platform"], "button");
+        let command = button["command_topic"].as_str().unwrap();
+        assert_eq!(command, format!("diskwatch/nas1/{kind}/{id}/acknowledge/set"));
+        assert_eq!(naming.parse_acknowledge(command), Some((kind, id)), "the sink finds the object again");
+        assert_eq!(all["attention"]["device_class"], "enum");
+        assert_eq!(all["attention"]["availability"].as_array().map(Vec::len), Some(2), "unavailable with the object");
+    }
+}

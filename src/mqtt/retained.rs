@@ -47,6 +47,15 @@ fn is_config(topic: &str) -> bool {
     topic.ends_with("/config")
 }
 
+/// The least time between two publishes of one discovery config topic. Home Assistant
+/// (2026.11.0, `mqtt/discovery.py`) handles a device config component by component; a
+/// component still being set up from the previous config makes it queue that component's
+/// update and drop the rest of the message, so entities a quick second config adds (the
+/// SMART entities, when the first reading comes 30 ms after the first announcement) were
+/// created only when the config next changed, about 20 s later (tests/ha_real.rs). A config
+/// change within this gap is held back and sent when it ends.
+pub const CONFIG_GAP_MS: u64 = 2_000;
+
 /// When removed objects' topics are cleared (and Home Assistant drops their entities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Removal {
@@ -98,6 +107,10 @@ pub struct Retainer {
     clearing: BTreeSet<String>,
     /// Whether `objects` or `clearing` changed since the last save.
     dirty: bool,
+    /// When each discovery config topic was last sent in this connection ([`CONFIG_GAP_MS`]).
+    config_sent_ms: HashMap<String, u64>,
+    /// When the earliest config held back by [`CONFIG_GAP_MS`] may go.
+    held_until_ms: Option<u64>,
 }
 
 impl Retainer {
@@ -113,7 +126,7 @@ impl Retainer {
 
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
         let file: File = serde_json::from_str(text)?;
-        Ok(Self { published: HashMap::new(), objects: file.objects, clearing: file.clearing, dirty: false })
+        Ok(Self { objects: file.objects, clearing: file.clearing, ..Self::default() })
     }
 
     pub fn to_json(&self) -> String {
@@ -137,6 +150,14 @@ impl Retainer {
     /// Forgets what the broker holds (a new connection: the broker may have lost it all).
     pub fn forget_published(&mut self) {
         self.published.clear();
+        self.config_sent_ms.clear();
+        self.held_until_ms = None;
+    }
+
+    /// When a discovery config held back by [`CONFIG_GAP_MS`] may be sent: the sink updates
+    /// again then.
+    pub fn held_until_ms(&self) -> Option<u64> {
+        self.held_until_ms
     }
 
     pub fn objects(&self) -> &BTreeMap<String, ObjectRecord> {
@@ -147,6 +168,7 @@ impl Retainer {
     /// everything when `full`; objects missing from the plan go offline now.
     pub fn update(&mut self, plan: Vec<Retained>, now_ms: u64, full: bool) -> Vec<Outgoing> {
         let mut out = Vec::new();
+        self.held_until_ms = None;
         let mut present: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for msg in plan {
             let topics = present.entry(msg.object.clone()).or_default();
@@ -165,6 +187,14 @@ impl Retainer {
             }
             self.revive(&msg.topic);
             if full || self.published.get(&msg.topic) != Some(&msg.payload) {
+                if is_config(&msg.topic) {
+                    let free_at = self.config_sent_ms.get(&msg.topic).map_or(0, |t| t + CONFIG_GAP_MS);
+                    if !full && now_ms < free_at {
+                        self.held_until_ms = Some(self.held_until_ms.map_or(free_at, |h| h.min(free_at)));
+                        continue;
+                    }
+                    self.config_sent_ms.insert(msg.topic.clone(), now_ms);
+                }
                 self.published.insert(msg.topic.clone(), msg.payload.clone());
                 out.push(Outgoing { topic: msg.topic, payload: msg.payload });
             }
@@ -305,6 +335,26 @@ mod tests {
 
     fn msg(object: &str, topic: &str, payload: &str) -> Retained {
         Retained { object: object.into(), topic: topic.into(), payload: payload.into(), removable: false }
+    }
+
+    #[test]
+    fn a_config_changed_again_within_the_gap_waits_for_it() {
+        let plan = |state: &str, cfg: &str| {
+            vec![msg("disk/a", "b/disk/a/state", state), msg("disk/a", "ha/device/a/config", cfg)]
+        };
+        let mut r = Retainer::default();
+        assert_eq!(r.update(plan("1", "{c1}"), 1_000, true).len(), 2);
+        // 30 ms later: the state goes at once, the config waits for the gap.
+        let out = r.update(plan("2", "{c2}"), 1_030, false);
+        assert_eq!(out, vec![Outgoing { topic: "b/disk/a/state".into(), payload: "2".into() }]);
+        assert_eq!(r.held_until_ms(), Some(1_000 + CONFIG_GAP_MS));
+        // Changed once more while held: still one message, the newest, when the gap ends.
+        assert!(r.update(plan("2", "{c3}"), 1_500, false).is_empty());
+        let out = r.update(plan("2", "{c3}"), 1_000 + CONFIG_GAP_MS, false);
+        assert_eq!(out, vec![Outgoing { topic: "ha/device/a/config".into(), payload: "{c3}".into() }]);
+        assert_eq!(r.held_until_ms(), None);
+        // A full re-announce is never held.
+        assert_eq!(r.update(plan("2", "{c4}"), 1_000 + CONFIG_GAP_MS + 10, true).len(), 2);
     }
 
     /// One delay for every object, as the tests before the two delays used.

@@ -409,6 +409,9 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
     let done = agent.streams_done.clone();
     loop {
         let expiry = sink.next_expiry();
+        // A discovery config held back (retained::CONFIG_GAP_MS) goes out when its gap ends.
+        let held =
+            sink.retainer.held_until_ms().map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now_ms())));
         tokio::select! {
             _ = done.cancelled() => break,
             received = events.recv() => match received {
@@ -447,7 +450,7 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
                 }
                 Some(Notice::Incoming { topic, payload, retain }) => {
                     if let Some((kind, id)) = sink.naming.parse_acknowledge(&topic) {
-                        acknowledge(&actions, kind, id, &payload, retain);
+                        acknowledge(&agent, &actions, kind, id, &payload, retain);
                     } else if let Some((kind, id, action)) = sink.naming.parse_command(&topic) {
                         press(&actions, kind, id, action, &payload, retain);
                     } else if topic == sink.naming.ha_status() && payload.as_ref() == b"online" && reannounce_at.is_none() {
@@ -482,6 +485,7 @@ pub async fn run(agent: Arc<Agent>, config: MqttConfig, state_dir: PathBuf, acti
                 }
             }
             _ = sleep_until(expiry) => sink.expire(),
+            _ = sleep_until(held) => sink.dirty = true,
         }
         if sink.connected && sink.dirty {
             sink.reconcile(false);
@@ -576,18 +580,21 @@ fn press(
     });
 }
 
-/// A press of a disk's acknowledge button (SPEC §9): its current reasons are acknowledged.
-/// Retained messages and other payloads are ignored, as for the action buttons.
-fn acknowledge(actions: &crate::actions::Actions, kind: &str, id: &str, payload: &[u8], retain: bool) {
-    if retain || payload != b"PRESS" || kind != "disk" {
-        warn!(kind, id, retain, "acknowledge command ignored (retained, not PRESS, or not a disk)");
+/// A press of an acknowledge button (SPEC §9: disks, mounts, arrays): the object's current
+/// reasons are acknowledged. Retained messages and other payloads are ignored, as for the
+/// action buttons.
+fn acknowledge(agent: &Agent, actions: &crate::actions::Actions, kind: &str, id: &str, payload: &[u8], retain: bool) {
+    let Some(kind) = crate::attention::Acknowledgeable::from_wire(kind).filter(|_| !retain && payload == b"PRESS")
+    else {
+        warn!(kind, id, retain, "acknowledge command ignored (retained, not PRESS, or not a disk, mount or array)");
         return;
-    }
+    };
+    let current = agent.state().attention_of(kind, id);
     let (actions, id) = (actions.clone(), id.to_owned());
     tokio::spawn(async move {
-        match actions.acknowledge_disk(&id).await {
-            Ok(done) => info!(disk = %id, reasons = ?done.codes, "acknowledged from Home Assistant"),
-            Err(e) => warn!(disk = %id, error = %e, "acknowledge from Home Assistant failed"),
+        match actions.acknowledge(kind, &id, current).await {
+            Ok(done) => info!(subject = %done.subject, reasons = ?done.codes, "acknowledged from Home Assistant"),
+            Err(e) => warn!(kind = kind.as_str(), id = %id, error = %e, "acknowledge from Home Assistant failed"),
         }
     });
 }

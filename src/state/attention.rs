@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Draft, DraftData, State};
 use crate::attention::disk::{Baselines, Limits};
-use crate::attention::{assess, is_news, Acks, Found};
+use crate::attention::{assess, is_news, Acknowledgeable, Acks, Found};
 use crate::events::EventKind;
 use crate::model::attention::{Attention, Reason};
 use crate::model::HealthSource;
@@ -19,8 +19,11 @@ use crate::model::HealthSource;
 pub(super) struct AttentionMemory {
     /// Subject (`disk/<id>`) → acknowledged reason codes and values.
     pub(super) acks: HashMap<String, Acks>,
-    /// Per disk: the counts first seen (only a rise above them is a reason).
-    baselines: HashMap<String, Baselines>,
+    /// Per disk: the counts first seen (only a rise above them is a reason); kept across
+    /// restarts by `crate::attention::baselines`.
+    baselines: BTreeMap<String, Baselines>,
+    /// Bumped whenever `baselines` changes: the keeper saves then.
+    baselines_generation: u64,
     /// Per member disk: the reasons its arrays give it (`state::attention_objects`).
     pub(super) array_reasons: HashMap<String, Vec<Found>>,
     /// The time of the fact being applied, for a verdict made without a health reading.
@@ -29,7 +32,17 @@ pub(super) struct AttentionMemory {
 
 impl AttentionMemory {
     pub(super) fn forget_disk(&mut self, id: &str) {
-        self.baselines.remove(id);
+        if self.baselines.remove(id).is_some() {
+            self.baselines_generation += 1;
+        }
+    }
+
+    /// An acknowledgement ends with its reason: if it comes back, it is news again. Codes for
+    /// which `unjudged` holds keep theirs: the data that decides them is not there yet.
+    pub(super) fn end_acks_with_reasons(&mut self, subject: &str, next: &Attention, unjudged: impl Fn(&str) -> bool) {
+        if let Some(acks) = self.acks.get_mut(subject) {
+            acks.retain(|code, _| unjudged(code) || next.reasons.iter().any(|r| &r.code == code));
+        }
     }
 }
 
@@ -43,6 +56,19 @@ impl State {
     /// Acknowledgements kept from an earlier run (`crate::attention::store`), by subject.
     pub fn load_acknowledgements(&mut self, acks: BTreeMap<String, Acks>) {
         self.attention.acks.extend(acks);
+    }
+
+    /// Baselines of the rising rules kept from an earlier run (`crate::attention::baselines`),
+    /// by disk id. A disk's baseline set in this run already wins.
+    pub fn load_baselines(&mut self, baselines: BTreeMap<String, Baselines>) {
+        for (id, b) in baselines {
+            self.attention.baselines.entry(id).or_insert(b);
+        }
+    }
+
+    /// The baselines of the rising rules, by disk id, and a generation that changes with them.
+    pub fn baselines(&self) -> (u64, &BTreeMap<String, Baselines>) {
+        (self.attention.baselines_generation, &self.attention.baselines)
     }
 
     /// What the owner acknowledged of an object, as the state holds it now.
@@ -60,11 +86,16 @@ impl State {
         let tested = crate::attention::disk::self_test_reasons(disk.self_test.as_deref());
         let next = disk.health.as_deref().map(|h| {
             let base = if h.source == HealthSource::Smartctl {
-                let b = self.attention.baselines.entry(id.to_owned()).or_insert_with(|| Baselines::of(h));
+                let known = self.attention.baselines.get(id).copied();
+                let mut b = known.unwrap_or_else(|| Baselines::of(h));
                 // A counter the first reading lacked starts at its first value.
                 b.crc_errors = b.crc_errors.or(h.crc_errors);
                 b.command_timeouts = b.command_timeouts.or(h.command_timeouts);
-                *b
+                if known != Some(b) {
+                    self.attention.baselines.insert(id.to_owned(), b);
+                    self.attention.baselines_generation += 1;
+                }
+                b
             } else {
                 Baselines::default()
             };
@@ -93,10 +124,7 @@ impl State {
         });
         // Without a verdict (nothing read yet) the previous one, if any, stays.
         let next = next?;
-        // An acknowledgement ends with its reason: if it comes back, it is news again.
-        if let Some(acks) = self.attention.acks.get_mut(&subject) {
-            acks.retain(|code, _| next.reasons.iter().any(|r| &r.code == code));
-        }
+        self.attention.end_acks_with_reasons(&subject, &next, |_| false);
         let news = is_news(previous.as_deref(), &next);
         let reasons = next.reasons.clone();
         disk.attention = Some(Box::new(next));
@@ -124,6 +152,17 @@ impl State {
             drafts.push(self.attention_draft(&id, news));
         }
         before != self.disks.get(&id).and_then(|d| d.attention.clone())
+    }
+
+    /// The verdict of a disk, mount or array as the state holds it: `None` when there is no
+    /// such object, `Some(None)` while it has no verdict (what an acknowledgement is taken of).
+    pub fn attention_of(&self, kind: Acknowledgeable, id: &str) -> Option<Option<Attention>> {
+        let attention = match kind {
+            Acknowledgeable::Disk => self.disks.get(id)?.attention.as_deref(),
+            Acknowledgeable::Mount => self.mounts.get(id)?.attention.as_deref(),
+            Acknowledgeable::Array => self.arrays.get(id)?.attention.as_deref(),
+        };
+        Some(attention.cloned())
     }
 
     /// A disk's verdict (for tests and sinks).

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::{Draft, DraftData, State};
-use crate::attention::objects::{array_reasons, member_reasons, mount_reasons};
+use crate::attention::objects::{array_reasons, member_reasons, mount_reasons, FILLS_SOON};
 use crate::attention::{assess, is_news, Acks, Found};
 use crate::events::EventKind;
 use crate::model::attention::Attention;
@@ -51,6 +51,10 @@ impl State {
                 continue;
             };
             changed = true;
+            // The forecast comes minutes after the usage (when the forecast source closes its
+            // first point after a start): `fills_soon` is not judged without one.
+            let forecast_missing = m.forecast.is_none();
+            self.attention.end_acks_with_reasons(&subject, &next, |code| code == FILLS_SOON && forecast_missing);
             let news = is_news(previous.as_ref(), &next);
             if let Some(m) = self.mounts.get_mut(&id) {
                 m.attention = Some(Box::new(next.clone()));
@@ -83,6 +87,7 @@ impl State {
                 continue;
             };
             changed = true;
+            self.attention.end_acks_with_reasons(&subject, &next, |_| false);
             let news = is_news(previous.as_ref(), &next);
             if let Some(a) = self.arrays.get_mut(&id) {
                 a.attention = Some(Box::new(next.clone()));
