@@ -1,6 +1,7 @@
 //! The source's task: open the event socket, coldplug, then turn events,
 //! node writes and coalescing deadlines into facts until cancelled.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +11,8 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, instrument, warn};
 
 use super::config::{UdevConfig, UdevMode};
+use crate::agent::StorageView;
+use crate::model::PowerState;
 use crate::sources::SourceContext;
 use crate::state::Fact;
 
@@ -202,6 +205,11 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut probing: Option<JoinHandle<Vec<(SysDevice, Props)>>> = None;
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The core's view, for the power state the health source saw (kernel mode: a `change` of a
+    // disk it saw asleep is not probed), and the disks held unprobed for it until it sees them
+    // awake again.
+    let mut storage = ctx.storage.clone();
+    let mut held: HashSet<String> = HashSet::new();
     'events: loop {
         tokio::select! {
             biased;
@@ -210,6 +218,9 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 Received::Ok => {
                     let now = Instant::now();
                     stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    if kernel {
+                        hold_sleeping(&mut tracker, &storage.borrow(), &events, &mut held);
+                    }
                     off_runtime(|| {
                         tracker.prefetch(&events);
                         for ev in events.drain(..) {
@@ -283,6 +294,23 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 drop(tokio::task::spawn_blocking(trim_heap));
                 continue 'events;
             }
+            changed = storage.changed(), if !held.is_empty() => {
+                if changed.is_err() {
+                    // The core is gone: nobody will say the disks woke.
+                    held.clear();
+                    continue 'events;
+                }
+                let view = storage.borrow_and_update().clone();
+                held.retain(|disk| tracker.asleep().contains(disk));
+                let awake: Vec<String> =
+                    held.iter().filter(|d| power_state(&view, d).is_some_and(|p| !p.is_asleep() && p != PowerState::Unknown)).cloned().collect();
+                for disk in awake {
+                    held.remove(&disk);
+                    info!(devpath = %disk, "a disk whose change was not probed while asleep is active: probing it");
+                    tracker.wake(&disk);
+                    off_runtime(|| tracker.handle(Action::Change, &disk, None, &mut facts));
+                }
+            }
             _ = recheck.tick(), if !deferred.is_empty() => {
                 deferred.retain(tracker.asleep());
                 for devpath in deferred.woken(&check).await {
@@ -347,6 +375,8 @@ fn node_written(
 ) {
     for path in paths {
         debug!(devpath = %path, "device node written");
+        // Written, so spinning: a disk held unprobed while asleep is probed again.
+        tracker.wake_disk_of(&path);
         if coalescer.change(&path, None, now) {
             tracker.handle(Action::Change, &path, None, facts);
         }
@@ -424,5 +454,36 @@ fn sync_watches(tracker: &Tracker, watcher: &mut Option<NodeWatcher>, writes: &m
             writes.baseline(path);
         }
         *w = fresh;
+    }
+}
+
+/// The power state the health source last saw for the disk at `devpath`.
+fn power_state(view: &StorageView, devpath: &str) -> Option<PowerState> {
+    let name = devpath.rsplit('/').next()?;
+    view.disks.iter().find(|d| d.kernel_name == name)?.power_state
+}
+
+/// Whether a `change` uevent says the medium changed: a new medium or size (`DISK_MEDIA_CHANGE`,
+/// `RESIZE`), which a disk in standby cannot produce without spinning up.
+fn media_changed(props: &Props) -> bool {
+    ["DISK_MEDIA_CHANGE", "RESIZE"].iter().any(|k| props.get(*k).is_some_and(|v| v == "1"))
+}
+
+/// Kernel mode: a `change` of a disk (or of one of its partitions) the health source saw in
+/// standby or sleep is handled from sysfs and the disk's last probe, without reading it
+/// (`udevadm trigger` or `echo change > uevent` reach sleeping disks too); the disk is held so
+/// until the health source sees it active again. A media or size change is probed.
+fn hold_sleeping(tracker: &mut Tracker, view: &StorageView, events: &[Uevent], held: &mut HashSet<String>) {
+    for ev in events.iter().filter(|e| matches!(e.action, Action::Change | Action::Other)) {
+        let Some(disk) = tracker.disk_of(&ev.devpath) else { continue };
+        if media_changed(&ev.props) {
+            if tracker.wake(&disk) {
+                info!(devpath = %disk, "a sleeping disk's medium changed: probing it");
+            }
+            held.remove(&disk);
+        } else if power_state(view, &disk).is_some_and(PowerState::is_asleep) && tracker.hold_asleep(&disk) {
+            info!(devpath = %disk, "change of a disk in standby: not probed until it is active (never-wake)");
+            held.insert(disk);
+        }
     }
 }

@@ -180,6 +180,41 @@ impl Tracker {
         self.asleep.remove(devpath)
     }
 
+    /// The disk a reported device belongs to: itself, or a partition's disk.
+    pub fn disk_of(&self, devpath: &str) -> Option<String> {
+        let known = self.known.get(devpath)?;
+        match known.kind {
+            Kind::Disk => Some(devpath.to_owned()),
+            Kind::Partition => known.parent.clone(),
+        }
+    }
+
+    /// Something happened that only a spinning disk does (a write to it or a partition, a device
+    /// added on it): the disk of `devpath` is awake. `true` if it was asleep.
+    pub fn wake_disk_of(&mut self, devpath: &str) -> bool {
+        let parent = devpath.rsplit_once('/').map(|(parent, _)| parent).filter(|p| self.asleep.contains(*p));
+        let Some(disk) = parent.map(str::to_owned).or_else(|| self.asleep.contains(devpath).then(|| devpath.to_owned()))
+        else {
+            return false;
+        };
+        debug!(devpath = %disk, "a disk left unprobed while asleep is in use: probing it now");
+        self.asleep.remove(&disk)
+    }
+
+    /// Another source saw a reported disk asleep (the health source's power check): it is not
+    /// probed until it wakes, its last probe's findings stand. `true` if it was not held already.
+    pub fn hold_asleep(&mut self, devpath: &str) -> bool {
+        self.known.get(devpath).is_some_and(|k| k.kind == Kind::Disk) && self.asleep.insert(devpath.to_owned())
+    }
+
+    /// The size of a reported disk.
+    fn reported_size(&self, devpath: &str) -> Option<u64> {
+        match self.known.get(devpath)?.reported.as_ref()? {
+            Reported::Disk(d) => Some(d.size_bytes),
+            Reported::Partition(_) => None,
+        }
+    }
+
     /// Writes the probe cache if it changed.
     pub fn save_cache(&self) {
         if let Ok(mut c) = self.cache.lock() {
@@ -295,19 +330,22 @@ impl Tracker {
             _ if self.removed.contains(devpath) => return,
             _ => {}
         }
-        // An event about a sleeping disk (a write to it, a change) means it is in use: awake.
-        let disk_path = devpath.rsplit_once('/').map(|(parent, _)| parent).filter(|p| self.asleep.contains(*p));
-        if let Some(disk) =
-            disk_path.map(str::to_owned).or_else(|| self.asleep.contains(devpath).then(|| devpath.to_owned()))
-        {
-            debug!(devpath = %disk, "event for a disk left unprobed while asleep: probing it now");
-            self.asleep.remove(&disk);
+        // A device added on a sleeping disk (a partition scan, which read it) means it is in use:
+        // awake. A `change` does not: `udevadm trigger` and `echo change > uevent` send one to a
+        // disk in standby, and probing it then would spin it up. The caller wakes the disk for
+        // what only a spinning disk can do (a write: `wake_disk_of`); a size change is seen here.
+        if action == Action::Add {
+            self.wake_disk_of(devpath);
         }
         let Some(sys) = self.sysfs.read(devpath).filter(SysDevice::is_present) else {
             // Gone already, or a loop slot that was detached.
             self.forget(devpath, out);
             return;
         };
+        if self.asleep.contains(devpath) && self.reported_size(devpath).is_some_and(|s| s != sys.size_bytes) {
+            debug!(devpath, "a sleeping disk changed size (a new medium): probing it");
+            self.asleep.remove(devpath);
+        }
         match sys.kind {
             Some(Kind::Disk) => {
                 // A new disk's id comes from sysfs alone; announce it before the (slow, I/O bound)
@@ -495,6 +533,8 @@ impl Tracker {
                 });
                 out.push(Fact::DiskRemoved { id: known.id });
                 self.tables.forget(devpath);
+                // A disk plugged in again under this name is a new one, awake.
+                self.asleep.remove(devpath);
                 if self.source == PropSource::Kernel {
                     // A disk plugged in again is awake and probed afresh: its entry is not needed,
                     // and keeping it would grow the cache with every new kernel name or size.
