@@ -365,12 +365,7 @@ async fn a_change_uevent_for_a_standby_disk_reads_nothing() {
         std::fs::write(&path, "change").unwrap_or_else(|e| panic!("{path}: {e}"));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        io_counters(&name),
-        before,
-        "a change uevent made the agent read the sleeping disk{}",
-        readers.report()
-    );
+    assert_eq!(io_counters(&name), before, "a change uevent made the agent read the sleeping disk{}", readers.report());
     let snap = agent.get_json("/api/v1/snapshot").await;
     let kept = partition(&snap, &part_name).unwrap();
     assert_eq!((&kept["id"], &kept["fs_label"]), (&probed["id"], &probed["fs_label"]), "its last probe stands");

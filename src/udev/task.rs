@@ -19,7 +19,7 @@ use crate::state::Fact;
 use super::coalesce::Coalescer;
 use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
-use super::probe::{kernel_props, table_bounded};
+use super::probe::{disk_bounded, kernel_props};
 use super::sleep::{Deferred, ProbeCache, SleepCheck, RECHECK};
 use super::sysfs::{Kind, SysDevice, Sysfs};
 use super::tables::Tables;
@@ -112,19 +112,28 @@ fn trim_heap() {
 /// The first probes of devices announced before them: a new disk's partition table first (kept
 /// at once for its partitions to come, whose ids it gives: `tables.rs`), then its identity; a
 /// partition's filesystem.
-fn first_probes(tables: &Tables, devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
+fn first_probes(tables: &Arc<Tables>, devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
     devices
         .into_iter()
         .map(|sys| {
-            if sys.kind == Some(Kind::Disk) {
-                // The counter before the read: a write during it makes the table not fresh.
-                let writes = tables.writes(&sys.devpath);
-                let node = std::path::PathBuf::from(format!("/dev/{}", sys.kernel_name));
-                if let Ok(table) = table_bounded(&node) {
-                    tables.keep(&sys.devpath, writes, &table);
-                }
+            if sys.kind != Some(Kind::Disk) {
+                let props = kernel_props(&sys);
+                return (sys, props);
             }
-            let props = kernel_props(&sys);
+            // The counter before the read: a write during it makes the table not fresh.
+            let writes = tables.writes(&sys.devpath);
+            let node = std::path::PathBuf::from(format!("/dev/{}", sys.kernel_name));
+            // One probe reads the table and the disk's own properties; the table is kept as soon
+            // as it is read, and a partition added meanwhile waits for it (`Tables::reading`)
+            // rather than reading it again.
+            let reading = tables.reading(&sys.devpath);
+            let (kept, devpath) = (Arc::clone(tables), sys.devpath.clone());
+            let started = Instant::now();
+            let props = disk_bounded(&node, move |table| {
+                kept.keep(&devpath, writes, table);
+                drop(reading);
+            });
+            debug!(devpath = %sys.devpath, micros = started.elapsed().as_micros() as u64, "first probe of a new disk");
             (sys, props)
         })
         .collect()

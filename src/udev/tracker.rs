@@ -21,7 +21,7 @@ use super::identity;
 use super::parallel::parallel_map;
 use super::sleep::{Candidate, ProbeCache};
 use super::sysfs::{Kind, SysDevice, Sysfs};
-use super::tables::Tables;
+use super::tables::{Table, Tables};
 use super::uevent::{Action, Props};
 
 /// Where the identity properties (ID_FS_*, ID_SERIAL, ...) come from.
@@ -118,8 +118,9 @@ pub struct Tracker {
     tables: Arc<Tables>,
     /// Filesystem probes of the partitions a batch of events adds, run at once by [`Self::prefetch`].
     prefetched: HashMap<String, Props>,
-    /// Disks whose table [`Self::prefetch`] read after this batch's events came: current.
-    batch_tables: HashSet<String>,
+    /// Disks whose table [`Self::prefetch`] read or found fresh after this batch's events
+    /// came: current for the batch, so its partitions do not look again.
+    batch_tables: HashMap<String, Table>,
 }
 
 impl Tracker {
@@ -141,7 +142,7 @@ impl Tracker {
             cache: Mutex::new(cache),
             tables: Arc::new(Tables::new(sysfs_root)),
             prefetched: HashMap::new(),
-            batch_tables: HashSet::new(),
+            batch_tables: HashMap::new(),
         }
     }
 
@@ -193,7 +194,8 @@ impl Tracker {
     /// added on it): the disk of `devpath` is awake. `true` if it was asleep.
     pub fn wake_disk_of(&mut self, devpath: &str) -> bool {
         let parent = devpath.rsplit_once('/').map(|(parent, _)| parent).filter(|p| self.asleep.contains(*p));
-        let Some(disk) = parent.map(str::to_owned).or_else(|| self.asleep.contains(devpath).then(|| devpath.to_owned()))
+        let Some(disk) =
+            parent.map(str::to_owned).or_else(|| self.asleep.contains(devpath).then(|| devpath.to_owned()))
         else {
             return false;
         };
@@ -351,6 +353,12 @@ impl Tracker {
                 // A new disk's id comes from sysfs alone; announce it before the (slow, I/O bound)
                 // blkid probe, which follows with `probe_pending` and may add the table and fs.
                 let announce_first = self.source == PropSource::Kernel && !self.known.contains_key(devpath);
+                if action != Action::Add && !self.batch_tables.contains_key(devpath) {
+                    // A change of the disk (a table re-read, a media change): its table is read
+                    // again (by the probe below, which keeps it), unless it was read after this
+                    // change came.
+                    self.tables.forget(devpath);
+                }
                 let props = if announce_first { Props::new() } else { self.props(&sys, event_props) };
                 if !announce_first {
                     // Read afresh now: a first probe still running would report older findings.
@@ -377,11 +385,6 @@ impl Tracker {
                     self.refresh_members(&sys.slaves, out);
                 }
                 if action != Action::Add {
-                    // A change of the disk (a table re-read, a media change): its table is read
-                    // again, unless it was read after this change came.
-                    if !self.batch_tables.contains(devpath) {
-                        self.tables.forget(devpath);
-                    }
                     for child in children {
                         self.handle(Action::Change, &child, None, out);
                     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::model::Partition;
 
 use super::super::describe;
-use super::super::probe::{self, kernel_props, Found, Job};
+use super::super::probe::{self, kernel_props, Found, Job, PROBE_TIMEOUT};
 use super::super::sleep::ProbeCache;
 use super::super::sysfs::{Kind, SysDevice};
 use super::super::tables::Tables;
@@ -35,9 +35,14 @@ impl Tracker {
         }
         let parent = sys.parent_devpath()?;
         let disk_id = self.known.get(parent).filter(|_| !self.asleep.contains(parent))?.id.clone();
-        let (kind, entries) = self.tables.fresh(parent)?;
-        let entry = entries.iter().find(|e| Some(e.number) == sys.partition && e.uuid.is_some())?;
         let mut props = Props::new();
+        // The batch's own look at the table (`prefetch`), else the kept one if still fresh.
+        let fresh = match self.batch_tables.get(parent) {
+            Some(table) => Some(table.clone()),
+            None => self.tables.fresh(parent),
+        };
+        let (kind, entries) = fresh?;
+        let entry = entries.iter().find(|e| Some(e.number) == sys.partition && e.uuid.is_some())?;
         probe::entry_props(entry, kind.as_deref(), &mut props);
         Some(describe::partition(sys, &props, &disk_id))
     }
@@ -138,22 +143,32 @@ impl Tracker {
             }
             let number = ev.props.get("PARTN").and_then(|n| n.parse::<u32>().ok());
             parts.push((&ev.devpath, devname, parent, number));
-            if !disks.contains(&parent) && (changed.contains(parent) || self.tables.fresh(parent).is_none()) {
-                disks.push(parent);
+            if disks.contains(&parent) || self.batch_tables.contains_key(parent) {
+                continue;
+            }
+            // Kept, or being read by the disk's first probe (started earlier, so it ends sooner
+            // than a read of our own): the disk is read once.
+            let kept = if changed.contains(parent) { None } else { self.tables.after_reading(parent, PROBE_TIMEOUT) };
+            match kept {
+                Some(table) => {
+                    self.batch_tables.insert(parent.to_owned(), table);
+                }
+                None => disks.push(parent),
             }
         }
         if parts.is_empty() {
             return;
         }
-        // First the tables, every disk's at once: a partition whose entry has a UUID has its id
-        // then, is announced at once and probed after (`partition_from_table`).
+        // First the tables not kept, every disk's at once: a partition whose entry has a UUID has
+        // its id then, is announced at once and probed after (`partition_from_table`).
         let disk_node = |d: &str| PathBuf::from(format!("/dev/{}", d.rsplit('/').next().unwrap_or_default()));
         let writes: Vec<Option<u64>> = disks.iter().map(|d| self.tables.writes(d)).collect();
         let found = probe::probe_all(disks.iter().map(|d| Job::Table(disk_node(d))).collect());
         for ((disk, writes), f) in disks.iter().zip(&writes).zip(found) {
             if let Found::Table(kind, entries) = f {
-                self.tables.keep(disk, *writes, &(kind, entries));
-                self.batch_tables.insert((*disk).to_owned());
+                let table = (kind, entries);
+                self.tables.keep(disk, *writes, &table);
+                self.batch_tables.insert((*disk).to_owned(), table);
             }
         }
         // Then, all at once, the filesystems of the partitions no table names.
@@ -162,8 +177,8 @@ impl Tracker {
             .filter(|(_, _, parent, number)| {
                 !(self.known.contains_key(*parent)
                     && self
-                        .tables
-                        .fresh(parent)
+                        .batch_tables
+                        .get(*parent)
                         .is_some_and(|(_, e)| e.iter().any(|e| Some(e.number) == *number && e.uuid.is_some())))
             })
             .map(|(devpath, devname, _, _)| (*devpath, *devname))
@@ -195,7 +210,11 @@ impl Tracker {
                     let cached = self.cache.lock().ok().and_then(|c| c.get(&key).map(|p| p.disk.clone()));
                     return cached.unwrap_or_default();
                 }
-                let props = kernel_props(sys);
+                // One probe for the disk's properties and its table, kept for its partitions.
+                let node = PathBuf::from(describe::devnode(sys));
+                let (tables, devpath) = (Arc::clone(&self.tables), sys.devpath.clone());
+                let writes = tables.writes(&devpath);
+                let props = probe::disk_bounded(&node, move |table| tables.keep(&devpath, writes, table));
                 if let Ok(mut c) = self.cache.lock() {
                     c.put(&key, None, &props);
                 }
