@@ -56,7 +56,7 @@ fn superblocks(probe: &mut BlkidProbe, table: bool) -> Result<Props, libblkid_rs
 
 /// How long one probe may wait on its device: a dead disk or bridge can hold a read for
 /// minutes, and the source must go on reporting the others.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs a probe on its own thread and waits at most [`PROBE_TIMEOUT`]: past that the device is
 /// reported without what the probe would have found, and the thread is left to finish (or to

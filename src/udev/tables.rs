@@ -6,10 +6,9 @@
 //! of its partitions too) has not moved and no I/O is in flight; a rewritten table (sfdisk,
 //! which syncs before asking the kernel to re-read it) is read again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
 
 use tracing::debug;
 
@@ -37,56 +36,11 @@ struct Kept {
 pub struct Tables {
     sysfs: PathBuf,
     by_disk: Mutex<HashMap<String, Kept>>,
-    /// Disks whose table a probe is reading now (a new disk's first probe).
-    reading: Mutex<HashSet<String>>,
-    /// Signalled when a read ends.
-    read: Condvar,
-}
-
-/// A table being read, until dropped (after [`Tables::keep`], or when the read failed).
-pub struct Reading {
-    tables: Arc<Tables>,
-    disk: String,
-}
-
-impl Drop for Reading {
-    fn drop(&mut self) {
-        if let Ok(mut reading) = self.tables.reading.lock() {
-            reading.remove(&self.disk);
-        }
-        self.tables.read.notify_all();
-    }
 }
 
 impl Tables {
     pub fn new(sysfs: impl Into<PathBuf>) -> Self {
-        Self {
-            sysfs: sysfs.into(),
-            by_disk: Mutex::new(HashMap::new()),
-            reading: Mutex::new(HashSet::new()),
-            read: Condvar::new(),
-        }
-    }
-
-    /// Marks the table of `disk` as being read until the guard is dropped.
-    pub fn reading(self: &Arc<Self>, disk: &str) -> Reading {
-        if let Ok(mut reading) = self.reading.lock() {
-            reading.insert(disk.to_owned());
-        }
-        Reading { tables: Arc::clone(self), disk: disk.to_owned() }
-    }
-
-    /// The table of `disk` once a read in progress has ended (at most `timeout`), if fresh: a
-    /// read that started earlier ends sooner than a new one, and the disk is read once.
-    pub fn after_reading(&self, disk: &str, timeout: Duration) -> Option<Table> {
-        let deadline = Instant::now() + timeout;
-        let mut reading = self.reading.lock().ok()?;
-        while reading.contains(disk) {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            reading = self.read.wait_timeout(reading, left).ok()?.0;
-        }
-        drop(reading);
-        self.fresh(disk)
+        Self { sysfs: sysfs.into(), by_disk: Mutex::new(HashMap::new()) }
     }
 
     /// The disk's completed writes, or None while I/O is in flight or unknown.
@@ -182,33 +136,5 @@ mod tests {
         assert_eq!(tables.len(), 1);
         tables.forget(disk);
         assert!(tables.is_empty());
-    }
-
-    #[test]
-    fn a_table_being_read_is_waited_for_not_read_again() {
-        let t = tempfile::tempdir().unwrap();
-        let disk = "/devices/virtual/block/loop9";
-        stat(t.path(), 3, 0);
-        let tables = Arc::new(Tables::new(t.path()));
-        let table: Table = (Some("gpt".into()), vec![TableEntry { number: 1, uuid: None, name: None }]);
-        // Nothing being read: the answer is what is kept (nothing), at once.
-        assert_eq!(tables.after_reading(disk, Duration::from_secs(5)), None);
-        let reading = tables.reading(disk);
-        let reader = {
-            let tables = Arc::clone(&tables);
-            let table = table.clone();
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(100));
-                tables.keep(disk, tables.writes(disk), &table);
-                drop(reading);
-            })
-        };
-        assert_eq!(tables.after_reading(disk, Duration::from_secs(5)), Some(table));
-        reader.join().unwrap();
-        // A read that never ends is waited for at most the timeout.
-        let _stuck = tables.reading("/devices/virtual/block/loop8");
-        let started = Instant::now();
-        assert_eq!(tables.after_reading("/devices/virtual/block/loop8", Duration::from_millis(50)), None);
-        assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

@@ -19,10 +19,9 @@ use crate::state::Fact;
 use super::coalesce::Coalescer;
 use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
-use super::probe::{disk_bounded, kernel_props};
+use super::probe::kernel_props;
 use super::sleep::{Deferred, ProbeCache, SleepCheck, RECHECK};
-use super::sysfs::{Kind, SysDevice, Sysfs};
-use super::tables::Tables;
+use super::sysfs::{SysDevice, Sysfs};
 use super::tracker::{PropSource, Tracker};
 use super::udevd::UdevMonitor;
 use super::uevent::{Action, Props, Uevent};
@@ -109,31 +108,15 @@ fn trim_heap() {
     }
 }
 
-/// The first probes of devices announced before them: a new disk's partition table first (kept
-/// at once for its partitions to come, whose ids it gives: `tables.rs`), then its identity; a
-/// partition's filesystem.
-fn first_probes(tables: &Arc<Tables>, devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
+/// The first probes of devices announced before them: a new disk's identity (its table was read
+/// and kept when it was announced: `Tracker::read_new_tables`), a partition's filesystem.
+fn first_probes(devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
     devices
         .into_iter()
         .map(|sys| {
-            if sys.kind != Some(Kind::Disk) {
-                let props = kernel_props(&sys);
-                return (sys, props);
-            }
-            // The counter before the read: a write during it makes the table not fresh.
-            let writes = tables.writes(&sys.devpath);
-            let node = std::path::PathBuf::from(format!("/dev/{}", sys.kernel_name));
-            // One probe reads the table and the disk's own properties; the table is kept as soon
-            // as it is read, and a partition added meanwhile waits for it (`Tables::reading`)
-            // rather than reading it again.
-            let reading = tables.reading(&sys.devpath);
-            let (kept, devpath) = (Arc::clone(tables), sys.devpath.clone());
             let started = Instant::now();
-            let props = disk_bounded(&node, move |table| {
-                kept.keep(&devpath, writes, table);
-                drop(reading);
-            });
-            debug!(devpath = %sys.devpath, micros = started.elapsed().as_micros() as u64, "first probe of a new disk");
+            let props = kernel_props(&sys);
+            debug!(devpath = %sys.devpath, micros = started.elapsed().as_micros() as u64, "first probe");
             (sys, props)
         })
         .collect()
@@ -338,14 +321,18 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 break 'events;
             }
         }
-        // New disks went out without their blkid probe; probe them now, on a blocking thread,
-        // while the loop goes on with the next events (a partition added meanwhile is not held
-        // up behind its disk's probe).
+        // New disks went out without their blkid probe. Their partition tables first, here: a
+        // table is a few small reads, and a partition added next (BLKPG, a scan) finds its id in
+        // it instead of waiting for a probe on another thread or reading it again.
+        if kernel {
+            off_runtime(|| tracker.read_new_tables());
+        }
+        // Then the rest on a blocking thread, while the loop goes on with the next events (a
+        // partition added meanwhile is not held up behind its disk's probe).
         if probing.is_none() {
             let unprobed = tracker.take_unprobed();
             if !unprobed.is_empty() {
-                let tables = tracker.tables();
-                probing = Some(tokio::task::spawn_blocking(move || first_probes(&tables, unprobed)));
+                probing = Some(tokio::task::spawn_blocking(move || first_probes(unprobed)));
             }
         }
         trim_at.get_or_insert_with(|| Instant::now() + TRIM_AFTER);

@@ -104,6 +104,8 @@ pub struct Tracker {
     known: HashMap<String, Known>,
     /// New disks announced before their blkid probe, to be probed next.
     unprobed: Vec<String>,
+    /// New disks announced before their partition table was read (kernel mode).
+    tables_due: Vec<String>,
     /// Disks handed out for their first probe and not re-read since: the probe's result applies.
     probing: HashSet<String>,
     /// Devices whose `remove` came: the kernel sends it before the sysfs entry
@@ -136,6 +138,7 @@ impl Tracker {
             source,
             known: HashMap::new(),
             unprobed: Vec::new(),
+            tables_due: Vec::new(),
             probing: HashSet::new(),
             removed: HashSet::new(),
             asleep: HashSet::new(),
@@ -366,6 +369,7 @@ impl Tracker {
                 }
                 if announce_first {
                     self.unprobed.push(devpath.to_owned());
+                    self.tables_due.push(devpath.to_owned());
                 }
                 let disk = describe::disk(&sys, &props);
                 // A table rewrite or an id change touches the partitions too; taken before a

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::model::Partition;
 
 use super::super::describe;
-use super::super::probe::{self, kernel_props, Found, Job, PROBE_TIMEOUT};
+use super::super::probe::{self, kernel_props, Found, Job};
 use super::super::sleep::ProbeCache;
 use super::super::sysfs::{Kind, SysDevice};
 use super::super::tables::Tables;
@@ -24,6 +24,27 @@ impl Tracker {
     /// The partition tables kept, shared with the first probes of new disks (which keep theirs).
     pub fn tables(&self) -> Arc<Tables> {
         Arc::clone(&self.tables)
+    }
+
+    /// Reads and keeps the partition tables of the disks announced since the last call, all at
+    /// once (kernel mode; a few small reads each).
+    pub fn read_new_tables(&mut self) {
+        let due: Vec<String> = std::mem::take(&mut self.tables_due)
+            .into_iter()
+            .filter(|d| self.known.contains_key(d) && !self.asleep.contains(d))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let writes: Vec<Option<u64>> = due.iter().map(|d| self.tables.writes(d)).collect();
+        let found = probe::probe_all(due.iter().map(|d| Job::Table(disk_node(d))).collect());
+        for ((disk, writes), f) in due.iter().zip(writes).zip(found) {
+            if let Found::Table(kind, entries) = f {
+                self.tables.keep(disk, writes, &(kind, entries));
+            }
+        }
+        tracing::debug!(disks = due.len(), micros = started.elapsed().as_micros() as u64, "new disks' tables read");
     }
 
     /// Kernel mode, a new partition whose disk's kept table gives it an entry UUID: its id needs
@@ -146,9 +167,7 @@ impl Tracker {
             if disks.contains(&parent) || self.batch_tables.contains_key(parent) {
                 continue;
             }
-            // Kept, or being read by the disk's first probe (started earlier, so it ends sooner
-            // than a read of our own): the disk is read once.
-            let kept = if changed.contains(parent) { None } else { self.tables.after_reading(parent, PROBE_TIMEOUT) };
+            let kept = if changed.contains(parent) { None } else { self.tables.fresh(parent) };
             match kept {
                 Some(table) => {
                     self.batch_tables.insert(parent.to_owned(), table);
@@ -161,9 +180,16 @@ impl Tracker {
         }
         // First the tables not kept, every disk's at once: a partition whose entry has a UUID has
         // its id then, is announced at once and probed after (`partition_from_table`).
-        let disk_node = |d: &str| PathBuf::from(format!("/dev/{}", d.rsplit('/').next().unwrap_or_default()));
         let writes: Vec<Option<u64>> = disks.iter().map(|d| self.tables.writes(d)).collect();
+        let read = std::time::Instant::now();
         let found = probe::probe_all(disks.iter().map(|d| Job::Table(disk_node(d))).collect());
+        if !disks.is_empty() {
+            tracing::debug!(
+                disks = disks.len(),
+                micros = read.elapsed().as_micros() as u64,
+                "tables read for added partitions"
+            );
+        }
         for ((disk, writes), f) in disks.iter().zip(&writes).zip(found) {
             if let Found::Table(kind, entries) = f {
                 let table = (kind, entries);
@@ -236,4 +262,9 @@ impl Tracker {
             }
         }
     }
+}
+
+/// The device node of a disk, from its devpath.
+fn disk_node(devpath: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/{}", devpath.rsplit('/').next().unwrap_or_default()))
 }
