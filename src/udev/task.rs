@@ -294,8 +294,9 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 }
                 let view = storage.borrow_and_update().clone();
                 held.retain(|disk| tracker.asleep().contains(disk));
+                let active = |p: PowerState| !p.is_asleep() && p != PowerState::Unknown;
                 let awake: Vec<String> =
-                    held.iter().filter(|d| power_state(&view, d).is_some_and(|p| !p.is_asleep() && p != PowerState::Unknown)).cloned().collect();
+                    held.iter().filter(|d| power_state(&view, d).is_some_and(active)).cloned().collect();
                 for disk in awake {
                     held.remove(&disk);
                     info!(devpath = %disk, "a disk whose change was not probed while asleep is active: probing it");
@@ -324,7 +325,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
         // New disks went out without their blkid probe. Their partition tables first, here: a
         // table is a few small reads, and a partition added next (BLKPG, a scan) finds its id in
         // it instead of waiting for a probe on another thread or reading it again.
-        if kernel {
+        if tracker.has_new_tables() {
             off_runtime(|| tracker.read_new_tables());
         }
         // Then the rest on a blocking thread, while the loop goes on with the next events (a

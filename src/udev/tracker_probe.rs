@@ -26,6 +26,11 @@ impl Tracker {
         Arc::clone(&self.tables)
     }
 
+    /// Whether disks were announced whose partition table is not read yet.
+    pub fn has_new_tables(&self) -> bool {
+        !self.tables_due.is_empty()
+    }
+
     /// Reads and keeps the partition tables of the disks announced since the last call, all at
     /// once (kernel mode; a few small reads each).
     pub fn read_new_tables(&mut self) {
