@@ -4,7 +4,8 @@
 //! own notification (a raw NETLINK_KOBJECT_UEVENT socket; POLLPRI on /proc/self/mountinfo) is
 //! recorded as the floor: the figures are each observer's overhead over the kernel. Prints
 //! p50/p99 per step, ratios against udisks2, resident memory before and after the cycles and
-//! idle CPU. Run as root with `cargo bench --bench side_by_side` (apt packages udisks2, dbus).
+//! idle CPU. Run as root with `cargo bench --bench side_by_side` (apt packages udisks2, dbus);
+//! `-- --cycles N` for longer plug-cycle runs, `--only kernel` (or udev, udisks2) for one observer.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -21,7 +22,33 @@ use std::time::{Duration, Instant};
 use common::udevd::Udevd;
 use common::{machine_lock, sh};
 
+/// Plug cycles per observer unless `--cycles N` says otherwise.
 const CYCLES: usize = 40;
+
+/// `--cycles N` (default [`CYCLES`]) and `--only NAME` (kernel, udev or udisks2; repeatable).
+struct Args {
+    cycles: usize,
+    only: Vec<String>,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let mut args = Args { cycles: CYCLES, only: Vec::new() };
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--cycles" => args.cycles = it.next().and_then(|n| n.parse().ok()).expect("--cycles N"),
+                "--only" => args.only.push(it.next().expect("--only kernel|udev|udisks2")),
+                _ => {} // `--bench`, passed by cargo
+            }
+        }
+        args
+    }
+
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+}
 const WAIT: Duration = Duration::from_secs(10);
 const IMAGE_MIB: u64 = 64;
 /// The partitions, as (start, length) in MiB: what the image's GPT says and BLKPG adds.
@@ -378,18 +405,29 @@ struct Figures {
     name: String,
     steps: [Vec<f64>; 4],
     missed: usize,
+    cycles: usize,
     rss_before_kib: u64,
+    /// After the first quarter of the cycles (libraries' pages touched, pools grown).
+    rss_warm_kib: u64,
     rss_after_kib: u64,
     /// After the 10 idle seconds that follow the cycles.
     rss_idle_kib: u64,
+    /// Heap and other private memory / file pages (the binary, libblkid) at the end.
+    rss_anon_kib: u64,
+    rss_file_kib: u64,
     idle_cpu_percent: f64,
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS:`, `RssAnon:`, `RssFile:`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -412,8 +450,17 @@ fn idle_cpu(pid: u32) -> f64 {
 }
 
 /// The cycles against one observer (process `pid`, notes `seen`).
-fn run_cycles(name: &str, pid: u32, image: &Path, mnt: &Path, floor: &mut Notes, seen: &mut Notes) -> Figures {
+fn run_cycles(
+    name: &str,
+    cycles: usize,
+    pid: u32,
+    image: &Path,
+    mnt: &Path,
+    floor: &mut Notes,
+    seen: &mut Notes,
+) -> Figures {
     let rss_before_kib = rss_kib(pid);
+    let mut rss_warm_kib = rss_before_kib;
     let mut steps: [Vec<f64>; 4] = Default::default();
     let mut missed = 0;
     let mut record = |step: usize, key: &str, since: Instant, floor: &mut Notes, seen: &mut Notes| match (
@@ -429,7 +476,10 @@ fn run_cycles(name: &str, pid: u32, image: &Path, mnt: &Path, floor: &mut Notes,
             missed += 1;
         }
     };
-    for _ in 0..CYCLES {
+    for cycle in 0..cycles {
+        if cycle == cycles / 4 {
+            rss_warm_kib = rss_kib(pid);
+        }
         floor.clear();
         seen.clear();
         let backing = File::options().read(true).write(true).open(image).expect("open the image");
@@ -469,7 +519,19 @@ fn run_cycles(name: &str, pid: u32, image: &Path, mnt: &Path, floor: &mut Notes,
     let rss_after_kib = rss_kib(pid);
     let idle_cpu_percent = idle_cpu(pid);
     let rss_idle_kib = rss_kib(pid);
-    Figures { rss_idle_kib, name: name.to_owned(), steps, missed, rss_before_kib, rss_after_kib, idle_cpu_percent }
+    Figures {
+        rss_idle_kib,
+        name: name.to_owned(),
+        steps,
+        missed,
+        cycles,
+        rss_before_kib,
+        rss_warm_kib,
+        rss_after_kib,
+        rss_anon_kib: status_kib(pid, "RssAnon:"),
+        rss_file_kib: status_kib(pid, "RssFile:"),
+        idle_cpu_percent,
+    }
 }
 
 fn wait_http(port: u16, path: &str) {
@@ -490,7 +552,7 @@ fn wait_http(port: u16, path: &str) {
 }
 
 /// The agent binary in `mode` (`kernel` or `udev`), following loop devices and mounts only.
-fn agent(mode: &str, dir: &Path, port: u16, image: &Path, mnt: &Path, floor: &mut Notes) -> Figures {
+fn agent(mode: &str, cycles: usize, dir: &Path, port: u16, image: &Path, mnt: &Path, floor: &mut Notes) -> Figures {
     let state = dir.join(format!("state-{mode}"));
     std::fs::create_dir_all(&state).expect("state dir");
     let config = dir.join(format!("agent-{mode}.toml"));
@@ -506,6 +568,8 @@ fn agent(mode: &str, dir: &Path, port: u16, image: &Path, mnt: &Path, floor: &mu
         .arg("--config")
         .arg(&config)
         .args(["--log-level", "warn"])
+        // The agent reads DISKWATCH_* variables as configuration.
+        .env_remove("DISKWATCH_AGENT_BIN")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -517,11 +581,11 @@ fn agent(mode: &str, dir: &Path, port: u16, image: &Path, mnt: &Path, floor: &mu
     agent_events(port, tx);
     let mut seen = Notes::new(rx);
     std::thread::sleep(Duration::from_millis(300));
-    run_cycles(&format!("diskwatch {mode} mode"), pid, image, mnt, floor, &mut seen)
+    run_cycles(&format!("diskwatch {mode} mode"), cycles, pid, image, mnt, floor, &mut seen)
 }
 
 /// udisksd on a private system bus (unless one runs), observed with dbus-monitor.
-fn udisks(dir: &Path, image: &Path, mnt: &Path, floor: &mut Notes) -> Figures {
+fn udisks(dir: &Path, cycles: usize, image: &Path, mnt: &Path, floor: &mut Notes) -> Figures {
     let mut children = Children(Vec::new());
     let address = if Path::new("/run/dbus/system_bus_socket").exists() {
         "unix:path=/run/dbus/system_bus_socket".to_owned()
@@ -582,7 +646,7 @@ fn udisks(dir: &Path, image: &Path, mnt: &Path, floor: &mut Notes) -> Figures {
     children.0.push(monitor);
     let mut seen = Notes::new(rx);
     std::thread::sleep(Duration::from_millis(500));
-    run_cycles("udisks2", pid, image, mnt, floor, &mut seen)
+    run_cycles("udisks2", cycles, pid, image, mnt, floor, &mut seen)
 }
 
 fn load() -> String {
@@ -597,7 +661,8 @@ fn load() -> String {
 fn print(all: &[Figures]) {
     let reference = all.iter().find(|f| f.name == "udisks2");
     println!(
-        "\noverhead over the kernel's notification, ms, p50 / p99 ({CYCLES} cycles; x = udisks2 / this at p50, p99)"
+        "\noverhead over the kernel's notification, ms, p50 / p99 ({} cycles; x = udisks2 / this at p50, p99)",
+        all.first().map(|f| f.cycles).unwrap_or_default()
     );
     for (i, step) in STEPS.iter().enumerate() {
         println!("{step}:");
@@ -616,13 +681,20 @@ fn print(all: &[Figures]) {
         }
     }
     for f in all {
+        let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
         println!(
-            "{}: resident memory before={:.2} MB after={:.2} MB ({:+.2} MB over {CYCLES} cycles), 10 s later {:.2} MB, idle CPU {:.2} % of a core, missed notifications {}",
+            "{}: resident memory before={:.2} MB, after {} cycles={:.2} MB, after {}={:.2} MB ({:+.2} MB since cycle {}), 10 s later {:.2} MB (anon {:.2} MB, file {:.2} MB), idle CPU {:.2} % of a core, missed notifications {}",
             f.name,
-            f.rss_before_kib as f64 * 1024.0 / 1e6,
-            f.rss_after_kib as f64 * 1024.0 / 1e6,
-            (f.rss_after_kib as f64 - f.rss_before_kib as f64) * 1024.0 / 1e6,
-            f.rss_idle_kib as f64 * 1024.0 / 1e6,
+            mb(f.rss_before_kib),
+            f.cycles / 4,
+            mb(f.rss_warm_kib),
+            f.cycles,
+            mb(f.rss_after_kib),
+            mb(f.rss_after_kib) - mb(f.rss_warm_kib),
+            f.cycles / 4,
+            mb(f.rss_idle_kib),
+            mb(f.rss_anon_kib),
+            mb(f.rss_file_kib),
             f.idle_cpu_percent,
             f.missed
         );
@@ -678,12 +750,20 @@ fn main() {
     let mut floor = Notes::new(rx);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
 
-    let mut all = vec![agent("kernel", dir.path(), port, &image, &mnt, &mut floor)];
-    {
+    let args = Args::parse();
+    let mut all = Vec::new();
+    if args.runs("kernel") {
+        all.push(agent("kernel", args.cycles, dir.path(), port, &image, &mnt, &mut floor));
+    }
+    if args.runs("udev") || args.runs("udisks2") {
         let udevd = Udevd::start();
-        all.push(agent("udev", dir.path(), port, &image, &mnt, &mut floor));
+        if args.runs("udev") {
+            all.push(agent("udev", args.cycles, dir.path(), port, &image, &mnt, &mut floor));
+        }
         udevd.settle();
-        all.insert(0, udisks(dir.path(), &image, &mnt, &mut floor));
+        if args.runs("udisks2") {
+            all.insert(0, udisks(dir.path(), args.cycles, &image, &mnt, &mut floor));
+        }
         drop(udevd);
     }
     print(&all);

@@ -328,6 +328,70 @@ async fn never_wakes_a_standby_disk() {
     agent.stop().await;
 }
 
+/// Issue 24, "diskwatch never causes a wake": a synthetic `change` uevent (`udevadm trigger`,
+/// `echo change > uevent`) for a disk the health source saw go to standby after start-up is
+/// handled from sysfs and the disk's last probe: the kernel-mode udev source does not read it
+/// (before, it probed the disk and its partition with libblkid, which spins a real drive up).
+/// Once the health source sees the disk active again, it is probed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_uevent_for_a_standby_disk_reads_nothing() {
+    if !require_root("a_change_uevent_for_a_standby_disk_reads_nothing") {
+        return;
+    }
+    let _lock = machine_lock();
+    let replay = Replay::new();
+    let dev = LoopDevice::new(16, &[8]);
+    let name = dev.name();
+    let part_name = format!("{name}p1");
+    common::sh("mkfs.ext4", &["-q", "-F", "-L", "Dozy", &dev.partition(1)]);
+    replay.map(&dev.device, "ata-hdd-wd140edfz.json");
+    let agent = agent(&replay, |_| {}).await;
+    let snap = agent
+        .wait_snapshot(WAIT, |s| {
+            partition(s, &part_name).is_some_and(|p| p["fs_label"] == "Dozy")
+                && disk(s, &name).is_some_and(|d| d["power_state"] == "active")
+        })
+        .await;
+    let probed = partition(&snap, &part_name).unwrap().clone();
+
+    // The disk spins down after start-up.
+    replay.map(&dev.device, "standby");
+    wait_disk(&agent, &name, |d| d["power_state"] == "standby").await;
+    flush(&dev.device);
+    flush(&dev.partition(1));
+    let before = io_counters(&name);
+    let readers = Readers::watch(&name);
+    for path in [format!("/sys/block/{name}/uevent"), format!("/sys/block/{name}/{part_name}/uevent")] {
+        std::fs::write(&path, "change").unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(io_counters(&name), before, "a change uevent made the agent read the sleeping disk{}", readers.report());
+    let snap = agent.get_json("/api/v1/snapshot").await;
+    let kept = partition(&snap, &part_name).unwrap();
+    assert_eq!((&kept["id"], &kept["fs_label"]), (&probed["id"], &probed["fs_label"]), "its last probe stands");
+    for call in replay.calls(&dev.device) {
+        assert!(!call.starts_with("WOKE"), "woke the disk: {call}");
+    }
+
+    // Something else reads it: the health source sees it active again, and the change left
+    // unprobed is probed now (the agent's probe threads are named `blkid`).
+    replay.map(&dev.device, "ata-hdd-wd140edfz.json");
+    common::sh(
+        "dd",
+        &[&format!("if={}", dev.partition(1)), "of=/dev/null", "bs=4096", "count=1", "iflag=direct", "status=none"],
+    );
+    wait_disk(&agent, &name, |d| d["power_state"] == "active").await;
+    if readers.0.is_some() {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !readers.report().contains("blkid-") {
+            assert!(std::time::Instant::now() < deadline, "not probed once active{}", readers.report());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    drop(readers);
+    agent.stop().await;
+}
+
 /// A passing drive that starts failing raises exactly one `disk.health_changed`; more reallocated
 /// sectors raise one more; an idle disk is not re-read (its SMART read waits for I/O).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,12 +11,27 @@ use tracing::{debug, warn};
 
 use super::describe;
 use super::sysfs::{Kind, SysDevice};
+use super::tables::Table;
 use super::uevent::Props;
 
 /// Probes a device's superblock (and, with `table`, its partition table) and
 /// returns the findings as udev properties. Nothing found gives an empty set.
 pub fn probe(devnode: &Path, table: bool) -> Result<Props, libblkid_rs::BlkidErr> {
     let mut probe = BlkidProbe::new_from_filename(devnode)?;
+    superblocks(&mut probe, table)
+}
+
+/// A whole disk's partition table and its own properties, from one open and one probe: the
+/// table first, handed to `table_read` at once (partitions added meanwhile wait for it, not for
+/// the superblocks), then the superblocks over the buffers libblkid read for the table.
+pub fn disk(devnode: &Path, table_read: impl FnOnce(&Table)) -> Result<Props, libblkid_rs::BlkidErr> {
+    let mut probe = BlkidProbe::new_from_filename(devnode)?;
+    let table = entries(&mut probe)?;
+    table_read(&table);
+    superblocks(&mut probe, true)
+}
+
+fn superblocks(probe: &mut BlkidProbe, table: bool) -> Result<Props, libblkid_rs::BlkidErr> {
     probe.enable_superblocks(true)?;
     probe.set_superblock_flags(BlkidSublksFlags::new(vec![
         BlkidSublks::Label,
@@ -133,6 +148,19 @@ fn probe_all_for(timeout: Duration, jobs: Vec<Job>) -> Vec<Found> {
     out
 }
 
+/// [`disk`], bounded by [`PROBE_TIMEOUT`]; `table_read` runs on the probe's thread.
+pub fn disk_bounded(devnode: &Path, table_read: impl FnOnce(&Table) + Send + 'static) -> Props {
+    let path = devnode.to_owned();
+    match bounded(devnode, move || disk(&path, table_read).map_err(|e| e.to_string())) {
+        Some(Ok(props)) => props,
+        Some(Err(e)) => {
+            debug!(device = %devnode.display(), error = %e, "blkid probe failed");
+            Props::new()
+        }
+        None => Props::new(),
+    }
+}
+
 /// Identity properties of a device from our own blkid probe (kernel mode).
 pub fn kernel_props(sys: &SysDevice) -> Props {
     let node = PathBuf::from(describe::devnode(sys));
@@ -149,7 +177,7 @@ pub fn kernel_props(sys: &SysDevice) -> Props {
 }
 
 /// [`table`], bounded by [`PROBE_TIMEOUT`].
-pub fn table_bounded(devnode: &Path) -> Result<(Option<String>, Vec<TableEntry>), String> {
+pub fn table_bounded(devnode: &Path) -> Result<Table, String> {
     let path = devnode.to_owned();
     bounded(devnode, move || table(&path).map_err(|e| e.to_string()))
         .unwrap_or_else(|| Err(format!("no answer within {PROBE_TIMEOUT:?}")))
@@ -164,8 +192,12 @@ pub struct TableEntry {
 }
 
 /// The partition table of a whole disk: its type and entries (empty when none).
-pub fn table(devnode: &Path) -> Result<(Option<String>, Vec<TableEntry>), libblkid_rs::BlkidErr> {
+pub fn table(devnode: &Path) -> Result<Table, libblkid_rs::BlkidErr> {
     let mut probe = BlkidProbe::new_from_filename(devnode)?;
+    entries(&mut probe)
+}
+
+fn entries(probe: &mut BlkidProbe) -> Result<Table, libblkid_rs::BlkidErr> {
     probe.enable_superblocks(false)?;
     probe.enable_partitions(true)?;
     let Ok(mut list) = probe.get_partitions() else { return Ok((None, Vec::new())) };
@@ -255,6 +287,26 @@ mod tests {
         assert_eq!(entries[0].name.as_deref(), Some("alpha"));
         assert_eq!(entries[1].number, 2);
         assert!(entries[1].uuid.is_some());
+    }
+
+    #[test]
+    fn one_disk_probe_gives_the_table_first_then_the_properties() {
+        let t = tempfile::tempdir().unwrap();
+        let img = image(t.path(), 8);
+        let mut child = Command::new("sfdisk")
+            .arg("--quiet")
+            .arg(&img)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"label: gpt\nsize=2MiB, name=one\n").unwrap();
+        assert!(child.wait().unwrap().success());
+        let mut seen = None;
+        let props = disk(&img, |t| seen = Some(t.clone())).unwrap();
+        assert_eq!(props, probe(&img, true).unwrap(), "the same properties as a probe of its own");
+        assert_eq!(seen, Some(table(&img).unwrap()), "the same table as a read of its own");
+        assert_eq!(seen.unwrap().1[0].name.as_deref(), Some("one"));
     }
 
     #[test]

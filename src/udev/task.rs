@@ -1,6 +1,7 @@
 //! The source's task: open the event socket, coldplug, then turn events,
 //! node writes and coalescing deadlines into facts until cancelled.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,16 +11,17 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, instrument, warn};
 
 use super::config::{UdevConfig, UdevMode};
+use crate::agent::StorageView;
+use crate::model::PowerState;
 use crate::sources::SourceContext;
 use crate::state::Fact;
 
 use super::coalesce::Coalescer;
 use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
-use super::probe::{kernel_props, table_bounded};
+use super::probe::kernel_props;
 use super::sleep::{Deferred, ProbeCache, SleepCheck, RECHECK};
-use super::sysfs::{Kind, SysDevice, Sysfs};
-use super::tables::Tables;
+use super::sysfs::{SysDevice, Sysfs};
 use super::tracker::{PropSource, Tracker};
 use super::udevd::UdevMonitor;
 use super::uevent::{Action, Props, Uevent};
@@ -106,22 +108,15 @@ fn trim_heap() {
     }
 }
 
-/// The first probes of devices announced before them: a new disk's partition table first (kept
-/// at once for its partitions to come, whose ids it gives: `tables.rs`), then its identity; a
-/// partition's filesystem.
-fn first_probes(tables: &Tables, devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
+/// The first probes of devices announced before them: a new disk's identity (its table was read
+/// and kept when it was announced: `Tracker::read_new_tables`), a partition's filesystem.
+fn first_probes(devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
     devices
         .into_iter()
         .map(|sys| {
-            if sys.kind == Some(Kind::Disk) {
-                // The counter before the read: a write during it makes the table not fresh.
-                let writes = tables.writes(&sys.devpath);
-                let node = std::path::PathBuf::from(format!("/dev/{}", sys.kernel_name));
-                if let Ok(table) = table_bounded(&node) {
-                    tables.keep(&sys.devpath, writes, &table);
-                }
-            }
+            let started = Instant::now();
             let props = kernel_props(&sys);
+            debug!(devpath = %sys.devpath, micros = started.elapsed().as_micros() as u64, "first probe");
             (sys, props)
         })
         .collect()
@@ -203,6 +198,11 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut probing: Option<JoinHandle<Vec<(SysDevice, Props)>>> = None;
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The core's view, for the power state the health source saw (kernel mode: a `change` of a
+    // disk it saw asleep is not probed), and the disks held unprobed for it until it sees them
+    // awake again.
+    let mut storage = ctx.storage.clone();
+    let mut held: HashSet<String> = HashSet::new();
     'events: loop {
         tokio::select! {
             biased;
@@ -211,6 +211,9 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 Received::Ok => {
                     let now = Instant::now();
                     stats.events.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    if kernel {
+                        hold_sleeping(&mut tracker, &storage.borrow(), &events, &mut held);
+                    }
                     off_runtime(|| {
                         tracker.prefetch(&events);
                         for ev in events.drain(..) {
@@ -284,6 +287,24 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 drop(tokio::task::spawn_blocking(trim_heap));
                 continue 'events;
             }
+            changed = storage.changed(), if !held.is_empty() => {
+                if changed.is_err() {
+                    // The core is gone: nobody will say the disks woke.
+                    held.clear();
+                    continue 'events;
+                }
+                let view = storage.borrow_and_update().clone();
+                held.retain(|disk| tracker.asleep().contains(disk));
+                let active = |p: PowerState| !p.is_asleep() && p != PowerState::Unknown;
+                let awake: Vec<String> =
+                    held.iter().filter(|d| power_state(&view, d).is_some_and(active)).cloned().collect();
+                for disk in awake {
+                    held.remove(&disk);
+                    info!(devpath = %disk, "a disk whose change was not probed while asleep is active: probing it");
+                    tracker.wake(&disk);
+                    off_runtime(|| tracker.handle(Action::Change, &disk, None, &mut facts));
+                }
+            }
             _ = recheck.tick(), if !deferred.is_empty() => {
                 deferred.retain(tracker.asleep());
                 for devpath in deferred.woken(&check).await {
@@ -302,14 +323,18 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 break 'events;
             }
         }
-        // New disks went out without their blkid probe; probe them now, on a blocking thread,
-        // while the loop goes on with the next events (a partition added meanwhile is not held
-        // up behind its disk's probe).
+        // New disks went out without their blkid probe. Their partition tables first, here: a
+        // table is a few small reads, and a partition added next (BLKPG, a scan) finds its id in
+        // it instead of waiting for a probe on another thread or reading it again.
+        if tracker.has_new_tables() {
+            off_runtime(|| tracker.read_new_tables());
+        }
+        // Then the rest on a blocking thread, while the loop goes on with the next events (a
+        // partition added meanwhile is not held up behind its disk's probe).
         if probing.is_none() {
             let unprobed = tracker.take_unprobed();
             if !unprobed.is_empty() {
-                let tables = tracker.tables();
-                probing = Some(tokio::task::spawn_blocking(move || first_probes(&tables, unprobed)));
+                probing = Some(tokio::task::spawn_blocking(move || first_probes(unprobed)));
             }
         }
         trim_at.get_or_insert_with(|| Instant::now() + TRIM_AFTER);
@@ -348,6 +373,8 @@ fn node_written(
 ) {
     for path in paths {
         debug!(devpath = %path, "device node written");
+        // Written, so spinning: a disk held unprobed while asleep is probed again.
+        tracker.wake_disk_of(&path);
         if coalescer.change(&path, None, now) {
             tracker.handle(Action::Change, &path, None, facts);
         }
@@ -425,5 +452,36 @@ fn sync_watches(tracker: &Tracker, watcher: &mut Option<NodeWatcher>, writes: &m
             writes.baseline(path);
         }
         *w = fresh;
+    }
+}
+
+/// The power state the health source last saw for the disk at `devpath`.
+fn power_state(view: &StorageView, devpath: &str) -> Option<PowerState> {
+    let name = devpath.rsplit('/').next()?;
+    view.disks.iter().find(|d| d.kernel_name == name)?.power_state
+}
+
+/// Whether a `change` uevent says the medium changed: a new medium or size (`DISK_MEDIA_CHANGE`,
+/// `RESIZE`), which a disk in standby cannot produce without spinning up.
+fn media_changed(props: &Props) -> bool {
+    ["DISK_MEDIA_CHANGE", "RESIZE"].iter().any(|k| props.get(*k).is_some_and(|v| v == "1"))
+}
+
+/// Kernel mode: a `change` of a disk (or of one of its partitions) the health source saw in
+/// standby or sleep is handled from sysfs and the disk's last probe, without reading it
+/// (`udevadm trigger` or `echo change > uevent` reach sleeping disks too); the disk is held so
+/// until the health source sees it active again. A media or size change is probed.
+fn hold_sleeping(tracker: &mut Tracker, view: &StorageView, events: &[Uevent], held: &mut HashSet<String>) {
+    for ev in events.iter().filter(|e| matches!(e.action, Action::Change | Action::Other)) {
+        let Some(disk) = tracker.disk_of(&ev.devpath) else { continue };
+        if media_changed(&ev.props) {
+            if tracker.wake(&disk) {
+                info!(devpath = %disk, "a sleeping disk's medium changed: probing it");
+            }
+            held.remove(&disk);
+        } else if power_state(view, &disk).is_some_and(PowerState::is_asleep) && tracker.hold_asleep(&disk) {
+            info!(devpath = %disk, "change of a disk in standby: not probed until it is active (never-wake)");
+            held.insert(disk);
+        }
     }
 }

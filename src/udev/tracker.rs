@@ -21,7 +21,7 @@ use super::identity;
 use super::parallel::parallel_map;
 use super::sleep::{Candidate, ProbeCache};
 use super::sysfs::{Kind, SysDevice, Sysfs};
-use super::tables::Tables;
+use super::tables::{Table, Tables};
 use super::uevent::{Action, Props};
 
 /// Where the identity properties (ID_FS_*, ID_SERIAL, ...) come from.
@@ -104,6 +104,8 @@ pub struct Tracker {
     known: HashMap<String, Known>,
     /// New disks announced before their blkid probe, to be probed next.
     unprobed: Vec<String>,
+    /// New disks announced before their partition table was read (kernel mode).
+    tables_due: Vec<String>,
     /// Disks handed out for their first probe and not re-read since: the probe's result applies.
     probing: HashSet<String>,
     /// Devices whose `remove` came: the kernel sends it before the sysfs entry
@@ -118,8 +120,9 @@ pub struct Tracker {
     tables: Arc<Tables>,
     /// Filesystem probes of the partitions a batch of events adds, run at once by [`Self::prefetch`].
     prefetched: HashMap<String, Props>,
-    /// Disks whose table [`Self::prefetch`] read after this batch's events came: current.
-    batch_tables: HashSet<String>,
+    /// Disks whose table [`Self::prefetch`] read or found fresh after this batch's events
+    /// came: current for the batch, so its partitions do not look again.
+    batch_tables: HashMap<String, Table>,
 }
 
 impl Tracker {
@@ -135,13 +138,14 @@ impl Tracker {
             source,
             known: HashMap::new(),
             unprobed: Vec::new(),
+            tables_due: Vec::new(),
             probing: HashSet::new(),
             removed: HashSet::new(),
             asleep: HashSet::new(),
             cache: Mutex::new(cache),
             tables: Arc::new(Tables::new(sysfs_root)),
             prefetched: HashMap::new(),
-            batch_tables: HashSet::new(),
+            batch_tables: HashMap::new(),
         }
     }
 
@@ -178,6 +182,42 @@ impl Tracker {
     /// from now on. `true` if it was asleep.
     pub fn wake(&mut self, devpath: &str) -> bool {
         self.asleep.remove(devpath)
+    }
+
+    /// The disk a reported device belongs to: itself, or a partition's disk.
+    pub fn disk_of(&self, devpath: &str) -> Option<String> {
+        let known = self.known.get(devpath)?;
+        match known.kind {
+            Kind::Disk => Some(devpath.to_owned()),
+            Kind::Partition => known.parent.clone(),
+        }
+    }
+
+    /// Something happened that only a spinning disk does (a write to it or a partition, a device
+    /// added on it): the disk of `devpath` is awake. `true` if it was asleep.
+    pub fn wake_disk_of(&mut self, devpath: &str) -> bool {
+        let parent = devpath.rsplit_once('/').map(|(parent, _)| parent).filter(|p| self.asleep.contains(*p));
+        let Some(disk) =
+            parent.map(str::to_owned).or_else(|| self.asleep.contains(devpath).then(|| devpath.to_owned()))
+        else {
+            return false;
+        };
+        debug!(devpath = %disk, "a disk left unprobed while asleep is in use: probing it now");
+        self.asleep.remove(&disk)
+    }
+
+    /// Another source saw a reported disk asleep (the health source's power check): it is not
+    /// probed until it wakes, its last probe's findings stand. `true` if it was not held already.
+    pub fn hold_asleep(&mut self, devpath: &str) -> bool {
+        self.known.get(devpath).is_some_and(|k| k.kind == Kind::Disk) && self.asleep.insert(devpath.to_owned())
+    }
+
+    /// The size of a reported disk.
+    fn reported_size(&self, devpath: &str) -> Option<u64> {
+        match self.known.get(devpath)?.reported.as_ref()? {
+            Reported::Disk(d) => Some(d.size_bytes),
+            Reported::Partition(_) => None,
+        }
     }
 
     /// Writes the probe cache if it changed.
@@ -295,24 +335,33 @@ impl Tracker {
             _ if self.removed.contains(devpath) => return,
             _ => {}
         }
-        // An event about a sleeping disk (a write to it, a change) means it is in use: awake.
-        let disk_path = devpath.rsplit_once('/').map(|(parent, _)| parent).filter(|p| self.asleep.contains(*p));
-        if let Some(disk) =
-            disk_path.map(str::to_owned).or_else(|| self.asleep.contains(devpath).then(|| devpath.to_owned()))
-        {
-            debug!(devpath = %disk, "event for a disk left unprobed while asleep: probing it now");
-            self.asleep.remove(&disk);
+        // A device added on a sleeping disk (a partition scan, which read it) means it is in use:
+        // awake. A `change` does not: `udevadm trigger` and `echo change > uevent` send one to a
+        // disk in standby, and probing it then would spin it up. The caller wakes the disk for
+        // what only a spinning disk can do (a write: `wake_disk_of`); a size change is seen here.
+        if action == Action::Add {
+            self.wake_disk_of(devpath);
         }
         let Some(sys) = self.sysfs.read(devpath).filter(SysDevice::is_present) else {
             // Gone already, or a loop slot that was detached.
             self.forget(devpath, out);
             return;
         };
+        if self.asleep.contains(devpath) && self.reported_size(devpath).is_some_and(|s| s != sys.size_bytes) {
+            debug!(devpath, "a sleeping disk changed size (a new medium): probing it");
+            self.asleep.remove(devpath);
+        }
         match sys.kind {
             Some(Kind::Disk) => {
                 // A new disk's id comes from sysfs alone; announce it before the (slow, I/O bound)
                 // blkid probe, which follows with `probe_pending` and may add the table and fs.
                 let announce_first = self.source == PropSource::Kernel && !self.known.contains_key(devpath);
+                if action != Action::Add && !self.batch_tables.contains_key(devpath) {
+                    // A change of the disk (a table re-read, a media change): its table is read
+                    // again (by the probe below, which keeps it), unless it was read after this
+                    // change came.
+                    self.tables.forget(devpath);
+                }
                 let props = if announce_first { Props::new() } else { self.props(&sys, event_props) };
                 if !announce_first {
                     // Read afresh now: a first probe still running would report older findings.
@@ -320,6 +369,7 @@ impl Tracker {
                 }
                 if announce_first {
                     self.unprobed.push(devpath.to_owned());
+                    self.tables_due.push(devpath.to_owned());
                 }
                 let disk = describe::disk(&sys, &props);
                 // A table rewrite or an id change touches the partitions too; taken before a
@@ -339,11 +389,6 @@ impl Tracker {
                     self.refresh_members(&sys.slaves, out);
                 }
                 if action != Action::Add {
-                    // A change of the disk (a table re-read, a media change): its table is read
-                    // again, unless it was read after this change came.
-                    if !self.batch_tables.contains(devpath) {
-                        self.tables.forget(devpath);
-                    }
                     for child in children {
                         self.handle(Action::Change, &child, None, out);
                     }
@@ -495,6 +540,8 @@ impl Tracker {
                 });
                 out.push(Fact::DiskRemoved { id: known.id });
                 self.tables.forget(devpath);
+                // A disk plugged in again under this name is a new one, awake.
+                self.asleep.remove(devpath);
                 if self.source == PropSource::Kernel {
                     // A disk plugged in again is awake and probed afresh: its entry is not needed,
                     // and keeping it would grow the cache with every new kernel name or size.

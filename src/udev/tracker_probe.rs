@@ -26,6 +26,32 @@ impl Tracker {
         Arc::clone(&self.tables)
     }
 
+    /// Whether disks were announced whose partition table is not read yet.
+    pub fn has_new_tables(&self) -> bool {
+        !self.tables_due.is_empty()
+    }
+
+    /// Reads and keeps the partition tables of the disks announced since the last call, all at
+    /// once (kernel mode; a few small reads each).
+    pub fn read_new_tables(&mut self) {
+        let due: Vec<String> = std::mem::take(&mut self.tables_due)
+            .into_iter()
+            .filter(|d| self.known.contains_key(d) && !self.asleep.contains(d))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let writes: Vec<Option<u64>> = due.iter().map(|d| self.tables.writes(d)).collect();
+        let found = probe::probe_all(due.iter().map(|d| Job::Table(disk_node(d))).collect());
+        for ((disk, writes), f) in due.iter().zip(writes).zip(found) {
+            if let Found::Table(kind, entries) = f {
+                self.tables.keep(disk, writes, &(kind, entries));
+            }
+        }
+        tracing::debug!(disks = due.len(), micros = started.elapsed().as_micros() as u64, "new disks' tables read");
+    }
+
     /// Kernel mode, a new partition whose disk's kept table gives it an entry UUID: its id needs
     /// nothing else, so it is announced at once and its own probe (the filesystem) follows, as
     /// a new disk's does.
@@ -35,9 +61,14 @@ impl Tracker {
         }
         let parent = sys.parent_devpath()?;
         let disk_id = self.known.get(parent).filter(|_| !self.asleep.contains(parent))?.id.clone();
-        let (kind, entries) = self.tables.fresh(parent)?;
-        let entry = entries.iter().find(|e| Some(e.number) == sys.partition && e.uuid.is_some())?;
         let mut props = Props::new();
+        // The batch's own look at the table (`prefetch`), else the kept one if still fresh.
+        let fresh = match self.batch_tables.get(parent) {
+            Some(table) => Some(table.clone()),
+            None => self.tables.fresh(parent),
+        };
+        let (kind, entries) = fresh?;
+        let entry = entries.iter().find(|e| Some(e.number) == sys.partition && e.uuid.is_some())?;
         probe::entry_props(entry, kind.as_deref(), &mut props);
         Some(describe::partition(sys, &props, &disk_id))
     }
@@ -138,22 +169,37 @@ impl Tracker {
             }
             let number = ev.props.get("PARTN").and_then(|n| n.parse::<u32>().ok());
             parts.push((&ev.devpath, devname, parent, number));
-            if !disks.contains(&parent) && (changed.contains(parent) || self.tables.fresh(parent).is_none()) {
-                disks.push(parent);
+            if disks.contains(&parent) || self.batch_tables.contains_key(parent) {
+                continue;
+            }
+            let kept = if changed.contains(parent) { None } else { self.tables.fresh(parent) };
+            match kept {
+                Some(table) => {
+                    self.batch_tables.insert(parent.to_owned(), table);
+                }
+                None => disks.push(parent),
             }
         }
         if parts.is_empty() {
             return;
         }
-        // First the tables, every disk's at once: a partition whose entry has a UUID has its id
-        // then, is announced at once and probed after (`partition_from_table`).
-        let disk_node = |d: &str| PathBuf::from(format!("/dev/{}", d.rsplit('/').next().unwrap_or_default()));
+        // First the tables not kept, every disk's at once: a partition whose entry has a UUID has
+        // its id then, is announced at once and probed after (`partition_from_table`).
         let writes: Vec<Option<u64>> = disks.iter().map(|d| self.tables.writes(d)).collect();
+        let read = std::time::Instant::now();
         let found = probe::probe_all(disks.iter().map(|d| Job::Table(disk_node(d))).collect());
+        if !disks.is_empty() {
+            tracing::debug!(
+                disks = disks.len(),
+                micros = read.elapsed().as_micros() as u64,
+                "tables read for added partitions"
+            );
+        }
         for ((disk, writes), f) in disks.iter().zip(&writes).zip(found) {
             if let Found::Table(kind, entries) = f {
-                self.tables.keep(disk, *writes, &(kind, entries));
-                self.batch_tables.insert((*disk).to_owned());
+                let table = (kind, entries);
+                self.tables.keep(disk, *writes, &table);
+                self.batch_tables.insert((*disk).to_owned(), table);
             }
         }
         // Then, all at once, the filesystems of the partitions no table names.
@@ -162,8 +208,8 @@ impl Tracker {
             .filter(|(_, _, parent, number)| {
                 !(self.known.contains_key(*parent)
                     && self
-                        .tables
-                        .fresh(parent)
+                        .batch_tables
+                        .get(*parent)
                         .is_some_and(|(_, e)| e.iter().any(|e| Some(e.number) == *number && e.uuid.is_some())))
             })
             .map(|(devpath, devname, _, _)| (*devpath, *devname))
@@ -195,7 +241,11 @@ impl Tracker {
                     let cached = self.cache.lock().ok().and_then(|c| c.get(&key).map(|p| p.disk.clone()));
                     return cached.unwrap_or_default();
                 }
-                let props = kernel_props(sys);
+                // One probe for the disk's properties and its table, kept for its partitions.
+                let node = PathBuf::from(describe::devnode(sys));
+                let (tables, devpath) = (Arc::clone(&self.tables), sys.devpath.clone());
+                let writes = tables.writes(&devpath);
+                let props = probe::disk_bounded(&node, move |table| tables.keep(&devpath, writes, table));
                 if let Ok(mut c) = self.cache.lock() {
                     c.put(&key, None, &props);
                 }
@@ -217,4 +267,9 @@ impl Tracker {
             }
         }
     }
+}
+
+/// The device node of a disk, from its devpath.
+fn disk_node(devpath: &str) -> PathBuf {
+    PathBuf::from(format!("/dev/{}", devpath.rsplit('/').next().unwrap_or_default()))
 }

@@ -350,3 +350,33 @@ fn filtered_devices_are_ignored() {
     tr.handle(Action::Add, "/devices/virtual/block/sda", None, &mut out);
     assert!(out.is_empty());
 }
+
+#[test]
+fn a_disk_held_asleep_stays_unprobed_through_changes_until_a_size_change_write_or_removal() {
+    let t = fake();
+    let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+    let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
+    tr.enumerate(true);
+    let (disk, part) = ("/devices/virtual/block/loop90", "/devices/virtual/block/loop90/loop90p1");
+    assert_eq!(tr.disk_of(part).as_deref(), Some(disk));
+    assert!(!tr.hold_asleep(part), "only disks are held");
+    assert!(tr.hold_asleep(disk));
+    assert!(!tr.hold_asleep(disk), "held once");
+    let mut out = Vec::new();
+    // A plain change (udevadm trigger) of the disk or a partition: still asleep.
+    tr.handle(Action::Change, disk, None, &mut out);
+    tr.handle(Action::Change, part, None, &mut out);
+    assert!(tr.asleep().contains(disk));
+    // A new size is a new medium: the disk spun up for it.
+    write(t.path(), "devices/virtual/block/loop90/size", "4096\n");
+    tr.handle(Action::Change, disk, None, &mut out);
+    assert!(!tr.asleep().contains(disk));
+    // A write to a partition wakes its disk.
+    assert!(tr.hold_asleep(disk));
+    assert!(tr.wake_disk_of(part));
+    assert!(!tr.asleep().contains(disk));
+    // A removed disk is forgotten asleep too: the next one under that name is a new disk.
+    assert!(tr.hold_asleep(disk));
+    tr.handle(Action::Remove, disk, None, &mut out);
+    assert!(tr.asleep().is_empty());
+}
