@@ -355,11 +355,9 @@ impl Drop for OwnTrace {
 /// diskwatch's own I/O to a sleeping disk, every part on, counted by a trace of the agent's
 /// process tree: 0. The run lasts `WAKE_SOAK_SECS` (60 s by default), with HTTP readers, the
 /// history recorder saving every 5 s and the health and activity sources polling in it.
-///
-/// Not in it: a synthetic `change` uevent (`udevadm trigger`). Measured with this trace, the
-/// kernel-mode udev source then probes a disk that fell asleep after start-up with libblkid
-/// (76 reads from its `blkid` thread): a wake by diskwatch itself, left to the udev source's
-/// owners (docs/sleep.md, "Known").
+/// Every 30 s a synthetic `change` uevent (as `udevadm trigger` sends) goes to the disk and its
+/// partition: the kernel-mode udev source must not probe a sleeping disk for it (it once did,
+/// with 76 libblkid reads from its `blkid` thread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diskwatch_never_does_io_to_a_sleeping_disk() {
     if !require_root("diskwatch_never_does_io_to_a_sleeping_disk") {
@@ -395,7 +393,18 @@ async fn diskwatch_never_does_io_to_a_sleeping_disk() {
     let devs = vec![fx.disk.dev(), common::dev_of(&fx.disk.partition(1))];
     let trace = OwnTrace::new(agent.pid(), &devs);
     let started = Instant::now();
+    let uevents = [
+        PathBuf::from(format!("/sys/class/block/{name}/uevent")),
+        PathBuf::from(format!("/sys/class/block/{name}p1/uevent")),
+    ];
+    let mut last_change = None::<Instant>;
     while started.elapsed() < Duration::from_secs(secs) {
+        if last_change.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
+            for uevent in &uevents {
+                std::fs::write(uevent, "change").unwrap_or_else(|e| panic!("{}: {e}", uevent.display()));
+            }
+            last_change = Some(Instant::now());
+        }
         for path in ["/api/v1/snapshot", "/api/v1/events?limit=100", "/api/v1/history?metric=read_rate&since=1h"] {
             let _ = reqwest::get(agent.url(path)).await;
         }
