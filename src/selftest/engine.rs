@@ -361,7 +361,12 @@ impl Engine {
         let (own, ends) = (c.key.2, now + c.length);
         let grace = self.config.grace.as_secs();
         let members = disks.iter().filter(|d| d.id != c.start.id && d.arrays.iter().any(|a| c.arrays.contains(a)));
-        members.filter_map(|d| self.tracks.get(&d.id)).filter(|t| t.log_read && t.unsupported.is_none() && !t.busy()).any(
+        // A member that could go next: known, not testing, and not a retry (retries go after
+        // fresh tests) nor held off by one.
+        let waits = |t: &&Track| {
+            t.log_read && t.unsupported.is_none() && !t.busy() && t.aborts == 0 && t.retry_at.is_none_or(|r| r <= now)
+        };
+        members.filter_map(|d| self.tracks.get(&d.id)).filter(|t| waits(t)).any(
             |t| {
                 let due = SelfTestKind::ALL.into_iter().filter_map(|k| self.due_at(t, k)).min();
                 due.is_some_and(|due| (due + grace < own && due + grace < ends) || (c.early && due < ends))
