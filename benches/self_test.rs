@@ -424,7 +424,11 @@ fn main() {
         for (kind, (a, t)) in &by {
             println!("    {kind:5} tests: {a}/{t}");
         }
-        println!("  tests started early, before due:       {early} (all tests in time: {}/{})", agg.0 + early, agg.1 + early);
+        println!(
+            "  tests started early, before due:       {early} (all tests in time: {}/{})",
+            agg.0 + early,
+            agg.1 + early
+        );
         println!("  spin-ups caused by the scheduler:     {}", agg.3);
         println!("  max members of one array testing:     {}", agg.4);
         println!("  max tests at once:                    {}", agg.5);

@@ -366,12 +366,10 @@ impl Engine {
         let waits = |t: &&Track| {
             t.log_read && t.unsupported.is_none() && !t.busy() && t.aborts == 0 && t.retry_at.is_none_or(|r| r <= now)
         };
-        members.filter_map(|d| self.tracks.get(&d.id)).filter(|t| waits(t)).any(
-            |t| {
-                let due = SelfTestKind::ALL.into_iter().filter_map(|k| self.due_at(t, k)).min();
-                due.is_some_and(|due| (due + grace < own && due + grace < ends) || (c.early && due < ends))
-            },
-        )
+        members.filter_map(|d| self.tracks.get(&d.id)).filter(|t| waits(t)).any(|t| {
+            let due = SelfTestKind::ALL.into_iter().filter_map(|k| self.due_at(t, k)).min();
+            due.is_some_and(|due| (due + grace < own && due + grace < ends) || (c.early && due < ends))
+        })
     }
 
     /// Whether a requested test may start on this disk now: `Err` says why not.
