@@ -43,18 +43,11 @@ pub struct Start<'a> {
     pub wake: bool,
 }
 
-/// How early in its interval a long test may start: the last quarter (a long test from day 22.5 of
-/// 30). Six members of an array whose 25-hour long tests fall
-/// due together need six days one after the other, more than the 2-day grace; a quarter of
-/// the monthly interval is 7.5 days, room for them one by one. Earlier would test more often
-/// than the owner asked for little gain.
+/// How early in its interval a long test may start: the last quarter (from day 22.5 of 30).
+/// Six members of an array whose 25-hour long tests fall due together need six days one after
+/// the other, more than the 2-day grace; a quarter of the monthly interval is 7.5 days, room
+/// for them one by one. Earlier would test more often than the owner asked for little gain.
 pub const EARLY: u32 = 4;
-
-/// A long test's length when the drive does not say (NVMe, or no log read yet): the grace, so
-/// an early start waits for every member past its due date.
-fn long_fallback(grace: u64) -> u64 {
-    grace
-}
 
 /// A test the plan may start.
 struct Candidate<'a> {
@@ -242,9 +235,11 @@ impl Engine {
         Some(due.saturating_sub(ahead))
     }
 
-    /// How long a long test holds a disk's array (seconds): the drive's own estimate.
+    /// How long a long test holds a disk's array (seconds): the drive's own estimate, else (NVMe,
+    /// no log read yet) the grace, so that an early start waits for every member past its due
+    /// date.
     fn long_length(&self, track: &Track) -> u64 {
-        track.long_minutes.map_or_else(|| long_fallback(self.config.grace.as_secs()), |m| m * 60)
+        track.long_minutes.map_or(self.config.grace.as_secs(), |m| m * 60)
     }
 
     /// How long a member's long test may hold each array (the longest of its members), when
@@ -280,10 +275,10 @@ impl Engine {
         let mut candidates: Vec<Candidate<'a>> = Vec::new();
         for d in disks {
             let Some(t) = self.tracks.get(&d.id) else { continue };
-            let short_ahead = d.arrays.iter().filter_map(|a| holds.get(a.as_str())).copied().max().unwrap_or(0);
             if t.busy() || t.unsupported.is_some() || t.retry_at.is_some_and(|r| r > now) {
                 continue;
             }
+            let short_ahead = d.arrays.iter().filter_map(|a| holds.get(a.as_str())).copied().max().unwrap_or(0);
             // Each kind whose window is open: (kind, due).
             let open: Vec<(SelfTestKind, u64)> = SelfTestKind::ALL
                 .into_iter()
