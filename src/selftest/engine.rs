@@ -8,8 +8,12 @@
 //!   by its interval plus `grace`; the start itself carries the `-n standby` check (the
 //!   source), so a disk that went to sleep since is not woken either;
 //! - never two members of one array at once, never more than `max_parallel` disks;
-//! - the most overdue first; an aborted or interrupted test is retried in the next window, at
-//!   least `retry_after` later.
+//! - a long test may start early, in the last quarter of its interval ([`EARLY`]), so that the
+//!   members of one array, which test one at a time, do not all fall due together;
+//! - a long test does not start when it would hold its array, for as long as the drive says
+//!   it takes, past the deadline (due + `grace`) of a member whose deadline comes first;
+//! - fresh tests before retries, short before long, then the earliest deadline first; an
+//!   aborted or interrupted test is retried in the next window, at least `retry_after` later.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -39,9 +43,23 @@ pub struct Start<'a> {
     pub wake: bool,
 }
 
-/// A test the plan may start: its order key (a retry, a long test), how overdue, the start and
-/// the disk's arrays.
-type Candidate<'a> = ((bool, bool), u64, Start<'a>, &'a [String]);
+/// How early in its interval a long test may start: the last quarter (from day 22.5 of 30).
+/// Six members of an array whose 25-hour long tests fall due together need six days one after
+/// the other, more than the 2-day grace; a quarter of the monthly interval is 7.5 days, room
+/// for them one by one. Earlier would test more often than the owner asked for little gain.
+pub const EARLY: u32 = 4;
+
+/// A test the plan may start.
+struct Candidate<'a> {
+    /// Order: a retry, a long test, the deadline (unix s), the disk.
+    key: (bool, bool, u64, &'a str),
+    start: Start<'a>,
+    arrays: &'a [String],
+    /// Not due yet (in its early window).
+    early: bool,
+    /// How long it holds the array (seconds, the drive's estimate).
+    length: u64,
+}
 
 /// What a log read changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +118,9 @@ pub struct Track {
     pub log_read: bool,
     /// Why the disk has no self-tests to give (not scheduled while set).
     pub unsupported: Option<String>,
+    /// The drive's own estimate of its long test, in minutes (its log read): how long a long
+    /// test holds the disk's array.
+    pub long_minutes: Option<u64>,
 }
 
 impl Track {
@@ -175,18 +196,6 @@ impl Engine {
         })
     }
 
-    /// The kind due now on a disk and by how long it is overdue: long first (it reads all a
-    /// short test reads), but short first after an aborted test (the long one did not fit the
-    /// disk's awake window; two minutes of testing still fit).
-    fn due_now(&self, track: &Track, now: u64) -> Option<(SelfTestKind, u64)> {
-        let order = if track.aborts > 0 {
-            [SelfTestKind::Short, SelfTestKind::Long]
-        } else {
-            [SelfTestKind::Long, SelfTestKind::Short]
-        };
-        order.into_iter().find_map(|k| self.due_at(track, k).filter(|at| *at <= now).map(|at| (k, now - at)))
-    }
-
     /// The record as the state shows it.
     pub fn record(&self, id: &str) -> Option<SelfTest> {
         let t = self.tracks.get(id)?;
@@ -209,9 +218,51 @@ impl Engine {
         disk.awake && self.tracks.get(&disk.id).is_some_and(|t| t.unsupported.is_none() && (t.busy() || !t.log_read))
     }
 
-    /// The tests to start now, most overdue first, within the rules.
+    /// When a kind's early window opens on a disk (unix seconds): for a long test the last
+    /// [`EARLY`]th of its interval before it is due; for a short one `short_ahead` before (the
+    /// time its array may be held by a member's long test: two minutes now rather than a wait
+    /// behind it). Not after an abort (the disk's awake windows did not fit the test: it waits
+    /// for its due date rather than being cut short again early).
+    fn window_at(&self, track: &Track, kind: SelfTestKind, short_ahead: u64) -> Option<u64> {
+        let due = self.due_at(track, kind)?;
+        if track.aborts > 0 {
+            return Some(due);
+        }
+        let ahead = match kind {
+            SelfTestKind::Short => short_ahead,
+            SelfTestKind::Long => self.config.interval(kind)?.as_secs() / u64::from(EARLY),
+        };
+        Some(due.saturating_sub(ahead))
+    }
+
+    /// How long a long test holds a disk's array (seconds): the drive's own estimate, else (NVMe,
+    /// no log read yet) the grace, so that an early start waits for every member past its due
+    /// date.
+    fn long_length(&self, track: &Track) -> u64 {
+        track.long_minutes.map_or(self.config.grace.as_secs(), |m| m * 60)
+    }
+
+    /// How long a member's long test may hold each array (the longest of its members), when
+    /// long tests are on.
+    fn array_holds<'a>(&self, disks: &'a [DiskView]) -> BTreeMap<&'a str, u64> {
+        let mut holds: BTreeMap<&str, u64> = BTreeMap::new();
+        if self.config.interval(SelfTestKind::Long).is_none() {
+            return holds;
+        }
+        for d in disks {
+            let Some(t) = self.tracks.get(&d.id).filter(|t| t.unsupported.is_none()) else { continue };
+            for a in &d.arrays {
+                let h = holds.entry(a.as_str()).or_default();
+                *h = (*h).max(self.long_length(t));
+            }
+        }
+        holds
+    }
+
+    /// The tests to start now, within the rules.
     pub fn plan<'a>(&self, disks: &'a [DiskView], now: SystemTime) -> Vec<Start<'a>> {
         let now = unix(now);
+        let grace = self.config.grace.as_secs();
         let mut running = 0;
         let mut busy_arrays: BTreeSet<&str> = BTreeSet::new();
         for d in disks {
@@ -220,48 +271,100 @@ impl Engine {
                 busy_arrays.extend(d.arrays.iter().map(String::as_str));
             }
         }
+        let holds = self.array_holds(disks);
         let mut candidates: Vec<Candidate<'a>> = Vec::new();
         for d in disks {
             let Some(t) = self.tracks.get(&d.id) else { continue };
             if t.busy() || t.unsupported.is_some() || t.retry_at.is_some_and(|r| r > now) {
                 continue;
             }
-            // History unknown: read the log first (an awake disk), unless this is a wake.
-            let Some((kind, overdue)) = self.due_now(t, now) else { continue };
-            let wake = !d.awake;
-            if wake {
-                let allowed =
-                    kind == SelfTestKind::Long && self.config.wake_for_long && overdue >= self.config.grace.as_secs();
-                if !allowed {
+            let short_ahead = d.arrays.iter().filter_map(|a| holds.get(a.as_str())).copied().max().unwrap_or(0);
+            // Each kind whose window is open: (kind, due).
+            let open: Vec<(SelfTestKind, u64)> = SelfTestKind::ALL
+                .into_iter()
+                .filter(|&k| self.window_at(t, k, short_ahead).is_some_and(|w| w <= now))
+                .filter_map(|k| self.due_at(t, k).map(|due| (k, due)))
+                .collect();
+            let long = open.iter().find(|(k, _)| *k == SelfTestKind::Long).copied();
+            for (kind, due) in open {
+                // A long test reads all a short one reads: the short is left out when the long is
+                // due, or both are early; it goes alone when it is due and the long is early
+                // (two minutes now rather than a day's wait for the array), and first after an
+                // aborted test (the long one did not fit the disk's awake window).
+                if kind == SelfTestKind::Short && t.aborts == 0 {
+                    if let Some((_, long_due)) = long {
+                        if long_due <= now || due > now {
+                            continue;
+                        }
+                    }
+                }
+                let early = due > now;
+                let wake = !d.awake;
+                if wake {
+                    // History unknown or not due: never a wake.
+                    let allowed = kind == SelfTestKind::Long
+                        && self.config.wake_for_long
+                        && !early
+                        && now - due >= self.config.grace.as_secs();
+                    if !allowed {
+                        continue;
+                    }
+                } else if !t.log_read {
+                    // History unknown: read the log first.
                     continue;
                 }
-            } else if !t.log_read {
-                continue;
+                let length = match kind {
+                    SelfTestKind::Long => self.long_length(t),
+                    SelfTestKind::Short => self.config.poll.as_secs(),
+                };
+                candidates.push(Candidate {
+                    key: (t.aborts > 0, kind == SelfTestKind::Long, due + grace, &d.id),
+                    start: Start { id: &d.id, kind, wake },
+                    arrays: &d.arrays,
+                    early,
+                    length,
+                });
             }
-            candidates.push((
-                (t.aborts > 0, kind == SelfTestKind::Long),
-                overdue,
-                Start { id: &d.id, kind, wake },
-                &d.arrays,
-            ));
         }
         // Fresh tests before retries (a disk whose tests keep being aborted does not hold its
         // array), short before long (two minutes, where a long test holds the array for
-        // hours), then the most overdue first.
-        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then_with(|| a.2.id.cmp(b.2.id)));
-        let mut out = Vec::new();
-        for (_, _, start, arrays) in candidates {
+        // hours), then the earliest deadline first.
+        candidates.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut out: Vec<Start<'a>> = Vec::new();
+        for c in candidates {
             if running >= self.config.max_parallel {
                 break;
             }
-            if arrays.iter().any(|a| busy_arrays.contains(a.as_str())) {
+            if out.iter().any(|s| s.id == c.start.id) || c.arrays.iter().any(|a| busy_arrays.contains(a.as_str())) {
                 continue;
             }
-            busy_arrays.extend(arrays.iter().map(String::as_str));
+            if c.start.kind == SelfTestKind::Long && self.would_hold_back(&c, disks, now) {
+                continue;
+            }
+            busy_arrays.extend(c.arrays.iter().map(String::as_str));
             running += 1;
-            out.push(start);
+            out.push(c.start);
         }
         out
+    }
+
+    /// Whether a long test would hold its array too long for another member (one asleep now,
+    /// or it would have gone first): past that member's deadline when it comes first (earliest
+    /// deadline first), or, for a test not due yet, past that member's due date (an early
+    /// start must not make another member's test wait).
+    fn would_hold_back(&self, c: &Candidate, disks: &[DiskView], now: u64) -> bool {
+        let (own, ends) = (c.key.2, now + c.length);
+        let grace = self.config.grace.as_secs();
+        let members = disks.iter().filter(|d| d.id != c.start.id && d.arrays.iter().any(|a| c.arrays.contains(a)));
+        // A member that could go next: known, not testing, and not a retry (retries go after
+        // fresh tests) nor held off by one.
+        let waits = |t: &&Track| {
+            t.log_read && t.unsupported.is_none() && !t.busy() && t.aborts == 0 && t.retry_at.is_none_or(|r| r <= now)
+        };
+        members.filter_map(|d| self.tracks.get(&d.id)).filter(|t| waits(t)).any(|t| {
+            let due = SelfTestKind::ALL.into_iter().filter_map(|k| self.due_at(t, k)).min();
+            due.is_some_and(|due| (due + grace < own && due + grace < ends) || (c.early && due < ends))
+        })
     }
 
     /// Whether a requested test may start on this disk now: `Err` says why not.
@@ -326,6 +429,7 @@ impl Engine {
             }
             t.last = log.newest().map(last_of);
         }
+        t.long_minutes = log.long_minutes.or(t.long_minutes);
         let was = t.running.clone();
         t.running = log.running_test(was.as_ref().map(|r| r.kind));
         t.foreign = log.running.is_some() && t.running.is_none();

@@ -233,6 +233,89 @@ fn clocks_survive_and_off_kinds_are_never_due() {
     back.set_disks(&disks, at(T0 + D));
     back.observe("a", &idle_log(200), at(T0 + D));
     assert_eq!(back.tracks["a"].clocks.long, Some(T0));
-    assert!(back.plan(&disks, at(T0 + 29 * D)).is_empty());
-    assert_eq!(ids(&back.plan(&disks, at(T0 + 30 * D))), ["a:long"]);
+    // Due at T0+30d, early from the last quarter of the interval (7.5 days before).
+    assert!(back.plan(&disks, at(T0 + 22 * D)).is_empty());
+    assert_eq!(ids(&back.plan(&disks, at(T0 + 23 * D))), ["a:long"]);
+}
+
+/// An array `md` of `n` members, all awake but `asleep`, each long test 1479 min (the
+/// WD140EDFZ's `polling_minutes.extended`), clocks set by `clocks(i)`.
+fn array(n: usize, asleep: &[&str], clocks: impl Fn(usize) -> Clocks) -> (Vec<DiskView>, Engine) {
+    let disks: Vec<DiskView> =
+        (1..=n).map(|i| format!("a{i}")).map(|id| disk(&id, !asleep.contains(&id.as_str()), &["md"])).collect();
+    let mut e = engine(SelfTestConfig::default(), &disks);
+    for (i, d) in disks.iter().enumerate() {
+        let t = e.tracks.get_mut(&d.id).unwrap();
+        t.long_minutes = Some(1479);
+        t.clocks = clocks(i + 1);
+    }
+    (disks, e)
+}
+
+#[test]
+fn a_long_test_starts_early_only_in_the_last_quarter_of_its_interval() {
+    let disks = [disk("a", true, &[])];
+    let mut e = engine(SelfTestConfig::default(), &disks);
+    // Long due at T0+30d: early from T0+22.5d; a short test (two minutes) is never early on a
+    // disk outside an array (nothing holds it back).
+    e.tracks.get_mut("a").unwrap().clocks = Clocks { short: Some(T0 + 20 * D), long: Some(T0) };
+    assert!(e.plan(&disks, at(T0 + 22 * D)).is_empty());
+    assert_eq!(e.plan(&disks, at(T0 + 22 * D + 12 * H)), [Start { id: "a", kind: SelfTestKind::Long, wake: false }]);
+    e.tracks.get_mut("a").unwrap().clocks = Clocks { short: Some(T0), long: Some(T0 + 20 * D) };
+    assert!(e.plan(&disks, at(T0 + 7 * D - 60)).is_empty());
+    assert_eq!(ids(&e.plan(&disks, at(T0 + 7 * D))), ["a:short"]);
+    // Never early on a sleeping disk, even with wake_for_long; never early after an abort.
+    e.tracks.get_mut("a").unwrap().clocks = Clocks { short: Some(T0 + 25 * D), long: Some(T0) };
+    e.config.wake_for_long = true;
+    assert!(e.plan(&[disk("a", false, &[])], at(T0 + 29 * D)).is_empty());
+    e.tracks.get_mut("a").unwrap().aborts = 1;
+    assert!(e.plan(&disks, at(T0 + 29 * D)).is_empty());
+    assert_eq!(ids(&e.plan(&disks, at(T0 + 30 * D))), ["a:long"]);
+}
+
+#[test]
+fn earliest_deadline_first_across_an_arrays_members() {
+    // Three members due 3, 2 and 1 days ago (not past their grace yet): the one due first goes.
+    let (disks, e) = array(3, &[], |i| Clocks { short: Some(T0), long: Some(T0 - 30 * D + (i as u64) * D) });
+    assert_eq!(ids(&e.plan(&disks, at(T0 + 3 * D))), ["a1:long"]);
+    // a1 asleep, its deadline 10 h away: a2's 24.6-hour test would hold the array past it, so
+    // a2 waits for a1 (a3 too).
+    let (disks, e) = array(2, &["a1"], |i| Clocks {
+        short: Some(T0),
+        long: Some(if i == 1 { T0 - 30 * D - 38 * H } else { T0 - 30 * D - H }),
+    });
+    assert!(e.plan(&disks, at(T0)).is_empty());
+    // a1's deadline 30 h away: a2's test ends before it, a2 goes.
+    let (disks, e) = array(2, &["a1"], |i| Clocks {
+        short: Some(T0),
+        long: Some(if i == 1 { T0 - 30 * D - 18 * H } else { T0 - 30 * D - H }),
+    });
+    assert_eq!(ids(&e.plan(&disks, at(T0))), ["a2:long"]);
+}
+
+#[test]
+fn an_early_long_test_leaves_room_for_the_members_due_during_it() {
+    // a1's long test is due in 3 days (early now); a2's short is due in 10 h, within a1's
+    // 24.6 hours: a2's two-minute test goes first, ahead of its due date.
+    let clocks = |short_due_in: u64| {
+        move |i: usize| {
+            if i == 1 {
+                Clocks { short: Some(T0), long: Some(T0 + 3 * D - 30 * D) }
+            } else {
+                Clocks { short: Some(T0 + short_due_in - 7 * D), long: Some(T0) }
+            }
+        }
+    };
+    let (disks, e) = array(2, &[], clocks(10 * H));
+    assert_eq!(ids(&e.plan(&disks, at(T0))), ["a2:short"]);
+    // a2 asleep: a1 does not start early, it would make a2's test wait past its due date.
+    let (disks, e) = array(2, &["a2"], clocks(10 * H));
+    assert!(e.plan(&disks, at(T0)).is_empty());
+    // a2's short due in 30 h, after a1's test ends: a1 starts early.
+    let (disks, e) = array(2, &["a2"], clocks(30 * H));
+    assert_eq!(ids(&e.plan(&disks, at(T0))), ["a1:long"]);
+    // Due now, a1 is not held back by a2's due date (10 h after a1's), only by an earlier
+    // deadline.
+    let (disks, e) = array(2, &["a2"], clocks(3 * D + 10 * H));
+    assert_eq!(ids(&e.plan(&disks, at(T0 + 3 * D))), ["a1:long"]);
 }

@@ -47,6 +47,10 @@ pub struct SelfTestLog {
     pub power_on_hours: Option<u64>,
     /// Whether the output held any self-test data at all (else the device has none to give).
     pub supported: bool,
+    /// How long the drive says its long test takes, in minutes (ATA
+    /// `ata_smart_data.self_test.polling_minutes.extended`, SCSI `scsi_extended_self_test_seconds`):
+    /// how long a long test holds its array.
+    pub long_minutes: Option<u64>,
 }
 
 impl SelfTestLog {
@@ -159,6 +163,8 @@ pub fn parse_log(json: &Value) -> SelfTestLog {
     let mut log = SelfTestLog {
         power_on_hours: u64_at(json, "/power_on_time/hours")
             .or_else(|| u64_at(json, "/nvme_smart_health_information_log/power_on_hours")),
+        long_minutes: u64_at(json, "/ata_smart_data/self_test/polling_minutes/extended")
+            .or_else(|| u64_at(json, "/scsi_extended_self_test_seconds").map(|s| s.div_ceil(60))),
         ..SelfTestLog::default()
     };
     // ATA: the status of the test running now, then the log (the extended log when printed).
@@ -356,6 +362,8 @@ mod tests {
         assert_eq!(l.entries[0], LogEntry { kind: Some(Short), result: Passed, at_hours: Some(1708), lba: None });
         assert_eq!(l.newest_completed(Long).unwrap().at_hours, Some(1624));
         assert_eq!(l.power_on_hours, Some(1730));
+        // "polling_minutes": {"extended": 1479}: how long a long test holds its array.
+        assert_eq!(l.long_minutes, Some(1479));
     }
 
     #[test]
@@ -390,8 +398,11 @@ mod tests {
         assert_eq!(l.newest_completed(Short).unwrap().at_hours, Some(2));
         // "Reserved(7)" is not a kind diskwatch schedules.
         assert_eq!(l.entries[2].kind, None);
+        assert_eq!(l.long_minutes, Some(1340), "scsi_extended_self_test_seconds 80400");
         let l = log("corpus/libblockdev--seagate_st600mp0036.json");
         assert_eq!(l.newest().unwrap().kind, Some(Short));
+        assert_eq!(l.long_minutes, Some(56), "3360 s");
+        assert_eq!(log("corpus/telegraf--nvme-response.json").long_minutes, None);
     }
 
     /// NVMe and SCSI shapes as smartmontools writes them (nvmeprint.cpp `print_self_test_log`,
