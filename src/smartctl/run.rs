@@ -21,6 +21,9 @@ use tokio::process::Command;
 /// Output is capped: a full `-x` of a big SAS drive is ~100 KB; anything far beyond is not smartctl.
 pub(crate) const MAX_OUTPUT: u64 = 4 * 1024 * 1024;
 
+/// How often [`Runner::run_waiting`] looks whether a taken slot was freed.
+const SLOT_POLL: Duration = Duration::from_millis(50);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot run {path}: {source}")]
@@ -112,6 +115,21 @@ impl Runner {
         }
     }
 
+    /// As [`Runner::run`], but a disk whose slot is taken (another source's run: a health poll
+    /// beside a self-test's) is waited for, up to `wait`, before giving up with
+    /// [`RunError::Busy`]. Still never two runs for one disk at once.
+    pub async fn run_waiting(&self, disk: &str, args: &[String], wait: Duration) -> Result<Output, RunError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.run(disk, args).await {
+                Err(RunError::Busy) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(SLOT_POLL).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs smartctl as a child of the agent.
     async fn spawn(&self, args: &[String], slot: Slot) -> Result<Output, RunError> {
         let mut child = Command::new(&self.binary)
@@ -173,6 +191,32 @@ mod tests {
         assert_eq!(out.status, 4);
         assert_eq!(out.stdout.trim(), "-a /dev/sda");
         assert_eq!(r.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn run_waiting_waits_for_the_disks_slot_and_then_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Runner::new(script(dir.path(), "sleep 0.3; echo \"$@\""), Duration::from_secs(5));
+        let first = ["first".to_owned()];
+        let (a, b, c) = tokio::join!(
+            r.run("sda", &first),
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                r.run_waiting("sda", &["second".into()], Duration::from_secs(5)).await
+            },
+            async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                r.run_waiting("sdb", &["other".into()], Duration::from_millis(10)).await
+            }
+        );
+        assert_eq!(a.unwrap().stdout.trim(), "first");
+        assert_eq!(b.unwrap().stdout.trim(), "second", "waited for the first run, then ran");
+        assert_eq!(c.unwrap().stdout.trim(), "other", "another disk's slot is free at once");
+        let (_, late) = tokio::join!(r.run("sda", &[]), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            r.run_waiting("sda", &[], Duration::from_millis(100)).await
+        });
+        assert!(matches!(late, Err(RunError::Busy)), "gives up after its wait: {late:?}");
     }
 
     #[tokio::test]

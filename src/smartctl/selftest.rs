@@ -317,11 +317,16 @@ fn push_device(a: &mut Vec<String>, devnode: &str, device_type: Option<&str>) {
     a.push(devnode.to_owned());
 }
 
+/// How long a self-test's smartctl run waits for the disk's slot when a health poll holds it
+/// (a few seconds at most on a working drive; a hung one keeps it and the run gives up Busy).
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Smartctl {
     /// Reads `disk`'s self-test log and progress, with the power check.
     pub async fn self_test_log(&self, disk: &str, devnode: &str) -> Result<LogAnswer, RunError> {
         let nocheck = self.nocheck().await;
-        let out = self.runner.run(disk, &log_args(nocheck, devnode, self.device_type.as_deref())).await?;
+        let out =
+            self.runner.run_waiting(disk, &log_args(nocheck, devnode, self.device_type.as_deref()), SLOT_WAIT).await?;
         Ok(interpret_log(out.status, &out.stdout, nocheck.has_unsupported_exit()))
     }
 
@@ -335,7 +340,7 @@ impl Smartctl {
     ) -> Result<StartAnswer, RunError> {
         let nocheck = self.nocheck().await;
         let args = start_args(kind, nocheck, wake, devnode, self.device_type.as_deref());
-        let out = self.runner.run(disk, &args).await?;
+        let out = self.runner.run_waiting(disk, &args, SLOT_WAIT).await?;
         Ok(interpret_start(out.status, &out.stdout, nocheck.has_unsupported_exit() && !wake))
     }
 }
