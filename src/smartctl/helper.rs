@@ -71,6 +71,10 @@ pub const FORMS: &[Form] = &[
 /// `-n` values: the never-wake forms of smartctl::power (`standby,2` up to 7.2, `standby,2,3`).
 pub const NOCHECK: &[&str] = &["standby,2", "standby,2,3"];
 
+/// `-n never`: no power check, so it may spin a disk up. Allowed only with `-t long` alone:
+/// the overdue long test an owner allowed to wake the disk (`health.self_test.wake_for_long`).
+pub const NOCHECK_NEVER: &str = "never";
+
 /// `-d` values (`[health] device_type`): the types that address the node itself. RAID
 /// controller types (`megaraid,N`, `cciss,N`, `areca,N`, …) reach other disks behind the
 /// node and are not allowed.
@@ -107,6 +111,7 @@ pub fn check_args(args: &[String]) -> Result<Checked, String> {
     let mut json = false;
     let mut forms: Vec<&Form> = Vec::new();
     let mut nocheck = false;
+    let mut never = false;
     let mut device_type = false;
     let mut devnode: Option<&str> = None;
     let mut i = 0;
@@ -129,10 +134,12 @@ pub fn check_args(args: &[String]) -> Result<Checked, String> {
             if *seen {
                 return Err(format!("{word} twice"));
             }
-            if !table.contains(&value.as_str()) {
+            let is_never = word == "-n" && value == NOCHECK_NEVER;
+            if !table.contains(&value.as_str()) && !is_never {
                 return Err(format!("{word} {value:?} is not allowed"));
             }
             *seen = true;
+            never |= is_never;
             i += 2;
             continue;
         }
@@ -163,6 +170,9 @@ pub fn check_args(args: &[String]) -> Result<Checked, String> {
             return Err("--version takes no device, -n or -d".to_owned());
         }
         return Ok(Checked { devnode: None });
+    }
+    if never && !(forms.len() == 1 && forms[0].words == ["-t", "long"]) {
+        return Err("-n never only with -t long alone (an overdue long test allowed to wake)".to_owned());
     }
     let node = devnode.ok_or_else(|| "no device node".to_owned())?;
     let name = &node["/dev/".len()..];
@@ -208,6 +218,35 @@ pub fn is_whole_disk(sys: &Path, major: u32, minor: u32) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every argument list the agent itself builds passes; the waking form only as allowed.
+    #[test]
+    fn every_form_the_agent_sends_is_allowed() {
+        use crate::model::selftest::SelfTestKind;
+        use crate::smartctl::power::{args, Ask, Nocheck};
+        use crate::smartctl::selftest::{log_args, start_args};
+        for nocheck in [Nocheck::WithUnsupportedExit, Nocheck::StandbyOnly] {
+            for device_type in [None, Some("sat")] {
+                let mut lists = vec![
+                    args(Ask::PowerCheck, nocheck, "/dev/sda", device_type),
+                    args(Ask::Smart, nocheck, "/dev/sda", device_type),
+                    log_args(nocheck, "/dev/sda", device_type),
+                ];
+                for kind in [SelfTestKind::Short, SelfTestKind::Long] {
+                    lists.push(start_args(kind, nocheck, false, "/dev/sda", device_type));
+                }
+                lists.push(start_args(SelfTestKind::Long, nocheck, true, "/dev/sda", device_type));
+                for list in lists {
+                    let checked = check_args(&list).unwrap_or_else(|e| panic!("{list:?} refused: {e}"));
+                    assert_eq!(checked.devnode.as_deref(), Some("/dev/sda"));
+                }
+                let wake_short = start_args(SelfTestKind::Short, nocheck, true, "/dev/sda", device_type);
+                assert!(check_args(&wake_short).is_err(), "{wake_short:?}");
+            }
+        }
+        assert!(check_args(&words("--json -a -n never /dev/sda")).is_err());
+        assert!(check_args(&words("--json -t long -a -n never /dev/sda")).is_err());
+    }
 
     fn words(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
