@@ -398,14 +398,23 @@ async fn diskwatch_never_does_io_to_a_sleeping_disk() {
         PathBuf::from(format!("/sys/class/block/{name}p1/uevent")),
     ];
     let mut last_change = None::<Instant>;
+    let mut last_report = Instant::now();
+    let history = format!("/api/v1/history?metric=read_rate&object=dev-{name}&since=1h");
+    let answer = reqwest::get(agent.url(&history)).await.expect("history");
+    assert!(answer.status().is_success(), "{history}: {}", answer.status());
     while started.elapsed() < Duration::from_secs(secs) {
+        if last_report.elapsed() >= Duration::from_secs(600) {
+            let (s, n) = (started.elapsed().as_secs(), trace.lines().len());
+            println!("diskwatch's own requests to the sleeping disk after {s} s: {n}");
+            last_report = Instant::now();
+        }
         if last_change.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
             for uevent in &uevents {
                 std::fs::write(uevent, "change").unwrap_or_else(|e| panic!("{}: {e}", uevent.display()));
             }
             last_change = Some(Instant::now());
         }
-        for path in ["/api/v1/snapshot", "/api/v1/events?limit=100", "/api/v1/history?metric=read_rate&since=1h"] {
+        for path in ["/api/v1/snapshot", "/api/v1/events?limit=100", history.as_str()] {
             let _ = reqwest::get(agent.url(path)).await;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
