@@ -227,13 +227,9 @@ pub async fn mount(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let body: MountBody = if body.iter().all(u8::is_ascii_whitespace) {
-        MountBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => return ApiError::bad_request(format!("body: {e}")).into_response(),
-        }
+    let body: MountBody = match optional_body(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_body(&config, &headers, e),
     };
     run(&agent, &config, &actions, &headers, ActionKind::Mount, id, body.read_write, None).await
 }
@@ -244,6 +240,13 @@ pub async fn mount(
 pub struct SelfTestBody {
     /// `short` (minutes) or `long` (the whole surface: hours).
     pub kind: SelfTestKind,
+}
+
+/// No body: the short test.
+impl Default for SelfTestBody {
+    fn default() -> Self {
+        SelfTestBody { kind: SelfTestKind::Short }
+    }
 }
 
 /// Starts a SMART self-test now on an awake disk: never on a disk in standby (the outcome is
@@ -273,18 +276,27 @@ pub async fn self_test(
     body: Bytes,
 ) -> Response {
     // No body: the short test, as Home Assistant's button runs it.
-    let kind = if body.iter().all(u8::is_ascii_whitespace) {
-        Ok(SelfTestKind::Short)
+    match optional_body::<SelfTestBody>(&body) {
+        Ok(b) => run(&agent, &config, &actions, &headers, ActionKind::SelfTest, id, false, Some(b.kind)).await,
+        Err(e) => bad_body(&config, &headers, e),
+    }
+}
+
+/// An optional JSON body: empty (or only whitespace) is `T::default()`.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, serde_json::Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
     } else {
-        serde_json::from_slice::<SelfTestBody>(&body).map(|b| b.kind)
-    };
-    match kind {
-        Ok(kind) => run(&agent, &config, &actions, &headers, ActionKind::SelfTest, id, false, Some(kind)).await,
-        // Who asks is checked before what is asked: a request without the token learns nothing.
-        Err(e) => match requester(&config, &headers) {
-            Err(why) => unauthorized(why),
-            Ok(_) => ApiError::bad_request(format!("body: {e}")).into_response(),
-        },
+        serde_json::from_slice(body)
+    }
+}
+
+/// A body that does not parse. Who asks is checked before what is asked: a request without
+/// the token learns nothing (401), one with it gets 400 and why.
+fn bad_body(config: &HttpConfig, headers: &HeaderMap, e: serde_json::Error) -> Response {
+    match requester(config, headers) {
+        Err(why) => unauthorized(why),
+        Ok(_) => ApiError::bad_request(format!("body: {e}")).into_response(),
     }
 }
 
