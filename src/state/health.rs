@@ -110,19 +110,10 @@ mod tests {
     use std::time::SystemTime;
 
     use super::*;
-    use crate::model::{Disk, HealthSource};
+    use crate::model::HealthSource;
     use crate::state::{Fact, StateConfig};
 
-    fn disk(id: &str) -> Disk {
-        serde_json::from_value(json!({
-            "id": id, "stable": true, "kernel_name": "sdb", "devpath": "/devices/x/sdb", "devnode": "/dev/sdb",
-            "dev": "8:16", "vendor": null, "model": null, "serial": null, "wwn": null, "bus": "ata",
-            "size_bytes": 1, "removable": false, "rotational": true, "read_only": false,
-            "partition_table": null, "fs_type": null, "fs_label": null, "fs_uuid": null,
-            "members": [], "holders": []
-        }))
-        .unwrap()
-    }
+    use crate::state::test_disk::disk;
 
     /// A reading with these counts (the parsing of real smartctl outputs is tested in
     /// smartctl::parse and, through this state, in tests/health.rs).

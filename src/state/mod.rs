@@ -14,6 +14,8 @@ pub mod rules;
 mod selftest;
 mod sleep;
 #[cfg(test)]
+mod test_disk;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, HashMap};

@@ -55,19 +55,9 @@ mod tests {
     use super::*;
     use crate::model::attention::Level;
     use crate::model::selftest::{LastTest, RunningTest, SelfTestKind, SelfTestResult};
-    use crate::model::Disk;
     use crate::state::{Fact, StateConfig};
 
-    fn disk(id: &str) -> Disk {
-        serde_json::from_value(json!({
-            "id": id, "stable": true, "kernel_name": "sdb", "devpath": "/devices/x/sdb", "devnode": "/dev/sdb",
-            "dev": "8:16", "vendor": null, "model": null, "serial": null, "wwn": null, "bus": "ata",
-            "size_bytes": 1, "removable": false, "rotational": true, "read_only": false,
-            "partition_table": null, "fs_type": null, "fs_label": null, "fs_uuid": null,
-            "members": [], "holders": []
-        }))
-        .unwrap()
-    }
+    use crate::state::test_disk::disk;
 
     fn fact(st: SelfTest, news: Option<SelfTestNews>) -> Fact {
         Fact::DiskSelfTest { id: "d".into(), self_test: Some(Box::new(st)), news }

@@ -42,19 +42,9 @@ mod tests {
 
     use super::*;
     use crate::model::sleep::{Wake, WakeOp};
-    use crate::model::Disk;
     use crate::state::{Fact, StateConfig};
 
-    fn disk(id: &str) -> Disk {
-        serde_json::from_value(json!({
-            "id": id, "stable": true, "kernel_name": "sdb", "devpath": "/devices/x/sdb", "devnode": "/dev/sdb",
-            "dev": "8:16", "vendor": null, "model": null, "serial": null, "wwn": null, "bus": "ata",
-            "size_bytes": 1, "removable": false, "rotational": true, "read_only": false,
-            "partition_table": null, "fs_type": null, "fs_label": null, "fs_uuid": null,
-            "members": [], "holders": []
-        }))
-        .unwrap()
-    }
+    use crate::state::test_disk::disk;
 
     #[test]
     fn a_wake_is_one_event_a_statistic_is_none() {
