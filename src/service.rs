@@ -198,7 +198,12 @@ pub async fn start(config: Config, token: CancellationToken, options: RunOptions
     let smartctl = config.health.smartctl();
     // Self-tests: built here because the action engine starts requested ones through it.
     let self_test = (config.health.enabled && !options.no_builtin_sources).then(|| {
-        crate::selftest::SelfTestSource::new(config.health.clone(), Some(config.state_dir.clone()), smartctl.clone())
+        crate::selftest::SelfTestSource::new(
+            config.health.self_test.clone(),
+            (config.health.include.clone(), config.health.exclude.clone()),
+            Some(config.state_dir.clone()),
+            smartctl.clone(),
+        )
     });
     // The action engine (refuses everything unless `[actions] enabled`).
     let actions = crate::actions::Actions::new(

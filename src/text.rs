@@ -1,4 +1,4 @@
-//! Text helpers shared by several sources (a leaf: it imports nothing of the crate).
+//! Text helpers shared by several sources: kernel escapes, kernel-name globs (a leaf: it imports nothing of the crate).
 
 use std::borrow::Cow;
 
@@ -28,4 +28,28 @@ pub fn unescape(field: &str) -> Cow<'_, str> {
     }
     // Paths are bytes on Linux; a non-UTF-8 name is shown with replacement characters.
     Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Kernel-name include/exclude globs (include wins).
+#[derive(Debug, Clone)]
+pub struct KernelNameFilter {
+    include: globset::GlobSet,
+    exclude: globset::GlobSet,
+}
+
+impl KernelNameFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, globset::Error> {
+        let build = |globs: &[String]| -> Result<globset::GlobSet, globset::Error> {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in globs {
+                b.add(globset::Glob::new(g)?);
+            }
+            b.build()
+        };
+        Ok(KernelNameFilter { include: build(include)?, exclude: build(exclude)? })
+    }
+
+    pub fn keeps(&self, kernel_name: &str) -> bool {
+        self.include.is_match(kernel_name) || !self.exclude.is_match(kernel_name)
+    }
 }

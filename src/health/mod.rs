@@ -18,34 +18,12 @@ pub use source::HealthSource;
 
 use std::time::SystemTime;
 
+/// The disks smartctl may ask: `[health] include/exclude` (the filter lives in the leaf `text`).
+pub use crate::text::KernelNameFilter;
 pub use config::HealthConfig;
 
 /// Source name in health and `source.*` events.
 pub const NAME: &str = "health";
-
-/// Kernel-name include/exclude globs (include wins).
-#[derive(Debug, Clone)]
-pub struct KernelNameFilter {
-    include: globset::GlobSet,
-    exclude: globset::GlobSet,
-}
-
-impl KernelNameFilter {
-    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, globset::Error> {
-        let build = |globs: &[String]| -> Result<globset::GlobSet, globset::Error> {
-            let mut b = globset::GlobSetBuilder::new();
-            for g in globs {
-                b.add(globset::Glob::new(g)?);
-            }
-            b.build()
-        };
-        Ok(KernelNameFilter { include: build(include)?, exclude: build(exclude)? })
-    }
-
-    pub fn keeps(&self, kernel_name: &str) -> bool {
-        self.include.is_match(kernel_name) || !self.exclude.is_match(kernel_name)
-    }
-}
 
 /// The current time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {

@@ -18,13 +18,13 @@ use super::engine::{DiskView, Engine};
 use super::round::{self, Drives, Target};
 use super::{store, SelfTestConfig, NAME};
 use crate::agent::StorageView;
-use crate::health::{HealthConfig, KernelNameFilter};
 use crate::model::selftest::{SelfTest, SelfTestKind, SelfTestNews};
 use crate::model::PowerState;
 use crate::smartctl::selftest::{LogAnswer, StartAnswer};
 use crate::smartctl::Smartctl;
 use crate::sources::{Source, SourceContext, SourceFuture};
 use crate::state::Fact;
+use crate::text::KernelNameFilter;
 
 /// Plans made on disk-set changes come no closer than this (the view changes with every I/O sample).
 const PLAN_EVERY: Duration = Duration::from_secs(10);
@@ -56,20 +56,27 @@ impl SelfTestHandle {
 /// The self-test source.
 pub struct SelfTestSource {
     config: SelfTestConfig,
-    health: HealthConfig,
+    /// The disks it may test: `[health] include/exclude`, as the health source reads them.
+    include: Vec<String>,
+    exclude: Vec<String>,
     state_dir: Option<PathBuf>,
     requests: mpsc::Receiver<Request>,
     handle: SelfTestHandle,
-    /// Shared with the health source ([`HealthConfig::smartctl`]).
+    /// Shared with the health source (`HealthConfig::smartctl`).
     smartctl: Smartctl,
 }
 
 impl SelfTestSource {
-    /// Runs smartctl as the health source does (`[health]` binary, timeout, `-d` type, filter).
-    pub fn new(health: HealthConfig, state_dir: Option<PathBuf>, smartctl: Smartctl) -> Self {
+    /// Tests the disks `include`/`exclude` keep (`[health]`'s globs) through the health
+    /// source's `smartctl` (one binary or helper socket, one run per disk at a time).
+    pub fn new(
+        config: SelfTestConfig,
+        (include, exclude): (Vec<String>, Vec<String>),
+        state_dir: Option<PathBuf>,
+        smartctl: Smartctl,
+    ) -> Self {
         let (tx, requests) = mpsc::channel(16);
-        let config = health.self_test.clone();
-        SelfTestSource { config, health, state_dir, requests, handle: SelfTestHandle(tx), smartctl }
+        SelfTestSource { config, include, exclude, state_dir, requests, handle: SelfTestHandle(tx), smartctl }
     }
 
     pub fn handle(&self) -> SelfTestHandle {
@@ -189,9 +196,9 @@ impl Task {
 
 #[instrument(name = "self_test", skip_all)]
 async fn run(source: SelfTestSource, ctx: SourceContext) {
-    let SelfTestSource { config, health, state_dir, mut requests, handle, smartctl } = source;
+    let SelfTestSource { config, include, exclude, state_dir, mut requests, handle, smartctl } = source;
     drop(handle);
-    let filter = match KernelNameFilter::new(&health.include, &health.exclude) {
+    let filter = match KernelNameFilter::new(&include, &exclude) {
         Ok(f) => f,
         Err(e) => {
             let _ = ctx.facts.send(Fact::SourceFailed { source: NAME.into(), message: e.to_string() }).await;
