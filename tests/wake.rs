@@ -405,7 +405,8 @@ async fn diskwatch_never_does_io_to_a_sleeping_disk() {
     while started.elapsed() < Duration::from_secs(secs) {
         if last_report.elapsed() >= Duration::from_secs(600) {
             let (s, n) = (started.elapsed().as_secs(), trace.lines().len());
-            println!("diskwatch's own requests to the sleeping disk after {s} s: {n}");
+            let woken = agent.wakes(&name).await.len();
+            println!("diskwatch's own requests to the sleeping disk after {s} s: {n} (wakes by anyone: {woken})");
             last_report = Instant::now();
         }
         if last_change.is_none_or(|t| t.elapsed() >= Duration::from_secs(30)) {
@@ -423,6 +424,18 @@ async fn diskwatch_never_does_io_to_a_sleeping_disk() {
     let disk = agent.wait_disk(&name, "still asleep", |_| true).await;
     let wakes = agent.wakes(&name).await;
     println!("diskwatch's own requests to the sleeping disk in {secs} s, every part on: {}", own.len());
+    // Another process waking the disk ends the experiment (the disk is awake, and diskwatch may
+    // then read it): say which process, before blaming diskwatch.
+    let agent_pid = u64::from(agent.pid());
+    let foreign: Vec<&Value> =
+        wakes.iter().filter(|w| w["data"]["last_wake"]["pid"].as_u64() != Some(agent_pid)).collect();
+    assert!(
+        foreign.is_empty(),
+        "another process woke the test's disk, so the soak measured nothing after it (first: {} pid {}); \
+         diskwatch's requests after that wake are not to a sleeping disk:\n{foreign:#?}",
+        foreign[0]["data"]["last_wake"]["comm"],
+        foreign[0]["data"]["last_wake"]["pid"]
+    );
     assert!(own.is_empty(), "diskwatch sent I/O to a sleeping disk:\n{}", own.join("\n"));
     assert_eq!(disk["power_state"], "standby", "{disk:#}");
     assert!(wakes.is_empty(), "{wakes:#?}");
