@@ -426,9 +426,14 @@ async fn diskwatch_never_does_io_to_a_sleeping_disk() {
     println!("diskwatch's own requests to the sleeping disk in {secs} s, every part on: {}", own.len());
     // Another process waking the disk ends the experiment (the disk is awake, and diskwatch may
     // then read it): say which process, before blaming diskwatch.
-    let agent_pid = u64::from(agent.pid());
-    let foreign: Vec<&Value> =
-        wakes.iter().filter(|w| w["data"]["last_wake"]["pid"].as_u64() != Some(agent_pid)).collect();
+    // diskwatch's own tasks: its pid and every thread or child the own trace saw ("comm-tid").
+    let mut own_tasks: std::collections::HashSet<u64> =
+        own.iter().filter_map(|l| l.split_whitespace().next()?.rsplit('-').next()?.parse().ok()).collect();
+    own_tasks.insert(u64::from(agent.pid()));
+    let foreign: Vec<&Value> = wakes
+        .iter()
+        .filter(|w| w["data"]["last_wake"]["pid"].as_u64().is_none_or(|pid| !own_tasks.contains(&pid)))
+        .collect();
     assert!(
         foreign.is_empty(),
         "another process woke the test's disk, so the soak measured nothing after it (first: {} pid {}); \
