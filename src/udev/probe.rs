@@ -258,24 +258,19 @@ mod tests {
         assert_eq!(props["ID_FS_UUID"], "0a1b2c3d-0000-4000-8000-000000000001");
     }
 
+    /// Writes a partition table into `img` with sfdisk's script `script`.
+    fn sfdisk(img: &Path, script: &[u8]) {
+        let mut child =
+            Command::new("sfdisk").arg("--quiet").arg(img).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(script).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+
     #[test]
     fn finds_a_gpt_and_its_entries() {
         let t = tempfile::tempdir().unwrap();
         let img = image(t.path(), 8);
-        let mut child = Command::new("sfdisk")
-            .arg("--quiet")
-            .arg(&img)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"label: gpt\nsize=2MiB, name=alpha, uuid=11111111-2222-4333-8444-555555555555\nsize=2MiB\n")
-            .unwrap();
-        assert!(child.wait().unwrap().success());
+        sfdisk(&img, b"label: gpt\nsize=2MiB, name=alpha, uuid=11111111-2222-4333-8444-555555555555\nsize=2MiB\n");
         let props = probe(&img, true).unwrap();
         assert_eq!(props["ID_PART_TABLE_TYPE"], "gpt");
         assert!(!props.contains_key("ID_FS_TYPE"));
@@ -293,15 +288,7 @@ mod tests {
     fn one_disk_probe_gives_the_table_first_then_the_properties() {
         let t = tempfile::tempdir().unwrap();
         let img = image(t.path(), 8);
-        let mut child = Command::new("sfdisk")
-            .arg("--quiet")
-            .arg(&img)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(b"label: gpt\nsize=2MiB, name=one\n").unwrap();
-        assert!(child.wait().unwrap().success());
+        sfdisk(&img, b"label: gpt\nsize=2MiB, name=one\n");
         let mut seen = None;
         let props = disk(&img, |t| seen = Some(t.clone())).unwrap();
         assert_eq!(props, probe(&img, true).unwrap(), "the same properties as a probe of its own");
