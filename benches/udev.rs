@@ -14,7 +14,7 @@ use common::sse::SseClient;
 use common::udevd::Udevd;
 use common::{machine_lock, sh, TestAgent};
 use diskwatch::config::{Config, UdevMode};
-use diskwatch::udev::filter::NameFilter;
+use diskwatch::text::KernelNameFilter;
 use diskwatch::udev::sysfs::Sysfs;
 use diskwatch::udev::tracker::{PropSource, Tracker};
 use diskwatch::udev::UdevSource;
@@ -82,7 +82,7 @@ async fn cycles(agent: &TestAgent, image: &Path, cycles: usize) -> Vec<Duration>
 fn coldplug_figures() {
     // A realistic table: every block device plus eight loop disks with two partitions each.
     let devices: Vec<common::LoopDevice> = (0..8).map(|_| common::LoopDevice::new(8, &[2, 2])).collect();
-    let filter = NameFilter::new(&["loop*".into()], &[]).unwrap();
+    let filter = KernelNameFilter::new(&["loop*".into()], &[]).unwrap();
     let mut samples = Vec::new();
     let mut count = 0;
     for _ in 0..50 {

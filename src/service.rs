@@ -83,7 +83,7 @@ pub fn builtin_sources(config: &Config, smartctl: &crate::smartctl::Smartctl) ->
         let health = &config.health;
         let sleep = crate::udev::SleepSetup {
             smartctl: health.enabled.then(|| health.smartctl.clone()),
-            smartctl_disks: crate::health::KernelNameFilter::new(&health.include, &health.exclude).ok(),
+            smartctl_disks: crate::text::KernelNameFilter::new(&health.include, &health.exclude).ok(),
             smartctl_device_type: Some(health.device_type.clone()).filter(|t| !t.is_empty()),
             smartctl_socket: Some(health.smartctl_socket.clone()).filter(|s| !s.as_os_str().is_empty()),
             cache: Some(config.state_dir.join(crate::udev::PROBE_CACHE_FILE)),

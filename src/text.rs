@@ -30,7 +30,16 @@ pub fn unescape(field: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
-/// Kernel-name include/exclude globs (include wins).
+/// A glob of an include/exclude list that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid filter glob {glob:?}: {source}")]
+pub struct GlobError {
+    pub glob: String,
+    #[source]
+    pub source: globset::Error,
+}
+
+/// Kernel-name include/exclude globs (include wins): `udev`, `health` and the self-tests.
 #[derive(Debug, Clone)]
 pub struct KernelNameFilter {
     include: globset::GlobSet,
@@ -38,18 +47,59 @@ pub struct KernelNameFilter {
 }
 
 impl KernelNameFilter {
-    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, globset::Error> {
-        let build = |globs: &[String]| -> Result<globset::GlobSet, globset::Error> {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, GlobError> {
+        let build = |globs: &[String]| -> Result<globset::GlobSet, GlobError> {
             let mut b = globset::GlobSetBuilder::new();
             for g in globs {
-                b.add(globset::Glob::new(g)?);
+                b.add(globset::Glob::new(g).map_err(|source| GlobError { glob: g.clone(), source })?);
             }
-            b.build()
+            b.build().map_err(|source| GlobError { glob: globs.join(","), source })
         };
         Ok(KernelNameFilter { include: build(include)?, exclude: build(exclude)? })
     }
 
+    /// Whether the device with this kernel name is kept (reported, polled).
     pub fn keeps(&self, kernel_name: &str) -> bool {
         self.include.is_match(kernel_name) || !self.exclude.is_match(kernel_name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn unescape_undoes_the_kernels_octal_escapes() {
+        assert_eq!(unescape(r"/mnt/my\040disk\134x"), "/mnt/my disk\\x");
+        assert_eq!(unescape(r"/a\9b"), r"/a\9b");
+        assert!(matches!(unescape("/plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn defaults_leave_out_ram_and_loop() {
+        let f = KernelNameFilter::new(&[], &s(&["ram*", "zram*", "loop*"])).unwrap();
+        assert!(f.keeps("sda"));
+        assert!(f.keeps("nvme0n1p1"));
+        assert!(!f.keeps("loop0"));
+        assert!(!f.keeps("zram0"));
+    }
+
+    #[test]
+    fn include_wins_over_exclude() {
+        let f = KernelNameFilter::new(&s(&["loop*"]), &s(&["ram*", "loop*"])).unwrap();
+        assert!(f.keeps("loop3"));
+        assert!(f.keeps("loop3p1"));
+        assert!(!f.keeps("ram0"));
+    }
+
+    #[test]
+    fn a_bad_glob_is_an_error_naming_it() {
+        let e = KernelNameFilter::new(&s(&["sd*", "a[b"]), &[]).unwrap_err();
+        assert_eq!(e.glob, "a[b");
+        assert!(e.to_string().starts_with("invalid filter glob \"a[b\""), "{e}");
     }
 }

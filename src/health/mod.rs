@@ -19,7 +19,7 @@ pub use source::HealthSource;
 use std::time::SystemTime;
 
 /// The disks smartctl may ask: `[health] include/exclude` (the filter lives in the leaf `text`).
-pub use crate::text::KernelNameFilter;
+use crate::text::KernelNameFilter;
 pub use config::HealthConfig;
 
 /// Source name in health and `source.*` events.

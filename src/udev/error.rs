@@ -12,6 +12,6 @@ pub enum UdevError {
     Inotify(#[source] std::io::Error),
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("invalid filter glob {glob:?}: {source}")]
-    Glob { glob: String, source: globset::Error },
+    #[error(transparent)]
+    Glob(#[from] crate::text::GlobError),
 }

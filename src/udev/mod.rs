@@ -11,7 +11,6 @@ pub mod coalesce;
 pub mod config;
 pub mod describe;
 pub mod error;
-pub mod filter;
 pub mod identity;
 pub mod netlink;
 pub mod parallel;
@@ -86,7 +85,7 @@ pub struct SleepSetup {
     /// smartctl, for CHECK POWER MODE before probing a spinning disk; None: runtime PM only.
     pub smartctl: Option<std::path::PathBuf>,
     /// The disks smartctl may be sent to (the health source's include/exclude); None: all.
-    pub smartctl_disks: Option<crate::health::KernelNameFilter>,
+    pub smartctl_disks: Option<crate::text::KernelNameFilter>,
     /// smartctl's `-d` type (the health source's `device_type`); None: autodetection.
     pub smartctl_device_type: Option<String>,
     /// The smartctl helper's socket (the health source's `smartctl_socket`); None: run smartctl.

@@ -19,8 +19,8 @@ use tracing::{debug, warn};
 
 use super::uevent::Props;
 use crate::activity::stat;
-use crate::health::KernelNameFilter;
 use crate::smartctl::{runtime_suspended, Answer, Ask, Smartctl};
+use crate::text::KernelNameFilter;
 
 /// How long one power check may take before the disk counts as awake.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);

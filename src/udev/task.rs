@@ -17,7 +17,6 @@ use crate::sources::SourceContext;
 use crate::state::Fact;
 
 use super::coalesce::Coalescer;
-use super::filter::NameFilter;
 use super::netlink::{KernelSocket, Received};
 use super::probe::kernel_props;
 use super::sleep::{Deferred, ProbeCache, SleepCheck, RECHECK};
@@ -27,6 +26,7 @@ use super::udevd::UdevMonitor;
 use super::uevent::{Action, Props, Uevent};
 use super::watch::{NodeWatcher, Writes};
 use super::{resolve_mode, SleepSetup, UdevError, UdevStats};
+use crate::text::KernelNameFilter;
 
 enum Monitor {
     Kernel(KernelSocket),
@@ -140,7 +140,7 @@ async fn deadline(at: Option<Instant>) {
 #[instrument(name = "udev", skip_all)]
 pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, ctx: SourceContext) {
     let fail = |message: String| Fact::SourceFailed { source: "udev".into(), message };
-    let filter = match NameFilter::new(&config.include, &config.exclude) {
+    let filter = match KernelNameFilter::new(&config.include, &config.exclude) {
         Ok(f) => f,
         Err(e) => {
             let _ = ctx.facts.send(fail(e.to_string())).await;

@@ -16,13 +16,13 @@ use crate::model::{Disk, Partition};
 use crate::state::Fact;
 
 use super::describe;
-use super::filter::NameFilter;
 use super::identity;
 use super::parallel::parallel_map;
 use super::sleep::{Candidate, ProbeCache};
 use super::sysfs::{Kind, SysDevice, Sysfs};
 use super::tables::{Table, Tables};
 use super::uevent::{Action, Props};
+use crate::text::KernelNameFilter;
 
 /// Where the identity properties (ID_FS_*, ID_SERIAL, ...) come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ struct Known {
 
 pub struct Tracker {
     sysfs: Sysfs,
-    filter: NameFilter,
+    filter: KernelNameFilter,
     source: PropSource,
     known: HashMap<String, Known>,
     /// New disks announced before their blkid probe, to be probed next.
@@ -126,11 +126,11 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new(sysfs: Sysfs, filter: NameFilter, source: PropSource) -> Self {
+    pub fn new(sysfs: Sysfs, filter: KernelNameFilter, source: PropSource) -> Self {
         Self::with_cache(sysfs, filter, source, ProbeCache::default())
     }
 
-    pub fn with_cache(sysfs: Sysfs, filter: NameFilter, source: PropSource, cache: ProbeCache) -> Self {
+    pub fn with_cache(sysfs: Sysfs, filter: KernelNameFilter, source: PropSource, cache: ProbeCache) -> Self {
         let sysfs_root = sysfs.root().to_owned();
         Self {
             sysfs,
@@ -154,7 +154,7 @@ impl Tracker {
         let names = self.sysfs.list().unwrap_or_default();
         names
             .iter()
-            .filter(|n| self.filter.accepts(n))
+            .filter(|n| self.filter.keeps(n))
             .filter_map(|n| self.sysfs.read_name(n))
             .filter(|d| d.kind == Some(Kind::Disk) && d.is_present())
             .map(|d| Candidate {
@@ -256,7 +256,7 @@ impl Tracker {
     /// a change is an add or remove in disguise (loop attach/detach) and must not wait.
     pub fn presence_changed(&self, devpath: &str) -> bool {
         let name = devpath.rsplit('/').next().unwrap_or_default();
-        if !self.filter.accepts(name) && !self.known.contains_key(devpath) {
+        if !self.filter.keeps(name) && !self.known.contains_key(devpath) {
             return false;
         }
         self.sysfs.is_present(devpath) != self.known.contains_key(devpath)
@@ -270,7 +270,7 @@ impl Tracker {
         });
         let devices: Vec<SysDevice> = names
             .iter()
-            .filter(|n| self.filter.accepts(n))
+            .filter(|n| self.filter.keeps(n))
             .filter_map(|n| self.sysfs.read_name(n))
             .filter(SysDevice::is_present)
             .collect();
@@ -320,7 +320,7 @@ impl Tracker {
     /// Handles one device event, appending the facts it makes.
     pub fn handle(&mut self, action: Action, devpath: &str, event_props: Option<&Props>, out: &mut Vec<Fact>) {
         let name = devpath.rsplit('/').next().unwrap_or_default();
-        if !self.filter.accepts(name) && !self.known.contains_key(devpath) {
+        if !self.filter.keeps(name) && !self.known.contains_key(devpath) {
             return;
         }
         match action {

@@ -164,7 +164,7 @@ impl Tracker {
                 continue;
             };
             let Some((parent, _)) = ev.devpath.rsplit_once('/') else { continue };
-            if !self.filter.accepts(name) || self.asleep.contains(parent) {
+            if !self.filter.keeps(name) || self.asleep.contains(parent) {
                 continue;
             }
             let number = ev.props.get("PARTN").and_then(|n| n.parse::<u32>().ok());

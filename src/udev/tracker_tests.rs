@@ -40,7 +40,7 @@ fn fake() -> tempfile::TempDir {
 }
 
 fn tracker(root: &Path) -> Tracker {
-    let filter = NameFilter::new(&["loop9*".into()], &["loop*".into(), "sd*".into()]).unwrap();
+    let filter = KernelNameFilter::new(&["loop9*".into()], &["loop*".into(), "sd*".into()]).unwrap();
     Tracker::new(Sysfs::new(root), filter, PropSource::Udev)
 }
 
@@ -82,7 +82,7 @@ fn attach_and_detach_of_a_loop_slot() {
 #[test]
 fn kernel_mode_announces_a_new_disk_before_probing_it() {
     let t = fake();
-    let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+    let filter = KernelNameFilter::new(&["loop9*".into()], &[]).unwrap();
     let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
     tr.enumerate(true);
     write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
@@ -105,7 +105,7 @@ fn kernel_mode_announces_a_new_disk_before_probing_it() {
 #[test]
 fn a_first_probe_finishing_after_a_re_read_is_dropped() {
     let t = fake();
-    let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+    let filter = KernelNameFilter::new(&["loop9*".into()], &[]).unwrap();
     let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
     tr.enumerate(true);
     write(t.path(), "devices/virtual/block/loop91/loop/backing_file", "/y.img\n");
@@ -134,7 +134,7 @@ fn a_first_probe_finishing_after_a_re_read_is_dropped() {
 #[test]
 fn kernel_mode_announces_a_partition_its_kept_table_names_then_probes_it() {
     let t = fake();
-    let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+    let filter = KernelNameFilter::new(&["loop9*".into()], &[]).unwrap();
     let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
     tr.enumerate(true);
     let (disk, part) = add_loop(t.path(), "loop93", 93);
@@ -354,7 +354,7 @@ fn filtered_devices_are_ignored() {
 #[test]
 fn a_disk_held_asleep_stays_unprobed_through_changes_until_a_size_change_write_or_removal() {
     let t = fake();
-    let filter = NameFilter::new(&["loop9*".into()], &[]).unwrap();
+    let filter = KernelNameFilter::new(&["loop9*".into()], &[]).unwrap();
     let mut tr = Tracker::new(Sysfs::new(t.path()), filter, PropSource::Kernel);
     tr.enumerate(true);
     let (disk, part) = ("/devices/virtual/block/loop90", "/devices/virtual/block/loop90/loop90p1");
