@@ -16,7 +16,7 @@
 //!
 //! `cargo bench --bench soak -- [--events N] [--mounts K] [--plug-every P] [--kills R]`
 //! (defaults 100 000 events, 25 mounts per round, a plug cycle every 10 rounds, 10 kills).
-//! Needs root.
+//! `DISKWATCH_AGENT_BIN=path` runs another build of the agent (to compare two builds). Needs root.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -89,8 +89,12 @@ impl Agent {
         )
         .unwrap();
         let stderr = dir.join("agent.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_diskwatch"))
+        // DISKWATCH_AGENT_BIN: another build of the agent, to compare builds (before / after a change).
+        let bin = std::env::var_os("DISKWATCH_AGENT_BIN")
+            .map_or_else(|| env!("CARGO_BIN_EXE_diskwatch").into(), PathBuf::from);
+        let child = Command::new(bin)
             .args(["--config", config.to_str().unwrap()])
+            .env_remove("DISKWATCH_AGENT_BIN")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
@@ -319,6 +323,10 @@ async fn soak(target: u64, per_round: usize, plug_every: u64) -> bool {
         }
     }
     series.push((total, end_rss));
+    // The agent trims its heap once it has been quiet a second (src/heap.rs): what it holds at rest.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let rest_rss = rss_kib(pid);
+    println!("RSS 2.5 s after the flood: {rest_rss} KiB ({:.1} MB; {})", mb(rest_rss), rss_parts(pid));
     println!(
         "drove {total} events in {:.1} s ({:.0}/s): {round} mount rounds, {plugs} plug cycles; \
          SSE client: {} gaps, {} resyncs; MQTT subscriber received {}",

@@ -41,6 +41,9 @@ pub async fn run(
     };
     let mut sync_tick = tokio::time::interval(sync_every.unwrap_or(std::time::Duration::from_secs(3600)));
     sync_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Every batch allocates and frees (states, frames, queues): after a burst, glibc would keep
+    // the high-water mark resident.
+    let mut trimmer = crate::heap::Trimmer::default();
     loop {
         tokio::select! {
             biased;
@@ -59,7 +62,9 @@ pub async fn run(
                     break;
                 }
                 publish(&agent, &mut journal, batch.drain(..));
+                trimmer.touched(tokio::time::Instant::now());
             }
+            _ = trimmer.due() => crate::heap::trim_in_background(),
         }
     }
     // Apply what sources already sent, then say goodbye.

@@ -46,6 +46,7 @@ pub mod events;
 pub mod forecast;
 pub mod fsutil;
 pub mod health;
+pub mod heap;
 pub mod history;
 pub mod http;
 pub mod metrics;

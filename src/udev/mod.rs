@@ -121,7 +121,7 @@ impl Source for UdevSource {
     }
 
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(task::run(self.config, self.stats, self.sleep, ctx))
+        Box::pin(task::run_on_own_thread(self.config, self.stats, self.sleep, ctx))
     }
 }
 

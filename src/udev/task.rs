@@ -57,8 +57,9 @@ async fn written(watcher: &mut Option<NodeWatcher>, out: &mut Vec<String>) -> st
     }
 }
 
-/// Runs blocking work (blkid probes, sysfs reads) without holding a runtime worker: the other
-/// tasks move to another thread meanwhile. Inline on a current-thread runtime (tests).
+/// Runs blocking work (blkid probes, sysfs reads) without holding a worker of a multi-thread
+/// runtime (the other tasks move to another thread meanwhile); inline on the source's own
+/// current-thread runtime ([`run_on_own_thread`]) and in tests.
 fn off_runtime<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
@@ -94,20 +95,6 @@ async fn enumerate(
 /// How often, at most, the probe cache is written while devices come and go.
 const CACHE_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long after devices came or went the heap is trimmed (at most once per this period).
-const TRIM_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Gives the heap's free memory back to the system after device churn. Each probe runs on a
-/// thread of its own (a hung device must not hold the source), and glibc's per-thread arenas
-/// keep what those threads freed (docs/udev.md has the memory figures over plug cycles).
-fn trim_heap() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free heap memory to the system; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// The first probes of devices announced before them: a new disk's identity (its table was read
 /// and kept when it was announced: `Tracker::read_new_tables`), a partition's filesystem.
 fn first_probes(devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
@@ -134,6 +121,43 @@ async fn deadline(at: Option<Instant>) {
     match at {
         Some(t) => sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Runs the source on a thread of its own, with a current-thread runtime. Its blocking work
+/// (sysfs reads, a new disk's partition table, probes waited for with a timeout) then holds no
+/// worker of the agent's runtime, and needs no hand-off of that worker to another thread per
+/// event batch (`block_in_place`): one thread wakes for a uevent, reads what it needs and sends
+/// the facts (docs/udev.md has the latency and memory figures).
+pub async fn run_on_own_thread(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, ctx: SourceContext) {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            warn!(error = %e, "cannot start the block-device source's own runtime: it shares the agent's");
+            return run(config, stats, sleep, ctx).await;
+        }
+    };
+    let facts = ctx.facts.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("diskwatch-udev".into()).spawn(move || {
+        runtime.block_on(run(config, stats, sleep, ctx));
+        // A probe thread still waiting on a hung device must not hold the shutdown.
+        runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+        let _ = done_tx.send(());
+    });
+    match spawned {
+        Ok(_) => {
+            if done_rx.await.is_err() {
+                warn!("the block-device source's thread ended without finishing (a panic)");
+                let message = "the source's thread panicked".to_owned();
+                let _ = facts.send(Fact::SourceFailed { source: "udev".into(), message }).await;
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot start the block-device source's thread");
+            let message = format!("cannot start its thread: {e}");
+            let _ = facts.send(Fact::SourceFailed { source: "udev".into(), message }).await;
+        }
     }
 }
 
@@ -194,7 +218,6 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut written_paths = Vec::new();
     let mut facts = Vec::new();
     let mut last_save = Instant::now();
-    let mut trim_at: Option<Instant> = None;
     let mut probing: Option<JoinHandle<Vec<(SysDevice, Props)>>> = None;
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -281,12 +304,6 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                     Err(e) => warn!(error = %e, "blkid probe task failed"),
                 }
             }
-            _ = deadline(trim_at) => {
-                trim_at = None;
-                // Off the loop: the next event need not wait for it.
-                drop(tokio::task::spawn_blocking(trim_heap));
-                continue 'events;
-            }
             changed = storage.changed(), if !held.is_empty() => {
                 if changed.is_err() {
                     // The core is gone: nobody will say the disks woke.
@@ -337,7 +354,6 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 probing = Some(tokio::task::spawn_blocking(move || first_probes(unprobed)));
             }
         }
-        trim_at.get_or_insert_with(|| Instant::now() + TRIM_AFTER);
         // The cache is a hint for disks found asleep later: written after the facts went out,
         // and at most every CACHE_SAVE_EVERY during a plug storm (each write is fsynced).
         if kernel && last_save.elapsed() >= CACHE_SAVE_EVERY {
