@@ -5,7 +5,8 @@
 //! recorded as the floor: the figures are each observer's overhead over the kernel. Prints
 //! p50/p99 per step, ratios against udisks2, resident memory before and after the cycles and
 //! idle CPU. Run as root with `cargo bench --bench side_by_side` (apt packages udisks2, dbus);
-//! `-- --cycles N` for longer plug-cycle runs, `--only kernel` (or udev, udisks2) for one observer.
+//! `-- --cycles N` for longer plug-cycle runs, `--only kernel` (or udev, udisks2) for one observer,
+//! `--only floor` for the measuring's own noise (a second reader of the kernel's notifications).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -25,7 +26,7 @@ use common::{machine_lock, sh};
 /// Plug cycles per observer unless `--cycles N` says otherwise.
 const CYCLES: usize = 40;
 
-/// `--cycles N` (default [`CYCLES`]) and `--only NAME` (kernel, udev or udisks2; repeatable).
+/// `--cycles N` (default [`CYCLES`]) and `--only NAME` (floor, kernel, udev or udisks2; repeatable).
 struct Args {
     cycles: usize,
     only: Vec<String>,
@@ -38,7 +39,7 @@ impl Args {
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--cycles" => args.cycles = it.next().and_then(|n| n.parse().ok()).expect("--cycles N"),
-                "--only" => args.only.push(it.next().expect("--only kernel|udev|udisks2")),
+                "--only" => args.only.push(it.next().expect("--only floor|kernel|udev|udisks2")),
                 _ => {} // `--bench`, passed by cargo
             }
         }
@@ -752,6 +753,17 @@ fn main() {
 
     let args = Args::parse();
     let mut all = Vec::new();
+    if args.runs("floor") {
+        // The measuring's own noise: a second reader of the same kernel notifications, woken by
+        // the same uevent or POLLPRI as the floor's. Its p99 is the scheduler's jitter on this
+        // machine, under every observer's figures (its memory lines are the bench's own).
+        let (tx, rx) = channel();
+        kernel_uevents(tx.clone());
+        kernel_mounts(tx);
+        let mut seen = Notes::new(rx);
+        let pid = std::process::id();
+        all.push(run_cycles("2nd kernel reader", args.cycles, pid, &image, &mnt, &mut floor, &mut seen));
+    }
     if args.runs("kernel") {
         all.push(agent("kernel", args.cycles, dir.path(), port, &image, &mnt, &mut floor));
     }

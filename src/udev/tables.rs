@@ -3,8 +3,8 @@
 //! need the same table, and reading it is most of a partition's probe.
 //!
 //! A kept table is used only while the disk's write counter (`stat`, which counts the writes
-//! of its partitions too) has not moved and no I/O is in flight; a rewritten table (sfdisk,
-//! which syncs before asking the kernel to re-read it) is read again.
+//! of its partitions too) has not moved and no write is in flight (`inflight`); a rewritten
+//! table (sfdisk, which syncs before asking the kernel to re-read it) is read again.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,12 +17,18 @@ use super::probe::{self, TableEntry};
 /// A partition table: its type and entries.
 pub type Table = (Option<String>, Vec<TableEntry>);
 
-/// The completed writes of the disk at `disk` (a devpath) under `sysfs`, or None while I/O is in
-/// flight or unknown.
+/// The completed writes of the disk at `disk` (a devpath) under `sysfs`, or None while a write is
+/// in flight or the counters are unknown. Reads in flight (the disk's own identity probe, a
+/// backup) cannot change the table: `inflight` counts reads and writes apart; without it, any
+/// I/O in flight (`stat`) counts.
 pub fn writes(sysfs: &Path, disk: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(sysfs.join(disk.trim_start_matches('/')).join("stat")).ok()?;
-    let c = crate::activity::stat::parse(&text)?;
-    (c.in_flight == 0).then_some(c.write_ios)
+    let dir = sysfs.join(disk.trim_start_matches('/'));
+    let c = crate::activity::stat::parse(&std::fs::read_to_string(dir.join("stat")).ok()?)?;
+    let writing = match std::fs::read_to_string(dir.join("inflight")) {
+        Ok(text) => text.split_whitespace().nth(1).and_then(|w| w.parse::<u64>().ok()).is_none_or(|w| w > 0),
+        Err(_) => c.in_flight > 0,
+    };
+    (!writing).then_some(c.write_ios)
 }
 
 #[derive(Debug)]
@@ -68,6 +74,7 @@ impl Tables {
             return Some(t);
         }
         let writes = self.writes(disk);
+        debug!(disk, "partition table read (none kept, or the disk was written since)");
         match probe::table_bounded(devnode) {
             Ok(table) => {
                 self.keep(disk, writes, &table);
@@ -136,5 +143,27 @@ mod tests {
         assert_eq!(tables.len(), 1);
         tables.forget(disk);
         assert!(tables.is_empty());
+    }
+
+    #[test]
+    fn reads_in_flight_leave_a_kept_table_fresh_writes_do_not() {
+        let t = tempfile::tempdir().unwrap();
+        let disk = "/devices/virtual/block/loop9";
+        let inflight = t.path().join("devices/virtual/block/loop9/inflight");
+        let tables = Tables::new(t.path());
+        stat(t.path(), 3, 0);
+        std::fs::write(&inflight, "       0        0\n").unwrap();
+        let table: Table = (Some("dos".into()), Vec::new());
+        tables.keep(disk, tables.writes(disk), &table);
+        // The disk's identity probe reading it: the table cannot change.
+        stat(t.path(), 3, 2);
+        std::fs::write(&inflight, "       2        0\n").unwrap();
+        assert_eq!(tables.fresh(disk), Some(table.clone()));
+        // A write in flight may be rewriting it.
+        std::fs::write(&inflight, "       2        1\n").unwrap();
+        assert_eq!(tables.fresh(disk), None);
+        // An unreadable count is not "no writes".
+        std::fs::write(&inflight, "garbage\n").unwrap();
+        assert_eq!(tables.fresh(disk), None);
     }
 }

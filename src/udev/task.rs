@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 use tokio::time::sleep_until;
 use tracing::{debug, info, instrument, warn};
 
@@ -109,8 +109,31 @@ fn first_probes(devices: Vec<SysDevice>) -> Vec<(SysDevice, Props)> {
         .collect()
 }
 
-/// The probe in flight, when there is one; forever otherwise.
-async fn joined<T>(task: &mut Option<JoinHandle<T>>) -> Result<T, tokio::task::JoinError> {
+/// The nice value of the first probes' thread (and of the probe threads it starts, which inherit
+/// it): on a busy machine, announcing the next event goes before finding a new device's
+/// filesystem.
+const PROBE_NICE: libc::c_int = 10;
+
+/// Runs [`first_probes`] on a thread of its own at [`PROBE_NICE`]; the answer comes on the
+/// returned channel (closed without one if the thread cannot start).
+fn start_first_probes(devices: Vec<SysDevice>) -> oneshot::Receiver<Vec<(SysDevice, Props)>> {
+    let (tx, rx) = oneshot::channel();
+    let spawned = std::thread::Builder::new().name("diskwatch-probe".into()).spawn(move || {
+        // SAFETY: setpriority with PRIO_PROCESS and 0 sets the calling thread's nice value on
+        // Linux (nice is per thread); raising it needs no privilege and touches no memory.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, PROBE_NICE) } != 0 {
+            debug!(error = %std::io::Error::last_os_error(), "cannot lower the probe thread's priority");
+        }
+        let _ = tx.send(first_probes(devices));
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start a probe thread: new devices stay without their probe");
+    }
+    rx
+}
+
+/// The probes in flight, when there are some; forever otherwise.
+async fn joined<T>(task: &mut Option<oneshot::Receiver<T>>) -> Result<T, oneshot::error::RecvError> {
     match task {
         Some(t) => t.await,
         None => std::future::pending().await,
@@ -218,7 +241,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut written_paths = Vec::new();
     let mut facts = Vec::new();
     let mut last_save = Instant::now();
-    let mut probing: Option<JoinHandle<Vec<(SysDevice, Props)>>> = None;
+    let mut probing: Option<oneshot::Receiver<Vec<(SysDevice, Props)>>> = None;
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The core's view, for the power state the health source saw (kernel mode: a `change` of a
@@ -301,7 +324,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
                 probing = None;
                 match probed {
                     Ok(probed) => tracker.finish_probe(probed, &mut facts),
-                    Err(e) => warn!(error = %e, "blkid probe task failed"),
+                    Err(_) => warn!("the probe thread ended without an answer"),
                 }
             }
             changed = storage.changed(), if !held.is_empty() => {
@@ -346,12 +369,12 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
         if tracker.has_new_tables() {
             off_runtime(|| tracker.read_new_tables());
         }
-        // Then the rest on a blocking thread, while the loop goes on with the next events (a
-        // partition added meanwhile is not held up behind its disk's probe).
+        // Then the rest on a thread of lower priority, while the loop goes on with the next
+        // events (a partition added meanwhile is not held up behind its disk's probe).
         if probing.is_none() {
             let unprobed = tracker.take_unprobed();
             if !unprobed.is_empty() {
-                probing = Some(tokio::task::spawn_blocking(move || first_probes(unprobed)));
+                probing = Some(start_first_probes(unprobed));
             }
         }
         // The cache is a hint for disks found asleep later: written after the facts went out,

@@ -103,7 +103,8 @@ pub struct Tracker {
     source: PropSource,
     known: HashMap<String, Known>,
     /// New disks announced before their blkid probe, to be probed next.
-    unprobed: Vec<String>,
+    /// Devices announced before their probe, as sysfs showed them then (not read again).
+    unprobed: Vec<SysDevice>,
     /// New disks announced before their partition table was read (kernel mode).
     tables_due: Vec<String>,
     /// Disks handed out for their first probe and not re-read since: the probe's result applies.
@@ -364,11 +365,12 @@ impl Tracker {
                 }
                 let props = if announce_first { Props::new() } else { self.props(&sys, event_props) };
                 if !announce_first {
-                    // Read afresh now: a first probe still running would report older findings.
+                    // Read afresh now: a first probe still running or due would report older findings.
                     self.probing.remove(devpath);
+                    self.unprobed.retain(|u| u.devpath != devpath);
                 }
                 if announce_first {
-                    self.unprobed.push(devpath.to_owned());
+                    self.unprobed.push(sys.clone());
                     self.tables_due.push(devpath.to_owned());
                 }
                 let disk = describe::disk(&sys, &props);
@@ -397,12 +399,13 @@ impl Tracker {
             Some(Kind::Partition) => {
                 let p = match self.partition_from_table(&sys) {
                     Some(p) => {
-                        self.unprobed.push(devpath.to_owned());
+                        self.unprobed.push(sys.clone());
                         p
                     }
                     None => {
-                        // Read afresh now: a first probe still running would report older findings.
+                        // Read afresh now: a first probe still running or due would report older findings.
                         self.probing.remove(devpath);
+                        self.unprobed.retain(|u| u.devpath != devpath);
                         let probed = self.prefetched.remove(devpath);
                         let Some(p) = self.describe_partition(&sys, event_props, probed) else { return };
                         p
@@ -429,14 +432,12 @@ impl Tracker {
         self.finish_probe(probed, out);
     }
 
-    /// The disks announced without a probe, as sysfs shows them now (the
-    /// caller probes them, off the async threads, and hands them to [`Self::finish_probe`]).
+    /// The devices announced without a probe and still reported, as sysfs showed them when they
+    /// were announced: a change since re-read and probed them already, and dropped them here
+    /// (the caller probes them, off the event loop, and hands them to [`Self::finish_probe`]).
     pub fn take_unprobed(&mut self) -> Vec<SysDevice> {
-        let taken: Vec<SysDevice> = std::mem::take(&mut self.unprobed)
-            .into_iter()
-            .filter(|p| self.known.contains_key(p))
-            .filter_map(|p| self.sysfs.read(&p).filter(SysDevice::is_present))
-            .collect();
+        let taken: Vec<SysDevice> =
+            std::mem::take(&mut self.unprobed).into_iter().filter(|d| self.known.contains_key(&d.devpath)).collect();
         self.probing.extend(taken.iter().map(|d| d.devpath.clone()));
         taken
     }
@@ -526,6 +527,7 @@ impl Tracker {
 
     fn forget(&mut self, devpath: &str, out: &mut Vec<Fact>) {
         self.probing.remove(devpath);
+        self.unprobed.retain(|u| u.devpath != devpath);
         let Some(known) = self.known.remove(devpath) else { return };
         match known.kind {
             Kind::Disk => {
