@@ -217,13 +217,38 @@ impl ProbeCache {
 
     /// Writes the file if anything changed (atomically: temporary file, fsync, rename).
     pub fn save(&mut self) {
-        let Some(path) = self.path.as_deref().filter(|_| self.dirty) else { return };
-        let result = serde_json::to_vec(&self.entries)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| crate::fsutil::write_atomic(path, &bytes));
-        match result {
-            Ok(()) => self.dirty = false,
-            Err(e) => warn!(path = %path.display(), error = %e, "cannot save the probe cache"),
+        if let Some((path, bytes)) = self.snapshot() {
+            if !write_cache(&path, &bytes) {
+                self.dirty = true;
+            }
+        }
+    }
+
+    /// What [`Self::save`] would write, to be written elsewhere (off the event loop: the write
+    /// is fsynced); the cache counts as saved from here on.
+    pub fn snapshot(&mut self) -> Option<(PathBuf, Vec<u8>)> {
+        let path = self.path.clone().filter(|_| self.dirty)?;
+        match serde_json::to_vec(&self.entries) {
+            Ok(bytes) => {
+                self.dirty = false;
+                Some((path, bytes))
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "cannot save the probe cache");
+                None
+            }
+        }
+    }
+}
+
+/// Writes a probe cache [`ProbeCache::snapshot`] made (atomically, fsynced); false on failure,
+/// which is logged.
+pub fn write_cache(path: &Path, bytes: &[u8]) -> bool {
+    match crate::fsutil::write_atomic(path, bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot save the probe cache");
+            false
         }
     }
 }

@@ -241,6 +241,7 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     let mut written_paths = Vec::new();
     let mut facts = Vec::new();
     let mut last_save = Instant::now();
+    let mut saving: Option<std::thread::JoinHandle<bool>> = None;
     let mut probing: Option<oneshot::Receiver<Vec<(SysDevice, Props)>>> = None;
     let mut recheck = tokio::time::interval(RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -378,11 +379,24 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
             }
         }
         // The cache is a hint for disks found asleep later: written after the facts went out,
-        // and at most every CACHE_SAVE_EVERY during a plug storm (each write is fsynced).
-        if kernel && last_save.elapsed() >= CACHE_SAVE_EVERY {
-            off_runtime(|| tracker.save_cache());
+        // at most every CACHE_SAVE_EVERY during a plug storm, and on a thread of its own (each
+        // write is fsynced: on this loop, the fsync held the next uevents for milliseconds).
+        if kernel && last_save.elapsed() >= CACHE_SAVE_EVERY && saving.as_ref().is_none_or(|s| s.is_finished()) {
+            if let Some((path, bytes)) = tracker.cache_snapshot() {
+                let spawned = std::thread::Builder::new()
+                    .name("diskwatch-cache".into())
+                    .spawn(move || super::sleep::write_cache(&path, &bytes));
+                match spawned {
+                    Ok(handle) => saving = Some(handle),
+                    Err(e) => warn!(error = %e, "cannot start a thread to save the probe cache"),
+                }
+            }
             last_save = Instant::now();
         }
+    }
+    // The last word is the synchronous save below.
+    if let Some(saving) = saving.take() {
+        let _ = saving.join();
     }
     tracker.save_cache();
     debug!("block-device source stopped");

@@ -228,6 +228,11 @@ impl Tracker {
         }
     }
 
+    /// The probe cache's content to write, when it changed since it was last saved.
+    pub fn cache_snapshot(&self) -> Option<(std::path::PathBuf, Vec<u8>)> {
+        self.cache.lock().ok()?.snapshot()
+    }
+
     /// The cache key of a disk: its identity from sysfs alone (what the probe cannot change)
     /// and its size.
     fn cache_key(disk: &SysDevice) -> String {
