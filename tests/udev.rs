@@ -219,9 +219,11 @@ async fn overflow_resyncs_to_the_truth() {
             lo.detach();
         }
     }
-    let want: Vec<String> = attached_loops();
     let deadline = Instant::now() + WAIT;
     let snap = loop {
+        // Read each time: a detach while a probe (ours, udevd's) holds the device open is
+        // completed by the kernel only when it is closed (autoclear), after losetup returned.
+        let want: Vec<String> = attached_loops();
         let snap = agent.get_json("/api/v1/snapshot").await;
         let mut have: Vec<String> = snap["disks"]
             .as_array()
