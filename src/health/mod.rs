@@ -18,7 +18,7 @@ pub use source::HealthSource;
 
 use std::time::SystemTime;
 
-/// The disks smartctl may ask: `[health] include/exclude` (the filter lives in the leaf `text`).
+// The disks smartctl may ask: `[health] include/exclude` (the filter lives in the leaf `text`).
 use crate::text::KernelNameFilter;
 pub use config::HealthConfig;
 

@@ -219,9 +219,14 @@ impl ProbeCache {
     pub fn save(&mut self) {
         if let Some((path, bytes)) = self.snapshot() {
             if !write_cache(&path, &bytes) {
-                self.dirty = true;
+                self.mark_unsaved();
             }
         }
+    }
+
+    /// A write of a [`Self::snapshot`] failed: save it again next time.
+    pub fn mark_unsaved(&mut self) {
+        self.dirty = true;
     }
 
     /// What [`Self::save`] would write, to be written elsewhere (off the event loop: the write

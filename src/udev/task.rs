@@ -161,7 +161,7 @@ pub async fn run_on_own_thread(config: UdevConfig, stats: Arc<UdevStats>, sleep:
         }
     };
     let facts = ctx.facts.clone();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let (done_tx, done_rx) = oneshot::channel();
     let spawned = std::thread::Builder::new().name("diskwatch-udev".into()).spawn(move || {
         runtime.block_on(run(config, stats, sleep, ctx));
         // A probe thread still waiting on a hung device must not hold the shutdown.
@@ -381,7 +381,13 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
         // The cache is a hint for disks found asleep later: written after the facts went out,
         // at most every CACHE_SAVE_EVERY during a plug storm, and on a thread of its own (each
         // write is fsynced: on this loop, the fsync held the next uevents for milliseconds).
-        if kernel && last_save.elapsed() >= CACHE_SAVE_EVERY && saving.as_ref().is_none_or(|s| s.is_finished()) {
+        // A save that failed (logged by its thread) leaves the cache to be saved again.
+        if let Some(done) = saving.take_if(|s| s.is_finished()) {
+            if !done.join().unwrap_or(false) {
+                tracker.cache_unsaved();
+            }
+        }
+        if kernel && last_save.elapsed() >= CACHE_SAVE_EVERY && saving.is_none() {
             if let Some((path, bytes)) = tracker.cache_snapshot() {
                 let spawned = std::thread::Builder::new()
                     .name("diskwatch-cache".into())
@@ -396,7 +402,9 @@ pub async fn run(config: UdevConfig, stats: Arc<UdevStats>, sleep: SleepSetup, c
     }
     // The last word is the synchronous save below.
     if let Some(saving) = saving.take() {
-        let _ = saving.join();
+        if !saving.join().unwrap_or(false) {
+            tracker.cache_unsaved();
+        }
     }
     tracker.save_cache();
     debug!("block-device source stopped");

@@ -228,6 +228,13 @@ impl Tracker {
         }
     }
 
+    /// A save of [`Self::cache_snapshot`] failed: the cache is to be saved again.
+    pub fn cache_unsaved(&self) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.mark_unsaved();
+        }
+    }
+
     /// The probe cache's content to write, when it changed since it was last saved.
     pub fn cache_snapshot(&self) -> Option<(std::path::PathBuf, Vec<u8>)> {
         self.cache.lock().ok()?.snapshot()
